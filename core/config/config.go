@@ -1,0 +1,260 @@
+package config
+
+import (
+	"github.com/sluicehq/sluice/core/match"
+	"github.com/sluicehq/sluice/sinks"
+	"gopkg.in/yaml.v3"
+)
+
+// Duration is a Go duration string in YAML ("100ms", "5m").
+type Duration = sinks.Duration
+
+// Config is the whole YAML file. Field order is the order `validate --print` shows.
+type Config struct {
+	Server       Server        `yaml:"server"`
+	Auth         Auth          `yaml:"auth"`
+	Store        Store         `yaml:"store"`
+	Intake       Intake        `yaml:"intake"`
+	Delivery     Delivery      `yaml:"delivery"`
+	Topics       []Topic       `yaml:"topics"`
+	Destinations []Destination `yaml:"destinations"`
+	Plugins      []Plugin      `yaml:"plugins,omitempty"`
+	Telemetry    Telemetry     `yaml:"telemetry"`
+
+	// File is the path the config was loaded from.
+	File string `yaml:"-"`
+	// Registry holds the built-in sinks plus the sinks of the plugins this config declares.
+	Registry *sinks.Registry `yaml:"-"`
+}
+
+// Plugin is a third-party sink shipped as a separate executable.
+type Plugin struct {
+	Name string `yaml:"name"`
+	Path string `yaml:"path"`
+	// SHA256 pins the binary: Sluice refuses to launch a file with another digest.
+	SHA256        string `yaml:"sha256,omitempty"`
+	AllowUnpinned bool   `yaml:"allow_unpinned,omitempty"`
+}
+
+// PluginLoader launches the plugins a config declares and returns their sink specs. errs maps a plugin's
+// index in the plugins list to why it could not be loaded.
+type PluginLoader func(plugins []Plugin) (specs []sinks.Spec, errs map[int]error)
+
+// Server is the HTTP listener.
+type Server struct {
+	Listen string `yaml:"listen"`
+	// ShutdownTimeout bounds how long SIGTERM waits for in-flight deliveries.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Auth lists the API keys.
+type Auth struct {
+	Keys []Key `yaml:"keys"`
+}
+
+// Role names what a key may do.
+const (
+	RoleAdmin     = "admin"
+	RolePublisher = "publisher"
+	RoleReader    = "reader"
+)
+
+// Key is one bearer key of the HTTP API.
+type Key struct {
+	Name   string `yaml:"name"`
+	Key    string `yaml:"key" secret:"true"`
+	Role   string `yaml:"role"`
+	Tenant string `yaml:"tenant,omitempty"`
+}
+
+// Store selects and tunes the event store.
+type Store struct {
+	Driver        string   `yaml:"driver"`
+	Path          string   `yaml:"path,omitempty"`
+	DSN           string   `yaml:"dsn,omitempty" secret:"true"`
+	Retention     Duration `yaml:"retention"`
+	EncryptionKey string   `yaml:"encryption_key,omitempty" secret:"true"`
+}
+
+// Intake tunes event intake.
+type Intake struct {
+	HTTP         HTTPIntake `yaml:"http"`
+	DedupeWindow Duration   `yaml:"dedupe_window"`
+	// AMQP lists the queues Sluice consumes events from.
+	AMQP []AMQPIntake `yaml:"amqp,omitempty"`
+	// InlineSubscriptions lets an event register per-run webhook destinations (DESIGN §4).
+	InlineSubscriptions InlineSubscriptions `yaml:"inline_subscriptions"`
+	// ValidateTopics rejects events whose topic is not in the catalog (400) or whose data fails its schema (422).
+	ValidateTopics bool `yaml:"validate_topics"`
+}
+
+// Where an AMQP consumer takes a plain message's topic from.
+const (
+	TopicFromBody       = "body"
+	TopicFromRoutingKey = "routing_key"
+)
+
+// AMQPIntake is one queue consumer.
+type AMQPIntake struct {
+	// Name labels the consumer in logs; it defaults to the queue name.
+	Name string `yaml:"name,omitempty"`
+	URL  string `yaml:"url" secret:"true"`
+	// Queue is consumed; with Declare it is created durable when missing.
+	Queue    string        `yaml:"queue"`
+	Declare  bool          `yaml:"declare,omitempty"`
+	Bindings []AMQPBinding `yaml:"bindings,omitempty"`
+	// Prefetch bounds the unacknowledged messages the broker hands over at once (default 256).
+	Prefetch int `yaml:"prefetch"`
+	// TopicFrom is body (the message is a Sluice event or a CloudEvent) or routing_key (the body is the data).
+	TopicFrom string `yaml:"topic_from"`
+	// DeadLetterExchange receives malformed messages, with the reason in the x-sluice-reject-reason header.
+	DeadLetterExchange string `yaml:"dead_letter_exchange,omitempty"`
+}
+
+// AMQPBinding binds the queue to an exchange under routing keys.
+type AMQPBinding struct {
+	Exchange    string   `yaml:"exchange"`
+	RoutingKeys []string `yaml:"routing_keys"`
+}
+
+// InlineSubscriptions configures per-run subscriptions carried by events.
+type InlineSubscriptions struct {
+	Enabled bool `yaml:"enabled"`
+	// TTL is how long a subscription lives after the last event that registered it (default 24h).
+	TTL Duration `yaml:"ttl"`
+	// MaxPerCorrelation caps the subscriptions one correlation id may hold (default 10).
+	MaxPerCorrelation int `yaml:"max_per_correlation"`
+}
+
+// HTTPIntake tunes POST /v1/events.
+type HTTPIntake struct {
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Delivery holds the defaults every destination inherits.
+type Delivery struct {
+	Timeout     Duration `yaml:"timeout"`
+	Concurrency int      `yaml:"concurrency"`
+	Retry       Retry    `yaml:"retry"`
+	Breaker     Breaker  `yaml:"breaker"`
+	Network     Network  `yaml:"network"`
+}
+
+// Retry is a retry policy: an explicit schedule of delays after the first attempt, or an exponential one.
+type Retry struct {
+	Schedule    []Duration   `yaml:"schedule,omitempty"`
+	Jitter      *float64     `yaml:"jitter,omitempty"`
+	Exponential *Exponential `yaml:"exponential,omitempty"`
+}
+
+// Exponential is base·2^n capped at max, for attempts retries.
+type Exponential struct {
+	Base     Duration `yaml:"base"`
+	Max      Duration `yaml:"max"`
+	Attempts int      `yaml:"attempts"`
+}
+
+// RateLimit caps how fast a destination is sent to.
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst,omitempty"`
+}
+
+// Ordering says what a later event does when an earlier one of the same key finally fails.
+type Ordering struct {
+	// OnFailure: skip (the later events proceed; the default) or block (they wait until the failed one is
+	// retried by hand and delivered).
+	OnFailure string `yaml:"on_failure"`
+}
+
+// Breaker stops a lane that keeps failing: after Failures consecutive failed attempts it sends one probe at a
+// time, at the retry schedule's pace, until one succeeds.
+type Breaker struct {
+	Failures int `yaml:"failures"`
+}
+
+// Network restricts where deliveries may connect.
+type Network struct {
+	// AllowCIDRs opens holes in the SSRF guard (loopback, private ranges, ...).
+	AllowCIDRs []string `yaml:"allow_cidrs"`
+}
+
+// Topic is one entry of the topic catalog.
+type Topic struct {
+	Name        string `yaml:"name"`
+	Description string `yaml:"description,omitempty"`
+	// Schema is a JSON Schema for the event's data, inline; SchemaFile names a JSON or YAML file holding one
+	// (relative to the config file).
+	Schema     any    `yaml:"schema,omitempty"`
+	SchemaFile string `yaml:"schema_file,omitempty"`
+	Example    any    `yaml:"example,omitempty"`
+
+	// Compiled by Load; nil when the topic has no schema.
+	CompiledSchema *Schema `yaml:"-"`
+}
+
+// Destination is one subscriber.
+type Destination struct {
+	Name        string            `yaml:"name"`
+	Type        string            `yaml:"type"`
+	Topics      []string          `yaml:"topics"`
+	Filter      any               `yaml:"filter,omitempty"`
+	Transform   string            `yaml:"transform,omitempty"`
+	Tenant      string            `yaml:"tenant,omitempty"`
+	Scope       map[string]string `yaml:"scope,omitempty"`
+	Enabled     *bool             `yaml:"enabled,omitempty"`
+	Retry       *Retry            `yaml:"retry,omitempty"`
+	Timeout     Duration          `yaml:"timeout,omitempty"`
+	Concurrency int               `yaml:"concurrency,omitempty"`
+	RateLimit   *RateLimit        `yaml:"rate_limit,omitempty"`
+	// OrderingKey is a path into the event (data.case.id, metadata.k, tenant, topic, correlation_id): events
+	// with the same value reach this destination strictly in order.
+	OrderingKey string    `yaml:"ordering_key,omitempty"`
+	Ordering    *Ordering `yaml:"ordering,omitempty"`
+	Breaker     *Breaker  `yaml:"breaker,omitempty"`
+	Config      yaml.Node `yaml:"config"`
+
+	// Compiled by Load; nil before.
+	SinkConfig  sinks.Config  `yaml:"-"`
+	TopicsMatch match.Topics  `yaml:"-"`
+	FilterMatch *match.Filter `yaml:"-"`
+	// TransformExpr is the compiled transform; nil when the destination has none.
+	TransformExpr *match.Transform `yaml:"-"`
+}
+
+// IsEnabled reports whether the destination receives events (the default).
+func (d *Destination) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
+
+// Telemetry configures logs.
+type Telemetry struct {
+	Log Log `yaml:"log"`
+}
+
+// Log configures the slog handler.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | text
+}
+
+// Defaults returns a config with every default filled in; the YAML is decoded over it.
+func Defaults() *Config {
+	jitter := 0.2
+	return &Config{
+		Server: Server{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(30e9)},
+		Store:  Store{Driver: "embedded", Path: "./data", Retention: Duration(168 * 3600e9)},
+		Intake: Intake{HTTP: HTTPIntake{MaxBodyBytes: 1 << 20}, DedupeWindow: Duration(24 * 3600e9),
+			InlineSubscriptions: InlineSubscriptions{TTL: Duration(24 * 3600e9), MaxPerCorrelation: 10}},
+		Delivery: Delivery{
+			Timeout:     Duration(15e9),
+			Concurrency: 16,
+			Breaker:     Breaker{Failures: 5},
+			Retry: Retry{
+				Schedule: []Duration{Duration(5e9), Duration(300e9), Duration(1800e9), Duration(7200e9),
+					Duration(5 * 3600e9), Duration(10 * 3600e9), Duration(14 * 3600e9), Duration(20 * 3600e9),
+					Duration(24 * 3600e9)},
+				Jitter: &jitter,
+			},
+		},
+		Telemetry: Telemetry{Log: Log{Level: "info", Format: "json"}},
+	}
+}

@@ -1,0 +1,202 @@
+package config_test
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/core/config"
+	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/webhook"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func reg() *sinks.Registry { return sinks.NewRegistry(webhook.Spec) }
+
+func noEnv(string) (string, bool) { return "", false }
+
+// TestExampleGolden loads the shipped config.example.yaml and compares its masked, resolved form with
+// testdata/example.golden.yaml.
+func TestExampleGolden(t *testing.T) {
+	src, err := os.ReadFile("../../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("config.example.yaml", src, noEnv, reg())
+	if err != nil {
+		t.Fatalf("config.example.yaml must be valid:\n%v", err)
+	}
+	got, err := cfg.Masked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "example.golden.yaml")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./core/config -update)", err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("resolved config differs from %s (run with -update if intended):\n%s", golden, got)
+	}
+	for _, secret := range []string{"dev-admin-key", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"} {
+		if strings.Contains(string(got), secret) {
+			t.Fatalf("--print output shows the secret %q", secret)
+		}
+	}
+	if len(cfg.Destinations) != 1 || cfg.Destinations[0].SinkConfig == nil || cfg.Destinations[0].FilterMatch == nil {
+		t.Fatalf("destination not compiled: %+v", cfg.Destinations)
+	}
+}
+
+const base = `auth:
+  keys: [{name: admin, key: k1, role: admin}]
+`
+
+func TestEnvExpansion(t *testing.T) {
+	env := map[string]string{"PORT": "9090", "KEY": "from-env"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	src := `server: {listen: "127.0.0.1:${PORT}"}
+auth:
+  keys: [{name: a, key: "${KEY}", role: admin}, {name: b, key: "${MISSING:-fallback}", role: reader}]
+intake:
+  http:
+    max_body_bytes: ${SIZE:-2048}
+`
+	cfg, err := config.Parse("f.yaml", []byte(src), lookup, reg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:9090" || cfg.Auth.Keys[0].Key != "from-env" || cfg.Auth.Keys[1].Key != "fallback" {
+		t.Fatalf("expansion: %+v %+v", cfg.Server, cfg.Auth.Keys)
+	}
+	if cfg.Intake.HTTP.MaxBodyBytes != 2048 {
+		t.Fatalf("expanded integer: %d", cfg.Intake.HTTP.MaxBodyBytes)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := config.Parse("f.yaml", []byte(base), noEnv, reg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:8080" || cfg.Store.Driver != "embedded" || cfg.Delivery.Concurrency != 16 ||
+		cfg.Intake.DedupeWindow.D().Hours() != 24 || len(cfg.Delivery.Retry.Schedule) != 9 || *cfg.Delivery.Retry.Jitter != 0.2 {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+// TestErrors checks each kind of problem is reported at its line and column with its path, all at once.
+func TestErrors(t *testing.T) {
+	cases := []struct {
+		name, src string
+		want      []string // each a substring of one reported line, in order
+	}{
+		{"unknown top-level key", base + "servr: {}\n", []string{`f.yaml:3:1: servr: unknown key "servr"; valid keys here: server, auth`}},
+		{"unknown nested key", base + "delivery:\n  retry:\n    schedul: [1s]\n", []string{`f.yaml:5:5: delivery.retry.schedul: unknown key`}},
+		{"bad duration", base + "delivery: {timeout: 15}\n", []string{`f.yaml:3:21: delivery.timeout: "15" is not a duration`}},
+		{"wrong type", base + "delivery: {concurrency: many}\n", []string{`f.yaml:3:25: delivery.concurrency: must be an integer, got "many"`}},
+		{"list expected", base + "delivery: {retry: {schedule: 5s}}\n", []string{`f.yaml:3:30: delivery.retry.schedule: must be a list`}},
+		{"bad role and missing key", "auth:\n  keys:\n    - {name: a, role: root}\n", []string{
+			`f.yaml:3:7: auth.keys[0].key: is required`, `f.yaml:3:23: auth.keys[0].role: "root" is not a role`}},
+		{"no keys", "server: {listen: 127.0.0.1:1}\n", []string{`auth.keys: at least one key is required`}},
+		{"unset env", base + "store: {path: \"${NOPE}\"}\n", []string{`f.yaml:3:15: environment variable NOPE is not set`}},
+		{"bad cidr", base + "delivery: {network: {allow_cidrs: [10.0.0.0/40]}}\n", []string{`f.yaml:3:36: delivery.network.allow_cidrs[0]:`}},
+		{"destination problems reported together", base + `destinations:
+  - name: a
+    type: webhook
+    topics: ["ca*"]
+    filter: {data: {amount: {$gt: [1]}}}
+    config: {url: ftp://x, secrets: ["whsec_short"], colour: red}
+  - name: a
+    type: nope
+    topics: ["*"]
+`, []string{
+			`f.yaml:6:14: destinations[0].topics[0]: invalid pattern "ca*"`,
+			`f.yaml:7:35: destinations[0].filter.data.amount.$gt:`,
+			`f.yaml:8:54: destinations[0].config.colour: unknown key "colour"`,
+			`f.yaml:9:11: destinations[1].name: "a" is used by another destination`,
+			`f.yaml:10:11: destinations[1].type: "nope" is not a sink type; use one of: webhook`,
+		}},
+		{"sink validation at its line", base + `destinations:
+  - name: a
+    type: webhook
+    topics: ["*"]
+    config:
+      url: ftp://example.com/x
+      secrets: ["whsec_c2hvcnQ="]
+`, []string{`f.yaml:8:12: destinations[0].config.url:`, `f.yaml:9:17: destinations[0].config.secrets[0]:`}},
+		{"filter on a field events do not have", base + `destinations:
+  - name: a
+    type: webhook
+    topics: ["*"]
+    filter: {amount: 5}
+    config: {url: "https://example.com/x", signing: none}
+`, []string{`f.yaml:7:22: destinations[0].filter.amount: "amount" is not a field of an event`}},
+		{"ordering", base + `destinations:
+  - name: a
+    type: webhook
+    topics: ["*"]
+    ordering_key: case.id
+    ordering: {on_failure: wait}
+    config: {url: "https://example.com/x", signing: none}
+`, []string{`f.yaml:7:19: destinations[0].ordering_key: "case.id" is not a path into the event`,
+			`f.yaml:8:28: destinations[0].ordering.on_failure: "wait": use skip`}},
+		{"malformed yaml", base + "server: [\n", []string{`f.yaml:`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse("f.yaml", []byte(c.src), noEnv, reg())
+			if err == nil {
+				t.Fatal("want errors, got none")
+			}
+			var es config.Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error is %T, want config.Errors", err)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			i := 0
+			for _, line := range lines {
+				if i < len(c.want) && strings.Contains(line, c.want[i]) {
+					i++
+				}
+			}
+			if i < len(c.want) {
+				t.Fatalf("missing %q in:\n%s", c.want[i], err)
+			}
+			if strings.Contains(err.Error(), "whsec_c2hvcnQ=") || strings.Contains(err.Error(), "whsec_short") {
+				t.Fatalf("an error message shows a secret:\n%s", err)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	example, _ := os.ReadFile("../../config.example.yaml")
+	f.Add(string(example))
+	f.Add(base)
+	f.Add(base + "destinations: [{name: a, type: webhook, topics: ['*'], config: {url: 'http://x'}}]")
+	f.Add("a: &x [*x]")
+	f.Add("auth: {keys: [{name: ${A:-b}, key: c, role: admin}]}\ndelivery: {retry: {exponential: {base: 1s, max: 1m, attempts: 5}}}")
+	f.Fuzz(func(t *testing.T, src string) {
+		cfg, err := config.Parse("f.yaml", []byte(src), noEnv, reg())
+		if err == nil {
+			if _, err := cfg.Masked(); err != nil {
+				t.Fatalf("a valid config failed to print: %v", err)
+			}
+			return
+		}
+		var es config.Errors
+		if !errors.As(err, &es) || len(es) == 0 {
+			t.Fatalf("error is not config.Errors: %v", err)
+		}
+	})
+}

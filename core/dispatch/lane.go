@@ -1,0 +1,418 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/store"
+	"github.com/sluicehq/sluice/sinks"
+)
+
+// lane delivers to one destination: workers take first attempts from fresh (filled by intake) and everything
+// else from scanned (claimed from the store by the scanner), so retries never starve first attempts of a queue.
+type lane struct {
+	d       *Dispatcher
+	dest    Destination
+	log     *slog.Logger
+	slots   chan struct{} // one token per reserved place in fresh
+	fresh   chan store.Job
+	scanned chan store.Job
+	wake    chan struct{}
+	// disabled is set when the destination answered 410 Gone; its deliveries end as skipped.
+	quit     chan struct{} // closed when the lane or the whole dispatcher stops
+	quitOnce sync.Once
+	wg       sync.WaitGroup
+	disabled atomic.Bool
+	skipped  atomic.Bool
+	limits   sinks.Limits
+	collect  sync.Mutex
+	ctl      *control
+}
+
+func newLane(d *Dispatcher, dest Destination) *lane {
+	if dest.Policy.Concurrency <= 0 {
+		dest.Policy.Concurrency = 16
+	}
+	if dest.Policy.Timeout <= 0 {
+		dest.Policy.Timeout = 15 * time.Second
+	}
+	var lim sinks.Limits
+	if lm, ok := dest.Sink.(sinks.Limiter); ok {
+		lim = lm.Limits()
+	}
+	return &lane{
+		d: d, dest: dest, log: d.log.With("destination", dest.Name), limits: lim, ctl: newControl(dest.Policy),
+		slots:   make(chan struct{}, d.opts.FreshQueue),
+		fresh:   make(chan store.Job, d.opts.FreshQueue),
+		scanned: make(chan store.Job),
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+	}
+}
+
+func (l *lane) start() {
+	n := 1 + l.dest.Policy.Concurrency
+	l.d.wg.Add(n)
+	l.wg.Add(n)
+	go l.scan()
+	for i := 0; i < l.dest.Policy.Concurrency; i++ {
+		go l.work()
+	}
+}
+
+// signalStop tells the lane's goroutines to stop after what they are doing.
+func (l *lane) signalStop() { l.quitOnce.Do(func() { close(l.quit) }) }
+
+// stop stops the lane and waits for its attempts in flight.
+func (l *lane) stop() {
+	l.signalStop()
+	l.wg.Wait()
+}
+
+// done marks one of the lane's goroutines finished.
+func (l *lane) done() {
+	l.wg.Done()
+	l.d.wg.Done()
+}
+
+// poke makes the scanner look at the store now.
+func (l *lane) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *lane) scan() {
+	defer l.done()
+	limit := l.dest.Policy.Concurrency * max(l.limits.MaxBatch, 1)
+	lease := l.d.lease(l.dest.Policy)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-l.quit:
+			return
+		case <-timer.C:
+		case <-l.wake:
+		}
+		probeWait := time.Duration(0)
+		for !l.disabled.Load() {
+			n := limit
+			if l.ctl.isOpen() {
+				// Breaker open: the backlog stays in the store; one delivery at a time probes the destination.
+				ok, at := l.ctl.takeProbe(l.d.opts.Now())
+				if !ok {
+					probeWait = max(at.Sub(l.d.opts.Now()), time.Millisecond)
+					break
+				}
+				n = 1
+			}
+			jobs, err := l.d.store.Claim(context.Background(), l.dest.Name, l.d.opts.Now(), lease, n)
+			if n == 1 && len(jobs) == 1 && l.ctl.isOpen() {
+				l.ctl.setProbe(jobs[0].Delivery.ID)
+			}
+			if err != nil {
+				l.log.Error("claim pending deliveries", "err", err)
+				break
+			}
+			for _, j := range jobs {
+				select {
+				case l.scanned <- j:
+				case <-l.quit:
+					return
+				}
+			}
+			if n == 1 && l.ctl.isOpen() {
+				if len(jobs) == 0 {
+					l.ctl.record(false, false, l.d.opts.Now(), nil) // nothing to probe with yet
+					break
+				}
+				continue
+			}
+			if len(jobs) < n {
+				break
+			}
+		}
+		wait := l.d.opts.Poll
+		if probeWait > 0 {
+			wait = min(wait, probeWait)
+		}
+		if next, ok, err := l.d.store.NextDue(context.Background(), l.dest.Name); err != nil {
+			l.log.Error("find next due delivery", "err", err)
+		} else if ok {
+			if until := next.Sub(l.d.opts.Now()); until > 0 || !l.dest.Ordered {
+				wait = min(wait, max(until, 5*time.Millisecond))
+			}
+			// An ordered lane with due work it could not claim is waiting on earlier deliveries of the same
+			// keys; their completions wake it.
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+func (l *lane) work() {
+	defer l.done()
+	for {
+		batch := l.next()
+		if batch == nil {
+			return
+		}
+		l.deliver(batch)
+	}
+}
+
+// take returns the next job from either queue; with wait false it returns at once when none is ready, and
+// with a non-nil expire it gives up when that fires. It returns false once shutdown began.
+func (l *lane) take(wait bool, expire <-chan time.Time) (store.Job, bool) {
+	select {
+	case <-l.quit:
+		return store.Job{}, false
+	default:
+	}
+	if !wait {
+		select {
+		case j := <-l.fresh:
+			<-l.slots
+			return j, true
+		case j := <-l.scanned:
+			return j, true
+		default:
+			return store.Job{}, false
+		}
+	}
+	select {
+	case <-l.quit:
+		return store.Job{}, false
+	case <-expire:
+		return store.Job{}, false
+	case j := <-l.fresh:
+		<-l.slots
+		return j, true
+	case j := <-l.scanned:
+		return j, true
+	}
+}
+
+// next collects one batch within the sink's limits: the first job waits for work, the rest are what is ready
+// (or arrives within Linger). One worker collects at a time, so batches fill before the next one starts.
+func (l *lane) next() []store.Job {
+	l.collect.Lock()
+	defer l.collect.Unlock()
+	first, ok := l.take(true, nil)
+	if !ok {
+		return nil
+	}
+	batch := []store.Job{first}
+	lim := l.limits
+	if lim.MaxBatch <= 1 || l.ctl.isProbeID(first.Delivery.ID) {
+		// A breaker probe goes alone: it asks whether the destination answers at all.
+		return batch
+	}
+	size := len(first.Event.Data)
+	var expire <-chan time.Time
+	if lim.Linger > 0 {
+		t := time.NewTimer(lim.Linger)
+		defer t.Stop()
+		expire = t.C
+	}
+	for len(batch) < lim.MaxBatch {
+		j, ok := l.take(expire != nil, expire)
+		if !ok {
+			break
+		}
+		batch = append(batch, j)
+		size += len(j.Event.Data)
+		if lim.MaxBatchBytes > 0 && size >= lim.MaxBatchBytes {
+			break
+		}
+	}
+	return batch
+}
+
+// deliver sends a batch and records each delivery's outcome in one store call.
+func (l *lane) deliver(batch []store.Job) {
+	if l.disabled.Load() {
+		for _, j := range batch {
+			l.skip(j)
+		}
+		return
+	}
+	p := l.dest.Policy
+	if l.ctl.isOpen() && !l.isProbe(batch) {
+		l.hold(batch)
+		return
+	}
+	if !l.wait() {
+		return // stopping: the deliveries stay leased and resume at the next start
+	}
+	outs := make([]store.Outcome, len(batch))
+	errs := make([]error, len(batch))
+	var send []int // indexes of jobs that go to the sink
+	evs := make([]event.Event, 0, len(batch))
+	for i, j := range batch {
+		if max := l.limits.MaxEventBytes; max > 0 && len(j.Event.Data) > max {
+			errs[i] = sinks.Permanent(fmt.Errorf("event data is %d bytes; this destination takes at most %d", len(j.Event.Data), max))
+			continue
+		}
+		ev := j.Event
+		if l.dest.Prepare != nil {
+			if err := l.dest.Prepare(&ev); err != nil {
+				errs[i] = sinks.Permanent(err)
+				continue
+			}
+		}
+		evs = append(evs, ev)
+		send = append(send, i)
+	}
+	var rep sinks.Report
+	start := l.d.opts.Now()
+	if len(send) > 0 {
+		if l.ctl.limiter != nil {
+			for range evs {
+				if l.ctl.limiter.Wait(l.d.attemptCtx) != nil {
+					return
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(sinks.WithReport(l.d.attemptCtx, &rep), p.Timeout)
+		err := l.dest.Sink.Send(ctx, evs)
+		cancel()
+		if err != nil && l.d.attemptCtx.Err() != nil {
+			// Shutdown cut the attempt short: not a failure. The leases are released at the next start.
+			return
+		}
+		var be *sinks.BatchError
+		perIndex := errors.As(err, &be) && len(be.Errs) == len(send)
+		for k, i := range send {
+			if perIndex {
+				errs[i] = be.Errs[k]
+			} else {
+				errs[i] = err
+			}
+		}
+	}
+	took := l.d.opts.Now().Sub(start)
+	at := l.d.opts.Now()
+	retry, gone := false, false
+	healthy, unhealthy := false, false
+	for i, j := range batch {
+		n := j.Delivery.Attempts + 1
+		out := store.Outcome{
+			DeliveryID: j.Delivery.ID,
+			Attempt: store.Attempt{DeliveryID: j.Delivery.ID, N: n, At: start, Duration: took,
+				StatusCode: rep.StatusCode, Response: rep.Response},
+			Status: store.Delivered,
+		}
+		if err := errs[i]; err != nil {
+			out.Attempt.Error = err.Error()
+			class, after := sinks.Classify(err)
+			out.Status = store.Failed
+			if class == sinks.ClassRetryable {
+				unhealthy = true
+				d, ok := p.delay(n, after)
+				if ok {
+					out.Status, out.NextAt = store.Pending, at.Add(d)
+					retry = true
+				}
+				if after > 0 {
+					// The far side asked for quiet (429/503 with Retry-After): the whole lane waits, not only
+					// this delivery — as long as asked, within the same clamp as the delivery's own retry.
+					pd := min(after, time.Hour)
+					if ok {
+						pd = min(after, d)
+					}
+					l.ctl.pause(at.Add(pd))
+				}
+			}
+			gone = gone || class == sinks.ClassGone
+			log := l.log.With("event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n, "class", class.String())
+			if out.Status == store.Failed {
+				log.Warn("delivery failed", "err", err)
+			} else {
+				log.Info("delivery attempt failed; will retry", "retry_at", out.NextAt, "err", err)
+			}
+		}
+		if errs[i] == nil && slices.Contains(send, i) {
+			healthy = true
+		}
+		outs[i] = out
+	}
+	if changed := l.ctl.record(healthy, unhealthy && !healthy, at, p.Schedule); changed {
+		if l.ctl.isOpen() {
+			l.log.Warn("breaker opened: the destination keeps failing; sending one probe at a time", "failures", p.BreakerFailures)
+		} else {
+			l.log.Info("breaker closed: the destination answered again")
+			l.poke()
+		}
+	}
+	if gone {
+		// Stop sending at once; the completer skips what is pending once this outcome is written.
+		l.disabled.Store(true)
+	}
+	l.d.complete(l, outs, retry, gone)
+}
+
+// isProbe reports whether a batch is the breaker's probe (claimed by the scanner while open).
+func (l *lane) isProbe(batch []store.Job) bool {
+	return len(batch) == 1 && l.ctl.isProbeID(batch[0].Delivery.ID)
+}
+
+// hold puts deliveries back in the store untried, due when the breaker next probes.
+func (l *lane) hold(batch []store.Job) {
+	at := l.ctl.nextProbe()
+	outs := make([]store.Outcome, len(batch))
+	for i, j := range batch {
+		if l.ctl.isProbeID(j.Delivery.ID) {
+			l.ctl.record(false, false, at, nil) // the probe was not sent: let the scanner take another
+		}
+		outs[i] = store.Outcome{DeliveryID: j.Delivery.ID, Status: store.Pending, NextAt: at,
+			Attempt: store.Attempt{Error: "held: the destination's breaker is open"}}
+	}
+	l.d.complete(l, outs, true, false)
+}
+
+// wait blocks while the lane is paused; false means the lane is stopping.
+func (l *lane) wait() bool {
+	for {
+		d := l.ctl.pausedFor(l.d.opts.Now())
+		if d <= 0 {
+			return true
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-l.quit:
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// skip ends a delivery of a disabled destination without an attempt.
+func (l *lane) skip(j store.Job) {
+	l.d.complete(l, []store.Outcome{{DeliveryID: j.Delivery.ID, Status: store.Skipped,
+		Attempt: store.Attempt{Error: "destination disabled"}}}, false, false)
+}
+
+// skipPending ends the pending deliveries of a destination that answered 410 Gone (once).
+func (l *lane) skipPending() {
+	if l.skipped.Swap(true) {
+		return
+	}
+	n, err := l.d.store.SkipPending(context.Background(), l.dest.Name, "destination disabled: it answered 410 Gone")
+	l.log.Warn("destination answered 410 Gone; disabled it and skipped its pending deliveries", "skipped", n, "err", err)
+}

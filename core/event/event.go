@@ -1,0 +1,90 @@
+package event
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Event is one published event as Sluice stores and delivers it.
+type Event struct {
+	ID            string            `json:"id"`
+	Topic         string            `json:"topic"`
+	Time          time.Time         `json:"time"`
+	Tenant        string            `json:"tenant,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	Scope         map[string]string `json:"scope,omitempty"`
+	CorrelationID string            `json:"correlation_id,omitempty"`
+	Data          json.RawMessage   `json:"data"`
+
+	// Body, when a destination's transform set it, is what that destination receives in place of the
+	// envelope (queues, buckets, plugins) or of the data (webhooks). It is never stored.
+	Body json.RawMessage `json:"-"`
+	// OrderingKey is the event's ordering key for the destination it is being delivered to (its
+	// `ordering_key`); sinks that order by key use it (Pub/Sub ordering key). Never stored with the event.
+	OrderingKey string `json:"-"`
+}
+
+// NewID returns a new event id: a UUIDv7, so ids sort by creation time.
+func NewID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		// NewV7 fails only when the system's random source does; nothing sensible can continue then.
+		panic("event: random source failed: " + err.Error())
+	}
+	return id.String()
+}
+
+// envelope is the body queue, bucket and plugin sinks carry: the event without routing-only fields.
+type envelope struct {
+	ID       string            `json:"id"`
+	Topic    string            `json:"topic"`
+	Time     string            `json:"time"`
+	Tenant   string            `json:"tenant,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Data     json.RawMessage   `json:"data"`
+}
+
+// Envelope encodes the event as `{"id","topic","time","tenant"?,"metadata"?,"data"}`, or returns the
+// transformed Body when a destination's transform produced one. The data is compacted onto one line (NDJSON
+// buckets depend on it) and checked, so a sink never sends broken JSON.
+func (e *Event) Envelope() ([]byte, error) {
+	if len(e.Body) > 0 {
+		return e.Body, nil
+	}
+	return json.Marshal(envelope{
+		ID: e.ID, Topic: e.Topic, Time: e.Time.UTC().Format(time.RFC3339Nano),
+		Tenant: e.Tenant, Metadata: e.Metadata, Data: e.dataOrNull(),
+	})
+}
+
+func (e *Event) dataOrNull() json.RawMessage {
+	if len(e.Data) == 0 {
+		return json.RawMessage("null")
+	}
+	return e.Data
+}
+
+// Doc returns the event as generic JSON values, the shape filters and transforms see:
+// {id, topic, time, tenant, metadata, data}.
+func (e *Event) Doc() (map[string]any, error) {
+	var data any
+	if len(e.Data) > 0 {
+		if err := json.Unmarshal(e.Data, &data); err != nil {
+			return nil, err
+		}
+	}
+	md := make(map[string]any, len(e.Metadata))
+	for k, v := range e.Metadata {
+		md[k] = v
+	}
+	return map[string]any{
+		"id":       e.ID,
+		"topic":    e.Topic,
+		"time":     e.Time.UTC().Format(time.RFC3339Nano),
+		"tenant":   e.Tenant,
+		"metadata": md,
+		"data":     data,
+	}, nil
+}

@@ -1,0 +1,177 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/core/config"
+	"github.com/sluicehq/sluice/core/dispatch"
+	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// Intake publishes events: match, append durably, hand to lanes.
+type Intake struct {
+	store   store.Store
+	disp    *dispatch.Dispatcher
+	router  atomic.Pointer[Router]
+	catalog atomic.Pointer[catalog]
+	inline  *inline // nil when per-run subscriptions are off
+	opts    Options
+	closed  atomic.Bool
+}
+
+// Options tune intake.
+type Options struct {
+	DedupeWindow time.Duration
+	MaxBodyBytes int64
+	// MaxBatch is the most events one batch request may carry.
+	MaxBatch int
+	Now      func() time.Time
+	// Topics is the topic catalog GET /v1/topics shows. With ValidateTopics, an event whose topic is not in
+	// it is refused (400), and one whose data fails the topic's schema too (422).
+	Topics         []config.Topic
+	ValidateTopics bool
+	// Inline configures per-run subscriptions (off unless Inline.Enabled).
+	Inline InlineOptions
+	Logger *slog.Logger
+}
+
+// ErrClosed is returned once the server is shutting down.
+var ErrClosed = errors.New("intake is closed: the server is shutting down")
+
+// New returns an intake over st and disp routing with r.
+func New(st store.Store, disp *dispatch.Dispatcher, r *Router, opts Options) *Intake {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	in := &Intake{store: st, disp: disp, opts: opts}
+	in.router.Store(r)
+	in.SetCatalog(opts.Topics, opts.ValidateTopics)
+	if opts.Inline.Enabled {
+		in.inline = newInline(st, disp, opts.Inline, opts.Now, opts.Logger)
+	}
+	return in
+}
+
+// SetRouter swaps the routing table (config reload).
+func (in *Intake) SetRouter(r *Router) { in.router.Store(r) }
+
+// Close refuses further publishes and stops expiring inline subscriptions.
+func (in *Intake) Close() {
+	in.closed.Store(true)
+	if in.inline != nil {
+		in.inline.close()
+	}
+}
+
+// admit checks an event against the topic catalog and registers the per-run subscriptions it carries. It runs
+// before Publish, for every intake path.
+func (in *Intake) admit(ctx context.Context, it *item, prefix string) *Problem {
+	if p := in.catalog.Load().check(&it.ev, prefix); p != nil {
+		return p
+	}
+	if len(it.subs) == 0 {
+		return nil
+	}
+	if in.inline == nil {
+		return invalid(prefix+"subscriptions", "per-run subscriptions are off on this server; remove the field, or set intake.inline_subscriptions.enabled: true")
+	}
+	return in.inline.register(ctx, &it.ev, it.subs, prefix)
+}
+
+// Result answers one published event.
+type Result struct {
+	ID         string `json:"id"`
+	Duplicate  bool   `json:"duplicate"`
+	Deliveries int    `json:"deliveries"`
+	Err        error  `json:"-"`
+}
+
+// Publish makes events durable with their delivery rows and returns once they are. Events must already be
+// valid (Validate). A nil error means every Result without Err is durable.
+func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, error) {
+	if in.closed.Load() {
+		return nil, ErrClosed
+	}
+	r := in.router.Load()
+	batch := make([]store.NewEvent, len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		if ev.ID == "" {
+			ev.ID = event.NewID()
+		}
+		if ev.Time.IsZero() {
+			ev.Time = in.opts.Now().UTC()
+		}
+		names := r.Match(ev)
+		if in.inline != nil && ev.CorrelationID != "" {
+			names = append(names, in.inline.match(ev)...)
+		}
+		var dests []string
+		for _, name := range names {
+			if in.disp.Accepting(name) {
+				dests = append(dests, name)
+			}
+		}
+		leased := make([]bool, len(dests))
+		var keys []string
+		var block []bool
+		for j, name := range dests {
+			if key, b := r.Ordering(name, ev); key != "" {
+				if keys == nil {
+					keys, block = make([]string, len(dests)), make([]bool, len(dests))
+				}
+				keys[j], block[j] = key, b
+				// Ordered deliveries always go through the store, which releases them one key at a time.
+				continue
+			}
+			leased[j] = in.disp.Reserve(name)
+		}
+		batch[i] = store.NewEvent{Event: *ev, Destinations: dests, Leased: leased, OrderingKeys: keys, OrderingBlock: block}
+	}
+	release := func(ne store.NewEvent) {
+		for j, ok := range ne.Leased {
+			if ok {
+				in.disp.Release(ne.Destinations[j])
+			}
+		}
+	}
+	// Once queued for commit, the outcome must be waited for even if the caller gives up: deliveries leased at
+	// birth would otherwise wait for the lease to run out.
+	res, err := in.store.Append(context.WithoutCancel(ctx), batch,
+		store.AppendOptions{DedupeWindow: in.opts.DedupeWindow, Lease: dispatch.FreshLease})
+	if err != nil {
+		for _, ne := range batch {
+			release(ne)
+		}
+		return nil, err
+	}
+	out := make([]Result, len(res))
+	for i, ar := range res {
+		ne := batch[i]
+		out[i] = Result{ID: ar.ID, Duplicate: ar.Duplicate, Deliveries: len(ar.Deliveries), Err: ar.Err}
+		if ar.Duplicate || ar.Err != nil {
+			release(ne)
+			continue
+		}
+		for j, dl := range ar.Deliveries {
+			switch {
+			case ne.Leased[j]:
+				in.disp.Enqueue(dl, ne.Event)
+			case j < len(ne.OrderingKeys) && ne.OrderingKeys[j] != "":
+				in.disp.Poke(dl.Destination)
+			}
+		}
+	}
+	return out, nil
+}

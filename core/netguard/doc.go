@@ -1,0 +1,11 @@
+// Package netguard is the SSRF guard for every outbound connection Sluice makes to an address a user gave it
+// (webhook URLs, per-run subscriptions, plugin sinks that reach the network through the host).
+//
+// The check runs at connect time, on the address the socket is about to connect to (net.Dialer.ControlContext),
+// not on the host name in the URL: a name that resolves to 127.0.0.1, or that resolves differently the second
+// time it is asked (DNS rebinding), is judged by the address it actually reaches. Loopback, private, link-local,
+// cloud metadata and the other special-purpose ranges are refused unless the operator allows them with
+// `delivery.network.allow_cidrs`.
+//
+// It imports only the standard library, so the config loader, the dispatcher and the sinks can all share it.
+package netguard

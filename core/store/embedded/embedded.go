@@ -1,0 +1,318 @@
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/core/store"
+	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+)
+
+// FileName is the database file inside store.path.
+const FileName = "sluice.db"
+
+// Options tune the store.
+type Options struct {
+	Logger *slog.Logger
+	// MaxGroup bounds how many queued operations share one commit.
+	MaxGroup int
+	Now      func() time.Time
+}
+
+// Store is the embedded store.
+type Store struct {
+	wdb  *sql.DB // exactly one connection: the writer
+	rdb  *sql.DB // read-only pool
+	opts Options
+	ops  chan *op
+	wg   sync.WaitGroup
+
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	stmts stmts
+
+	commits, grouped atomic.Int64
+}
+
+// Stats reports how many commits (fsyncs) the writer made and how many operations they carried; their ratio
+// is the group-commit factor.
+func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
+
+var _ store.Store = (*Store)(nil)
+
+type op struct {
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	done chan error
+}
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	// FULL: the WAL is fsynced at every commit, so a commit that returned survives power loss.
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(OFF)")
+	q.Add("_pragma", "temp_store(MEMORY)")
+	if readOnly {
+		// Readers answer point lookups; a small cache each keeps memory flat however large the backlog.
+		q.Add("_pragma", "cache_size(-4096)")
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Add("_pragma", "cache_size(-32768)")
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxGroup <= 0 {
+		opts.MaxGroup = 512
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store.path %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, FileName)
+	wdb, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, err
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	if err := migrate(wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
+	}
+	if _, err := wdb.Exec(schema); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: create schema: %w", path, err)
+	}
+	rdb, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		wdb.Close()
+		return nil, err
+	}
+	rdb.SetMaxOpenConns(4)
+	rdb.SetMaxIdleConns(4)
+	s := &Store{wdb: wdb, rdb: rdb, opts: opts, ops: make(chan *op, 4096), closed: make(chan struct{})}
+	if err := s.stmts.prepare(wdb, rdb); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// migrate adds the columns later versions introduced to a database an earlier version created.
+func migrate(db *sql.DB) error {
+	rows, err := db.Query(`SELECT name FROM pragma_table_info('deliveries')`)
+	if err != nil {
+		return err
+	}
+	cols := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return err
+		}
+		cols[name] = true
+	}
+	rows.Close()
+	if len(cols) == 0 || cols["ordering_key"] {
+		return nil // a new database, or already current
+	}
+	_, err = db.Exec(`ALTER TABLE deliveries ADD COLUMN ordering_key TEXT NOT NULL DEFAULT '';
+		ALTER TABLE deliveries ADD COLUMN ordering_block INTEGER NOT NULL DEFAULT 0;`)
+	return err
+}
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("store is closed")
+
+// write queues fn for the next group commit and waits until that commit is durable.
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- o:
+	case <-s.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, the commit's outcome is what the caller must learn: wait for it regardless of ctx.
+	return <-o.done
+}
+
+// writer is the only goroutine that writes. It takes every operation queued, runs each in its own savepoint
+// (so one failing operation does not undo the others), and commits them together: one fsync for all.
+func (s *Store) writer() {
+	defer s.wg.Done()
+	ctx := context.Background()
+	group := make([]*op, 0, s.opts.MaxGroup)
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.closed:
+			// Drain what is queued so no caller waits forever.
+			for {
+				select {
+				case o := <-s.ops:
+					o.done <- ErrClosed
+				default:
+					return
+				}
+			}
+		}
+		group = append(group[:0], first)
+	fill:
+		for len(group) < s.opts.MaxGroup {
+			select {
+			case o := <-s.ops:
+				group = append(group, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(ctx, group)
+	}
+}
+
+// commit runs a group in one transaction. Operations are written to be re-runnable: if one fails, the
+// transaction is rolled back and each operation runs again in its own, so one bad operation cannot fail its
+// neighbours (and the common, all-good case pays for no savepoints).
+func (s *Store) commit(ctx context.Context, group []*op) {
+	if len(group) > 1 {
+		errs, err := s.runTx(ctx, group)
+		if err == nil && errors.Join(errs...) == nil {
+			s.commits.Add(1)
+			s.grouped.Add(int64(len(group)))
+			for _, o := range group {
+				o.done <- nil
+			}
+			return
+		}
+	}
+	for _, o := range group {
+		errs, err := s.runTx(ctx, []*op{o})
+		if err == nil {
+			err = errs[0]
+			s.commits.Add(1)
+			s.grouped.Add(1)
+		}
+		o.done <- err
+	}
+}
+
+// runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
+func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: begin: %w", err)
+	}
+	errs = make([]error, len(ops))
+	failed := false
+	for i, o := range ops {
+		if errs[i] = o.fn(ctx, tx); errs[i] != nil {
+			failed = true
+			if len(ops) > 1 {
+				break
+			}
+		}
+	}
+	if failed {
+		_ = tx.Rollback()
+		return errs, nil
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: commit: %w", err)
+	}
+	return errs, nil
+}
+
+func (s *Store) closeDBs() {
+	s.stmts.close()
+	s.rdb.Close()
+	s.wdb.Close()
+}
+
+// Close stops the writer after the commit in progress and closes the database.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.wg.Wait()
+		s.closeDBs()
+	})
+	return nil
+}
+
+// Ping checks that the database answers and its directory is still writable.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return err
+	}
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	return nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func marshalMap(m map[string]string) []byte {
+	if len(m) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func unmarshalMap(b []byte) map[string]string {
+	if len(b) == 0 {
+		return nil
+	}
+	var m map[string]string
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+// placeholders returns "?,?,?" for n values.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}

@@ -1,0 +1,331 @@
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/store"
+)
+
+type stmts struct {
+	insEvent, findEvent, insDelivery, eventDeliveries *sql.Stmt
+	complete, insAttempt, nextDue                     *sql.Stmt
+	readEvent, readDeliveries, readAttempts           *sql.Stmt
+}
+
+func (s *stmts) prepare(w, r *sql.DB) error {
+	var err error
+	prep := func(db *sql.DB, q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = db.Prepare(q)
+		return st
+	}
+	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data)
+		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`)
+	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ?`)
+	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
+		ordering_key, ordering_block) VALUES (?,?,?,'pending',?,?,?,?,?,?)`)
+	s.eventDeliveries = prep(w, `SELECT id, destination, status, attempts, next_at, created_at, updated_at, last_error
+		FROM deliveries WHERE event_seq = ? ORDER BY id`)
+	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
+		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
+	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
+		VALUES (?,?,?,?,?,?,?)`)
+	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
+		ORDER BY next_at LIMIT 1`)
+	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data
+		FROM events WHERE id = ?`)
+	s.readDeliveries = prep(r, `SELECT id, destination, status, attempts, next_at, created_at, updated_at, last_error
+		FROM deliveries WHERE event_seq = ? ORDER BY id`)
+	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
+		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
+	return err
+}
+
+func (s *stmts) close() {
+	for _, st := range []*sql.Stmt{s.insEvent, s.findEvent, s.insDelivery, s.eventDeliveries, s.complete,
+		s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// Append implements store.Store.
+func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
+	res := make([]store.AppendResult, len(evs))
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := s.opts.Now()
+		ins, find, insD := tx.Stmt(s.stmts.insEvent), tx.Stmt(s.stmts.findEvent), tx.Stmt(s.stmts.insDelivery)
+		for i := range evs {
+			ne := &evs[i]
+			ev := &ne.Event
+			res[i] = store.AppendResult{}
+			r, err := ins.ExecContext(ctx, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
+				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data))
+			if err != nil {
+				return fmt.Errorf("insert event: %w", err)
+			}
+			res[i].ID = ev.ID
+			if n, _ := r.RowsAffected(); n == 0 {
+				var seq, received int64
+				if err := find.QueryRowContext(ctx, ev.ID).Scan(&seq, &received); err != nil {
+					return fmt.Errorf("find duplicate event: %w", err)
+				}
+				if now.Sub(fromNanos(received)) > opts.DedupeWindow {
+					res[i].Err = fmt.Errorf("%w: event %s was received at %s, outside the dedupe window; publish it with a new id",
+						store.ErrIDReused, ev.ID, fromNanos(received).Format(time.RFC3339))
+					continue
+				}
+				res[i].Duplicate = true
+				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), seq, ev.ID)
+				if err != nil {
+					return err
+				}
+				for _, d := range ds {
+					res[i].Deliveries = append(res[i].Deliveries, d.Delivery)
+				}
+				continue
+			}
+			seq, _ := r.LastInsertId()
+			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
+			for j, dest := range ne.Destinations {
+				next, leased := now, 0
+				if j < len(ne.Leased) && ne.Leased[j] {
+					next, leased = now.Add(opts.Lease), 1
+				}
+				key, block := "", 0
+				if j < len(ne.OrderingKeys) {
+					key = ne.OrderingKeys[j]
+				}
+				if j < len(ne.OrderingBlock) && ne.OrderingBlock[j] {
+					block = 1
+				}
+				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, nanos(next), leased, nanos(now), nanos(now), key, block)
+				if err != nil {
+					return fmt.Errorf("insert delivery: %w", err)
+				}
+				id, _ := r.LastInsertId()
+				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: store.Pending,
+					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func deliveriesOf(ctx context.Context, st *sql.Stmt, seq int64, eventID string) ([]store.DeliveryRecord, error) {
+	rows, err := st.QueryContext(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []store.DeliveryRecord
+	for rows.Next() {
+		var d store.Delivery
+		var status string
+		var next, created, updated int64
+		if err := rows.Scan(&d.ID, &d.Destination, &status, &d.Attempts, &next, &created, &updated, &d.LastError); err != nil {
+			return nil, err
+		}
+		d.EventID, d.Status = eventID, store.Status(status)
+		d.NextAt, d.CreatedAt, d.UpdatedAt = fromNanos(next), fromNanos(created), fromNanos(updated)
+		out = append(out, store.DeliveryRecord{Delivery: d})
+	}
+	return out, rows.Err()
+}
+
+// Claim implements store.Store.
+func (s *Store) Claim(ctx context.Context, destination string, now time.Time, lease time.Duration, limit int) ([]store.Job, error) {
+	var jobs []store.Job
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		jobs = jobs[:0]
+		rows, err := tx.QueryContext(ctx, `
+			UPDATE deliveries SET next_at = ?, leased = 1
+			WHERE id IN (SELECT d.id FROM deliveries d WHERE d.destination = ? AND d.status = 'pending' AND d.next_at <= ?
+			             AND (d.ordering_key = '' OR (
+			                 NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = d.destination AND p.status = 'pending'
+			                     AND p.ordering_key = d.ordering_key AND p.ordering_key != '' AND p.id < d.id)
+			                 AND (d.ordering_block = 0 OR NOT EXISTS (SELECT 1 FROM deliveries f WHERE f.destination = d.destination
+			                     AND f.status = 'failed' AND f.ordering_key = d.ordering_key AND f.ordering_key != '' AND f.id < d.id))))
+			             ORDER BY d.next_at LIMIT ?)
+			RETURNING id, event_seq, event_id, attempts, created_at, updated_at, last_error, ordering_key`,
+			nanos(now.Add(lease)), destination, nanos(now), limit)
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		seqs := map[int64][]int{}
+		for rows.Next() {
+			var j store.Job
+			var seq, created, updated int64
+			if err := rows.Scan(&j.Delivery.ID, &seq, &j.Delivery.EventID, &j.Delivery.Attempts, &created, &updated, &j.Delivery.LastError, &j.Delivery.OrderingKey); err != nil {
+				rows.Close()
+				return err
+			}
+			j.Delivery.Destination, j.Delivery.Status = destination, store.Pending
+			j.Delivery.NextAt, j.Delivery.CreatedAt, j.Delivery.UpdatedAt = now.Add(lease), fromNanos(created), fromNanos(updated)
+			seqs[seq] = append(seqs[seq], len(jobs))
+			jobs = append(jobs, j)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(jobs) == 0 {
+			return nil
+		}
+		args := make([]any, 0, len(seqs))
+		for seq := range seqs {
+			args = append(args, seq)
+		}
+		erows, err := tx.QueryContext(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data
+			FROM events WHERE seq IN (`+placeholders(len(args))+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("claim: read events: %w", err)
+		}
+		defer erows.Close()
+		for erows.Next() {
+			var seq, t int64
+			var ev event.Event
+			var md, sc, data []byte
+			if err := erows.Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &ev.CorrelationID, &md, &sc, &data); err != nil {
+				return err
+			}
+			ev.Time, ev.Metadata, ev.Scope, ev.Data = fromNanos(t), unmarshalMap(md), unmarshalMap(sc), data
+			for _, k := range seqs[seq] {
+				jobs[k].Event = ev
+				jobs[k].Event.OrderingKey = jobs[k].Delivery.OrderingKey
+			}
+		}
+		return erows.Err()
+	})
+	// Deliveries whose event is gone (retention) cannot be sent; they are left leased and expire with it.
+	out := jobs[:0]
+	for _, j := range jobs {
+		if j.Event.ID != "" {
+			out = append(out, j)
+		}
+	}
+	return out, err
+}
+
+// NextDue implements store.Store.
+func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, bool, error) {
+	var n int64
+	err := s.stmts.nextDue.QueryRowContext(ctx, destination).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	return fromNanos(n), true, nil
+}
+
+// Complete implements store.Store.
+func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := s.opts.Now()
+		upd, ins := tx.Stmt(s.stmts.complete), tx.Stmt(s.stmts.insAttempt)
+		for _, o := range outs {
+			tried := 0
+			if o.Attempt.N > 0 {
+				tried = 1
+			}
+			r, err := upd.ExecContext(ctx, string(o.Status), tried, nanos(o.NextAt), nanos(now), o.Attempt.Error, o.DeliveryID)
+			if err != nil {
+				return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
+			}
+			if n, _ := r.RowsAffected(); n == 0 || tried == 0 {
+				continue
+			}
+			a := o.Attempt
+			if _, err := ins.ExecContext(ctx, o.DeliveryID, a.N, nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
+				a.Error, a.Response); err != nil {
+				return fmt.Errorf("record attempt of delivery %d: %w", o.DeliveryID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ReleaseLeases implements store.Store.
+func (s *Store) ReleaseLeases(ctx context.Context) error {
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deliveries SET next_at = ?, leased = 0 WHERE status = 'pending' AND leased = 1`,
+			nanos(s.opts.Now()))
+		return err
+	})
+}
+
+// SkipPending implements store.Store.
+func (s *Store) SkipPending(ctx context.Context, destination, reason string) (int, error) {
+	var n int64
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = 'skipped', leased = 0, last_error = ?, updated_at = ?
+			WHERE destination = ? AND status = 'pending'`, reason, nanos(s.opts.Now()), destination)
+		if err != nil {
+			return err
+		}
+		n, _ = r.RowsAffected()
+		return nil
+	})
+	return int(n), err
+}
+
+// Event implements store.Store.
+func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error) {
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var rec store.EventRecord
+	var seq, t, received int64
+	var md, sc, data []byte
+	ev := &rec.Event
+	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
+		&ev.CorrelationID, &md, &sc, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
+	ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
+	if rec.Deliveries, err = deliveriesOf(ctx, tx.Stmt(s.stmts.readDeliveries), seq, ev.ID); err != nil {
+		return nil, err
+	}
+	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	byID := map[int64]*store.DeliveryRecord{}
+	for i := range rec.Deliveries {
+		byID[rec.Deliveries[i].ID] = &rec.Deliveries[i]
+	}
+	for rows.Next() {
+		var a store.Attempt
+		var at, us int64
+		if err := rows.Scan(&a.DeliveryID, &a.N, &at, &us, &a.StatusCode, &a.Error, &a.Response); err != nil {
+			return nil, err
+		}
+		a.At, a.Duration = fromNanos(at), time.Duration(us)*time.Microsecond
+		if d := byID[a.DeliveryID]; d != nil {
+			d.AttemptLog = append(d.AttemptLog, a)
+		}
+	}
+	return &rec, rows.Err()
+}

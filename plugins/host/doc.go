@@ -1,0 +1,12 @@
+// Package host runs Sluice's sink plugins: it launches each executable declared under `plugins:` with
+// hashicorp/go-plugin (gRPC only, sha256 pin checked before every launch, AutoMTLS, a parent-death signal so
+// a killed Sluice leaves no orphans), negotiates the protocol version, asks the plugin to describe itself,
+// and adapts it to sinks.Spec and sinks.Sink so the config loader and the dispatcher treat plugin sinks like
+// built-in ones.
+//
+// Supervision: a plugin that exits or fails its health check is restarted with exponential backoff; sends
+// in flight when it died, and sends while it restarts, fail retryably; sinks are reopened on the new process
+// transparently. A plugin that keeps crashing makes Check fail (wired to /readyz) naming its destinations.
+//
+// host imports core/config and sinks; nothing but cmd/sluice imports host.
+package host

@@ -1,0 +1,204 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/plugins/proto"
+	"github.com/sluicehq/sluice/sinks"
+)
+
+// EventsToProto converts a batch for SendRequest.
+func EventsToProto(batch []event.Event) []*proto.Event {
+	out := make([]*proto.Event, len(batch))
+	for i := range batch {
+		e := &batch[i]
+		var t int64
+		if !e.Time.IsZero() {
+			t = e.Time.UnixNano()
+		}
+		out[i] = &proto.Event{
+			Id: e.ID, Topic: e.Topic, TimeUnixNano: t, Tenant: e.Tenant, Metadata: e.Metadata,
+			Scope: e.Scope, CorrelationId: e.CorrelationID, Data: e.Data, Body: e.Body,
+		}
+	}
+	return out
+}
+
+// EventsFromProto converts a SendRequest's events back.
+func EventsFromProto(in []*proto.Event) []event.Event {
+	out := make([]event.Event, len(in))
+	for i, e := range in {
+		var t time.Time
+		if e.GetTimeUnixNano() != 0 {
+			t = time.Unix(0, e.GetTimeUnixNano()).UTC()
+		}
+		out[i] = event.Event{
+			ID: e.GetId(), Topic: e.GetTopic(), Time: t, Tenant: e.GetTenant(), Metadata: e.GetMetadata(),
+			Scope: e.GetScope(), CorrelationID: e.GetCorrelationId(), Data: e.GetData(), Body: e.GetBody(),
+		}
+	}
+	return out
+}
+
+// LimitsToProto converts limits; nil for none.
+func LimitsToProto(l sinks.Limits) *proto.Limits {
+	if l == (sinks.Limits{}) {
+		return nil
+	}
+	return &proto.Limits{
+		MaxBatch: int64(l.MaxBatch), MaxBatchBytes: int64(l.MaxBatchBytes), MaxEventBytes: int64(l.MaxEventBytes),
+		LingerMs: l.Linger.Milliseconds(),
+	}
+}
+
+// LimitsFromProto converts limits; nil is no limits.
+func LimitsFromProto(l *proto.Limits) sinks.Limits {
+	return sinks.Limits{
+		MaxBatch: int(l.GetMaxBatch()), MaxBatchBytes: int(l.GetMaxBatchBytes()), MaxEventBytes: int(l.GetMaxEventBytes()),
+		Linger: time.Duration(l.GetLingerMs()) * time.Millisecond,
+	}
+}
+
+// FieldsToProto converts a config description.
+func FieldsToProto(fs []sinks.Field) []*proto.Field {
+	out := make([]*proto.Field, len(fs))
+	for i, f := range fs {
+		out[i] = &proto.Field{Name: f.Name, Type: f.Type, Default: f.Default, Required: f.Required, Secret: f.Secret,
+			Description: f.Description}
+	}
+	return out
+}
+
+// FieldsFromProto converts a config description back.
+func FieldsFromProto(in []*proto.Field) []sinks.Field {
+	out := make([]sinks.Field, len(in))
+	for i, f := range in {
+		out[i] = sinks.Field{Name: f.GetName(), Type: f.GetType(), Default: f.GetDefault(), Required: f.GetRequired(),
+			Secret: f.GetSecret(), Description: f.GetDescription()}
+	}
+	return out
+}
+
+// FieldErrorsToProto flattens a validation error (errors.Join of *sinks.FieldError, or any error) for the
+// wire. A problem without a path applies to the whole block.
+func FieldErrorsToProto(err error) []*proto.FieldError {
+	var out []*proto.FieldError
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil {
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var fe *sinks.FieldError
+		if errors.As(err, &fe) {
+			out = append(out, &proto.FieldError{Path: fe.Path, Message: fe.Msg})
+			return
+		}
+		out = append(out, &proto.FieldError{Message: err.Error()})
+	}
+	walk(err)
+	return out
+}
+
+// FieldErrorsFromProto joins wire field errors into one error of *sinks.FieldError; nil when there are none.
+func FieldErrorsFromProto(in []*proto.FieldError) error {
+	if len(in) == 0 {
+		return nil
+	}
+	errs := make([]error, len(in))
+	for i, fe := range in {
+		errs[i] = &sinks.FieldError{Path: fe.GetPath(), Msg: fe.GetMessage()}
+	}
+	return errors.Join(errs...)
+}
+
+// ResultsFromError turns a Send's outcome for n events into one result per event.
+func ResultsFromError(err error, n int) []*proto.Result {
+	out := make([]*proto.Result, n)
+	var be *sinks.BatchError
+	if errors.As(err, &be) && len(be.Errs) == n {
+		for i, e := range be.Errs {
+			out[i] = result(e)
+		}
+		return out
+	}
+	if be != nil {
+		err = fmt.Errorf("plugin answered %d results for a batch of %d events", len(be.Errs), n)
+	}
+	r := result(err)
+	for i := range out {
+		out[i] = r
+	}
+	return out
+}
+
+func result(err error) *proto.Result {
+	if err == nil {
+		return &proto.Result{Outcome: proto.Outcome_OUTCOME_DELIVERED}
+	}
+	class, after := sinks.Classify(err)
+	r := &proto.Result{Error: err.Error(), RetryAfterMs: after.Milliseconds()}
+	switch class {
+	case sinks.ClassPermanent:
+		r.Outcome = proto.Outcome_OUTCOME_PERMANENT
+	case sinks.ClassGone:
+		r.Outcome = proto.Outcome_OUTCOME_GONE
+	default:
+		r.Outcome = proto.Outcome_OUTCOME_RETRYABLE
+	}
+	return r
+}
+
+// ErrorFromResults turns a SendResponse back into what sinks.Sink.Send returns: nil when every event was
+// delivered, one classified error when every event failed the same way, else a *sinks.BatchError.
+func ErrorFromResults(results []*proto.Result, n int) error {
+	if len(results) != n {
+		return sinks.Retryable(fmt.Errorf("plugin answered %d results for a batch of %d events", len(results), n), 0)
+	}
+	errs := make([]error, n)
+	failed, uniform := 0, true
+	for i, r := range results {
+		errs[i] = resultError(r)
+		if errs[i] != nil {
+			failed++
+		}
+		if i > 0 && (r.GetOutcome() != results[0].GetOutcome() || r.GetError() != results[0].GetError() ||
+			r.GetRetryAfterMs() != results[0].GetRetryAfterMs()) {
+			uniform = false
+		}
+	}
+	switch {
+	case failed == 0:
+		return nil
+	case uniform:
+		return errs[0]
+	}
+	return &sinks.BatchError{Errs: errs}
+}
+
+func resultError(r *proto.Result) error {
+	msg := r.GetError()
+	if msg == "" {
+		msg = "plugin reported a failure without a message"
+	}
+	err := errors.New(msg)
+	switch r.GetOutcome() {
+	case proto.Outcome_OUTCOME_DELIVERED:
+		return nil
+	case proto.Outcome_OUTCOME_PERMANENT:
+		return sinks.Permanent(err)
+	case proto.Outcome_OUTCOME_GONE:
+		return sinks.Gone(err)
+	case proto.Outcome_OUTCOME_RETRYABLE:
+		return sinks.Retryable(err, time.Duration(r.GetRetryAfterMs())*time.Millisecond)
+	}
+	return sinks.Retryable(fmt.Errorf("plugin answered an unknown outcome %d: %s", r.GetOutcome(), msg), 0)
+}
