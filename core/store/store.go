@@ -26,6 +26,10 @@ const (
 // ErrNotFound is returned for an unknown event or delivery id.
 var ErrNotFound = errors.New("not found")
 
+// ErrConflict is returned when a write clashes with what is stored: a destination name already taken, or a
+// retry of a delivery that is being attempted right now.
+var ErrConflict = errors.New("conflict")
+
 // ErrIDReused is returned by Append when an event id was already used outside the dedupe window.
 var ErrIDReused = errors.New("event id already used")
 
@@ -41,6 +45,9 @@ type NewEvent struct {
 	// key is pending — or, when OrderingBlock is set for it, has failed.
 	OrderingKeys  []string
 	OrderingBlock []bool
+	// Test marks the deliveries as test sends (POST /v1/destinations/{id}/test): they show in the delivery
+	// log with test set.
+	Test bool
 }
 
 // AppendOptions tune one Append.
@@ -73,6 +80,11 @@ type Delivery struct {
 	UpdatedAt   time.Time
 	LastError   string
 	OrderingKey string
+	// RetryBase is the number of attempts made before the delivery was last requeued by hand (retry or
+	// replay): the retry schedule counts from there, so a requeued delivery gets the whole schedule again.
+	RetryBase int
+	// Test marks a test send.
+	Test bool
 }
 
 // Attempt is one try of a delivery.
@@ -128,6 +140,79 @@ type Subscription struct {
 	ExpiresAt time.Time
 }
 
+// DestinationRecord is a destination created over the API. Spec is its JSON form (as the API takes it) with
+// secrets sealed; the store does not look inside.
+type DestinationRecord struct {
+	ID     string
+	Name   string
+	Tenant string
+	Type   string
+	Spec   []byte
+	// Retiring holds signing secrets replaced by a rotation that still sign until their time (sealed).
+	Retiring  []RetiringSecret
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// RetiringSecret is a rotated-out secret that keeps signing until Until.
+type RetiringSecret struct {
+	Secret string    `json:"secret"`
+	Until  time.Time `json:"until"`
+}
+
+// DestinationState is the operational state of a destination (YAML or API), kept apart from its definition:
+// disabled over the API, by auto-disable or by a 410.
+type DestinationState struct {
+	Name      string
+	Enabled   bool
+	Reason    string
+	UpdatedAt time.Time
+}
+
+// EventFilter selects events for a list, newest first. Zero fields do not filter.
+type EventFilter struct {
+	Topic string
+	// Tenant, with TenantSet, selects that tenant's events only ("" = tenant-less events).
+	Tenant    string
+	TenantSet bool
+	// Since and Until bound the time the event was received: Since <= received_at < Until.
+	Since, Until time.Time
+	// Before continues a list: only events older (by store sequence) than this cursor. 0 starts at the newest.
+	Before int64
+	Limit  int
+}
+
+// EventSummary is one row of an event list.
+type EventSummary struct {
+	Seq        int64
+	Event      event.Event
+	ReceivedAt time.Time
+}
+
+// DeliveryFilter selects deliveries for a list, newest first. Zero fields do not filter.
+type DeliveryFilter struct {
+	// Destinations, when non-nil, keeps deliveries to these destinations only (an empty non-nil slice
+	// matches nothing).
+	Destinations []string
+	Status       Status
+	EventID      string
+	// Since and Until bound the delivery's creation time.
+	Since, Until time.Time
+	// Before continues a list: only deliveries with an id below this cursor. 0 starts at the newest.
+	Before int64
+	Limit  int
+}
+
+// ReplayFilter selects the deliveries of one destination to requeue.
+type ReplayFilter struct {
+	Destination string
+	// Since and Until bound the delivery's creation time (zero = unbounded).
+	Since, Until time.Time
+	// Statuses to requeue; empty means every final status (delivered, failed, skipped). Pending deliveries
+	// are never touched: they are on their way already.
+	Statuses []Status
+}
+
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share
@@ -153,6 +238,39 @@ type Store interface {
 	Subscriptions(ctx context.Context) ([]Subscription, error)
 	// DeleteSubscription removes a subscription; an unknown name is not an error.
 	DeleteSubscription(ctx context.Context, name string) error
+	// ListEvents returns events matching f, newest first (at most f.Limit; drivers cap it at 1001).
+	ListEvents(ctx context.Context, f EventFilter) ([]EventSummary, error)
+	// ListDeliveries returns deliveries matching f, newest first (at most f.Limit), without attempts.
+	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+	// Delivery returns one delivery with its attempts.
+	Delivery(ctx context.Context, id int64) (*DeliveryRecord, error)
+	// Retry requeues one delivery, due at now, with a fresh retry schedule (RetryBase = its attempts so far).
+	// A pending delivery that is leased (being attempted) answers ErrConflict; ErrNotFound if unknown.
+	Retry(ctx context.Context, id int64, now time.Time) (Delivery, error)
+	// Replay requeues the deliveries f selects, due at now, each with a fresh retry schedule, in small
+	// transactions; it returns how many it requeued.
+	Replay(ctx context.Context, f ReplayFilter, now time.Time) (int, error)
+	// Prune deletes up to limit events received before cutoff whose deliveries are all final (none pending),
+	// with their deliveries and attempts, in one small transaction; it returns how many events it deleted.
+	Prune(ctx context.Context, cutoff time.Time, limit int) (int, error)
+	// PendingCounts returns the number of pending deliveries per destination (destinations with none are
+	// absent).
+	PendingCounts(ctx context.Context) (map[string]int64, error)
+
+	// PutDestination creates or replaces (by ID) an API destination. A Name used by another ID answers
+	// ErrConflict.
+	PutDestination(ctx context.Context, d DestinationRecord) error
+	// DeleteDestination removes an API destination; ErrNotFound if unknown.
+	DeleteDestination(ctx context.Context, id string) error
+	// Destinations returns every API destination, oldest first.
+	Destinations(ctx context.Context) ([]DestinationRecord, error)
+	// SetDestinationState records a destination's operational state (by name).
+	SetDestinationState(ctx context.Context, st DestinationState) error
+	// DestinationStates returns every recorded state.
+	DestinationStates(ctx context.Context) ([]DestinationState, error)
+	// DeleteDestinationState forgets a destination's state (it was deleted); an unknown name is not an error.
+	DeleteDestinationState(ctx context.Context, name string) error
+
 	// Ping reports whether the store is usable (for /readyz).
 	Ping(ctx context.Context) error
 	Close() error

@@ -123,7 +123,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// migrate adds the columns later versions introduced to a database an earlier version created.
+// migrate adds the columns later versions introduced to a database an earlier version created. Each column
+// is checked on its own, so a database of any earlier version is brought up to date in one pass; the new
+// tables and indexes come from schema, which runs after this.
 func migrate(db *sql.DB) error {
 	rows, err := db.Query(`SELECT name FROM pragma_table_info('deliveries')`)
 	if err != nil {
@@ -139,12 +141,26 @@ func migrate(db *sql.DB) error {
 		cols[name] = true
 	}
 	rows.Close()
-	if len(cols) == 0 || cols["ordering_key"] {
-		return nil // a new database, or already current
+	if err := rows.Err(); err != nil {
+		return err
 	}
-	_, err = db.Exec(`ALTER TABLE deliveries ADD COLUMN ordering_key TEXT NOT NULL DEFAULT '';
-		ALTER TABLE deliveries ADD COLUMN ordering_block INTEGER NOT NULL DEFAULT 0;`)
-	return err
+	if len(cols) == 0 {
+		return nil // a new database: schema creates it whole
+	}
+	for _, c := range []struct{ name, def string }{
+		{"ordering_key", "TEXT NOT NULL DEFAULT ''"},
+		{"ordering_block", "INTEGER NOT NULL DEFAULT 0"},
+		{"retry_base", "INTEGER NOT NULL DEFAULT 0"},
+		{"test", "INTEGER NOT NULL DEFAULT 0"},
+	} {
+		if cols[c.name] {
+			continue
+		}
+		if _, err := db.Exec(`ALTER TABLE deliveries ADD COLUMN ` + c.name + ` ` + c.def); err != nil {
+			return fmt.Errorf("add deliveries.%s: %w", c.name, err)
+		}
+	}
+	return nil
 }
 
 // ErrClosed is returned by calls made after Close.
@@ -267,16 +283,27 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that the database answers and its directory is still writable.
+// Ping checks that the store is usable: the database answers a read, and a small durable write goes through
+// the writer (readiness checks call it every few seconds; it shares group commits with appends).
 func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
-		return err
-	}
 	select {
 	case <-s.closed:
 		return ErrClosed
 	default:
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)").Scan(&n); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	// A durable write through the writer, as an append makes: it fails when the disk is full or read-only,
+	// the file is locked by another process, or the writer is wedged (ctx ends first).
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO health(k, at) VALUES('ping', ?) ON CONFLICT(k) DO UPDATE SET at = excluded.at`,
+			s.opts.Now().UnixNano())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
 	}
 	return nil
 }

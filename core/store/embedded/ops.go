@@ -31,9 +31,8 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`)
 	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ?`)
 	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
-		ordering_key, ordering_block) VALUES (?,?,?,'pending',?,?,?,?,?,?)`)
-	s.eventDeliveries = prep(w, `SELECT id, destination, status, attempts, next_at, created_at, updated_at, last_error
-		FROM deliveries WHERE event_seq = ? ORDER BY id`)
+		ordering_key, ordering_block, test) VALUES (?,?,?,'pending',?,?,?,?,?,?,?)`)
+	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
 	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
@@ -42,8 +41,7 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		ORDER BY next_at LIMIT 1`)
 	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data
 		FROM events WHERE id = ?`)
-	s.readDeliveries = prep(r, `SELECT id, destination, status, attempts, next_at, created_at, updated_at, last_error
-		FROM deliveries WHERE event_seq = ? ORDER BY id`)
+	s.readDeliveries = prep(r, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
 	return err
@@ -85,7 +83,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					continue
 				}
 				res[i].Duplicate = true
-				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), seq, ev.ID)
+				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), seq)
 				if err != nil {
 					return err
 				}
@@ -95,6 +93,10 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				continue
 			}
 			seq, _ := r.LastInsertId()
+			test := 0
+			if ne.Test {
+				test = 1
+			}
 			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
 			for j, dest := range ne.Destinations {
 				next, leased := now, 0
@@ -108,13 +110,13 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				if j < len(ne.OrderingBlock) && ne.OrderingBlock[j] {
 					block = 1
 				}
-				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, nanos(next), leased, nanos(now), nanos(now), key, block)
+				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, nanos(next), leased, nanos(now), nanos(now), key, block, test)
 				if err != nil {
 					return fmt.Errorf("insert delivery: %w", err)
 				}
 				id, _ := r.LastInsertId()
 				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: store.Pending,
-					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key}
+					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test}
 			}
 		}
 		return nil
@@ -125,7 +127,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	return res, nil
 }
 
-func deliveriesOf(ctx context.Context, st *sql.Stmt, seq int64, eventID string) ([]store.DeliveryRecord, error) {
+func deliveriesOf(ctx context.Context, st *sql.Stmt, seq int64) ([]store.DeliveryRecord, error) {
 	rows, err := st.QueryContext(ctx, seq)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
@@ -133,17 +135,33 @@ func deliveriesOf(ctx context.Context, st *sql.Stmt, seq int64, eventID string) 
 	defer rows.Close()
 	var out []store.DeliveryRecord
 	for rows.Next() {
-		var d store.Delivery
-		var status string
-		var next, created, updated int64
-		if err := rows.Scan(&d.ID, &d.Destination, &status, &d.Attempts, &next, &created, &updated, &d.LastError); err != nil {
-			return nil, err
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read deliveries: %w", err)
 		}
-		d.EventID, d.Status = eventID, store.Status(status)
-		d.NextAt, d.CreatedAt, d.UpdatedAt = fromNanos(next), fromNanos(created), fromNanos(updated)
 		out = append(out, store.DeliveryRecord{Delivery: d})
 	}
 	return out, rows.Err()
+}
+
+// deliveryCols are the columns scanDelivery reads, in its order.
+const deliveryCols = `id, event_id, destination, status, attempts, next_at, created_at, updated_at, last_error,
+	ordering_key, retry_base, test`
+
+// scanDelivery reads one row of deliveryCols, then extra (columns selected after them).
+func scanDelivery(sc interface{ Scan(...any) error }, extra ...any) (store.Delivery, error) {
+	var d store.Delivery
+	var status string
+	var next, created, updated int64
+	var test int
+	dest := append([]any{&d.ID, &d.EventID, &d.Destination, &status, &d.Attempts, &next, &created, &updated,
+		&d.LastError, &d.OrderingKey, &d.RetryBase, &test}, extra...)
+	if err := sc.Scan(dest...); err != nil {
+		return d, err
+	}
+	d.Status, d.Test = store.Status(status), test != 0
+	d.NextAt, d.CreatedAt, d.UpdatedAt = fromNanos(next), fromNanos(created), fromNanos(updated)
+	return d, nil
 }
 
 // Claim implements store.Store.
@@ -160,7 +178,7 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 			                 AND (d.ordering_block = 0 OR NOT EXISTS (SELECT 1 FROM deliveries f WHERE f.destination = d.destination
 			                     AND f.status = 'failed' AND f.ordering_key = d.ordering_key AND f.ordering_key != '' AND f.id < d.id))))
 			             ORDER BY d.next_at LIMIT ?)
-			RETURNING id, event_seq, event_id, attempts, created_at, updated_at, last_error, ordering_key`,
+			RETURNING `+deliveryCols+`, event_seq`,
 			nanos(now.Add(lease)), destination, nanos(now), limit)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
@@ -168,13 +186,12 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		seqs := map[int64][]int{}
 		for rows.Next() {
 			var j store.Job
-			var seq, created, updated int64
-			if err := rows.Scan(&j.Delivery.ID, &seq, &j.Delivery.EventID, &j.Delivery.Attempts, &created, &updated, &j.Delivery.LastError, &j.Delivery.OrderingKey); err != nil {
+			var seq int64
+			var err error
+			if j.Delivery, err = scanDelivery(rows, &seq); err != nil {
 				rows.Close()
 				return err
 			}
-			j.Delivery.Destination, j.Delivery.Status = destination, store.Pending
-			j.Delivery.NextAt, j.Delivery.CreatedAt, j.Delivery.UpdatedAt = now.Add(lease), fromNanos(created), fromNanos(updated)
 			seqs[seq] = append(seqs[seq], len(jobs))
 			jobs = append(jobs, j)
 		}
@@ -304,7 +321,7 @@ func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error
 	}
 	ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 	ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-	if rec.Deliveries, err = deliveriesOf(ctx, tx.Stmt(s.stmts.readDeliveries), seq, ev.ID); err != nil {
+	if rec.Deliveries, err = deliveriesOf(ctx, tx.Stmt(s.stmts.readDeliveries), seq); err != nil {
 		return nil, err
 	}
 	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, seq)

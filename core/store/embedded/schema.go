@@ -5,6 +5,16 @@ package embedded
 // Times are unix nanoseconds. A pending delivery is due when next_at <= now; a claim leases it by moving next_at
 // to the lease's end and setting leased, so due-scans touch only claimable rows and the partial index holds
 // only pending work.
+//
+// Indexes are chosen with Append's cost in mind: each one is another B-tree insert per event or delivery.
+//   - events_topic, events_tenant and deliveries_dest serve the admin lists (newest first by seq/id, so the
+//     key ends in it and a list with a LIMIT walks the index backwards and stops early).
+//   - events_tenant is partial: a single-tenant install (no tenants) pays nothing for it; tenant-less events
+//     are listed by walking the table, where they are dense.
+//   - deliveries_failed is partial: new rows are pending, so it costs Append nothing and Complete only on a
+//     failure, yet lists "what failed" without walking every delivered row.
+//   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
+//     retention finds old events by events_received and their deliveries by deliveries_event.
 const schema = `
 CREATE TABLE IF NOT EXISTS events (
   seq            INTEGER PRIMARY KEY,
@@ -19,6 +29,8 @@ CREATE TABLE IF NOT EXISTS events (
   data           BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE INDEX IF NOT EXISTS events_topic ON events(topic, seq);
+CREATE INDEX IF NOT EXISTS events_tenant ON events(tenant, seq) WHERE tenant != '';
 CREATE TABLE IF NOT EXISTS deliveries (
   id          INTEGER PRIMARY KEY,
   event_seq   INTEGER NOT NULL,
@@ -32,10 +44,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
   updated_at  INTEGER NOT NULL,
   last_error  TEXT NOT NULL DEFAULT '',
   ordering_key   TEXT NOT NULL DEFAULT '',
-  ordering_block INTEGER NOT NULL DEFAULT 0
+  ordering_block INTEGER NOT NULL DEFAULT 0,
+  retry_base     INTEGER NOT NULL DEFAULT 0,
+  test           INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, next_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_seq);
+CREATE INDEX IF NOT EXISTS deliveries_dest ON deliveries(destination, id);
+CREATE INDEX IF NOT EXISTS deliveries_failed ON deliveries(id) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS deliveries_order_pending ON deliveries(destination, ordering_key, id)
   WHERE status = 'pending' AND ordering_key != '';
 CREATE INDEX IF NOT EXISTS deliveries_order_failed ON deliveries(destination, ordering_key, id)
@@ -50,6 +66,10 @@ CREATE TABLE IF NOT EXISTS attempts (
   response    BLOB,
   PRIMARY KEY (delivery_id, n)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health (
+  k  TEXT PRIMARY KEY,
+  at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (
   name           TEXT PRIMARY KEY,
   correlation_id TEXT NOT NULL,
@@ -59,5 +79,21 @@ CREATE TABLE IF NOT EXISTS subscriptions (
   secret         TEXT NOT NULL DEFAULT '',
   created_at     INTEGER NOT NULL,
   expires_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS destinations (
+  id         TEXT PRIMARY KEY,
+  name       TEXT NOT NULL UNIQUE,
+  tenant     TEXT NOT NULL DEFAULT '',
+  type       TEXT NOT NULL,
+  spec       BLOB,
+  retiring   BLOB,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS destination_states (
+  name       TEXT PRIMARY KEY,
+  enabled    INTEGER NOT NULL,
+  reason     TEXT NOT NULL DEFAULT '',
+  updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `

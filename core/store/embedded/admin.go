@@ -1,0 +1,453 @@
+package embedded
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// The admin reads below run on the read-only pool, never on the writer, so a slow list cannot delay intake.
+// Their plans are pinned with INDEXED BY / NOT INDEXED: the database has no statistics (no ANALYZE), and a
+// planner that picked, say, events_received for a time-bounded list would sort the whole range before
+// applying the LIMIT. Walking an index whose key ends in seq/id backwards stops after Limit matches instead.
+
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1001 // the API pages at most 1000 and asks for one more to see whether a next page exists
+	// replayBatch bounds how many deliveries one Replay write transaction requeues, so intake waits at most
+	// one small transaction behind it.
+	replayBatch = 500
+	// defaultPruneBatch is used when Prune is called with a limit <= 0.
+	defaultPruneBatch = 500
+)
+
+func listLimit(n int) int {
+	if n <= 0 {
+		return defaultListLimit
+	}
+	return min(n, maxListLimit)
+}
+
+// statusLiteral returns status as a SQL literal. Statuses are inlined rather than bound so SQLite can match
+// them against the WHERE clause of a partial index (it does not do so for bound parameters).
+func statusLiteral(st store.Status) (string, error) {
+	switch st {
+	case store.Pending, store.Delivered, store.Failed, store.Skipped:
+		return "'" + string(st) + "'", nil
+	}
+	return "", fmt.Errorf("unknown delivery status %q (want pending, delivered, failed or skipped)", st)
+}
+
+// ListEvents implements store.Store.
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.EventSummary, error) {
+	var where []string
+	var args []any
+	index := "NOT INDEXED" // walk the table itself (seq is the rowid), newest first
+	if f.Topic != "" {
+		where, args = append(where, "topic = ?"), append(args, f.Topic)
+		index = "INDEXED BY events_topic"
+	}
+	if f.TenantSet {
+		where, args = append(where, "tenant = ?"), append(args, f.Tenant)
+		if f.Tenant != "" && f.Topic == "" {
+			// The literal term lets SQLite use the partial index (its WHERE is tenant != '').
+			where = append(where, "tenant != ''")
+			index = "INDEXED BY events_tenant"
+		}
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "received_at >= ?"), append(args, nanos(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "received_at < ?"), append(args, nanos(f.Until))
+	}
+	if f.Before > 0 {
+		where, args = append(where, "seq < ?"), append(args, f.Before)
+	}
+	q := `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data FROM events ` + index
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY seq DESC LIMIT ?`
+	args = append(args, listLimit(f.Limit))
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	out := []store.EventSummary{}
+	for rows.Next() {
+		var e store.EventSummary
+		var t, received int64
+		var md, sc, data []byte
+		ev := &e.Event
+		if err := rows.Scan(&e.Seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received, &ev.CorrelationID, &md, &sc, &data); err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		ev.Time, e.ReceivedAt = fromNanos(t), fromNanos(received)
+		ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return out, nil
+}
+
+// ListDeliveries implements store.Store.
+//
+// Several destinations are listed with one query each, merged here: each query walks deliveries_dest
+// backwards and stops after Limit rows, whereas one "destination IN (...) ORDER BY id" would read every row
+// of those destinations to sort them.
+func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.Delivery, error) {
+	limit := listLimit(f.Limit)
+	if f.Destinations != nil && len(f.Destinations) == 0 {
+		return []store.Delivery{}, nil
+	}
+	var where []string
+	var args []any
+	index := "NOT INDEXED" // walk the table itself (id is the rowid), newest first
+	if f.Status != "" {
+		lit, err := statusLiteral(f.Status)
+		if err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		where = append(where, "status = "+lit)
+		if f.Status == store.Failed {
+			index = "INDEXED BY deliveries_failed"
+		}
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "created_at >= ?"), append(args, nanos(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "created_at < ?"), append(args, nanos(f.Until))
+	}
+	if f.Before > 0 {
+		where, args = append(where, "id < ?"), append(args, f.Before)
+	}
+	query := func(index string, where []string, args []any) ([]store.Delivery, error) {
+		q := `SELECT ` + deliveryCols + ` FROM deliveries ` + index
+		if len(where) > 0 {
+			q += ` WHERE ` + strings.Join(where, " AND ")
+		}
+		q += ` ORDER BY id DESC LIMIT ?`
+		rows, err := s.rdb.QueryContext(ctx, q, append(args, limit)...)
+		if err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		defer rows.Close()
+		var out []store.Delivery
+		for rows.Next() {
+			d, err := scanDelivery(rows)
+			if err != nil {
+				return nil, fmt.Errorf("list deliveries: %w", err)
+			}
+			out = append(out, d)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		return out, nil
+	}
+
+	if f.EventID != "" {
+		// An event has a handful of deliveries: find them by event, filter the rest.
+		where = append(where, "event_seq = (SELECT seq FROM events WHERE id = ?)")
+		args = append(args, f.EventID)
+		if f.Destinations != nil {
+			where = append(where, "destination IN ("+placeholders(len(f.Destinations))+")")
+			for _, d := range f.Destinations {
+				args = append(args, d)
+			}
+		}
+		out, err := query("INDEXED BY deliveries_event", where, args)
+		return nonNil(out), err
+	}
+	if f.Destinations == nil {
+		out, err := query(index, where, args)
+		return nonNil(out), err
+	}
+	var out []store.Delivery
+	seen := map[string]bool{}
+	for _, dest := range f.Destinations {
+		if seen[dest] {
+			continue
+		}
+		seen[dest] = true
+		ds, err := query("INDEXED BY deliveries_dest", append([]string{"destination = ?"}, where...), append([]any{dest}, args...))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
+	}
+	slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(b.ID, a.ID) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return nonNil(out), nil
+}
+
+func nonNil(ds []store.Delivery) []store.Delivery {
+	if ds == nil {
+		return []store.Delivery{}
+	}
+	return ds
+}
+
+// Delivery implements store.Store.
+func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, error) {
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read delivery %d: %w", id, err)
+	}
+	rec := &store.DeliveryRecord{Delivery: d}
+	rows, err := tx.QueryContext(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
+		WHERE delivery_id = ? ORDER BY n`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a store.Attempt
+		var at, us int64
+		if err := rows.Scan(&a.DeliveryID, &a.N, &at, &us, &a.StatusCode, &a.Error, &a.Response); err != nil {
+			return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)
+		}
+		a.At, a.Duration = fromNanos(at), time.Duration(us)*time.Microsecond
+		rec.AttemptLog = append(rec.AttemptLog, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)
+	}
+	return rec, nil
+}
+
+// Retry implements store.Store.
+func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Delivery, error) {
+	var d store.Delivery
+	var refused error
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// The op may run twice (see commit): start from scratch. A refusal is not an op failure: returning it
+		// would roll back the neighbours sharing this commit only to run them again.
+		d, refused = store.Delivery{}, nil
+		var status string
+		var leased int
+		err := tx.QueryRowContext(ctx, `SELECT status, leased FROM deliveries WHERE id = ?`, id).Scan(&status, &leased)
+		if errors.Is(err, sql.ErrNoRows) {
+			refused = fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("retry delivery %d: %w", id, err)
+		}
+		if store.Status(status) == store.Pending && leased != 0 {
+			refused = fmt.Errorf("delivery %d is being attempted right now: %w", id, store.ErrConflict)
+			return nil
+		}
+		d, err = scanDelivery(tx.QueryRowContext(ctx, `UPDATE deliveries SET status = 'pending', next_at = ?, leased = 0,
+			retry_base = attempts, updated_at = ? WHERE id = ? RETURNING `+deliveryCols, nanos(now), nanos(s.opts.Now()), id))
+		if err != nil {
+			return fmt.Errorf("retry delivery %d: %w", id, err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	return d, nil
+}
+
+// Replay implements store.Store.
+//
+// Each batch is chosen on the read pool (walking the destination's deliveries by id, forwards from a cursor)
+// and requeued in its own write transaction, which checks the status again: whatever happened in between, a
+// pending delivery is never touched. Deliveries appended meanwhile are pending, so they are never selected.
+func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time) (int, error) {
+	var lits []string
+	for _, st := range f.Statuses {
+		lit, err := statusLiteral(st)
+		if err != nil {
+			return 0, fmt.Errorf("replay: %w", err)
+		}
+		if st != store.Pending && !slices.Contains(lits, lit) {
+			lits = append(lits, lit)
+		}
+	}
+	if len(f.Statuses) == 0 {
+		lits = []string{"'delivered'", "'failed'", "'skipped'"}
+	}
+	if len(lits) == 0 {
+		return 0, nil // only pending was asked for, and pending is never touched
+	}
+	statusIn := "status IN (" + strings.Join(lits, ",") + ")"
+	sel := `SELECT id FROM deliveries INDEXED BY deliveries_dest WHERE destination = ? AND id > ? AND ` + statusIn
+	var bounds []any
+	if !f.Since.IsZero() {
+		sel += ` AND created_at >= ?`
+		bounds = append(bounds, nanos(f.Since))
+	}
+	if !f.Until.IsZero() {
+		sel += ` AND created_at < ?`
+		bounds = append(bounds, nanos(f.Until))
+	}
+	sel += ` ORDER BY id LIMIT ?`
+
+	total := 0
+	var cursor int64
+	for {
+		args := append(append([]any{f.Destination, cursor}, bounds...), replayBatch)
+		rows, err := s.rdb.QueryContext(ctx, sel, args...)
+		if err != nil {
+			return total, fmt.Errorf("replay %s: %w", f.Destination, err)
+		}
+		var ids []any
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return total, fmt.Errorf("replay %s: %w", f.Destination, err)
+			}
+			ids, cursor = append(ids, id), id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return total, fmt.Errorf("replay %s: %w", f.Destination, err)
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		var n int64
+		err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			r, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = 'pending', next_at = ?, leased = 0,
+				retry_base = attempts, updated_at = ? WHERE id IN (`+placeholders(len(ids))+`) AND `+statusIn,
+				append([]any{nanos(now), nanos(s.opts.Now())}, ids...)...)
+			if err != nil {
+				return fmt.Errorf("replay %s: %w", f.Destination, err)
+			}
+			n, _ = r.RowsAffected()
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+		if len(ids) < replayBatch {
+			return total, nil
+		}
+	}
+}
+
+// Prune implements store.Store.
+//
+// The oldest events are found on the read pool by events_received (deleted rows leave the index, so each call
+// starts at the oldest survivor); the write transaction deletes only those that still have no pending
+// delivery, so a retry or replay that raced the read keeps its event.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		limit = defaultPruneBatch
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT seq FROM events INDEXED BY events_received WHERE received_at < ?
+		AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status = 'pending')
+		ORDER BY received_at LIMIT ?`, nanos(cutoff), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune: find old events: %w", err)
+	}
+	var seqs []any
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("prune: find old events: %w", err)
+		}
+		seqs = append(seqs, seq)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("prune: find old events: %w", err)
+	}
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	var n int
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, `DELETE FROM events WHERE seq IN (`+placeholders(len(seqs))+`)
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status = 'pending')
+			RETURNING seq`, seqs...)
+		if err != nil {
+			return fmt.Errorf("prune: delete events: %w", err)
+		}
+		var gone []any
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				return fmt.Errorf("prune: delete events: %w", err)
+			}
+			gone = append(gone, seq)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("prune: delete events: %w", err)
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+		in := placeholders(len(gone))
+		if _, err := tx.ExecContext(ctx, `DELETE FROM attempts WHERE delivery_id IN
+			(SELECT id FROM deliveries WHERE event_seq IN (`+in+`))`, gone...); err != nil {
+			return fmt.Errorf("prune: delete attempts: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE event_seq IN (`+in+`)`, gone...); err != nil {
+			return fmt.Errorf("prune: delete deliveries: %w", err)
+		}
+		n = len(gone)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// PendingCounts implements store.Store. It reads only deliveries_due, which holds pending rows alone.
+func (s *Store) PendingCounts(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT destination, count(*) FROM deliveries INDEXED BY deliveries_due
+		WHERE status = 'pending' GROUP BY destination`)
+	if err != nil {
+		return nil, fmt.Errorf("count pending deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var dest string
+		var n int64
+		if err := rows.Scan(&dest, &n); err != nil {
+			return nil, fmt.Errorf("count pending deliveries: %w", err)
+		}
+		out[dest] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count pending deliveries: %w", err)
+	}
+	return out, nil
+}

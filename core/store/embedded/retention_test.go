@@ -1,0 +1,150 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// TestRetentionBesideIntake prunes a large table of old, delivered events while appends and completions keep
+// coming, and checks that they made progress while pruning was under way (not how fast: no timing), that
+// every old event is gone, and that no new one was touched.
+func TestRetentionBesideIntake(t *testing.T) {
+	oldEvents := 200_000
+	if testing.Short() || raceEnabled {
+		oldEvents = 20_000 // the race detector makes the pure-Go SQLite ~10x slower; the shape is the same
+	}
+	const batch = 500
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+
+	// Build the old table fast: big Appends, each followed by one Complete of its deliveries.
+	for start := 0; start < oldEvents; start += 2000 {
+		evs := make([]store.NewEvent, 0, 2000)
+		for i := start; i < min(start+2000, oldEvents); i++ {
+			evs = append(evs, store.NewEvent{Event: newEvent(fmt.Sprint("old-", i)), Destinations: []string{"d"}})
+		}
+		res := mustAppend(t, s, evs)
+		outs := make([]store.Outcome, 0, len(res))
+		for _, r := range res {
+			outs = append(outs, store.Outcome{DeliveryID: r.Deliveries[0].ID, Status: store.Delivered,
+				Attempt: store.Attempt{N: 1, At: c.Now(), StatusCode: 204}})
+		}
+		if err := s.Complete(ctx, outs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const retention = 168 * time.Hour
+	c.Advance(retention + 24*time.Hour)
+	cutoff := c.Now().Add(-retention)
+
+	// Intake: appends new events and completes half of them, until told to stop.
+	var appended, completed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var evs []store.NewEvent
+			for j := range 10 {
+				evs = append(evs, store.NewEvent{Event: newEvent(fmt.Sprintf("new-%d-%d", i, j)), Destinations: []string{"d"}})
+			}
+			res, err := s.Append(ctx, evs, opts)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			appended.Add(int64(len(res)))
+			var outs []store.Outcome
+			for _, r := range res[:5] {
+				outs = append(outs, store.Outcome{DeliveryID: r.Deliveries[0].ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}})
+			}
+			if err := s.Complete(ctx, outs); err != nil {
+				t.Error(err)
+				return
+			}
+			completed.Add(int64(len(outs)))
+		}
+	}()
+
+	// Retention, recording intake's counters at its first and last batch.
+	var (
+		mu                            sync.Mutex
+		batches, pruned               int
+		appendsFirst, appendsLast     int64
+		completesFirst, completesLast int64
+	)
+	done := make(chan struct{})
+	rctx, cancel := context.WithCancel(ctx)
+	rdone := make(chan struct{})
+	go func() {
+		defer close(rdone)
+		store.RunRetention(rctx, s, retention, store.RetentionOptions{Every: time.Hour, Batch: batch, Pause: time.Millisecond, Now: c.Now,
+			OnPruned: func(n int) {
+				mu.Lock()
+				defer mu.Unlock()
+				batches++
+				pruned += n
+				if batches == 1 {
+					appendsFirst, completesFirst = appended.Load(), completed.Load()
+				}
+				appendsLast, completesLast = appended.Load(), completed.Load()
+				if pruned == oldEvents {
+					close(done)
+				}
+			}})
+	}()
+	<-done
+	close(stop)
+	wg.Wait()
+	cancel()
+	<-rdone
+
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d old events pruned in %d batches; meanwhile %d events appended and %d deliveries completed",
+		pruned, batches, appendsLast-appendsFirst, completesLast-completesFirst)
+	if batches < oldEvents/batch {
+		t.Fatalf("%d batches, want at least %d", batches, oldEvents/batch)
+	}
+	if appendsLast-appendsFirst <= 0 || completesLast-completesFirst <= 0 {
+		t.Fatalf("intake stalled while pruning: %d appends and %d completions between the first and last batch",
+			appendsLast-appendsFirst, completesLast-completesFirst)
+	}
+	var old, events, deliveries, attempts int64
+	for q, v := range map[string]*int64{
+		`SELECT count(*) FROM events WHERE received_at < ?`: &old,
+	} {
+		if err := s.rdb.QueryRow(q, nanos(cutoff)).Scan(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for q, v := range map[string]*int64{
+		`SELECT count(*) FROM events`:     &events,
+		`SELECT count(*) FROM deliveries`: &deliveries,
+		`SELECT count(*) FROM attempts`:   &attempts,
+	} {
+		if err := s.rdb.QueryRow(q).Scan(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if old != 0 {
+		t.Fatalf("%d old events survived retention", old)
+	}
+	if n := appended.Load(); events != n || deliveries != n || attempts != completed.Load() {
+		t.Fatalf("new data was pruned: %d events, %d deliveries, %d attempts left; appended %d, completed %d",
+			events, deliveries, attempts, n, completed.Load())
+	}
+}
