@@ -3,7 +3,9 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,7 +36,35 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
+	// OnDisabled is called once when a lane disables itself (the destination answered 410 Gone, or
+	// Policy.AutoDisableAfter consecutive attempts failed), after the outcome that disabled it is recorded and
+	// the lane's pending deliveries are skipped. It runs on its own goroutine, so it may call Remove.
+	OnDisabled func(name, reason string)
+	// OnFailed is called once for each delivery that ends as failed (permanent error or attempts exhausted),
+	// after its outcome is written. It runs on its own goroutine, never on a worker or the completer.
+	OnFailed func(job store.Job, attempt store.Attempt)
+	// Observer, when set, hears every delivery outcome (metrics).
+	Observer Observer
 }
+
+// Observer hears delivery outcomes. Observe is called once per outcome, on the goroutine that produced it, so
+// it must be quick and safe for concurrent use.
+type Observer interface {
+	// Observe notes one outcome of a delivery to destination: "delivered", "retry" (a failed attempt that will
+	// be retried), "failed" or "skipped". took is the attempt's duration (0 for skipped).
+	Observe(destination, outcome string, took time.Duration)
+}
+
+// Outcome names passed to Observer.Observe.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeRetry     = "retry"
+	OutcomeFailed    = "failed"
+	OutcomeSkipped   = "skipped"
+)
+
+// ErrNoLane is returned for a destination that has no running lane.
+var ErrNoLane = errors.New("no such destination lane")
 
 // Dispatcher runs the lanes.
 type Dispatcher struct {
@@ -54,15 +84,25 @@ type Dispatcher struct {
 	// Outcomes are written by one completer goroutine in batches, so a worker moves on to its next delivery
 	// without waiting for a commit. Until written, a delivery stays leased: no scan resends it, and a crash
 	// only means it is sent again (at least once).
-	outcomes      chan completion
-	closeOutcomes sync.Once
-	completed     chan struct{}
+	outcomes  chan completion
+	outMu     sync.RWMutex // guards outClosed against sends racing the close of outcomes
+	outClosed bool
+	completed chan struct{}
 }
 
+// completion is one lane's batch of outcomes for the completer.
 type completion struct {
-	lane        *lane
-	outs        []store.Outcome
-	retry, gone bool
+	lane  *lane
+	outs  []store.Outcome
+	jobs  []store.Job // same index as outs when the outcomes come from attempts (for OnFailed); else nil
+	retry bool
+	// skips says the outcomes skip deliveries of a disabled lane.
+	skips bool
+	// disable says this batch disabled the lane: once written, its pending deliveries are skipped and
+	// OnDisabled is called.
+	disable bool
+	// done, when set, is closed once the batch is written (or failed to be): a barrier for Remove.
+	done chan struct{}
 }
 
 // New returns a dispatcher over st. Call Start to run lanes.
@@ -89,9 +129,28 @@ func New(st store.Store, opts Options) *Dispatcher {
 	return d
 }
 
-// complete queues a lane's outcomes for the completer.
-func (d *Dispatcher) complete(l *lane, outs []store.Outcome, retry, gone bool) {
-	d.outcomes <- completion{lane: l, outs: outs, retry: retry, gone: gone}
+// complete queues outcomes for the completer. Once the completer has stopped (after Shutdown), it writes them
+// itself, so a late Remove never sends on a closed channel.
+func (d *Dispatcher) complete(c completion) {
+	d.outMu.RLock()
+	if !d.outClosed {
+		d.outcomes <- c
+		d.outMu.RUnlock()
+		return
+	}
+	d.outMu.RUnlock()
+	d.write([]completion{c}, c.outs)
+}
+
+// closeCompleter stops the completer once every queued outcome is written.
+func (d *Dispatcher) closeCompleter() {
+	d.outMu.Lock()
+	if !d.outClosed {
+		d.outClosed = true
+		close(d.outcomes)
+	}
+	d.outMu.Unlock()
+	<-d.completed
 }
 
 // completer writes outcomes in batches until the channel is closed by Shutdown, then flushes the rest.
@@ -114,20 +173,81 @@ func (d *Dispatcher) completer() {
 				break fill
 			}
 		}
-		if err := d.store.Complete(context.Background(), outs); err != nil {
-			// The deliveries stay leased and pending; the next start sends them again.
-			d.log.Error("record delivery outcomes", "deliveries", len(outs), "err", err)
-			continue
-		}
-		for _, c := range batch {
+		d.write(batch, outs)
+	}
+}
+
+// write records a batch of completions in one store call, then does what follows from them.
+func (d *Dispatcher) write(batch []completion, outs []store.Outcome) {
+	var err error
+	if len(outs) > 0 { // a Remove barrier may carry none
+		err = d.store.Complete(context.Background(), outs)
+	}
+	if err != nil {
+		// The deliveries stay leased and pending; the next start sends them again.
+		d.log.Error("record delivery outcomes", "deliveries", len(outs), "err", err)
+	}
+	var failed []store.Outcome
+	var failedJobs []store.Job
+	for _, c := range batch {
+		if err == nil {
 			if c.retry || c.lane.dest.Ordered {
 				c.lane.poke()
 			}
-			if c.gone {
-				c.lane.skipPending()
+			if c.skips && !c.lane.skipped.Load() {
+				// Once skipPending has run (it runs here too, after the batch's writes, so the order is certain)
+				// it has counted every delivery that was pending, these included; before that, this write
+				// skipped them.
+				for range c.outs {
+					d.observe(c.lane.dest.Name, OutcomeSkipped, 0)
+				}
+			}
+			if d.opts.OnFailed != nil && c.jobs != nil {
+				for i, o := range c.outs {
+					if o.Status == store.Failed && o.Attempt.N > 0 {
+						failed, failedJobs = append(failed, o), append(failedJobs, c.jobs[i])
+					}
+				}
 			}
 		}
 	}
+	// After the loop above: this batch's skips were all written before any skipPending below runs.
+	for _, c := range batch {
+		if c.disable {
+			// Even when the write failed: the lane has stopped sending, and the operator must hear of it.
+			c.lane.skipPending()
+		}
+		if c.done != nil {
+			close(c.done)
+		}
+	}
+	if len(failed) > 0 {
+		// On its own goroutine: the callback may publish an operator event, which must not hold up outcomes.
+		go func() {
+			for i, o := range failed {
+				d.opts.OnFailed(failedJobs[i], o.Attempt)
+			}
+		}()
+	}
+}
+
+// observe tells the Observer, if any, of one outcome.
+func (d *Dispatcher) observe(destination, outcome string, took time.Duration) {
+	if d.opts.Observer != nil {
+		d.opts.Observer.Observe(destination, outcome, took)
+	}
+}
+
+// handBack returns outcomes that put untried deliveries back in the store, pending and due at now, without
+// recording an attempt (N == 0), so any lane — a replacement, or another node — can claim them at once.
+func handBack(jobs []store.Job, now time.Time) []store.Outcome {
+	outs := make([]store.Outcome, len(jobs))
+	for i, j := range jobs {
+		// The delivery's last error is written back as it was: handing back says nothing new about it.
+		outs[i] = store.Outcome{DeliveryID: j.Delivery.ID, Status: store.Pending, NextAt: now,
+			Attempt: store.Attempt{Error: j.Delivery.LastError}}
+	}
+	return outs
 }
 
 // Start runs one lane per destination.
@@ -138,7 +258,7 @@ func (d *Dispatcher) Start(dests []Destination) {
 }
 
 // Add starts a lane for a destination (one created at runtime, or by a reload). A lane of the same name must
-// have been removed first.
+// have been removed first (or use Replace).
 func (d *Dispatcher) Add(dest Destination) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -148,7 +268,9 @@ func (d *Dispatcher) Add(dest Destination) {
 }
 
 // Remove stops a destination's lane: it takes no new work, attempts in flight finish, and its sink is closed.
-// Deliveries still pending stay in the store (skip them with store.SkipPending if the destination is gone).
+// Every delivery the lane held without attempting it (queued in memory, or collected into a batch it did not
+// send) is back in the store, pending and due now, when Remove returns. Deliveries still pending stay in the
+// store (skip them with store.SkipPending if the destination is gone).
 func (d *Dispatcher) Remove(ctx context.Context, name string) error {
 	d.mu.Lock()
 	l := d.lanes[name]
@@ -157,9 +279,56 @@ func (d *Dispatcher) Remove(ctx context.Context, name string) error {
 	if l == nil {
 		return nil
 	}
-	l.stop()
+	d.retire(l)
 	return l.dest.Sink.Close(ctx)
 }
+
+// Replace swaps a destination's lane for a new one (a changed configuration), or adds it if there was none.
+// The new lane takes over the name before the old one stops, so intake never sees the destination missing;
+// the old lane then stops as in Remove, and what it held is handed back for the new lane to claim.
+func (d *Dispatcher) Replace(ctx context.Context, dest Destination) error {
+	d.mu.Lock()
+	old := d.lanes[dest.Name]
+	l := newLane(d, dest)
+	d.lanes[dest.Name] = l
+	l.start()
+	d.mu.Unlock()
+	if old == nil {
+		return nil
+	}
+	d.retire(old)
+	l.poke() // what the old lane handed back is due now
+	if err := old.dest.Sink.Close(ctx); err != nil {
+		return fmt.Errorf("close the replaced sink of %s: %w", dest.Name, err)
+	}
+	return nil
+}
+
+// retire stops a lane that is no longer in d.lanes and waits until what it held is back in the store.
+func (d *Dispatcher) retire(l *lane) {
+	l.stop()
+	jobs := l.close()
+	// The barrier also waits for every outcome the lane's workers queued before they stopped: the completer
+	// writes in order.
+	done := make(chan struct{})
+	d.complete(completion{lane: l, outs: handBack(jobs, d.opts.Now()), done: done})
+	<-done
+}
+
+// Lanes returns the names of the running lanes, sorted.
+func (d *Dispatcher) Lanes() []string {
+	d.mu.RLock()
+	names := make([]string, 0, len(d.lanes))
+	for name := range d.lanes {
+		names = append(names, name)
+	}
+	d.mu.RUnlock()
+	slices.Sort(names)
+	return names
+}
+
+// Enabled reports whether a destination has a lane that has not disabled itself (410 Gone or auto-disable).
+func (d *Dispatcher) Enabled(name string) bool { return d.Accepting(name) }
 
 // Accepting reports whether a destination takes new deliveries (it exists and has not been disabled).
 func (d *Dispatcher) Accepting(destination string) bool {
@@ -169,21 +338,31 @@ func (d *Dispatcher) Accepting(destination string) bool {
 	return l != nil && !l.disabled.Load()
 }
 
-// Reserve asks for room for one first attempt in a destination's lane. It returns false when the lane is full
-// (or unknown); the delivery then waits in the store and the lane's scanner fetches it.
-func (d *Dispatcher) Reserve(destination string) bool {
+// Ticket is a reserved place in one lane's in-memory queue, from Reserve. It stays bound to that lane even if
+// the destination's lane is removed or replaced meanwhile, and must be used exactly once: by Enqueue, or by
+// Release. The zero Ticket reserves nothing.
+type Ticket struct{ l *lane }
+
+// Reserved reports whether the ticket holds a place: the delivery is then leased at birth and must be handed
+// to Enqueue once durable.
+func (t Ticket) Reserved() bool { return t.l != nil }
+
+// Reserve asks for room for one first attempt in a destination's lane. It returns the zero Ticket when the
+// lane is full, stopping or unknown, or its breaker is open; the delivery then waits in the store and the
+// lane's scanner fetches it.
+func (d *Dispatcher) Reserve(destination string) Ticket {
 	d.mu.RLock()
 	l := d.lanes[destination]
 	d.mu.RUnlock()
-	if l == nil || l.ctl.isOpen() {
-		return false
+	if l == nil || l.ctl.isOpen() || l.stopping() {
+		return Ticket{}
 	}
 	select {
 	case l.slots <- struct{}{}:
-		return true
+		return Ticket{l: l}
 	default:
 		l.poke()
-		return false
+		return Ticket{}
 	}
 }
 
@@ -197,25 +376,31 @@ func (d *Dispatcher) Poke(destination string) {
 	}
 }
 
-// Release returns a reservation that will not be used (the append failed).
-func (d *Dispatcher) Release(destination string) {
-	d.mu.RLock()
-	l := d.lanes[destination]
-	d.mu.RUnlock()
-	if l != nil {
-		<-l.slots
+// Release returns a reservation that will not be used (the append failed, or the event was a duplicate).
+func (d *Dispatcher) Release(t Ticket) {
+	if t.l != nil {
+		<-t.l.slots
 	}
 }
 
-// Enqueue hands a durable, reserved delivery to its lane.
-func (d *Dispatcher) Enqueue(dl store.Delivery, ev event.Event) {
-	d.mu.RLock()
-	l := d.lanes[dl.Destination]
-	d.mu.RUnlock()
-	if l == nil {
+// Enqueue hands a durable delivery, leased at birth under ticket t, to the lane t reserved in. If that lane
+// has stopped meanwhile (removed or replaced), the delivery goes back to the store, pending and due now, for
+// whichever lane runs the destination next. A zero ticket does nothing: such a delivery was not leased.
+func (d *Dispatcher) Enqueue(t Ticket, dl store.Delivery, ev event.Event) {
+	if t.l == nil {
 		return
 	}
-	l.fresh <- store.Job{Delivery: dl, Event: ev}
+	job := store.Job{Delivery: dl, Event: ev}
+	if t.l.offer(job) {
+		return
+	}
+	// Written here rather than through the completer, which may have stopped already (after Shutdown).
+	if err := d.store.Complete(context.Background(), handBack([]store.Job{job}, d.opts.Now())); err != nil {
+		// It stays leased until the lease runs out (or the next start releases it).
+		d.log.Error("hand back a delivery of a stopped lane", "destination", dl.Destination, "delivery_id", dl.ID, "err", err)
+		return
+	}
+	d.Poke(dl.Destination)
 }
 
 // Shutdown stops taking work and waits for attempts in flight. When ctx ends first, attempts are cancelled
@@ -232,9 +417,15 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		d.wg.Wait()
-		// Workers have stopped: flush the outcomes they left.
-		d.closeOutcomes.Do(func() { close(d.outcomes) })
-		<-d.completed
+		// Workers have stopped: hand back what waits in the lanes' queues, then flush the outcomes they left.
+		d.mu.RLock()
+		for _, l := range d.lanes {
+			if jobs := l.close(); len(jobs) > 0 {
+				d.complete(completion{lane: l, outs: handBack(jobs, d.opts.Now())})
+			}
+		}
+		d.mu.RUnlock()
+		d.closeCompleter()
 		close(done)
 	}()
 	select {

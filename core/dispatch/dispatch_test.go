@@ -100,11 +100,14 @@ func newRig(t *testing.T, dir string, dests ...Destination) *rig {
 func (r *rig) publish(prefix string, n int, dests ...string) {
 	r.t.Helper()
 	var batch []store.NewEvent
+	var tickets [][]Ticket
 	for i := range n {
 		ev := event.Event{ID: fmt.Sprintf("%s-%04d", prefix, i), Topic: "t", Time: time.Now(), Data: json.RawMessage(`{}`)}
 		leased := make([]bool, len(dests))
+		tickets = append(tickets, make([]Ticket, len(dests)))
 		for j, d := range dests {
-			leased[j] = r.disp.Reserve(d)
+			tickets[i][j] = r.disp.Reserve(d)
+			leased[j] = tickets[i][j].Reserved()
 		}
 		batch = append(batch, store.NewEvent{Event: ev, Destinations: dests, Leased: leased})
 	}
@@ -114,9 +117,7 @@ func (r *rig) publish(prefix string, n int, dests ...string) {
 	}
 	for i, ar := range res {
 		for j, dl := range ar.Deliveries {
-			if batch[i].Leased[j] {
-				r.disp.Enqueue(dl, batch[i].Event)
-			}
+			r.disp.Enqueue(tickets[i][j], dl, batch[i].Event)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,15 +24,27 @@ type lane struct {
 	fresh   chan store.Job
 	scanned chan store.Job
 	wake    chan struct{}
-	// disabled is set when the destination answered 410 Gone; its deliveries end as skipped.
-	quit     chan struct{} // closed when the lane or the whole dispatcher stops
+	quit    chan struct{} // closed when the lane or the whole dispatcher stops
+	// stopCtx ends with quit; waits before a send (the rate limiter) give up on it.
+	stopCtx  context.Context
+	cancel   context.CancelFunc
 	quitOnce sync.Once
 	wg       sync.WaitGroup
+	// disabled is set when the destination answered 410 Gone or failed AutoDisableAfter times in a row; its
+	// deliveries end as skipped.
 	disabled atomic.Bool
 	skipped  atomic.Bool
 	limits   sinks.Limits
 	collect  sync.Mutex
 	ctl      *control
+
+	// enq guards closed against Enqueue: once closed (the lane stopped), nothing more enters fresh.
+	enq    sync.Mutex
+	closed bool
+
+	mu     sync.Mutex
+	streak int    // consecutive failed attempts
+	reason string // why the lane disabled itself
 }
 
 func newLane(d *Dispatcher, dest Destination) *lane {
@@ -47,6 +58,7 @@ func newLane(d *Dispatcher, dest Destination) *lane {
 	if lm, ok := dest.Sink.(sinks.Limiter); ok {
 		lim = lm.Limits()
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &lane{
 		d: d, dest: dest, log: d.log.With("destination", dest.Name), limits: lim, ctl: newControl(dest.Policy),
 		slots:   make(chan struct{}, d.opts.FreshQueue),
@@ -54,6 +66,7 @@ func newLane(d *Dispatcher, dest Destination) *lane {
 		scanned: make(chan store.Job),
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
+		stopCtx: ctx, cancel: cancel,
 	}
 }
 
@@ -68,7 +81,58 @@ func (l *lane) start() {
 }
 
 // signalStop tells the lane's goroutines to stop after what they are doing.
-func (l *lane) signalStop() { l.quitOnce.Do(func() { close(l.quit) }) }
+func (l *lane) signalStop() {
+	l.quitOnce.Do(func() {
+		close(l.quit)
+		l.cancel()
+	})
+}
+
+// stopping reports whether the lane was told to stop.
+func (l *lane) stopping() bool {
+	select {
+	case <-l.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// offer puts a reserved job in fresh; false means the lane has closed and the job is the caller's to hand back.
+// It never blocks: the reservation holds a place.
+func (l *lane) offer(j store.Job) bool {
+	l.enq.Lock()
+	defer l.enq.Unlock()
+	if l.closed {
+		return false
+	}
+	l.fresh <- j
+	return true
+}
+
+// close shuts fresh to Enqueue and returns what was still queued there. Call it once the workers have stopped.
+func (l *lane) close() []store.Job {
+	l.enq.Lock()
+	l.closed = true
+	l.enq.Unlock()
+	var jobs []store.Job
+	for {
+		select {
+		case j := <-l.fresh:
+			<-l.slots
+			jobs = append(jobs, j)
+		default:
+			return jobs
+		}
+	}
+}
+
+// handBack puts jobs the lane took but will not attempt back in the store, due now.
+func (l *lane) handBack(jobs []store.Job) {
+	if len(jobs) > 0 {
+		l.d.complete(completion{lane: l, outs: handBack(jobs, l.d.opts.Now())})
+	}
+}
 
 // stop stops the lane and waits for its attempts in flight.
 func (l *lane) stop() {
@@ -123,10 +187,11 @@ func (l *lane) scan() {
 				l.log.Error("claim pending deliveries", "err", err)
 				break
 			}
-			for _, j := range jobs {
+			for k, j := range jobs {
 				select {
 				case l.scanned <- j:
 				case <-l.quit:
+					l.handBack(jobs[k:])
 					return
 				}
 			}
@@ -257,23 +322,17 @@ func (l *lane) deliver(batch []store.Job) {
 		return
 	}
 	if !l.wait() {
-		return // stopping: the deliveries stay leased and resume at the next start
+		l.handBack(batch) // stopping: another lane (a replacement, or the next start) sends them
+		return
 	}
-	outs := make([]store.Outcome, len(batch))
 	errs := make([]error, len(batch))
 	var send []int // indexes of jobs that go to the sink
 	evs := make([]event.Event, 0, len(batch))
 	for i, j := range batch {
-		if max := l.limits.MaxEventBytes; max > 0 && len(j.Event.Data) > max {
-			errs[i] = sinks.Permanent(fmt.Errorf("event data is %d bytes; this destination takes at most %d", len(j.Event.Data), max))
+		ev, err := l.prepare(j)
+		if err != nil {
+			errs[i] = err
 			continue
-		}
-		ev := j.Event
-		if l.dest.Prepare != nil {
-			if err := l.dest.Prepare(&ev); err != nil {
-				errs[i] = sinks.Permanent(err)
-				continue
-			}
 		}
 		evs = append(evs, ev)
 		send = append(send, i)
@@ -283,7 +342,8 @@ func (l *lane) deliver(batch []store.Job) {
 	if len(send) > 0 {
 		if l.ctl.limiter != nil {
 			for range evs {
-				if l.ctl.limiter.Wait(l.d.attemptCtx) != nil {
+				if l.ctl.limiter.Wait(l.stopCtx) != nil {
+					l.handBack(batch) // stopping before anything was sent
 					return
 				}
 			}
@@ -307,8 +367,12 @@ func (l *lane) deliver(batch []store.Job) {
 	}
 	took := l.d.opts.Now().Sub(start)
 	at := l.d.opts.Now()
+	outs := make([]store.Outcome, len(batch))
 	retry, gone := false, false
 	healthy, unhealthy := false, false
+	var lastErr error
+	failures := 0 // failed attempts after the last success in this batch
+	succeeded := false
 	for i, j := range batch {
 		n := j.Delivery.Attempts + 1
 		out := store.Outcome{
@@ -317,37 +381,45 @@ func (l *lane) deliver(batch []store.Job) {
 				StatusCode: rep.StatusCode, Response: rep.Response},
 			Status: store.Delivered,
 		}
-		if err := errs[i]; err != nil {
-			out.Attempt.Error = err.Error()
-			class, after := sinks.Classify(err)
-			out.Status = store.Failed
-			if class == sinks.ClassRetryable {
-				unhealthy = true
-				d, ok := p.delay(n, after)
-				if ok {
-					out.Status, out.NextAt = store.Pending, at.Add(d)
-					retry = true
-				}
-				if after > 0 {
-					// The far side asked for quiet (429/503 with Retry-After): the whole lane waits, not only
-					// this delivery — as long as asked, within the same clamp as the delivery's own retry.
-					pd := min(after, time.Hour)
-					if ok {
-						pd = min(after, d)
-					}
-					l.ctl.pause(at.Add(pd))
-				}
+		err := errs[i]
+		if err == nil {
+			l.log.Debug("delivered", "event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n)
+			l.d.observe(l.dest.Name, OutcomeDelivered, took)
+			healthy, succeeded, failures = true, true, 0
+			outs[i] = out
+			continue
+		}
+		failures++
+		lastErr = err
+		out.Attempt.Error = err.Error()
+		class, after := sinks.Classify(err)
+		out.Status = store.Failed
+		if class == sinks.ClassRetryable {
+			unhealthy = true
+			// The schedule counts from the last manual requeue, so a requeued delivery gets all of it again.
+			d, ok := p.delay(max(n-j.Delivery.RetryBase, 1), after)
+			if ok {
+				out.Status, out.NextAt = store.Pending, at.Add(d)
+				retry = true
 			}
-			gone = gone || class == sinks.ClassGone
-			log := l.log.With("event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n, "class", class.String())
-			if out.Status == store.Failed {
-				log.Warn("delivery failed", "err", err)
-			} else {
-				log.Info("delivery attempt failed; will retry", "retry_at", out.NextAt, "err", err)
+			if after > 0 {
+				// The far side asked for quiet (429/503 with Retry-After): the whole lane waits, not only
+				// this delivery — as long as asked, within the same clamp as the delivery's own retry.
+				pd := min(after, time.Hour)
+				if ok {
+					pd = min(after, d)
+				}
+				l.ctl.pause(at.Add(pd))
 			}
 		}
-		if errs[i] == nil && slices.Contains(send, i) {
-			healthy = true
+		gone = gone || class == sinks.ClassGone
+		log := l.log.With("event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n, "class", class.String())
+		if out.Status == store.Failed {
+			log.Warn("delivery failed", "err", err)
+			l.d.observe(l.dest.Name, OutcomeFailed, took)
+		} else {
+			log.Info("delivery attempt failed; will retry", "retry_at", out.NextAt, "err", err)
+			l.d.observe(l.dest.Name, OutcomeRetry, took)
 		}
 		outs[i] = out
 	}
@@ -359,11 +431,56 @@ func (l *lane) deliver(batch []store.Job) {
 			l.poke()
 		}
 	}
-	if gone {
-		// Stop sending at once; the completer skips what is pending once this outcome is written.
-		l.disabled.Store(true)
+	disable := false
+	switch {
+	case gone:
+		disable = l.disable("the destination answered 410 Gone")
+	default:
+		if streak := l.countFailures(succeeded, failures); p.AutoDisableAfter > 0 && streak >= p.AutoDisableAfter {
+			disable = l.disable(fmt.Sprintf("%d consecutive failed attempts; last error: %v", streak, lastErr))
+		}
 	}
-	l.d.complete(l, outs, retry, gone)
+	// Stop sending at once (disabled is set); the completer skips what is pending once these outcomes are written.
+	l.d.complete(completion{lane: l, outs: outs, jobs: batch, retry: retry, disable: disable})
+}
+
+// prepare readies one job's event for the sink; an error is permanent (it is about this event).
+func (l *lane) prepare(j store.Job) (event.Event, error) {
+	if max := l.limits.MaxEventBytes; max > 0 && len(j.Event.Data) > max {
+		return event.Event{}, sinks.Permanent(fmt.Errorf("event data is %d bytes; this destination takes at most %d", len(j.Event.Data), max))
+	}
+	ev := j.Event
+	if l.dest.Prepare != nil {
+		if err := l.dest.Prepare(&ev); err != nil {
+			return event.Event{}, sinks.Permanent(err)
+		}
+	}
+	return ev, nil
+}
+
+// countFailures updates the lane's run of consecutive failed attempts with one batch's results (a success in
+// the batch restarts the count at the failures after it) and returns the run's length.
+func (l *lane) countFailures(succeeded bool, failures int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if succeeded {
+		l.streak = 0
+	}
+	l.streak += failures
+	return l.streak
+}
+
+// disable stops the lane's sending for good, with a reason; it reports true only for the call that did it, so
+// the destination is reported disabled once.
+func (l *lane) disable(reason string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.disabled.Load() {
+		return false
+	}
+	l.reason = reason
+	l.disabled.Store(true)
+	return true
 }
 
 // isProbe reports whether a batch is the breaker's probe (claimed by the scanner while open).
@@ -382,7 +499,7 @@ func (l *lane) hold(batch []store.Job) {
 		outs[i] = store.Outcome{DeliveryID: j.Delivery.ID, Status: store.Pending, NextAt: at,
 			Attempt: store.Attempt{Error: "held: the destination's breaker is open"}}
 	}
-	l.d.complete(l, outs, true, false)
+	l.d.complete(completion{lane: l, outs: outs, retry: true})
 }
 
 // wait blocks while the lane is paused; false means the lane is stopping.
@@ -404,15 +521,25 @@ func (l *lane) wait() bool {
 
 // skip ends a delivery of a disabled destination without an attempt.
 func (l *lane) skip(j store.Job) {
-	l.d.complete(l, []store.Outcome{{DeliveryID: j.Delivery.ID, Status: store.Skipped,
-		Attempt: store.Attempt{Error: "destination disabled"}}}, false, false)
+	l.d.complete(completion{lane: l, skips: true, outs: []store.Outcome{{DeliveryID: j.Delivery.ID, Status: store.Skipped,
+		Attempt: store.Attempt{Error: "destination disabled"}}}})
 }
 
-// skipPending ends the pending deliveries of a destination that answered 410 Gone (once).
+// skipPending ends the pending deliveries of a destination that disabled itself, then reports it (once).
 func (l *lane) skipPending() {
 	if l.skipped.Swap(true) {
 		return
 	}
-	n, err := l.d.store.SkipPending(context.Background(), l.dest.Name, "destination disabled: it answered 410 Gone")
-	l.log.Warn("destination answered 410 Gone; disabled it and skipped its pending deliveries", "skipped", n, "err", err)
+	l.mu.Lock()
+	reason := l.reason
+	l.mu.Unlock()
+	n, err := l.d.store.SkipPending(context.Background(), l.dest.Name, "destination disabled: "+reason)
+	l.log.Warn("destination disabled; skipped its pending deliveries", "reason", reason, "skipped", n, "err", err)
+	for range n {
+		l.d.observe(l.dest.Name, OutcomeSkipped, 0)
+	}
+	if f := l.d.opts.OnDisabled; f != nil {
+		// On its own goroutine: the callback typically removes the lane, which waits for the completer.
+		go f(l.dest.Name, reason)
+	}
 }

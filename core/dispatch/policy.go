@@ -17,6 +17,10 @@ type Policy struct {
 	Burst         int
 	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
 	BreakerFailures int
+	// AutoDisableAfter disables the destination after that many consecutive failed attempts, retryable or
+	// permanent (0 = never): its lane stops sending, its pending deliveries end as skipped, and
+	// Options.OnDisabled is called. A delivered attempt resets the count.
+	AutoDisableAfter int
 }
 
 // delay returns how long to wait after attempt n (1-based) failed, and false when attempts are exhausted.

@@ -38,6 +38,9 @@ type Options struct {
 	// Inline configures per-run subscriptions (off unless Inline.Enabled).
 	Inline InlineOptions
 	Logger *slog.Logger
+	// OnAccepted, when set, is called after each successful append with the number of events it stored
+	// (duplicates and refused events excluded), for metrics.
+	OnAccepted func(n int)
 }
 
 // ErrClosed is returned once the server is shutting down.
@@ -105,6 +108,9 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	}
 	r := in.router.Load()
 	batch := make([]store.NewEvent, len(evs))
+	// tickets holds, per event and destination, the lane place reserved for a delivery leased at birth. The
+	// ticket, not the name, goes to Enqueue: the destination's lane may be replaced before the append returns.
+	tickets := make([][]dispatch.Ticket, len(evs))
 	for i := range evs {
 		ev := &evs[i]
 		if ev.ID == "" {
@@ -124,6 +130,7 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 			}
 		}
 		leased := make([]bool, len(dests))
+		tickets[i] = make([]dispatch.Ticket, len(dests))
 		var keys []string
 		var block []bool
 		for j, name := range dests {
@@ -135,15 +142,14 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 				// Ordered deliveries always go through the store, which releases them one key at a time.
 				continue
 			}
-			leased[j] = in.disp.Reserve(name)
+			tickets[i][j] = in.disp.Reserve(name)
+			leased[j] = tickets[i][j].Reserved()
 		}
 		batch[i] = store.NewEvent{Event: *ev, Destinations: dests, Leased: leased, OrderingKeys: keys, OrderingBlock: block}
 	}
-	release := func(ne store.NewEvent) {
-		for j, ok := range ne.Leased {
-			if ok {
-				in.disp.Release(ne.Destinations[j])
-			}
+	release := func(i int) {
+		for _, t := range tickets[i] {
+			in.disp.Release(t)
 		}
 	}
 	// Once queued for commit, the outcome must be waited for even if the caller gives up: deliveries leased at
@@ -151,27 +157,32 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	res, err := in.store.Append(context.WithoutCancel(ctx), batch,
 		store.AppendOptions{DedupeWindow: in.opts.DedupeWindow, Lease: dispatch.FreshLease})
 	if err != nil {
-		for _, ne := range batch {
-			release(ne)
+		for i := range batch {
+			release(i)
 		}
 		return nil, err
 	}
 	out := make([]Result, len(res))
+	accepted := 0
 	for i, ar := range res {
 		ne := batch[i]
 		out[i] = Result{ID: ar.ID, Duplicate: ar.Duplicate, Deliveries: len(ar.Deliveries), Err: ar.Err}
 		if ar.Duplicate || ar.Err != nil {
-			release(ne)
+			release(i)
 			continue
 		}
+		accepted++
 		for j, dl := range ar.Deliveries {
 			switch {
-			case ne.Leased[j]:
-				in.disp.Enqueue(dl, ne.Event)
+			case tickets[i][j].Reserved():
+				in.disp.Enqueue(tickets[i][j], dl, ne.Event)
 			case j < len(ne.OrderingKeys) && ne.OrderingKeys[j] != "":
 				in.disp.Poke(dl.Destination)
 			}
 		}
+	}
+	if accepted > 0 && in.opts.OnAccepted != nil {
+		in.opts.OnAccepted(accepted)
 	}
 	return out, nil
 }
