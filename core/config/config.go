@@ -74,6 +74,9 @@ type Store struct {
 	DSN           string   `yaml:"dsn,omitempty" secret:"true"`
 	Retention     Duration `yaml:"retention"`
 	EncryptionKey string   `yaml:"encryption_key,omitempty" secret:"true"`
+	// PreviousEncryptionKeys still open secrets sealed before a key rotation; at startup Sluice re-seals
+	// everything under EncryptionKey, after which they can be removed.
+	PreviousEncryptionKeys []string `yaml:"previous_encryption_keys,omitempty" secret:"true"`
 }
 
 // Intake tunes event intake.
@@ -138,6 +141,10 @@ type Delivery struct {
 	Retry       Retry    `yaml:"retry"`
 	Breaker     Breaker  `yaml:"breaker"`
 	Network     Network  `yaml:"network"`
+	// AutoDisableAfter disables a destination after that many consecutive failed attempts (0 = never).
+	AutoDisableAfter int `yaml:"auto_disable_after"`
+	// RotationOverlap is how long a rotated-out signing secret keeps signing beside the new one.
+	RotationOverlap Duration `yaml:"rotation_overlap"`
 }
 
 // Retry is a retry policy: an explicit schedule of delays after the first attempt, or an exponential one.
@@ -212,7 +219,9 @@ type Destination struct {
 	OrderingKey string    `yaml:"ordering_key,omitempty"`
 	Ordering    *Ordering `yaml:"ordering,omitempty"`
 	Breaker     *Breaker  `yaml:"breaker,omitempty"`
-	Config      yaml.Node `yaml:"config"`
+	// AutoDisableAfter overrides delivery.auto_disable_after for this destination (0 = never).
+	AutoDisableAfter *int      `yaml:"auto_disable_after,omitempty"`
+	Config           yaml.Node `yaml:"config"`
 
 	// Compiled by Load; nil before.
 	SinkConfig  sinks.Config  `yaml:"-"`
@@ -245,9 +254,11 @@ func Defaults() *Config {
 		Intake: Intake{HTTP: HTTPIntake{MaxBodyBytes: 1 << 20}, DedupeWindow: Duration(24 * 3600e9),
 			InlineSubscriptions: InlineSubscriptions{TTL: Duration(24 * 3600e9), MaxPerCorrelation: 10}},
 		Delivery: Delivery{
-			Timeout:     Duration(15e9),
-			Concurrency: 16,
-			Breaker:     Breaker{Failures: 5},
+			Timeout:          Duration(15e9),
+			Concurrency:      16,
+			Breaker:          Breaker{Failures: 5},
+			AutoDisableAfter: 100,
+			RotationOverlap:  Duration(24 * 3600e9),
 			Retry: Retry{
 				Schedule: []Duration{Duration(5e9), Duration(300e9), Duration(1800e9), Duration(7200e9),
 					Duration(5 * 3600e9), Duration(10 * 3600e9), Duration(14 * 3600e9), Duration(20 * 3600e9),

@@ -14,12 +14,17 @@ type Policy struct {
 	Burst         int
 	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
 	BreakerFailures int
+	// AutoDisableAfter disables the destination after that many consecutive failed attempts (0 = never).
+	AutoDisableAfter int
 }
 
 // PolicyFor resolves d's policy against the delivery defaults.
 func (c *Config) PolicyFor(d *Destination) Policy {
 	p := Policy{Timeout: c.Delivery.Timeout.D(), Concurrency: c.Delivery.Concurrency,
-		BreakerFailures: c.Delivery.Breaker.Failures}
+		BreakerFailures: c.Delivery.Breaker.Failures, AutoDisableAfter: c.Delivery.AutoDisableAfter}
+	if d.AutoDisableAfter != nil {
+		p.AutoDisableAfter = *d.AutoDisableAfter
+	}
 	if d.Breaker != nil {
 		p.BreakerFailures = d.Breaker.Failures
 	}

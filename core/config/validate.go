@@ -57,6 +57,19 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 		l.errorf("store.driver", "%q is not a store driver; use embedded or postgres", c.Store.Driver)
 	}
 
+	if _, err := c.Store.EncryptionKeys(); err != nil {
+		if strings.HasPrefix(err.Error(), "store.") {
+			l.errorf("store.previous_encryption_keys", "%s", strings.TrimPrefix(err.Error(), "store.previous_encryption_keys: "))
+		} else {
+			l.errorf("store.encryption_key", "%v", err)
+		}
+	}
+	if c.Store.Retention < 0 {
+		l.errorf("store.retention", "must be a duration such as 168h, or 0 to keep everything")
+	} else if c.Store.Retention > 0 && c.Store.Retention < c.Intake.DedupeWindow {
+		l.errorf("store.retention", "%s is shorter than intake.dedupe_window (%s): events must be kept at least as long as their ids are deduplicated",
+			c.Store.Retention.D(), c.Intake.DedupeWindow.D())
+	}
 	if c.Intake.HTTP.MaxBodyBytes <= 0 {
 		l.errorf("intake.http.max_body_bytes", "must be a positive number of bytes, e.g. 1048576")
 	}
@@ -69,6 +82,12 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	l.checkRetry("delivery.retry", &c.Delivery.Retry)
 	if c.Delivery.Breaker.Failures < 0 {
 		l.errorf("delivery.breaker.failures", "must be 0 (never open) or more consecutive failures")
+	}
+	if c.Delivery.AutoDisableAfter < 0 {
+		l.errorf("delivery.auto_disable_after", "must be 0 (never) or a number of consecutive failed attempts, e.g. 100")
+	}
+	if c.Delivery.RotationOverlap < 0 {
+		l.errorf("delivery.rotation_overlap", "must be a duration such as 24h (0 drops the old secret at once)")
 	}
 	for i, s := range c.Delivery.Network.AllowCIDRs {
 		if _, errs := netguard.ParseCIDRs([]string{s}); len(errs) > 0 {
@@ -220,6 +239,9 @@ func (l *loader) validateDestination(p string, d *Destination, seen map[string]b
 		if o.OnFailure != "skip" && o.OnFailure != "block" {
 			l.errorf(p+".ordering.on_failure", "%q: use skip (later events proceed after a final failure) or block (they wait)", o.OnFailure)
 		}
+	}
+	if a := d.AutoDisableAfter; a != nil && *a < 0 {
+		l.errorf(p+".auto_disable_after", "must be 0 (never) or a number of consecutive failed attempts")
 	}
 	if b := d.Breaker; b != nil && b.Failures < 0 {
 		l.errorf(p+".breaker.failures", "must be 0 (never open) or more consecutive failures")

@@ -1,0 +1,328 @@
+package destinations
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/sluicehq/sluice/core/config"
+	"github.com/sluicehq/sluice/core/intake"
+	"github.com/sluicehq/sluice/sinks"
+	"gopkg.in/yaml.v3"
+)
+
+// readOnlyKeys are fields of a destination's JSON the API shows but never takes.
+var readOnlyKeys = []string{"id", "source", "file", "created_at", "updated_at", "disabled_reason", "retiring_secrets"}
+
+// decodeSpec reads a destination body as a JSON object, dropping read-only fields.
+func decodeSpec(body []byte) (map[string]any, *intake.Problem) {
+	var spec map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&spec); err != nil || spec == nil {
+		msg := "the body must be a JSON object describing the destination"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		return nil, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: msg}
+	}
+	for _, k := range readOnlyKeys {
+		delete(spec, k)
+	}
+	return normalize(spec).(map[string]any), nil
+}
+
+// normalize turns json.Number into int64 or float64 so values compare and re-encode as numbers.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalize(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = normalize(e)
+		}
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return v
+}
+
+// deepCopy copies a JSON value.
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
+}
+
+// mergePatch applies an RFC 7396 JSON merge patch.
+func mergePatch(target, patch any) any {
+	pm, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	tm, ok := target.(map[string]any)
+	if !ok {
+		tm = map[string]any{}
+	}
+	for k, v := range pm {
+		if v == nil {
+			delete(tm, k)
+			continue
+		}
+		tm[k] = mergePatch(tm[k], v)
+	}
+	return tm
+}
+
+// secretFields lists the dotted paths, inside `config`, of a sink type's secret fields.
+func secretFields(reg *sinks.Registry, typ string) []string {
+	spec, ok := reg.Lookup(typ)
+	if !ok {
+		return nil
+	}
+	cfg := spec.Config()
+	var fields []sinks.Field
+	if f, ok := cfg.(interface{ Fields() []sinks.Field }); ok {
+		fields = f.Fields()
+	} else {
+		fields = sinks.Describe(cfg)
+	}
+	var out []string
+	for _, f := range fields {
+		if f.Secret {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
+// walkSecretPaths calls fn with every secret string of a spec and its path ("config.secrets[0]").
+func walkSecretPaths(reg *sinks.Registry, spec map[string]any, fn func(path, s string)) {
+	typ, _ := spec["type"].(string)
+	for _, f := range secretFields(reg, typ) {
+		parent, key := lookupParent(spec, "config."+f)
+		if parent == nil {
+			continue
+		}
+		switch v := parent[key].(type) {
+		case string:
+			fn("config."+f, v)
+		case []any:
+			for i, e := range v {
+				if s, ok := e.(string); ok {
+					fn("config."+f+"["+itoa(i)+"]", s)
+				}
+			}
+		}
+	}
+}
+
+// walkSecrets replaces every secret string of a spec by fn's result.
+func walkSecrets(reg *sinks.Registry, spec map[string]any, fn func(s string) string) {
+	typ, _ := spec["type"].(string)
+	for _, f := range secretFields(reg, typ) {
+		parent, key := lookupParent(spec, "config."+f)
+		if parent == nil {
+			continue
+		}
+		switch v := parent[key].(type) {
+		case string:
+			parent[key] = fn(v)
+		case []any:
+			for i, e := range v {
+				if s, ok := e.(string); ok {
+					v[i] = fn(s)
+				}
+			}
+		}
+	}
+}
+
+// lookupParent returns the map holding a dotted path's last key.
+func lookupParent(m map[string]any, path string) (map[string]any, string) {
+	parts := strings.Split(path, ".")
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			return nil, ""
+		}
+		m = next
+	}
+	return m, parts[len(parts)-1]
+}
+
+// unmaskSecrets puts the stored secret back wherever a patch sends a secret's masked form unchanged.
+func unmaskSecrets(reg *sinks.Registry, patch, current map[string]any) {
+	typ, _ := current["type"].(string)
+	for _, f := range secretFields(reg, typ) {
+		pp, key := lookupParent(patch, "config."+f)
+		cp, _ := lookupParent(current, "config."+f)
+		if pp == nil || cp == nil {
+			continue
+		}
+		var olds []string
+		switch v := cp[key].(type) {
+		case string:
+			olds = []string{v}
+		case []any:
+			for _, e := range v {
+				if s, ok := e.(string); ok {
+					olds = append(olds, s)
+				}
+			}
+		}
+		restore := func(s string) string {
+			for _, o := range olds {
+				if o != "" && s == sinks.Mask(o) {
+					return o
+				}
+			}
+			return s
+		}
+		switch v := pp[key].(type) {
+		case string:
+			pp[key] = restore(v)
+		case []any:
+			for i, e := range v {
+				if s, ok := e.(string); ok {
+					v[i] = restore(s)
+				}
+			}
+		}
+	}
+}
+
+// secretValues returns the secret strings of a sink config (to fingerprint it).
+func secretValues(cfg sinks.Config) []string {
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			for _, k := range sortStrings(keys) {
+				walk(x[k])
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case string:
+			out = append(out, x)
+		}
+	}
+	raw, _ := json.Marshal(cfg)
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	walk(v)
+	return out
+}
+
+// destFields renders a destination's own fields (without config) as JSON values, as the YAML file spells
+// them.
+func destFields(d *config.Destination) map[string]any {
+	cp := *d
+	cp.Config = yaml.Node{}
+	raw, err := yaml.Marshal(&cp)
+	out := map[string]any{}
+	if err == nil {
+		_ = yaml.Unmarshal(raw, &out)
+	}
+	delete(out, "config")
+	delete(out, "enabled")
+	return jsonable(out).(map[string]any)
+}
+
+// jsonable converts yaml.v3 values (map[string]any already) recursively to JSON-encodable ones.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonable(e)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[toString(k)] = jsonable(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonable(e)
+		}
+		return out
+	}
+	return v
+}
+
+// maskedSinkConfig renders a sink config with secrets masked; trim drops that many trailing `secrets`
+// entries (rotated-out secrets, shown separately).
+func maskedSinkConfig(cfg sinks.Config, trim int) any {
+	if cfg == nil {
+		return map[string]any{}
+	}
+	var v any
+	if m, ok := cfg.(interface{ Masked() any }); ok {
+		v = m.Masked()
+	} else {
+		v = sinks.MaskSecrets(cfg)
+	}
+	v = jsonable(v)
+	if mm, ok := v.(map[string]any); ok && trim > 0 {
+		mm = maps.Clone(mm)
+		if list, ok := mm["secrets"].([]any); ok && len(list) >= trim {
+			mm["secrets"] = list[:len(list)-trim]
+		}
+		return mm
+	}
+	return v
+}
+
+// invalidDestination answers validation errors: 422 naming the first field, listing all.
+func invalidDestination(errs []*sinks.FieldError) *intake.Problem {
+	return &intake.Problem{Status: http.StatusUnprocessableEntity, Code: "invalid_destination", Field: errs[0].Path,
+		Message: joinFieldErrors(errs)}
+}
+
+func joinFieldErrors(errs []*sinks.FieldError) string {
+	parts := make([]string, len(errs))
+	for i, e := range errs {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func toString(v any) string { return fmt.Sprint(v) }
+
+func sortStrings(s []string) []string { sort.Strings(s); return s }
