@@ -50,13 +50,14 @@ func (k *Keys) Lookup(key string) (Principal, bool) {
 	return found, ok
 }
 
-// can reports whether role may do what needs asks: admin may do anything; publisher publishes; reader reads.
+// can reports whether role may do what need asks: admin may do anything; publisher publishes and reads (a
+// publisher checking what became of its events is the common case); reader reads.
 func can(role, need string) bool {
 	switch role {
 	case config.RoleAdmin:
 		return true
 	case config.RolePublisher:
-		return need == config.RolePublisher
+		return need == config.RolePublisher || need == config.RoleReader
 	case config.RoleReader:
 		return need == config.RoleReader
 	}

@@ -2,24 +2,50 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
-	"errors"
 	"net/http"
-	"strconv"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
 )
+
+// openAPIDoc is the checked-in OpenAPI 3.1 document of this API, served at GET /v1/openapi.json. It is
+// written by hand and kept honest by a test that validates real responses against it.
+//
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// OpenAPI returns the OpenAPI 3.1 document of the API (a copy).
+func OpenAPI() []byte { return slices.Clone(openAPIDoc) }
+
+// Options wire a Server.
+type Options struct {
+	Store  store.Store
+	Intake *intake.Intake
+	Keys   *Keys
+	// Destinations is the live destination set: the backend of /v1/destinations, retry and replay, and the
+	// scope of a tenant key's view of deliveries.
+	Destinations *destinations.Manager
+	// Metrics serves GET /metrics (Prometheus); nil answers 404.
+	Metrics http.Handler
+}
 
 // Server serves the HTTP API.
 type Server struct {
 	store   store.Store
 	intake  *intake.Intake
+	dests   *destinations.Manager
+	metrics http.Handler
 	keyset  atomic.Pointer[Keys]
 	ready   atomic.Bool
+	mux     *http.ServeMux
 	handler http.Handler
 
 	checksMu sync.Mutex
@@ -39,25 +65,99 @@ func (s *Server) AddCheck(name string, fn func(ctx context.Context) error) {
 	s.checks = append(s.checks, readyCheck{name: name, fn: fn})
 }
 
-// New builds the API over st and in, authenticating with keys.
-func New(st store.Store, in *intake.Intake, keys *Keys) *Server {
-	s := &Server{store: st, intake: in}
+// Role names as require takes them.
+const (
+	roleReader    = "reader"
+	rolePublisher = "publisher"
+	roleAdmin     = "admin"
+)
+
+// New builds the API from opts.
+func New(opts Options) *Server {
+	keys := opts.Keys
+	if keys == nil {
+		keys = &Keys{}
+	}
+	s := &Server{store: opts.Store, intake: opts.Intake, dests: opts.Destinations, metrics: opts.Metrics}
 	s.keyset.Store(keys)
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/events", s.require("publisher", in.HandleEvent))
-	mux.HandleFunc("POST /v1/events/batch", s.require("publisher", in.HandleBatch))
-	mux.HandleFunc("GET /v1/events/{id}", s.require("reader", s.getEvent))
-	mux.HandleFunc("GET /v1/topics", s.require("reader", s.listTopics))
+	in := opts.Intake
+
+	mux.HandleFunc("POST /v1/events", s.require(rolePublisher, in.HandleEvent))
+	mux.HandleFunc("POST /v1/events/batch", s.require(rolePublisher, in.HandleBatch))
+	mux.HandleFunc("GET /v1/events", s.require(roleReader, s.listEvents))
+	mux.HandleFunc("GET /v1/events/{id}", s.require(roleReader, s.getEvent))
+
+	mux.HandleFunc("GET /v1/deliveries", s.require(roleReader, s.listDeliveries))
+	mux.HandleFunc("GET /v1/deliveries/{id}", s.require(roleReader, s.getDelivery))
+	mux.HandleFunc("POST /v1/deliveries/{id}/retry", s.require(roleAdmin, s.retryDelivery))
+
+	mux.HandleFunc("GET /v1/destinations", s.require(roleReader, s.listDestinations))
+	mux.HandleFunc("POST /v1/destinations", s.require(roleAdmin, s.createDestination))
+	mux.HandleFunc("GET /v1/destinations/{id}", s.require(roleReader, s.getDestination))
+	mux.HandleFunc("PATCH /v1/destinations/{id}", s.require(roleAdmin, s.patchDestination))
+	mux.HandleFunc("DELETE /v1/destinations/{id}", s.require(roleAdmin, s.deleteDestination))
+	mux.HandleFunc("POST /v1/destinations/{id}/enable", s.require(roleAdmin, s.enableDestination))
+	mux.HandleFunc("POST /v1/destinations/{id}/disable", s.require(roleAdmin, s.disableDestination))
+	mux.HandleFunc("POST /v1/destinations/{id}/test", s.require(roleAdmin, s.testDestination))
+	mux.HandleFunc("POST /v1/destinations/{id}/rotate-secret", s.require(roleAdmin, s.rotateSecret))
+	mux.HandleFunc("POST /v1/destinations/{id}/replay", s.require(roleAdmin, s.replayDestination))
+
+	mux.HandleFunc("GET /v1/topics", s.require(roleReader, s.listTopics))
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(openAPIDoc)
+	})
+	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		intake.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.HandleFunc("/v1/", s.require("reader", func(w http.ResponseWriter, r *http.Request) {
-		intake.WriteError(w, &intake.Problem{Status: http.StatusNotFound, Code: "not_found",
-			Message: r.Method + " " + r.URL.Path + " is not a route of this server"})
-	}))
+	// Everything else under /v1 lands here: the catch-all matches every method, so ServeMux's own 405 never
+	// fires below /v1; unmatched answers 405 (with Allow) when the path is a route for other methods.
+	mux.HandleFunc("/v1/", s.require(roleReader, s.unmatched))
+	s.mux = mux
 	s.handler = mux
 	return s
+}
+
+// probeMethods are the methods unmatched tries to find out whether a path is a route for other methods.
+var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// unmatched answers a /v1 request no route took: 405 when the path is a route for other methods, else 404.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range probeMethods {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/v1/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		if slices.Contains(allow, http.MethodGet) {
+			allow = append(allow, http.MethodHead)
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		intake.WriteError(w, &intake.Problem{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+			Message: r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + strings.Join(allow, ", ")})
+		return
+	}
+	intake.WriteError(w, &intake.Problem{Status: http.StatusNotFound, Code: "not_found",
+		Message: r.Method + " " + r.URL.Path + " is not a route of this server"})
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.metrics == nil {
+		intake.WriteError(w, &intake.Problem{Status: http.StatusNotFound, Code: "not_found",
+			Message: "metrics are not served by this server"})
+		return
+	}
+	s.metrics.ServeHTTP(w, r)
 }
 
 // SetKeys swaps the key set (config reload).
@@ -68,6 +168,7 @@ func (s *Server) keys() *Keys { return s.keyset.Load() }
 // SetReady flips /readyz (false while starting and draining).
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
 
+// ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 type principalKey struct{}
@@ -104,82 +205,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	intake.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-type attemptJSON struct {
-	At         time.Time `json:"at"`
-	DurationMS float64   `json:"duration_ms"`
-	StatusCode int       `json:"status_code,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	Response   string    `json:"response,omitempty"`
-}
-
-type destRef struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-type deliveryJSON struct {
-	ID          string        `json:"id"`
-	EventID     string        `json:"event_id"`
-	Destination destRef       `json:"destination"`
-	Status      store.Status  `json:"status"`
-	Attempts    []attemptJSON `json:"attempts"`
-	NextAt      *time.Time    `json:"next_attempt_at,omitempty"`
-	CreatedAt   time.Time     `json:"created_at"`
-	UpdatedAt   time.Time     `json:"updated_at"`
-	LastError   string        `json:"last_error,omitempty"`
-}
-
-func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.store.Event(r.Context(), r.PathValue("id"))
-	p := principal(r.Context())
-	if errors.Is(err, store.ErrNotFound) || (err == nil && p.Tenant != "" && rec.Event.Tenant != p.Tenant) {
-		intake.WriteError(w, &intake.Problem{Status: http.StatusNotFound, Code: "not_found", Message: "no event with this id"})
-		return
-	}
-	if err != nil {
-		intake.WriteError(w, err)
-		return
-	}
-	out := struct {
-		ID            string            `json:"id"`
-		Topic         string            `json:"topic"`
-		Time          time.Time         `json:"time"`
-		Tenant        string            `json:"tenant,omitempty"`
-		Metadata      map[string]string `json:"metadata,omitempty"`
-		Scope         map[string]string `json:"scope,omitempty"`
-		CorrelationID string            `json:"correlation_id,omitempty"`
-		Data          json.RawMessage   `json:"data"`
-		ReceivedAt    time.Time         `json:"received_at"`
-		Deliveries    []deliveryJSON    `json:"deliveries"`
-	}{
-		ID: rec.Event.ID, Topic: rec.Event.Topic, Time: rec.Event.Time, Tenant: rec.Event.Tenant,
-		Metadata: rec.Event.Metadata, Scope: rec.Event.Scope, CorrelationID: rec.Event.CorrelationID,
-		Data: rec.Event.Data, ReceivedAt: rec.ReceivedAt, Deliveries: []deliveryJSON{},
-	}
-	for _, d := range rec.Deliveries {
-		out.Deliveries = append(out.Deliveries, toDeliveryJSON(d))
-	}
-	intake.WriteJSON(w, http.StatusOK, out)
-}
-
-func toDeliveryJSON(d store.DeliveryRecord) deliveryJSON {
-	j := deliveryJSON{
-		ID: formatID(d.ID), EventID: d.EventID, Destination: destRef{ID: d.Destination, Name: d.Destination},
-		Status: d.Status, Attempts: []attemptJSON{}, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, LastError: d.LastError,
-	}
-	if d.Status == store.Pending {
-		t := d.NextAt
-		j.NextAt = &t
-	}
-	for _, a := range d.AttemptLog {
-		j.Attempts = append(j.Attempts, attemptJSON{At: a.At, DurationMS: float64(a.Duration.Microseconds()) / 1000,
-			StatusCode: a.StatusCode, Error: a.Error, Response: string(a.Response)})
-	}
-	return j
-}
-
-func formatID(id int64) string { return strconv.FormatInt(id, 10) }
-
 type topicJSON struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
@@ -198,5 +223,11 @@ func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, tj)
 	}
-	intake.WriteJSON(w, http.StatusOK, map[string]any{"data": out, "next_cursor": ""})
+	intake.WriteJSON(w, http.StatusOK, page{Data: out, NextCursor: ""})
+}
+
+// page is the shape of every list answer.
+type page struct {
+	Data       any    `json:"data"`
+	NextCursor string `json:"next_cursor"`
 }

@@ -1,0 +1,116 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/sluicehq/sluice/core/intake"
+	"github.com/sluicehq/sluice/core/store"
+)
+
+var statuses = []store.Status{store.Pending, store.Delivered, store.Failed, store.Skipped}
+
+func parseStatus(v, field string) (store.Status, *intake.Problem) {
+	st := store.Status(v)
+	if !slices.Contains(statuses, st) {
+		return "", badParam(field, "must be one of pending, delivered, failed, skipped (got %q)", v)
+	}
+	return st, nil
+}
+
+// listDeliveries serves GET /v1/deliveries: deliveries newest first, without their attempt lists. A tenant
+// key sees deliveries to its own destinations only.
+func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
+	lp, p := parseList(r)
+	if p != nil {
+		intake.WriteError(w, p)
+		return
+	}
+	q := r.URL.Query()
+	f := store.DeliveryFilter{EventID: q.Get("event"), Since: lp.since, Until: lp.until, Before: lp.before, Limit: lp.limit + 1}
+	if v := q.Get("status"); v != "" {
+		if f.Status, p = parseStatus(v, "status"); p != nil {
+			intake.WriteError(w, p)
+			return
+		}
+	}
+	tenant := principal(r.Context()).Tenant
+	if v := q.Get("destination"); v != "" {
+		// An id or a name of a live destination; otherwise the value is taken as the name of one that is gone
+		// (its deliveries stay in the log) — which a tenant key cannot see, as it is no longer its own.
+		name := v
+		if view, err := s.dests.Get(v, tenant); err == nil {
+			name = view.Name
+		}
+		f.Destinations = []string{name}
+	}
+	if tenant != "" {
+		mine := s.dests.Names(tenant)
+		if f.Destinations == nil {
+			f.Destinations = mine
+		} else {
+			f.Destinations = slices.DeleteFunc(f.Destinations, func(n string) bool { return !slices.Contains(mine, n) })
+		}
+		if f.Destinations == nil {
+			f.Destinations = []string{} // non-nil: matches nothing
+		}
+	}
+	rows, err := s.store.ListDeliveries(r.Context(), f)
+	if err != nil {
+		intake.WriteError(w, err)
+		return
+	}
+	next := ""
+	if len(rows) > lp.limit {
+		rows = rows[:lp.limit]
+		next = encodeCursor(rows[len(rows)-1].ID)
+	}
+	out := make([]deliveryJSON, 0, len(rows))
+	for _, d := range rows {
+		out = append(out, s.deliveryView(d, nil, false))
+	}
+	intake.WriteJSON(w, http.StatusOK, page{Data: out, NextCursor: next})
+}
+
+// deliveryID parses a delivery id; anything that is not one is simply an id that does not exist (404).
+func deliveryID(r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	return id, err == nil && id > 0
+}
+
+// getDelivery serves GET /v1/deliveries/{id} with its attempts. Another tenant's delivery is 404.
+func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
+	id, ok := deliveryID(r)
+	if !ok {
+		intake.WriteError(w, notFound("delivery"))
+		return
+	}
+	rec, err := s.store.Delivery(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.visible(principal(r.Context()).Tenant)(rec.Destination)) {
+		intake.WriteError(w, notFound("delivery"))
+		return
+	}
+	if err != nil {
+		intake.WriteError(w, err)
+		return
+	}
+	intake.WriteJSON(w, http.StatusOK, s.deliveryView(rec.Delivery, rec.AttemptLog, true))
+}
+
+// retryDelivery serves POST /v1/deliveries/{id}/retry: the delivery is requeued, due now, with a fresh retry
+// schedule; the answer (202) is the delivery as requeued. Any body is ignored.
+func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
+	id, ok := deliveryID(r)
+	if !ok {
+		intake.WriteError(w, notFound("delivery"))
+		return
+	}
+	d, err := s.dests.Retry(r.Context(), id, principal(r.Context()).Tenant)
+	if err != nil {
+		intake.WriteError(w, err)
+		return
+	}
+	intake.WriteJSON(w, http.StatusAccepted, s.deliveryView(d, nil, false))
+}
