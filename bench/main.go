@@ -2,7 +2,8 @@
 // receivers and publishers on loopback, and reports throughput, latency, memory and CPU beside the machine's
 // own HTTP ceiling measured in the same run.
 //
-//	go run ./bench [-scenario all|http-ceiling|single|batch-intake|fanout10] [-duration 20s] [-json]
+//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|fanout10|backlog] [-duration 20s]
+//	               [-publishers 64] [-rate 0] [-bin PATH] [-json]
 package main
 
 import (
@@ -39,19 +40,49 @@ type result struct {
 	CPUMicrosPerE float64 `json:"cpu_us_per_event"`
 	DrainPerS     float64 `json:"drain_per_s,omitempty"`
 	RatioCeiling  float64 `json:"ratio_to_http_ceiling,omitempty"`
+	// RatePerS is the publishing cap (events/s) of a rate-capped run; MaxRatePerS is the uncapped delivered/s it
+	// was derived from (single-half: half of it), from the same run's single or from a short probe.
+	RatePerS    float64 `json:"rate_per_s,omitempty"`
+	MaxRatePerS float64 `json:"max_rate_per_s,omitempty"`
+	// Slowest and fastest delivered/s (accepted/s without receivers) over the 10 s windows of the publishing
+	// period, and how many windows there were: how steady the rate was. A last window shorter than 10 s counts
+	// if it is at least 5 s; a run shorter than that is one window.
+	WindowMinPerS float64 `json:"window_min_per_s,omitempty"`
+	WindowMaxPerS float64 `json:"window_max_per_s,omitempty"`
+	Windows       int     `json:"windows,omitempty"`
+	// MissedSends counts scheduled sends of a rate-capped run that never went out (Sluice fell too far behind).
+	MissedSends int64 `json:"missed_sends,omitempty"`
+}
+
+// window is the length of the sustained-rate windows.
+const window = 10 * time.Second
+
+// opts are the publishing parameters of one throughSluice run.
+type opts struct {
+	d          time.Duration
+	publishers int
+	receivers  int
+	batch      int     // events per request; > 1 uses the batch route
+	rate       float64 // events/s across all publishers; 0 = as fast as possible
 }
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, http-ceiling, single, batch-intake, fanout10 or backlog")
+	scenario := flag.String("scenario", "all", "all, http-ceiling, single, single-half, batch-intake, fanout10 or backlog")
 	duration := flag.Duration("duration", 20*time.Second, "publishing time per scenario")
 	publishers := flag.Int("publishers", 64, "concurrent publishers")
+	rateCap := flag.Float64("rate", 0, "publishing rate in events/s across all publishers, open loop (0 = as fast as possible); single-half sets its own")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	backlogN := flag.Int("backlog", 1_000_000, "events held for a down receiver in the backlog scenario")
+	binFlag := flag.String("bin", "", "run this Sluice binary instead of building ./cmd/sluice")
 	flag.Parse()
 
-	bin, err := build()
-	if err != nil {
-		fail(err)
+	bin := *binFlag
+	if bin == "" {
+		var err error
+		if bin, err = build(); err != nil {
+			fail(err)
+		}
+		defer os.RemoveAll(filepath.Dir(bin))
 	}
 	var results []result
 	var ceiling float64
@@ -65,39 +96,89 @@ func main() {
 			fail(fmt.Errorf("%s: %w", name, err))
 		}
 		r.Scenario = name
-		if name == "http-ceiling" {
-			ceiling = r.DeliveredPerS
-		} else if ceiling > 0 && r.DeliveredPerS > 0 {
+		switch {
+		case name == "http-ceiling":
+			if r.RatePerS == 0 { // a capped ceiling is no ceiling
+				ceiling = r.DeliveredPerS
+			}
+		case ceiling > 0 && r.DeliveredPerS > 0 && r.RatePerS == 0: // a capped rate is not a share of capacity
 			r.RatioCeiling = r.DeliveredPerS / ceiling
 		}
 		results = append(results, r)
 	}
-	run("http-ceiling", func() (result, error) { return httpCeiling(*duration, *publishers) })
-	run("single", func() (result, error) { return throughSluice(bin, *duration, *publishers, 1, 1) })
-	run("batch-intake", func() (result, error) { return throughSluice(bin, *duration, 8, 0, 100) })
-	run("fanout10", func() (result, error) { return throughSluice(bin, *duration, *publishers, 10, 1) })
+	single := opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap}
+	run("http-ceiling", func() (result, error) { return httpCeiling(*duration, *publishers, *rateCap) })
+	run("single", func() (result, error) { return throughSluice(bin, single) })
+	run("single-half", func() (result, error) {
+		// Half of the maximum rate: the uncapped single of this run if there is one, else a short probe.
+		var maxRate float64
+		for _, r := range results {
+			if r.Scenario == "single" && r.RatePerS == 0 {
+				maxRate = r.DeliveredPerS
+			}
+		}
+		if maxRate == 0 {
+			probe := single
+			probe.d, probe.rate = min(*duration, 10*time.Second), 0
+			fmt.Fprintf(os.Stderr, "single-half: probing the maximum rate for %v...\n", probe.d)
+			p, err := throughSluice(bin, probe)
+			if err != nil {
+				return result{}, fmt.Errorf("probe: %w", err)
+			}
+			maxRate = p.DeliveredPerS
+		}
+		if maxRate <= 0 {
+			return result{}, fmt.Errorf("no maximum rate to halve")
+		}
+		half := single
+		half.rate = maxRate / 2
+		fmt.Fprintf(os.Stderr, "single-half: maximum %.0f delivered/s, publishing at %.0f/s for %v...\n", maxRate, half.rate, half.d)
+		r, err := throughSluice(bin, half)
+		r.MaxRatePerS = maxRate
+		return r, err
+	})
+	run("batch-intake", func() (result, error) {
+		return throughSluice(bin, opts{d: *duration, publishers: 8, batch: 100, rate: *rateCap})
+	})
+	run("fanout10", func() (result, error) {
+		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap})
+	})
 	run("backlog", func() (result, error) { return backlog(bin, *backlogN) })
 
+	harnessRSS := peakRSS(os.Getpid())
+	fmt.Fprintf(os.Stderr, "harness peak RSS: %.0f MB\n", harnessRSS)
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"machine": machine(), "results": results})
+		_ = enc.Encode(map[string]any{"machine": machine(), "harness_peak_rss_mb": harnessRSS, "results": results})
 		return
 	}
 	fmt.Println(machine())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\taccepted/s\tdelivered/s\tvs ceiling\taccept p99 ms\tp50 ms\tp99 ms\tpeak RSS MB\tCPU µs/event\tdrain/s\t")
+	fmt.Fprintln(tw, "scenario\trate cap/s\taccepted/s\tdelivered/s\tvs ceiling\t10s windows min–max /s\taccept p99 ms\tp50 ms\tp99 ms\tpeak RSS MB\tCPU µs/event\tdrain/s\t")
 	for _, r := range results {
+		rate := ""
+		if r.RatePerS > 0 {
+			rate = fmt.Sprintf("%.0f", r.RatePerS)
+		}
 		ratio := ""
 		if r.RatioCeiling > 0 {
 			ratio = fmt.Sprintf("%.0f%%", 100*r.RatioCeiling)
+		}
+		windows := ""
+		if r.Windows > 0 {
+			windows = fmt.Sprintf("%.0f–%.0f ×%d", r.WindowMinPerS, r.WindowMaxPerS, r.Windows)
+			if r.RatioCeiling > 0 {
+				windows = fmt.Sprintf("%.0f–%.0f (%.0f–%.0f%%) ×%d", r.WindowMinPerS, r.WindowMaxPerS,
+					100*r.WindowMinPerS/ceiling, 100*r.WindowMaxPerS/ceiling, r.Windows)
+			}
 		}
 		drain := ""
 		if r.DrainPerS > 0 {
 			drain = fmt.Sprintf("%.0f", r.DrainPerS)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%s\t\n", r.Scenario, r.AcceptedPerS, r.DeliveredPerS,
-			ratio, r.AcceptP99MS, r.E2EP50MS, r.E2EP99MS, r.PeakRSSMB, r.CPUMicrosPerE, drain)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%s\t\n", r.Scenario, rate, r.AcceptedPerS,
+			r.DeliveredPerS, ratio, windows, r.AcceptP99MS, r.E2EP50MS, r.E2EP99MS, r.PeakRSSMB, r.CPUMicrosPerE, drain)
 	}
 	tw.Flush()
 }
@@ -140,11 +221,11 @@ func freePort() string {
 	return ln.Addr().String()
 }
 
-// receiver counts deliveries and records publish→receive latency from the sent_ns field of each event.
+// receiver counts deliveries and records publish→receive latency from the sent_ns field of each event (the
+// scheduled send time in a rate-capped run) into a fixed-size histogram.
 type receiver struct {
 	count atomic.Int64
-	mu    sync.Mutex
-	lat   []time.Duration
+	lat   hist
 	last  atomic.Int64
 }
 
@@ -154,10 +235,11 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if i := bytes.Index(body, []byte(`"sent_ns":`)); i >= 0 {
 		rest := body[i+len(`"sent_ns":`):]
 		j := bytes.IndexAny(rest, ",}")
+		if j < 0 {
+			j = len(rest)
+		}
 		if ns, err := strconv.ParseInt(string(bytes.TrimSpace(rest[:j])), 10, 64); err == nil {
-			rc.mu.Lock()
-			rc.lat = append(rc.lat, now.Sub(time.Unix(0, ns)))
-			rc.mu.Unlock()
+			rc.lat.record(now.Sub(time.Unix(0, ns)))
 		}
 	}
 	rc.count.Add(1)
@@ -176,32 +258,28 @@ func serve(h http.Handler) (string, func()) {
 	return addr, func() { srv.Close() }
 }
 
-func percentile(d []time.Duration, p float64) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	slices.Sort(d)
-	return float64(d[min(len(d)-1, int(float64(len(d))*p))].Microseconds()) / 1000
-}
-
 func client(n int) *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n}}
 }
 
-func httpCeiling(d time.Duration, publishers int) (result, error) {
+func httpCeiling(d time.Duration, publishers int, rate float64) (result, error) {
 	rc := &receiver{}
 	addr, stop := serve(rc)
 	defer stop()
 	c := client(publishers)
-	deadline := time.Now().Add(d)
 	start := time.Now()
+	pace := newPacer(rate, 1, start, d, grace(d))
 	var wg sync.WaitGroup
 	for range publishers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(deadline) {
-				body := fmt.Sprintf(`{"topic":"bench","data":{"sent_ns":%d}}`, time.Now().UnixNano())
+			for {
+				t0, ok := pace.next()
+				if !ok {
+					return
+				}
+				body := fmt.Sprintf(`{"topic":"bench","data":{"sent_ns":%d}}`, t0.UnixNano())
 				resp, err := c.Post("http://"+addr+"/", "application/json", strings.NewReader(body))
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
@@ -214,13 +292,48 @@ func httpCeiling(d time.Duration, publishers int) (result, error) {
 	el := time.Since(start).Seconds()
 	n := rc.count.Load()
 	return result{Accepted: n, AcceptedPerS: float64(n) / el, DeliveredPerS: float64(n) / el, Deliveries: n,
-		E2EP50MS: percentile(rc.lat, 0.5), E2EP99MS: percentile(rc.lat, 0.99)}, nil
+		E2EP50MS: rc.lat.percentile(0.5), E2EP99MS: rc.lat.percentile(0.99), RatePerS: rate, MissedSends: pace.missed()}, nil
+}
+
+// grace is how long a rate-capped run may overrun its duration to send the slots it fell behind on.
+func grace(d time.Duration) time.Duration { return max(d/2, 5*time.Second) }
+
+// windowSampler reads count every window from start and returns, once stopped, the per-second rate of each
+// window; publishing ending between ticks closes a last, shorter window if it is at least half a window long.
+func windowSampler(count func() int64, start time.Time) (stop func() []float64) {
+	done := make(chan struct{})
+	out := make(chan []float64, 1)
+	go func() {
+		var rates []float64
+		prevN, prevT := count(), start
+		sample := func() {
+			n, t := count(), time.Now()
+			rates = append(rates, float64(n-prevN)/t.Sub(prevT).Seconds())
+			prevN, prevT = n, t
+		}
+		for k := 1; ; k++ {
+			tick := time.NewTimer(time.Until(start.Add(time.Duration(k) * window)))
+			select {
+			case <-tick.C:
+				sample()
+			case <-done:
+				tick.Stop()
+				if time.Since(prevT) >= window/2 {
+					sample()
+				}
+				out <- rates
+				return
+			}
+		}
+	}()
+	return func() []float64 { close(done); return <-out }
 }
 
 const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-// throughSluice runs Sluice with receivers destinations and publishes for d; batch > 1 uses the batch route.
-func throughSluice(bin string, d time.Duration, publishers, receivers, batch int) (result, error) {
+// throughSluice runs Sluice with o.receivers destinations and publishes for o.d, at o.rate events/s if set.
+func throughSluice(bin string, o opts) (result, error) {
+	d, publishers, receivers, batch := o.d, o.publishers, o.receivers, o.batch
 	dir, err := os.MkdirTemp("", "sluice-bench-run")
 	if err != nil {
 		return result{}, err
@@ -272,18 +385,30 @@ destinations:
 	cpu0 := cpuTime(cmd.Process.Pid)
 	c := client(publishers)
 	var accepted atomic.Int64
-	var mu sync.Mutex
-	var acceptLat []time.Duration
-	deadline := time.Now().Add(d)
+	var acceptLat hist
+	total := func() (n int64) {
+		for _, rc := range rcs {
+			n += rc.count.Load()
+		}
+		return n
+	}
 	start := time.Now()
+	pace := newPacer(o.rate, batch, start, d, grace(d))
+	count := total
+	if receivers == 0 {
+		count = accepted.Load // batch-intake: the windows show the durable intake rate instead
+	}
+	stopWindows := windowSampler(count, start)
 	var wg sync.WaitGroup
 	for range publishers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local []time.Duration
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
+			for {
+				t0, ok := pace.next() // the scheduled send time in a rate-capped run: latency counts from it
+				if !ok {
+					return
+				}
 				var body, path string
 				if batch > 1 {
 					parts := make([]string, batch)
@@ -305,39 +430,39 @@ destinations:
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusAccepted {
 					accepted.Add(int64(batch))
-					local = append(local, time.Since(t0))
+					acceptLat.record(time.Since(t0))
 				}
 			}
-			mu.Lock()
-			acceptLat = append(acceptLat, local...)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
+	windows := stopWindows()
+	if len(windows) == 0 { // shorter than half a window: the publishing period is the window
+		windows = []float64{float64(count()) / max(pubEnd, 1e-9)}
+	}
 	want := accepted.Load() * int64(receivers)
 	// Wait for deliveries to drain (bounded).
 	drainBy := time.Now().Add(2 * d)
-	total := func() (n int64) {
-		for _, rc := range rcs {
-			n += rc.count.Load()
-		}
-		return n
-	}
 	for total() < want && time.Now().Before(drainBy) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	var last int64
-	var lat []time.Duration
+	var lat hist
 	for _, rc := range rcs {
 		last = max(last, rc.last.Load())
-		lat = append(lat, rc.lat...)
+		lat.merge(&rc.lat)
 	}
 	delivered := total()
 	r := result{
 		Accepted: accepted.Load(), AcceptedPerS: float64(accepted.Load()) / pubEnd, Deliveries: delivered,
-		AcceptP99MS: percentile(acceptLat, 0.99), E2EP50MS: percentile(lat, 0.5), E2EP99MS: percentile(lat, 0.99),
-		PeakRSSMB: peakRSS(cmd.Process.Pid),
+		AcceptP99MS: acceptLat.percentile(0.99), E2EP50MS: lat.percentile(0.5), E2EP99MS: lat.percentile(0.99),
+		PeakRSSMB: peakRSS(cmd.Process.Pid), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
+		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows),
+	}
+	if r.MissedSends > 0 {
+		fmt.Fprintf(os.Stderr, "warning: %d scheduled events were never sent: Sluice fell more than %v behind %.0f/s\n",
+			r.MissedSends, grace(d), o.rate)
 	}
 	if receivers > 0 && last > 0 {
 		r.DeliveredPerS = float64(delivered) / time.Unix(0, last).Sub(start).Seconds()

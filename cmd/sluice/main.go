@@ -1,5 +1,5 @@
 // Command sluice is the Sluice event relay gateway: `sluice serve` runs it; the other subcommands validate
-// configs, publish test events, receive webhooks locally and manage secrets.
+// configs, publish test events, receive webhooks locally, replay deliveries and manage secrets.
 package main
 
 import (
@@ -32,6 +32,7 @@ Usage:
   sluice validate --config FILE [--print]    check a config (and show it resolved, secrets masked)
   sluice publish  [--server URL] [--key KEY] --topic T (--data JSON | --file F | -)
   sluice listen   [--addr 127.0.0.1:9000] [--secret whsec_…] [--status N]
+  sluice replay   [--server URL] [--key KEY] --destination NAME [--since T] [--until T] [--status S]
   sluice sinks    [--config FILE] [--json]   list sink types (built-in and the config's plugins)
   sluice sinks describe TYPE                 a sink's config fields
   sluice secret                              print a new whsec_ signing secret
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runPublish(ctx, rest, stdin, stdout, stderr)
 	case "listen":
 		return runListen(ctx, rest, stdout, stderr)
+	case "replay":
+		return runReplay(ctx, rest, stdout, stderr)
 	case "sinks":
 		return runSinks(rest, stdout, stderr)
 	case "secret":

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 )
 
 type kvFlag map[string]string
@@ -25,18 +24,10 @@ func (m kvFlag) Set(s string) error {
 	return nil
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	server := fs.String("server", envOr("SLUICE_SERVER", "http://127.0.0.1:8080"), "Sluice base URL ($SLUICE_SERVER)")
-	key := fs.String("key", envOr("SLUICE_API_KEY", envOr("SLUICE_ADMIN_KEY", "dev-admin-key")), "API key ($SLUICE_API_KEY, else $SLUICE_ADMIN_KEY)")
+	client := clientFlags(fs)
 	topic := fs.String("topic", "", "event topic (required)")
 	data := fs.String("data", "", "event data as JSON")
 	file := fs.String("file", "", "read event data from this file")
@@ -51,6 +42,9 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "sluice publish: "+format+"\n", a...)
 		return 2
+	}
+	if err := client.check(); err != nil {
+		return fail("%v", err)
 	}
 	if *topic == "" {
 		return fail("--topic is required")
@@ -99,25 +93,15 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		body["scope"] = scope
 	}
 	b, _ := json.Marshal(body)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*server, "/")+"/v1/events", bytes.NewReader(b))
-	if err != nil {
-		return fail("%v", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+*key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.post(ctx, "/v1/events", b)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice publish: %v\n", err)
 		return 1
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusAccepted {
-		fmt.Fprintf(stderr, "sluice publish: %s: %s\n", resp.Status, bytes.TrimSpace(out))
+		fmt.Fprintf(stderr, "sluice publish: %s: %s\n", resp.Status, bytes.TrimSpace(resp.Body))
 		return 1
 	}
-	_, _ = stdout.Write(out)
+	_, _ = stdout.Write(resp.Body)
 	return 0
 }

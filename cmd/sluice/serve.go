@@ -13,18 +13,22 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/core/api"
 	"github.com/sluicehq/sluice/core/config"
+	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/netguard"
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/core/store/embedded"
+	"github.com/sluicehq/sluice/core/telemetry"
 	"github.com/sluicehq/sluice/plugins/host"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/webhook"
@@ -60,7 +64,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	log := newLogger(stderr, cfg.Telemetry.Log)
 	slog.SetDefault(log)
 	servePlugins = plugins
-	if err := serve(ctx, cfg, cfg.Registry, log); err != nil {
+	// Plugins are launched once: a reload with the same plugins list reuses them; a changed list needs a
+	// restart (its error says so) rather than a second set of processes.
+	reload := func() (*config.Config, error) {
+		return config.LoadWithPlugins(*file, reg, reusePlugins(cfg.Plugins, cfg.Registry, reg))
+	}
+	if err := serve(ctx, cfg, reload, log); err != nil {
 		log.Error("sluice stopped", "err", err)
 		return 1
 	}
@@ -86,7 +95,8 @@ func openStore(c config.Store, log *slog.Logger) (store.Store, error) {
 // servePlugins is the plugin host of the running `sluice serve`, for /readyz.
 var servePlugins *host.Host
 
-func serve(ctx context.Context, cfg *config.Config, reg *sinks.Registry, log *slog.Logger) error {
+// serve runs the gateway on cfg. reload, when set, re-reads the config file (SIGHUP, a changed file).
+func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Config, error), log *slog.Logger) error {
 	if addr := os.Getenv("SLUICE_PPROF_ADDR"); addr != "" {
 		// Profiling on a separate, opt-in listener: never on the API port.
 		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, pprofMux())) }()
@@ -102,30 +112,28 @@ func serve(ctx context.Context, cfg *config.Config, reg *sinks.Registry, log *sl
 
 	allow, _ := netguard.ParseCIDRs(cfg.Delivery.Network.AllowCIDRs)
 	guard := netguard.New(allow)
-	disp := dispatch.New(st, dispatch.Options{Logger: log})
-	var dests []dispatch.Destination
-	for i := range cfg.Destinations {
-		d := &cfg.Destinations[i]
-		spec, _ := reg.Lookup(d.Type)
-		pol := cfg.PolicyFor(d)
-		sink, err := spec.New(ctx, d.SinkConfig, sinks.Env{
-			Destination: d.Name, Dial: guard.DialContext, UserAgent: "Sluice/" + buildVersion(), Timeout: pol.Timeout,
-		})
-		if err != nil {
-			return fmt.Errorf("destination %s: %w", d.Name, err)
-		}
-		dests = append(dests, dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{
-			Timeout: pol.Timeout, Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter,
-			RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, BreakerFailures: pol.BreakerFailures,
-		}, Prepare: prepareFor(d), Ordered: d.OrderingKey != ""})
+	box, err := openBox(cfg.Store)
+	if err != nil {
+		return err
 	}
-	disp.Start(dests)
+	// The manager and the dispatcher call each other (a lane that disables itself tells the manager, which
+	// removes the lane); the callbacks close over mgr, set just below.
+	var mgr *destinations.Manager
+	var metrics *telemetry.Metrics
+	disp := dispatch.New(st, dispatch.Options{Logger: log,
+		OnDisabled: func(name, reason string) { mgr.OnDisabled(name, reason) },
+		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
+		Observer:   observer{&metrics},
+	})
+	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Build: laneBuilder(guard), Box: box, Logger: log})
+	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
 	defPol := cfg.PolicyFor(&config.Destination{})
 	inl := cfg.Intake.InlineSubscriptions
-	in := intake.New(st, disp, intake.NewRouter(cfg.Destinations), intake.Options{
+	in := intake.New(st, disp, intake.NewRouter(nil), intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
 		Topics: cfg.Topics, ValidateTopics: cfg.Intake.ValidateTopics, Logger: log,
+		OnAccepted: metrics.EventsAccepted,
 		Inline: intake.InlineOptions{
 			Enabled: inl.Enabled, TTL: inl.TTL.D(), MaxPerCorrelation: inl.MaxPerCorrelation,
 			NewSink: inlineSink(ctx, guard, defPol.Timeout),
@@ -134,10 +142,17 @@ func serve(ctx context.Context, cfg *config.Config, reg *sinks.Registry, log *sl
 				Burst: defPol.Burst, BreakerFailures: defPol.BreakerFailures},
 		},
 	})
+	if err := mgr.Start(ctx, cfg, in); err != nil {
+		_ = disp.Shutdown(context.Background())
+		return err
+	}
 	if err := in.StartInline(ctx); err != nil {
 		_ = disp.Shutdown(context.Background())
 		return fmt.Errorf("restore inline subscriptions: %w", err)
 	}
+	bg, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	go store.RunRetention(bg, st, cfg.Store.Retention.D(), store.RetentionOptions{Logger: log})
 	consumeCtx, stopConsumers := context.WithCancel(context.Background())
 	defer stopConsumers()
 	var consumers sync.WaitGroup
@@ -148,7 +163,8 @@ func serve(ctx context.Context, cfg *config.Config, reg *sinks.Registry, log *sl
 			in.ConsumeAMQP(consumeCtx, c)
 		}()
 	}
-	srv := api.New(st, in, api.NewKeys(cfg.Auth.Keys))
+	srv := api.New(api.Options{Store: st, Intake: in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: mgr,
+		Metrics: metrics.Handler()})
 	if servePlugins != nil {
 		srv.AddCheck("plugins", servePlugins.Check)
 	}
@@ -162,7 +178,28 @@ func serve(ctx context.Context, cfg *config.Config, reg *sinks.Registry, log *sl
 	go func() { served <- hs.Serve(ln) }()
 	srv.SetReady(true)
 	log.Info("sluice serving", "addr", ln.Addr().String(), "version", buildVersion(), "config", cfg.File,
-		"store", cfg.Store.Driver, "destinations", len(dests), "pid", os.Getpid())
+		"store", cfg.Store.Driver, "destinations", len(mgr.Names("")), "pid", os.Getpid())
+	if reload != nil {
+		go func() {
+			err := watchConfig(bg, cfg.File, log, func(reason string) {
+				next, err := reload()
+				if err == nil {
+					err = mgr.Apply(ctx, next)
+				}
+				if err != nil {
+					log.Error("config reload refused; the running config stays", "trigger", reason, "file", cfg.File,
+						"errors", strings.Split(err.Error(), "\n"))
+					return
+				}
+				in.SetCatalog(next.Topics, next.Intake.ValidateTopics)
+				srv.SetKeys(api.NewKeys(next.Auth.Keys))
+				log.Info("config reloaded", "trigger", reason, "file", cfg.File, "destinations", len(mgr.Names("")))
+			})
+			if err != nil {
+				log.Error("config watcher stopped; reload with a restart", "err", err)
+			}
+		}()
+	}
 
 	select {
 	case err := <-served:
@@ -192,6 +229,66 @@ func serve(ctx context.Context, cfg *config.Config, reg *sinks.Registry, log *sl
 	}
 	log.Info("sluice stopped")
 	return nil
+}
+
+// laneBuilder builds a destination's lane: its sink, dialling through the SSRF guard, and its policy.
+func laneBuilder(guard *netguard.Guard) destinations.Builder {
+	return func(ctx context.Context, reg *sinks.Registry, d *config.Destination, pol config.Policy) (dispatch.Destination, error) {
+		spec, ok := reg.Lookup(d.Type)
+		if !ok {
+			return dispatch.Destination{}, fmt.Errorf("sink type %q is not available", d.Type)
+		}
+		sink, err := spec.New(ctx, d.SinkConfig, sinks.Env{
+			Destination: d.Name, Dial: guard.DialContext, UserAgent: "Sluice/" + buildVersion(), Timeout: pol.Timeout,
+		})
+		if err != nil {
+			return dispatch.Destination{}, err
+		}
+		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{
+			Timeout: pol.Timeout, Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter,
+			RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, BreakerFailures: pol.BreakerFailures,
+		}, Prepare: prepareFor(d), Ordered: d.OrderingKey != ""}, nil
+	}
+}
+
+// reusePlugins is the plugin loader of a reload: the running plugins' specs when the list is unchanged.
+func reusePlugins(running []config.Plugin, loaded, builtin *sinks.Registry) config.PluginLoader {
+	return func(ps []config.Plugin) ([]sinks.Spec, map[int]error) {
+		if !reflect.DeepEqual(ps, running) {
+			errs := map[int]error{}
+			for i := range ps {
+				errs[i] = errors.New("the plugins list changed; plugins load at startup, so restart sluice to apply it")
+			}
+			return nil, errs
+		}
+		var specs []sinks.Spec
+		for _, t := range loaded.Types() {
+			if _, ok := builtin.Lookup(t); ok {
+				continue
+			}
+			s, _ := loaded.Lookup(t)
+			specs = append(specs, s)
+		}
+		return specs, nil
+	}
+}
+
+// openBox opens the key ring that seals API destinations' secrets.
+func openBox(c config.Store) (*seal.Box, error) {
+	keys, err := c.EncryptionKeys()
+	if err != nil {
+		return nil, fmt.Errorf("store.encryption_key: %w", err)
+	}
+	return seal.New(keys)
+}
+
+// observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher.
+type observer struct{ m **telemetry.Metrics }
+
+func (o observer) Observe(destination, outcome string, took time.Duration) {
+	if m := *o.m; m != nil {
+		m.Observe(destination, outcome, took)
+	}
 }
 
 // prepareFor returns the dispatcher hook that applies a destination's transform (nil without one). The result
