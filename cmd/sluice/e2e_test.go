@@ -179,9 +179,8 @@ telemetry:
 destinations:%s%s%s%s
 `, c.addr, filepath.Join(c.dir, "data"),
 		// The flaky receiver refuses two of every three requests by design; a breaker would rightly call that
-		// unhealthy, and a burst of refused first attempts would reach auto_disable_after, so both are off
-		// for that destination (the late one keeps the defaults).
-		dest("healthy", c.healthy, ""), dest("flaky", c.flaky, "\n    breaker: {failures: 0}\n    auto_disable_after: 0"), dest("late", c.late, ""),
+		// unhealthy, so it is off for that destination (the late one keeps the default breaker).
+		dest("healthy", c.healthy, ""), dest("flaky", c.flaky, "\n    breaker: {failures: 0}"), dest("late", c.late, ""),
 		dest("excluded", c.excl, "\n    filter: {data: {never: true}}"))
 	c.cfg = filepath.Join(c.dir, "sluice.yaml")
 	if err := os.WriteFile(c.cfg, []byte(cfg), 0o600); err != nil {

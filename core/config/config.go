@@ -141,7 +141,7 @@ type Delivery struct {
 	Retry       Retry    `yaml:"retry"`
 	Breaker     Breaker  `yaml:"breaker"`
 	Network     Network  `yaml:"network"`
-	// AutoDisableAfter disables a destination after that many consecutive failed attempts (0 = never).
+	// AutoDisableAfter disables a destination after that many consecutive deliveries ended failed (0 = never).
 	AutoDisableAfter int `yaml:"auto_disable_after"`
 	// RotationOverlap is how long a rotated-out signing secret keeps signing beside the new one.
 	RotationOverlap Duration `yaml:"rotation_overlap"`

@@ -14,7 +14,7 @@ type Policy struct {
 	Burst         int
 	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
 	BreakerFailures int
-	// AutoDisableAfter disables the destination after that many consecutive failed attempts (0 = never).
+	// AutoDisableAfter disables the destination after that many consecutive deliveries ended failed (0 = never).
 	AutoDisableAfter int
 }
 

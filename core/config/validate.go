@@ -84,7 +84,7 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 		l.errorf("delivery.breaker.failures", "must be 0 (never open) or more consecutive failures")
 	}
 	if c.Delivery.AutoDisableAfter < 0 {
-		l.errorf("delivery.auto_disable_after", "must be 0 (never) or a number of consecutive failed attempts, e.g. 100")
+		l.errorf("delivery.auto_disable_after", "must be 0 (never) or a number of consecutive failed deliveries, e.g. 100")
 	}
 	if c.Delivery.RotationOverlap < 0 {
 		l.errorf("delivery.rotation_overlap", "must be a duration such as 24h (0 drops the old secret at once)")
@@ -241,7 +241,7 @@ func (l *loader) validateDestination(p string, d *Destination, seen map[string]b
 		}
 	}
 	if a := d.AutoDisableAfter; a != nil && *a < 0 {
-		l.errorf(p+".auto_disable_after", "must be 0 (never) or a number of consecutive failed attempts")
+		l.errorf(p+".auto_disable_after", "must be 0 (never) or a number of consecutive failed deliveries")
 	}
 	if b := d.Breaker; b != nil && b.Failures < 0 {
 		l.errorf(p+".breaker.failures", "must be 0 (never open) or more consecutive failures")

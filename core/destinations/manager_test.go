@@ -309,15 +309,16 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	}
 }
 
-// TestAutoDisableEmitsOperatorEvents: a destination failing auto_disable_after times in a row is disabled, its
+// TestAutoDisableEmitsOperatorEvents: a destination whose deliveries fail (retries used up) auto_disable_after
+// times in a row is disabled, its
 // pending deliveries are skipped, and a destination subscribed to sluice.* receives
 // sluice.delivery.failed and sluice.destination.disabled.
 func TestAutoDisableEmitsOperatorEvents(t *testing.T) {
 	dir := t.TempDir()
 	bad, ops := newReceiver(t, 500), newReceiver(t, 204)
-	s := start(t, dir, conf(t, dir, "10ms", 4, "1h", yamlDest("bad", bad.URL, "case.*"), yamlDest("ops", ops.URL, "sluice.*")))
+	s := start(t, dir, conf(t, dir, "10ms", 3, "1h", yamlDest("bad", bad.URL, "case.*"), yamlDest("ops", ops.URL, "sluice.*")))
 	var ids []string
-	for range 3 {
+	for range 5 {
 		ids = append(ids, s.publish("case.status_updated"))
 	}
 	waitFor(t, "sluice.destination.disabled at the operator destination", func() bool {
@@ -340,7 +341,7 @@ func TestAutoDisableEmitsOperatorEvents(t *testing.T) {
 	})
 	// The state survives a restart, and enabling over the API brings it back.
 	s.close()
-	s = start(t, dir, conf(t, dir, "10ms", 4, "1h", yamlDest("bad", bad.URL, "case.*"), yamlDest("ops", ops.URL, "sluice.*")))
+	s = start(t, dir, conf(t, dir, "10ms", 3, "1h", yamlDest("bad", bad.URL, "case.*"), yamlDest("ops", ops.URL, "sluice.*")))
 	if v, _ := s.mgr.Get("bad", ""); v.Enabled {
 		t.Fatal("auto-disabled destination came back enabled after a restart")
 	}

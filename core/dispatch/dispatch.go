@@ -37,7 +37,7 @@ type Options struct {
 	// Now is the clock (tests).
 	Now func() time.Time
 	// OnDisabled is called once when a lane disables itself (the destination answered 410 Gone, or
-	// Policy.AutoDisableAfter consecutive attempts failed), after the outcome that disabled it is recorded and
+	// Policy.AutoDisableAfter consecutive deliveries failed), after the outcome that disabled it is recorded and
 	// the lane's pending deliveries are skipped. It runs on its own goroutine, so it may call Remove.
 	OnDisabled func(name, reason string)
 	// OnFailed is called once for each delivery that ends as failed (permanent error or attempts exhausted),

@@ -30,7 +30,7 @@ type lane struct {
 	cancel   context.CancelFunc
 	quitOnce sync.Once
 	wg       sync.WaitGroup
-	// disabled is set when the destination answered 410 Gone or failed AutoDisableAfter times in a row; its
+	// disabled is set when the destination answered 410 Gone or AutoDisableAfter deliveries failed in a row; its
 	// deliveries end as skipped.
 	disabled atomic.Bool
 	skipped  atomic.Bool
@@ -43,7 +43,7 @@ type lane struct {
 	closed bool
 
 	mu     sync.Mutex
-	streak int    // consecutive failed attempts
+	streak int    // consecutive deliveries that ended failed
 	reason string // why the lane disabled itself
 }
 
@@ -371,7 +371,7 @@ func (l *lane) deliver(batch []store.Job) {
 	retry, gone := false, false
 	healthy, unhealthy := false, false
 	var lastErr error
-	failures := 0 // failed attempts after the last success in this batch
+	failures := 0 // deliveries that ended failed after the last success in this batch
 	succeeded := false
 	for i, j := range batch {
 		n := j.Delivery.Attempts + 1
@@ -389,7 +389,6 @@ func (l *lane) deliver(batch []store.Job) {
 			outs[i] = out
 			continue
 		}
-		failures++
 		lastErr = err
 		out.Attempt.Error = err.Error()
 		class, after := sinks.Classify(err)
@@ -415,6 +414,7 @@ func (l *lane) deliver(batch []store.Job) {
 		gone = gone || class == sinks.ClassGone
 		log := l.log.With("event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n, "class", class.String())
 		if out.Status == store.Failed {
+			failures++
 			log.Warn("delivery failed", "err", err)
 			l.d.observe(l.dest.Name, OutcomeFailed, took)
 		} else {
@@ -437,7 +437,7 @@ func (l *lane) deliver(batch []store.Job) {
 		disable = l.disable("the destination answered 410 Gone")
 	default:
 		if streak := l.countFailures(succeeded, failures); p.AutoDisableAfter > 0 && streak >= p.AutoDisableAfter {
-			disable = l.disable(fmt.Sprintf("%d consecutive failed attempts; last error: %v", streak, lastErr))
+			disable = l.disable(fmt.Sprintf("%d consecutive deliveries failed; last error: %v", streak, lastErr))
 		}
 	}
 	// Stop sending at once (disabled is set); the completer skips what is pending once these outcomes are written.
@@ -458,8 +458,10 @@ func (l *lane) prepare(j store.Job) (event.Event, error) {
 	return ev, nil
 }
 
-// countFailures updates the lane's run of consecutive failed attempts with one batch's results (a success in
-// the batch restarts the count at the failures after it) and returns the run's length.
+// countFailures updates the lane's run of consecutive failed deliveries (ended failed: a permanent error or
+// attempts exhausted) with one batch's results — a success in the batch restarts the count at the failures
+// after it — and returns the run's length. Attempts that will be retried do not count: an outage shorter than
+// the retry schedule never disables a destination.
 func (l *lane) countFailures(succeeded bool, failures int) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

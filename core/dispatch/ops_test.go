@@ -93,18 +93,21 @@ func (r *rig) statuses(prefix string, n int) map[store.Status]int {
 }
 
 func TestAutoDisableAfterConsecutiveFailures(t *testing.T) {
+	// No retries: every failed attempt ends its delivery as failed.
 	sink := newFake(func(string, int) error { return sinks.Retryable(errors.New("http 503"), 0) })
 	var disabled calls
 	obs := &countObserver{}
 	r := newOptsRig(t, Options{Observer: obs, OnDisabled: func(name, reason string) { disabled.add(name + ": " + reason) }},
-		Destination{Name: "d", Sink: sink, Policy: Policy{Timeout: time.Minute, Concurrency: 1, AutoDisableAfter: 3,
-			Schedule: []time.Duration{time.Hour}}})
+		Destination{Name: "d", Sink: sink, Policy: Policy{Timeout: time.Minute, Concurrency: 1, AutoDisableAfter: 3}})
 	r.publish("e", 10, "d")
-	for i := range 10 {
+	for i := range 3 {
+		r.waitStatus(fmt.Sprintf("e-%04d", i), store.Failed)
+	}
+	for i := 3; i < 10; i++ {
 		r.waitStatus(fmt.Sprintf("e-%04d", i), store.Skipped)
 	}
 	waitFor(t, "OnDisabled", func() bool { return len(disabled.list()) > 0 })
-	if got := disabled.list(); len(got) != 1 || !strings.HasPrefix(got[0], "d: 3 consecutive failed attempts; last error: http 503") {
+	if got := disabled.list(); len(got) != 1 || !strings.HasPrefix(got[0], "d: 3 consecutive deliveries failed; last error: http 503") {
 		t.Fatalf("OnDisabled calls: %q", got)
 	}
 	sink.mu.Lock()
@@ -116,11 +119,30 @@ func TestAutoDisableAfterConsecutiveFailures(t *testing.T) {
 	if r.disp.Accepting("d") || r.disp.Enabled("d") {
 		t.Fatal("an auto-disabled destination still accepts deliveries")
 	}
-	if n := obs.get("d/retry"); n != 3 {
-		t.Fatalf("observed %d retries, want 3", n)
+	if n := obs.get("d/failed"); n != 3 {
+		t.Fatalf("observed %d failed, want 3", n)
 	}
-	if n := obs.get("d/skipped"); n != 10 {
-		t.Fatalf("observed %d skipped, want 10", n)
+	if n := obs.get("d/skipped"); n != 7 {
+		t.Fatalf("observed %d skipped, want 7", n)
+	}
+}
+
+// TestAutoDisableIgnoresRetriedAttempts: failed attempts that will be retried do not count, so an outage
+// shorter than the retry schedule never disables a destination, however many attempts fail meanwhile.
+func TestAutoDisableIgnoresRetriedAttempts(t *testing.T) {
+	sink := newFake(func(string, int) error { return sinks.Retryable(errors.New("connection refused"), 0) })
+	var disabled calls
+	obs := &countObserver{}
+	r := newOptsRig(t, Options{Observer: obs, OnDisabled: func(name, reason string) { disabled.add(name) }},
+		Destination{Name: "d", Sink: sink, Policy: Policy{Timeout: time.Minute, Concurrency: 4, AutoDisableAfter: 3,
+			Schedule: []time.Duration{time.Hour}}})
+	r.publish("e", 20, "d")
+	waitFor(t, "every first attempt", func() bool { return obs.get("d/retry") == 20 })
+	if !r.disp.Enabled("d") || len(disabled.list()) != 0 {
+		t.Fatalf("20 failed attempts that will be retried disabled the destination: %v", disabled.list())
+	}
+	for i := range 20 {
+		r.waitStatus(fmt.Sprintf("e-%04d", i), store.Pending)
 	}
 }
 

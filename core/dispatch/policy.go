@@ -17,9 +17,10 @@ type Policy struct {
 	Burst         int
 	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
 	BreakerFailures int
-	// AutoDisableAfter disables the destination after that many consecutive failed attempts, retryable or
-	// permanent (0 = never): its lane stops sending, its pending deliveries end as skipped, and
-	// Options.OnDisabled is called. A delivered attempt resets the count.
+	// AutoDisableAfter disables the destination after that many consecutive deliveries ended failed (a
+	// permanent error, or every retry used; 0 = never): its lane stops sending, its pending deliveries end as
+	// skipped, and Options.OnDisabled is called. A delivered delivery resets the count; a failed attempt that
+	// will be retried leaves it alone, so an outage shorter than the retry schedule never disables.
 	AutoDisableAfter int
 }
 
