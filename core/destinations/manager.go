@@ -214,16 +214,12 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 		stale = stale || st
 		e.retiring = append(e.retiring, store.RetiringSecret{Secret: pt, Until: r.Until})
 	}
-	d, ferrs := m.parse(cfg, spec, e.retiring, true)
-	if ferrs != nil {
-		return nil, false, fmt.Errorf("no longer valid: %v", joinFieldErrors(ferrs))
-	}
-	if st, err := m.openSecrets(d, spec); err != nil {
+	if st, err := m.openSecrets(spec); err != nil {
 		return nil, false, err
 	} else if st {
 		stale = true
 	}
-	d, ferrs = m.parse(cfg, spec, e.retiring, false)
+	d, ferrs := m.parse(cfg, spec, e.retiring)
 	if ferrs != nil {
 		return nil, false, fmt.Errorf("no longer valid: %v", joinFieldErrors(ferrs))
 	}
@@ -235,28 +231,15 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 	return e, stale, nil
 }
 
-// parse validates an API spec (plaintext or sealed secrets) as `sluice validate` would; retiring secrets are
-// appended to a webhook's secrets so both sign. withSealed skips secret-format checks (the values are sealed).
-func (m *Manager) parse(cfg *config.Config, spec map[string]any, retiring []store.RetiringSecret, withSealed bool) (*config.Destination, []*sinks.FieldError) {
+// parse validates an API spec (plaintext secrets) as `sluice validate` would; retiring secrets are appended to
+// a webhook's secrets so that they sign too.
+func (m *Manager) parse(cfg *config.Config, spec map[string]any, retiring []store.RetiringSecret) (*config.Destination, []*sinks.FieldError) {
 	cp := deepCopy(spec).(map[string]any)
-	if withSealed {
-		// Sealed values are opaque here; give the validator well-formed placeholders.
-		walkSecrets(cfg.Registry, cp, func(s string) string {
-			if seal.IsSealed(s) {
-				return placeholderSecret
-			}
-			return s
-		})
-	}
 	if len(retiring) > 0 {
 		if c, ok := cp["config"].(map[string]any); ok {
 			list, _ := c["secrets"].([]any)
 			for _, r := range retiring {
-				s := r.Secret
-				if withSealed {
-					s = placeholderSecret
-				}
-				list = append(list, s)
+				list = append(list, r.Secret)
 			}
 			c["secrets"] = list
 		}
@@ -268,12 +251,8 @@ func (m *Manager) parse(cfg *config.Config, spec map[string]any, retiring []stor
 	return config.ParseDestination(raw, cfg.Registry)
 }
 
-// placeholderSecret is a valid webhook secret standing in for a sealed one during validation.
-const placeholderSecret = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-
 // openSecrets replaces the sealed secrets of spec by their plaintext.
-func (m *Manager) openSecrets(d *config.Destination, spec map[string]any) (stale bool, err error) {
-	_ = d
+func (m *Manager) openSecrets(spec map[string]any) (stale bool, err error) {
 	walkSecrets(m.cfgRegistry(), spec, func(s string) string {
 		if err != nil || !seal.IsSealed(s) {
 			return s
@@ -394,7 +373,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 		if names[old.name] {
 			return fmt.Errorf("destinations: %q is already an API destination (%s); rename it in %s or delete the API one first", old.name, old.id, cfg.File)
 		}
-		d, ferrs := m.parse(cfg, old.spec, old.retiring, false)
+		d, ferrs := m.parse(cfg, old.spec, old.retiring)
 		if ferrs != nil {
 			return fmt.Errorf("API destination %s is not valid under the new config: %v", old.name, joinFieldErrors(ferrs))
 		}
@@ -580,7 +559,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d, ferrs := m.parse(m.cfg, spec, nil, false)
+	d, ferrs := m.parse(m.cfg, spec, nil)
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
 	}
@@ -706,7 +685,7 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	}
 	unmaskSecrets(m.cfgRegistry(), patch, e.spec)
 	spec := mergePatch(deepCopy(e.spec), patch).(map[string]any)
-	d, ferrs := m.parse(m.cfg, spec, e.retiring, false)
+	d, ferrs := m.parse(m.cfg, spec, e.retiring)
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
 	}
@@ -919,7 +898,7 @@ func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret str
 		}
 	}
 	nc["secrets"] = []any{secret}
-	d, ferrs := m.parse(m.cfg, ne.spec, ne.retiring, false)
+	d, ferrs := m.parse(m.cfg, ne.spec, ne.retiring)
 	if ferrs != nil {
 		for _, fe := range ferrs {
 			if strings.HasPrefix(fe.Path, "config.secrets") {
@@ -991,7 +970,7 @@ func (m *Manager) retire() {
 		}
 		ne := *e
 		ne.retiring = keep
-		d, ferrs := m.parse(m.cfg, ne.spec, keep, false)
+		d, ferrs := m.parse(m.cfg, ne.spec, keep)
 		if ferrs != nil {
 			m.log.Error("drop rotated-out secret", "destination", e.name, "err", joinFieldErrors(ferrs))
 			continue

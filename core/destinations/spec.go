@@ -58,24 +58,8 @@ func normalize(v any) any {
 	return v
 }
 
-// deepCopy copies a JSON value.
-func deepCopy(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = deepCopy(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = deepCopy(e)
-		}
-		return out
-	}
-	return v
-}
+// deepCopy copies a JSON value (maps and slices anew).
+func deepCopy(v any) any { return jsonable(v) }
 
 // mergePatch applies an RFC 7396 JSON merge patch.
 func mergePatch(target, patch any) any {
@@ -121,40 +105,31 @@ func secretFields(reg *sinks.Registry, typ string) []string {
 
 // walkSecretPaths calls fn with every secret string of a spec and its path ("config.secrets[0]").
 func walkSecretPaths(reg *sinks.Registry, spec map[string]any, fn func(path, s string)) {
-	typ, _ := spec["type"].(string)
-	for _, f := range secretFields(reg, typ) {
-		parent, key := lookupParent(spec, "config."+f)
-		if parent == nil {
-			continue
-		}
-		switch v := parent[key].(type) {
-		case string:
-			fn("config."+f, v)
-		case []any:
-			for i, e := range v {
-				if s, ok := e.(string); ok {
-					fn("config."+f+"["+itoa(i)+"]", s)
-				}
-			}
-		}
-	}
+	eachSecret(reg, spec, func(path, s string) string { fn(path, s); return s })
 }
 
 // walkSecrets replaces every secret string of a spec by fn's result.
 func walkSecrets(reg *sinks.Registry, spec map[string]any, fn func(s string) string) {
+	eachSecret(reg, spec, func(_, s string) string { return fn(s) })
+}
+
+// eachSecret replaces every secret string of a spec (a field the sink's config marks secret, or an element
+// of such a list) by fn(path, value).
+func eachSecret(reg *sinks.Registry, spec map[string]any, fn func(path, s string) string) {
 	typ, _ := spec["type"].(string)
 	for _, f := range secretFields(reg, typ) {
-		parent, key := lookupParent(spec, "config."+f)
+		path := "config." + f
+		parent, key := lookupParent(spec, path)
 		if parent == nil {
 			continue
 		}
 		switch v := parent[key].(type) {
 		case string:
-			parent[key] = fn(v)
+			parent[key] = fn(path, v)
 		case []any:
 			for i, e := range v {
 				if s, ok := e.(string); ok {
-					v[i] = fn(s)
+					v[i] = fn(path+"["+strconv.Itoa(i)+"]", s)
 				}
 			}
 		}
@@ -320,8 +295,6 @@ func joinFieldErrors(errs []*sinks.FieldError) string {
 	}
 	return strings.Join(parts, "; ")
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
 
 func toString(v any) string { return fmt.Sprint(v) }
 
