@@ -33,13 +33,17 @@ func NewRouter(dests []config.Destination) *Router {
 		if !d.IsEnabled() {
 			continue
 		}
-		rt := route{name: d.Name, topics: d.TopicsMatch, filter: d.FilterMatch, tenant: d.Tenant, scope: d.Scope}
+		rt := route{name: d.Name, topics: d.TopicsMatch, tenant: d.Tenant, scope: d.Scope}
+		if !d.FilterMatch.MatchesAll() {
+			// Only a filter with conditions needs the event's data decoded.
+			rt.filter = d.FilterMatch
+		}
 		if d.OrderingKey != "" {
 			rt.key = strings.Split(d.OrderingKey, ".")
 			rt.block = d.Ordering != nil && d.Ordering.OnFailure == "block"
 		}
 		r.routes = append(r.routes, rt)
-		if d.FilterMatch != nil {
+		if rt.filter != nil {
 			r.anyFilter = true
 		}
 	}

@@ -135,6 +135,10 @@ type Filter struct {
 	m matcher
 }
 
+// MatchesAll reports whether the filter has no conditions (nil or empty): every event matches, so callers
+// need not decode the event to ask.
+func (f *Filter) MatchesAll() bool { return f == nil || f.m == nil }
+
 // Match reports whether doc satisfies the filter. doc is the event as
 // decoded by encoding/json into generic values (with or without
 // UseNumber). Match never panics and does not allocate on common paths.
