@@ -666,3 +666,30 @@ func TestReadyzFailsWhenStoreUnusable(t *testing.T) {
 		t.Fatalf("/readyz with a closed store does not name it: %s", r.body)
 	}
 }
+
+// TestDeliveriesByTenant: ?tenant= narrows the delivery log to that tenant's destinations; a tenant key asking
+// for another tenant gets nothing.
+func TestDeliveriesByTenant(t *testing.T) {
+	h := newHarness(t)
+	ra, rg := newReceiver(t), newReceiver(t)
+	h.createHook(acmeKey, "acme-hook", ra.URL, nil)
+	h.createHook(globexKey, "globex-hook", rg.URL, nil)
+	h.publish(adminKey, map[string]any{"topic": "case.status_updated", "tenant": "acme", "data": map[string]any{}})
+	h.publish(adminKey, map[string]any{"topic": "case.status_updated", "tenant": "globex", "data": map[string]any{}})
+	names := func(key, query string) []string {
+		var out []string
+		for _, d := range h.must(http.StatusOK, "GET", "/v1/deliveries"+query, key, nil).json(t)["data"].([]any) {
+			out = append(out, d.(map[string]any)["destination"].(map[string]any)["name"].(string))
+		}
+		return out
+	}
+	if got := names(adminKey, "?tenant=acme"); len(got) != 1 || got[0] != "acme-hook" {
+		t.Fatalf("admin ?tenant=acme: %v", got)
+	}
+	if got := names(acmeKey, "?tenant=globex"); len(got) != 0 {
+		t.Fatalf("acme key ?tenant=globex: %v", got)
+	}
+	if got := names(acmeKey, "?tenant=acme"); len(got) != 1 || got[0] != "acme-hook" {
+		t.Fatalf("acme key ?tenant=acme: %v", got)
+	}
+}

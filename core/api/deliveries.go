@@ -46,6 +46,18 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Destinations = []string{name}
 	}
+	if v := q.Get("tenant"); v != "" {
+		// Deliveries to that tenant's destinations; a tenant key asking for another tenant gets none.
+		scope := []string{}
+		if tenant == "" || v == tenant {
+			scope = s.dests.Names(v)
+		}
+		if f.Destinations == nil {
+			f.Destinations = scope
+		} else {
+			f.Destinations = slices.DeleteFunc(f.Destinations, func(n string) bool { return !slices.Contains(scope, n) })
+		}
+	}
 	if tenant != "" {
 		mine := s.dests.Names(tenant)
 		if f.Destinations == nil {

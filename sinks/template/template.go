@@ -12,7 +12,7 @@ import (
 )
 
 // Valid lists the placeholders, as error messages show them.
-const Valid = "{topic}, {tenant}, {id}, {yyyy}, {mm}, {dd}, {hh}, {batch_id}, {data.<path>} or {metadata.<key>}"
+const Valid = "{topic}, {tenant}, {id}, {ordering_key}, {yyyy}, {mm}, {dd}, {hh}, {batch_id}, {data.<path>} or {metadata.<key>}"
 
 type kind uint8
 
@@ -26,6 +26,7 @@ const (
 	kDay
 	kHour
 	kBatchID
+	kOrderingKey
 	kData
 	kMetadata
 )
@@ -33,6 +34,9 @@ const (
 var names = map[string]kind{
 	"topic": kTopic, "tenant": kTenant, "id": kID, "yyyy": kYear, "mm": kMonth, "dd": kDay, "hh": kHour,
 	"batch_id": kBatchID,
+	// ordering_key is the destination's ordering_key value for the event ("" when it has none): an SQS FIFO
+	// message group or a partition key that follows Sluice's own ordering.
+	"ordering_key": kOrderingKey,
 }
 
 type part struct {
@@ -220,6 +224,8 @@ func (t *Template) Render(ev *event.Event, batchID string, now time.Time) (strin
 			return ev.Tenant, nil
 		case kBatchID:
 			return batchID, nil
+		case kOrderingKey:
+			return ev.OrderingKey, nil
 		}
 	}
 	ts := ev.Time
@@ -249,6 +255,8 @@ func (t *Template) Render(ev *event.Event, batchID string, now time.Time) (strin
 			v = ev.ID
 		case kBatchID:
 			v = batchID
+		case kOrderingKey:
+			v = ev.OrderingKey
 		case kYear:
 			buf = appendPad(buf, ts.Year(), 4)
 			continue

@@ -214,3 +214,20 @@ func BenchmarkRender(b *testing.B) {
 		})
 	}
 }
+
+// TestOrderingKey: {ordering_key} is the destination's ordering key for the event, with a default when the
+// event has none — an SQS FIFO message group that follows Sluice's own per-key order.
+func TestOrderingKey(t *testing.T) {
+	tp := MustCompile("{ordering_key}")
+	ev := &event.Event{Topic: "t", OrderingKey: "c-42"}
+	if got, err := tp.Render(ev, "", time.Now()); err != nil || got != "c-42" {
+		t.Fatalf("{ordering_key} = %q, %v", got, err)
+	}
+	withDefault := MustCompile("case-{ordering_key:-none}")
+	if got, _ := withDefault.Render(&event.Event{Topic: "t"}, "", time.Now()); got != "case-none" {
+		t.Fatalf("{ordering_key:-none} without a key = %q", got)
+	}
+	if got, _ := withDefault.Render(ev, "", time.Now()); got != "case-c-42" {
+		t.Fatalf("{ordering_key:-none} with a key = %q", got)
+	}
+}
