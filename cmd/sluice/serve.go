@@ -79,9 +79,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // DefaultGCPercent is the garbage collector's target when GOGC is not set. Sluice's live heap is small (pending
-// work lives in the store), so letting it grow to three times the live heap instead of two costs a few MB and
-// saves about a tenth of the CPU at full load (docs/performance.md). GOGC and GOMEMLIMIT still rule when set.
-const DefaultGCPercent = 200
+// work lives in the store), so letting it grow to five times the live heap instead of two costs tens of MB and
+// saves a sixth of the CPU at full load (docs/performance.md). GOGC and GOMEMLIMIT still rule when set.
+const DefaultGCPercent = 400
 
 func tuneGC() {
 	if _, set := os.LookupEnv("GOGC"); !set {

@@ -82,13 +82,7 @@ func (s *Sink) send(ctx context.Context, e *event.Event) error {
 func (s *Sink) header(e *event.Event, ts int64, body []byte) http.Header {
 	id := e.ID
 	h := s.headers.Clone() // deep: the transport may add to a request's headers
-	if _, custom := h["User-Agent"]; !custom {
-		h.Set("User-Agent", s.userAgent)
-	}
-	h.Set("Content-Type", "application/json")
 	switch s.cfg.Format {
-	case FormatCloudEventsStructured:
-		h.Set("Content-Type", ceStructuredType)
 	case FormatCloudEvents:
 		// Binary mode: the attributes travel as ce-* headers, lowercase as the HTTP binding writes them.
 		h["ce-specversion"] = []string{ceSpecVersion}

@@ -248,6 +248,16 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 	for k, v := range cfg.Headers {
 		s.headers.Set(k, v)
 	}
+	// Headers that are the same on every request are set once here; each request clones them.
+	if _, custom := s.headers["User-Agent"]; !custom {
+		s.headers.Set("User-Agent", s.userAgent)
+	}
+	switch cfg.Format {
+	case FormatCloudEventsStructured:
+		s.headers.Set("Content-Type", ceStructuredType)
+	default:
+		s.headers.Set("Content-Type", "application/json")
+	}
 
 	dial := env.Dial
 	if dial == nil {

@@ -50,6 +50,28 @@ type Store struct {
 	stmts stmts
 
 	commits, grouped atomic.Int64
+
+	// The writer's statements bound to the transaction in progress: an operation asks txStmt instead of
+	// tx.Stmt, so a group of operations binds each statement once. Only the writer goroutine touches these.
+	curTx   *sql.Tx
+	txStmts []boundStmt
+}
+
+type boundStmt struct{ db, tx *sql.Stmt }
+
+// txStmt returns st bound to tx, once per transaction of the writer.
+func (s *Store) txStmt(tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
+	if tx != s.curTx {
+		return tx.Stmt(st)
+	}
+	for _, b := range s.txStmts {
+		if b.db == st {
+			return b.tx
+		}
+	}
+	b := boundStmt{db: st, tx: tx.Stmt(st)}
+	s.txStmts = append(s.txStmts, b)
+	return b.tx
 }
 
 // Stats reports how many commits (fsyncs) the writer made and how many operations they carried; their ratio
@@ -278,6 +300,8 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("store: begin: %w", err)
 	}
+	s.curTx, s.txStmts = tx, s.txStmts[:0]
+	defer func() { s.curTx = nil }()
 	errs = make([]error, len(ops))
 	failed := false
 	for i, o := range ops {

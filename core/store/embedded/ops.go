@@ -61,7 +61,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	res := make([]store.AppendResult, len(evs))
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		ins, find, insD := tx.Stmt(s.stmts.insEvent), tx.Stmt(s.stmts.findEvent), tx.Stmt(s.stmts.insDelivery)
+		ins, find, insD := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent), s.txStmt(tx, s.stmts.insDelivery)
 		for i := range evs {
 			ne := &evs[i]
 			ev := &ne.Event
@@ -253,7 +253,7 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		upd, ins := tx.Stmt(s.stmts.complete), tx.Stmt(s.stmts.insAttempt)
+		upd, ins := s.txStmt(tx, s.stmts.complete), s.txStmt(tx, s.stmts.insAttempt)
 		for _, o := range outs {
 			tried := 0
 			if o.Attempt.N > 0 {
