@@ -138,7 +138,8 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
 		Observer:   observer{&metrics},
 	})
-	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Build: laneBuilder(guard), Box: box, Logger: log})
+	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Build: laneBuilder(guard), Box: box,
+		Vet: vetDestination(guard), Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
 	defPol := cfg.PolicyFor(&config.Destination{})
@@ -325,6 +326,32 @@ func prepareFor(d *config.Destination) func(*event.Event) error {
 	}
 }
 
+// checkURL refuses a URL whose host is an IP literal the SSRF guard refuses (names are checked when dialled,
+// after DNS, where rebinding cannot get around it).
+func checkURL(guard *netguard.Guard, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil // the sink's own validation has said why
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
+		return guard.Check(ip)
+	}
+	return nil
+}
+
+// vetDestination refuses an API webhook destination whose URL the SSRF guard would refuse, at create rather than
+// at its first delivery.
+func vetDestination(guard *netguard.Guard) func(d *config.Destination) error {
+	return func(d *config.Destination) error {
+		if wc, ok := d.SinkConfig.(*webhook.Config); ok {
+			if err := checkURL(guard, wc.URL); err != nil {
+				return &sinks.FieldError{Path: "config.url", Msg: err.Error()}
+			}
+		}
+		return nil
+	}
+}
+
 // inlineSink builds the webhook sink of a per-run subscription: signed with its secret when it has one, and
 // always dialling through the SSRF guard. An IP-literal URL the guard refuses is refused at registration.
 func inlineSink(ctx context.Context, guard *netguard.Guard, timeout time.Duration) func(store.Subscription) (sinks.Sink, error) {
@@ -339,12 +366,8 @@ func inlineSink(ctx context.Context, guard *netguard.Guard, timeout time.Duratio
 		if err := wc.Validate(); err != nil {
 			return nil, errors.New(strings.ReplaceAll(err.Error(), "secrets[0]", "secret"))
 		}
-		if u, err := url.Parse(sub.URL); err == nil {
-			if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
-				if err := guard.Check(ip); err != nil {
-					return nil, err
-				}
-			}
+		if err := checkURL(guard, sub.URL); err != nil {
+			return nil, err
 		}
 		return webhook.New(ctx, wc, sinks.Env{Destination: sub.Name, Dial: guard.DialContext,
 			UserAgent: "Sluice/" + buildVersion(), Timeout: timeout})

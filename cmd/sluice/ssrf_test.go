@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +68,24 @@ func TestSSRFRefusedThroughTheGateway(t *testing.T) {
 		msg := attempts[0].(map[string]any)["error"].(string)
 		if !strings.Contains(msg, want[name]) || !strings.Contains(msg, "allow_cidrs") {
 			t.Errorf("%s: attempt error %q does not say why (%s) and how to allow it", name, msg, want[name])
+		}
+	}
+
+	// Over the API, an IP-literal URL the guard refuses is refused at create, naming the field and the fix.
+	for name, url := range map[string]string{"api-metadata": "http://169.254.169.254/x", "api-private": "http://[fd00::1]/x"} {
+		body := fmt.Sprintf(`{"name": %q, "type": "webhook", "topics": ["*"], "config": {"url": %q, "signing": "none"}}`, name, url)
+		req, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/destinations", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer e2e-key")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(b), `"field":"config.url"`) ||
+			!strings.Contains(string(b), "allow_cidrs") {
+			t.Errorf("create %s (%s): %d %s", name, url, resp.StatusCode, b)
 		}
 	}
 }

@@ -49,7 +49,11 @@ type Options struct {
 	Dispatcher *dispatch.Dispatcher
 	Build      Builder
 	// Box seals API destinations' secrets at rest; without a key such secrets are refused.
-	Box    *seal.Box
+	Box *seal.Box
+	// Vet, when set, checks an API destination beyond its config's own validation before it is created or
+	// changed (the server refuses a webhook URL whose address the SSRF guard would refuse). Its error becomes
+	// a 422 on the config field.
+	Vet    func(d *config.Destination) error
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -563,6 +567,9 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
 	}
+	if p := m.vet(d); p != nil {
+		return View{}, p
+	}
 	if p := m.nameTaken(d.Name, ""); p != nil {
 		return View{}, p
 	}
@@ -609,6 +616,21 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 		}
 	}
 	return v, nil
+}
+
+// vet runs Options.Vet.
+func (m *Manager) vet(d *config.Destination) *intake.Problem {
+	if m.opts.Vet == nil {
+		return nil
+	}
+	if err := m.opts.Vet(d); err != nil {
+		var fe *sinks.FieldError
+		if errors.As(err, &fe) {
+			return problem(http.StatusUnprocessableEntity, "invalid_destination", fe.Path, "%s: %s", fe.Path, fe.Msg)
+		}
+		return problem(http.StatusUnprocessableEntity, "invalid_destination", "config", "%v", err)
+	}
+	return nil
 }
 
 // checkSealable refuses secrets when no encryption key is configured.
@@ -688,6 +710,9 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	d, ferrs := m.parse(m.cfg, spec, e.retiring)
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
+	}
+	if p := m.vet(d); p != nil {
+		return View{}, p
 	}
 	ne := *e
 	ne.spec, ne.dest, ne.updated = spec, d, m.opts.Now().UTC()
