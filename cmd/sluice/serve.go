@@ -151,6 +151,20 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		Inline: intake.InlineOptions{
 			Enabled: inl.Enabled, TTL: inl.TTL.D(), MaxPerCorrelation: inl.MaxPerCorrelation,
 			NewSink: inlineSink(ctx, guard, defPol.Timeout),
+			// With store.encryption_key set, per-run subscriptions' secrets are sealed at rest too.
+			Seal: func(secret string) (string, error) {
+				if !box.HasKey() {
+					return secret, nil
+				}
+				return box.Seal(secret)
+			},
+			Open: func(stored string) (string, error) {
+				if !seal.IsSealed(stored) {
+					return stored, nil
+				}
+				pt, _, err := box.Open(stored)
+				return pt, err
+			},
 			Policy: dispatch.Policy{Timeout: defPol.Timeout, Concurrency: defPol.Concurrency,
 				Schedule: defPol.Schedule, Jitter: defPol.Jitter, RatePerSecond: defPol.RatePerSecond,
 				Burst: defPol.Burst, BreakerFailures: defPol.BreakerFailures},

@@ -34,6 +34,10 @@ type InlineOptions struct {
 	NewSink func(sub store.Subscription) (sinks.Sink, error)
 	// Policy is the delivery policy of every subscription's lane.
 	Policy dispatch.Policy
+	// Seal and Open, when set, encrypt a subscription's signing secret at rest (store.encryption_key) and
+	// decrypt it when subscriptions are restored.
+	Seal func(secret string) (string, error)
+	Open func(stored string) (string, error)
 }
 
 // SubscriptionRequest is one entry of an event's `subscriptions`.
@@ -154,7 +158,7 @@ func (il *inline) register(ctx context.Context, ev *event.Event, reqs []Subscrip
 				continue
 			}
 			sub.CreatedAt = old.CreatedAt
-			if err := il.st.PutSubscription(ctx, sub); err != nil {
+			if err := il.put(ctx, sub); err != nil {
 				return storeProblem(p, err)
 			}
 			il.mu.Lock()
@@ -174,7 +178,7 @@ func (il *inline) register(ctx context.Context, ev *event.Event, reqs []Subscrip
 			return invalid(p, "cannot deliver to this subscription: %v", err)
 		}
 		topics, _ := match.CompileTopics(sub.Topics) // parseSubscriptions compiled them already
-		if err := il.st.PutSubscription(ctx, sub); err != nil {
+		if err := il.put(ctx, sub); err != nil {
 			_ = sink.Close(ctx)
 			return storeProblem(p, err)
 		}
@@ -188,6 +192,18 @@ func (il *inline) register(ctx context.Context, ev *event.Event, reqs []Subscrip
 			"topics", sub.Topics, "expires_at", sub.ExpiresAt)
 	}
 	return nil
+}
+
+// put stores a subscription with its secret sealed.
+func (il *inline) put(ctx context.Context, sub store.Subscription) error {
+	if sub.Secret != "" && il.opts.Seal != nil {
+		sealed, err := il.opts.Seal(sub.Secret)
+		if err != nil {
+			return err
+		}
+		sub.Secret = sealed
+	}
+	return il.st.PutSubscription(ctx, sub)
 }
 
 func storeProblem(field string, err error) *Problem {
@@ -243,6 +259,12 @@ func (in *Intake) StartInline(ctx context.Context) error {
 				return err
 			}
 			continue
+		}
+		var err error
+		if s.Secret != "" && il.opts.Open != nil {
+			if s.Secret, err = il.opts.Open(s.Secret); err != nil {
+				return fmt.Errorf("inline subscription %s: open its secret: %w", s.Name, err)
+			}
 		}
 		topics, terr := match.CompileTopics(s.Topics)
 		sink, err := il.opts.NewSink(s)
