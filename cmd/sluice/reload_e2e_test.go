@@ -431,3 +431,53 @@ func TestReplayThroughTheGateway(t *testing.T) {
 		t.Fatalf("replay without --destination: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestReloadKeysAndTopics: a reload swaps the API keys (a removed key answers 401 at once, a new one works)
+// and the topic catalog.
+func TestReloadKeysAndTopics(t *testing.T) {
+	c := newReloadCluster(t)
+	rc := newReceiver(t, "rc", 0)
+	rc.start(t)
+	base := c.reloadConfig(webhookDest("rc", rc))
+	withKeys := func(reader, topic string) string {
+		s := strings.Replace(base, "keys: [{name: admin, key: e2e-key, role: admin}]",
+			fmt.Sprintf("keys: [{name: admin, key: e2e-key, role: admin}, {name: reader, key: %s, role: reader}]", reader), 1)
+		return s + fmt.Sprintf("topics:\n  - {name: %s, description: reloaded, example: {case: {id: c-1}}}\n", topic)
+	}
+	status := func(key, path string) int {
+		req, _ := http.NewRequest("GET", "http://"+c.addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	topics := func() string {
+		var out struct {
+			Data []struct {
+				Name string `json:"name"`
+			} `json:"data"`
+		}
+		c.api("GET", "/v1/topics", &out)
+		var names []string
+		for _, d := range out.Data {
+			names = append(names, d.Name)
+		}
+		return strings.Join(names, ",")
+	}
+	c.writeConfig(withKeys("old-reader-key", "case.opened"))
+	c.start()
+	if got := status("old-reader-key", "/v1/destinations"); got != http.StatusOK {
+		t.Fatalf("old key before the reload: %d", got)
+	}
+	c.writeConfig(withKeys("new-reader-key", "case.closed"))
+	waitFor(t, "the new key to work", func() bool { return status("new-reader-key", "/v1/destinations") == http.StatusOK })
+	if got := status("old-reader-key", "/v1/destinations"); got != http.StatusUnauthorized {
+		t.Fatalf("removed key after the reload: %d, want 401", got)
+	}
+	if got := topics(); got != "case.closed" {
+		t.Fatalf("topic catalog after the reload: %q", got)
+	}
+}
