@@ -52,22 +52,10 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		if tenant == "" || v == tenant {
 			scope = s.dests.Names(v)
 		}
-		if f.Destinations == nil {
-			f.Destinations = scope
-		} else {
-			f.Destinations = slices.DeleteFunc(f.Destinations, func(n string) bool { return !slices.Contains(scope, n) })
-		}
+		f.Destinations = within(f.Destinations, scope)
 	}
 	if tenant != "" {
-		mine := s.dests.Names(tenant)
-		if f.Destinations == nil {
-			f.Destinations = mine
-		} else {
-			f.Destinations = slices.DeleteFunc(f.Destinations, func(n string) bool { return !slices.Contains(mine, n) })
-		}
-		if f.Destinations == nil {
-			f.Destinations = []string{} // non-nil: matches nothing
-		}
+		f.Destinations = within(f.Destinations, s.dests.Names(tenant))
 	}
 	rows, err := s.store.ListDeliveries(r.Context(), f)
 	if err != nil {
@@ -84,6 +72,15 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		out = append(out, s.deliveryView(d, nil, false))
 	}
 	intake.WriteJSON(w, http.StatusOK, page{Data: out, NextCursor: next})
+}
+
+// within narrows a destination filter (nil = every destination) to scope; the result is never nil, so an
+// empty scope matches nothing.
+func within(filter, scope []string) []string {
+	if filter == nil {
+		return append([]string{}, scope...)
+	}
+	return slices.DeleteFunc(filter, func(n string) bool { return !slices.Contains(scope, n) })
 }
 
 // deliveryID parses a delivery id; anything that is not one is simply an id that does not exist (404).
