@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -59,14 +60,32 @@ func sluiceBinary(t *testing.T) string { return buildOnce(t, ".", "sluice") }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the kernel's ephemeral range (32768 and up on Linux): a port picked there can be taken, between this
+	// check and the binary's bind, by any outgoing connection of the tests running beside this one. Down here
+	// only an explicit bind can take it, and picks are random and never repeated within this process.
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	for range 1000 {
+		port := 20000 + mathrand.IntN(12000)
+		if freeTaken[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freeTaken[port] = true
+		return ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Fatal("no free port between 20000 and 32000")
+	return ""
 }
+
+var (
+	freeMu    sync.Mutex
+	freeTaken = map[int]bool{}
+)
 
 // receiver is a webhook endpoint that verifies signatures and records every event id it accepted.
 type receiver struct {
