@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -265,6 +266,29 @@ func TestReloadByFileWrite(t *testing.T) {
 	}
 	if added.triedAny(pre) {
 		t.Error("the added destination received events published before it existed")
+	}
+
+	// /metrics (no key) counts what happened, and a removed destination's series are gone.
+	resp, err := http.Get("http://" + c.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics := string(b)
+	for _, want := range []string{
+		`sluice_events_accepted_total 10`,
+		`sluice_deliveries_total{destination="keep",outcome="delivered"} 10`,
+		`sluice_deliveries_total{destination="added",outcome="delivered"} 5`,
+		`sluice_destination_enabled{destination="added"} 1`,
+		`sluice_pending_deliveries{destination="keep"} 0`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(metrics, `destination="doomed"`) {
+		t.Error("/metrics still shows series of the removed destination")
 	}
 }
 

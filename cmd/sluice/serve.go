@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		Observer:   observer{&metrics},
 	})
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Build: laneBuilder(guard), Box: box,
-		Vet: vetDestination(guard), Logger: log})
+		Vet: vetDestination(guard), OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
 	defPol := cfg.PolicyFor(&config.Destination{})
@@ -151,6 +151,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		Inline: intake.InlineOptions{
 			Enabled: inl.Enabled, TTL: inl.TTL.D(), MaxPerCorrelation: inl.MaxPerCorrelation,
 			NewSink: inlineSink(ctx, guard, defPol.Timeout),
+			OnEnded: metrics.Forget,
 			// With store.encryption_key set, per-run subscriptions' secrets are sealed at rest too.
 			Seal: func(secret string) (string, error) {
 				if !box.HasKey() {

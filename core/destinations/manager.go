@@ -53,9 +53,12 @@ type Options struct {
 	// Vet, when set, checks an API destination beyond its config's own validation before it is created or
 	// changed (the server refuses a webhook URL whose address the SSRF guard would refuse). Its error becomes
 	// a 422 on the config field.
-	Vet    func(d *config.Destination) error
-	Logger *slog.Logger
-	Now    func() time.Time
+	Vet func(d *config.Destination) error
+	// OnRemoved, when set, hears of each destination deleted over the API or removed by a reload (the server
+	// drops its metric series).
+	OnRemoved func(name string)
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Manager owns the live destinations. Its methods are safe for concurrent use; changes are serialized.
@@ -409,6 +412,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 		if !slices.ContainsFunc(next, func(e *entry) bool { return e.name == old.name }) {
 			m.stop(ctx, old, "destination removed from "+cfg.File)
 			_ = m.opts.Store.DeleteDestinationState(ctx, old.name)
+			m.removed(old.name)
 			m.log.Info("destination removed by reload", "destination", old.name)
 		}
 	}
@@ -434,6 +438,12 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 	m.publishRouter()
 	m.scheduleRetirement()
 	return nil
+}
+
+func (m *Manager) removed(name string) {
+	if m.opts.OnRemoved != nil {
+		m.opts.OnRemoved(name)
+	}
 }
 
 // stop removes an entry's lane and ends its pending deliveries as skipped.
@@ -761,6 +771,7 @@ func (m *Manager) Delete(ctx context.Context, idOrName, tenant string) error {
 	}
 	m.stop(ctx, e, "destination deleted")
 	_ = m.opts.Store.DeleteDestinationState(ctx, e.name)
+	m.removed(e.name)
 	m.entries = slices.DeleteFunc(m.entries, func(x *entry) bool { return x == e })
 	m.publishRouter()
 	m.log.Info("destination deleted", "destination", e.name, "id", e.id)

@@ -87,13 +87,15 @@ func (r *receiver) setStatus(s int) {
 }
 
 type stack struct {
-	t    *testing.T
-	dir  string
-	st   *embedded.Store
-	disp *dispatch.Dispatcher
-	in   *intake.Intake
-	mgr  *destinations.Manager
-	cfg  *config.Config
+	t       *testing.T
+	mu      sync.Mutex
+	removed []string
+	dir     string
+	st      *embedded.Store
+	disp    *dispatch.Dispatcher
+	in      *intake.Intake
+	mgr     *destinations.Manager
+	cfg     *config.Config
 }
 
 var testKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
@@ -142,7 +144,8 @@ func start(t *testing.T, dir string, cfg *config.Config, keys ...[]byte) *stack 
 		OnDisabled: func(name, reason string) { s.mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { s.mgr.OnFailed(j, a) },
 	})
-	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Build: builder(), Box: box})
+	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Build: builder(), Box: box,
+		OnRemoved: func(name string) { s.mu.Lock(); s.removed = append(s.removed, name); s.mu.Unlock() }})
 	s.in = intake.New(st, s.disp, intake.NewRouter(nil), intake.Options{DedupeWindow: time.Hour})
 	if err := s.mgr.Start(context.Background(), cfg, s.in); err != nil {
 		t.Fatal(err)
@@ -239,6 +242,11 @@ func TestApplyReload(t *testing.T) {
 	if st := s.statusOf(first, "b"); st != store.Skipped {
 		t.Fatalf("the removed destination's pending delivery is %s, want skipped", st)
 	}
+	s.mu.Lock()
+	if fmt.Sprint(s.removed) != "[b]" {
+		t.Errorf("OnRemoved heard of %v, want [b]", s.removed)
+	}
+	s.mu.Unlock()
 	s.publish("case.status_updated")
 	waitFor(t, "delivery to the changed and the new destination", func() bool { return a2.count("") == 1 && c.count("") == 1 })
 	if a1.count("") != 1 || b.count("") != 1 {

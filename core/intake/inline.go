@@ -38,6 +38,9 @@ type InlineOptions struct {
 	// decrypt it when subscriptions are restored.
 	Seal func(secret string) (string, error)
 	Open func(stored string) (string, error)
+	// OnEnded, when set, hears of each subscription that expired (the server drops its metric series, which
+	// would otherwise pile up with every run).
+	OnEnded func(name string)
 }
 
 // SubscriptionRequest is one entry of an event's `subscriptions`.
@@ -330,6 +333,9 @@ func (il *inline) expire(ctx context.Context) {
 			continue
 		}
 		il.log.Info("inline subscription expired", "destination", name)
+		if il.opts.OnEnded != nil {
+			il.opts.OnEnded(name)
+		}
 	}
 }
 

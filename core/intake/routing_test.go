@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -357,7 +358,11 @@ func TestInlineSubscriptions(t *testing.T) {
 
 	// A restart restores the subscriptions from the store.
 	f.stop()
-	g := newFixture(t, dir, testConfig, on)
+	var ended []string
+	g := newFixture(t, dir, testConfig, func(o *Options) {
+		on(o)
+		o.Inline.OnEnded = func(name string) { ended = append(ended, name) }
+	})
 	g.clock.Store(f.clock.Load())
 	if err := g.in.StartInline(ctx); err != nil {
 		t.Fatal(err)
@@ -381,6 +386,9 @@ func TestInlineSubscriptions(t *testing.T) {
 	}
 	if g.disp.Accepting(name) {
 		t.Fatal("the expired subscription's lane still runs")
+	}
+	if !slices.Contains(ended, name) {
+		t.Fatalf("OnEnded heard of %v, not of the expired %s", ended, name)
 	}
 
 	// With the feature off, subscriptions are refused.
