@@ -62,16 +62,8 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		intake.WriteError(w, err)
 		return
 	}
-	next := ""
-	if len(rows) > lp.limit {
-		rows = rows[:lp.limit]
-		next = encodeCursor(rows[len(rows)-1].ID)
-	}
-	out := make([]deliveryJSON, 0, len(rows))
-	for _, d := range rows {
-		out = append(out, s.deliveryView(d, nil, false))
-	}
-	intake.WriteJSON(w, http.StatusOK, page{Data: out, NextCursor: next})
+	intake.WriteJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(d store.Delivery) int64 { return d.ID },
+		func(d store.Delivery) deliveryJSON { return s.deliveryView(d, nil, false) }))
 }
 
 // within narrows a destination filter (nil = every destination) to scope; the result is never nil, so an

@@ -81,18 +81,12 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		intake.WriteError(w, err)
 		return
 	}
-	next := ""
-	if len(rows) > lp.limit {
-		rows = rows[:lp.limit]
-		next = encodeCursor(rows[len(rows)-1].Seq)
-	}
-	out := make([]eventJSON, 0, len(rows))
-	for _, row := range rows {
-		ev := row.Event
-		out = append(out, eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
-			Scope: ev.Scope, CorrelationID: ev.CorrelationID, Data: ev.Data, ReceivedAt: row.ReceivedAt})
-	}
-	intake.WriteJSON(w, http.StatusOK, page{Data: out, NextCursor: next})
+	intake.WriteJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
+		func(row store.EventSummary) eventJSON {
+			ev := row.Event
+			return eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
+				Scope: ev.Scope, CorrelationID: ev.CorrelationID, Data: ev.Data, ReceivedAt: row.ReceivedAt}
+		}))
 }
 
 // getEvent serves GET /v1/events/{id}: the event with its deliveries. A tenant key gets 404 for another

@@ -231,3 +231,18 @@ type page struct {
 	Data       any    `json:"data"`
 	NextCursor string `json:"next_cursor"`
 }
+
+// pageOf renders one page of a list the store answered with up to limit+1 rows: the extra row only says a
+// next page exists, whose cursor is the position of the last row shown.
+func pageOf[R, J any](rows []R, limit int, pos func(R) int64, view func(R) J) page {
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = encodeCursor(pos(rows[len(rows)-1]))
+	}
+	out := make([]J, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, view(r))
+	}
+	return page{Data: out, NextCursor: next}
+}

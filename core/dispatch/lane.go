@@ -371,6 +371,8 @@ func (l *lane) deliver(batch []store.Job) {
 	retry, gone := false, false
 	healthy, unhealthy := false, false
 	var lastErr error
+	// Asked once per batch: building the debug line's arguments costs allocations on the hottest path.
+	debug := l.log.Enabled(context.Background(), slog.LevelDebug)
 	failures := 0 // deliveries that ended failed after the last success in this batch
 	succeeded := false
 	for i, j := range batch {
@@ -383,7 +385,9 @@ func (l *lane) deliver(batch []store.Job) {
 		}
 		err := errs[i]
 		if err == nil {
-			l.log.Debug("delivered", "event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n)
+			if debug {
+				l.log.Debug("delivered", "event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n)
+			}
 			l.d.observe(l.dest.Name, OutcomeDelivered, took)
 			healthy, succeeded, failures = true, true, 0
 			outs[i] = out
