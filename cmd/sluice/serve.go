@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
-	"net/url"
 	"os"
 	"reflect"
 	"runtime/debug"
@@ -23,7 +21,6 @@ import (
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
-	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/core/seal"
@@ -32,7 +29,6 @@ import (
 	"github.com/sluicehq/sluice/core/telemetry"
 	"github.com/sluicehq/sluice/plugins/host"
 	"github.com/sluicehq/sluice/sinks"
-	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
@@ -138,11 +134,12 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
 		Observer:   observer{&metrics},
 	})
-	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Build: laneBuilder(guard), Box: box,
-		Vet: vetDestination(guard), OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
+	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
+	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
+		OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
-	defPol := cfg.PolicyFor(&config.Destination{})
+	defPol := destinations.PolicyFor(cfg, &config.Destination{})
 	inl := cfg.Intake.InlineSubscriptions
 	in := intake.New(st, disp, intake.NewRouter(nil), intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
@@ -150,7 +147,9 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		OnAccepted: metrics.EventsAccepted,
 		Inline: intake.InlineOptions{
 			Enabled: inl.Enabled, TTL: inl.TTL.D(), MaxPerCorrelation: inl.MaxPerCorrelation,
-			NewSink: inlineSink(ctx, guard, defPol.Timeout),
+			NewSink: func(sub store.Subscription) (sinks.Sink, error) {
+				return lanes.SubscriptionSink(context.WithoutCancel(ctx), sub, defPol)
+			},
 			OnEnded: metrics.Forget,
 			// With store.encryption_key set, per-run subscriptions' secrets are sealed at rest too.
 			Seal: func(secret string) (string, error) {
@@ -166,9 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 				pt, _, err := box.Open(stored)
 				return pt, err
 			},
-			Policy: dispatch.Policy{Timeout: defPol.Timeout, Concurrency: defPol.Concurrency,
-				Schedule: defPol.Schedule, Jitter: defPol.Jitter, RatePerSecond: defPol.RatePerSecond,
-				Burst: defPol.Burst, BreakerFailures: defPol.BreakerFailures},
+			Policy: defPol,
 		},
 	})
 	if err := mgr.Start(ctx, cfg, in); err != nil {
@@ -260,26 +257,6 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	return nil
 }
 
-// laneBuilder builds a destination's lane: its sink, dialling through the SSRF guard, and its policy.
-func laneBuilder(guard *netguard.Guard) destinations.Builder {
-	return func(ctx context.Context, reg *sinks.Registry, d *config.Destination, pol config.Policy) (dispatch.Destination, error) {
-		spec, ok := reg.Lookup(d.Type)
-		if !ok {
-			return dispatch.Destination{}, fmt.Errorf("sink type %q is not available", d.Type)
-		}
-		sink, err := spec.New(ctx, d.SinkConfig, sinks.Env{
-			Destination: d.Name, Dial: guard.DialContext, UserAgent: "Sluice/" + buildVersion(), Timeout: pol.Timeout,
-		})
-		if err != nil {
-			return dispatch.Destination{}, err
-		}
-		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{
-			Timeout: pol.Timeout, Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter,
-			RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, BreakerFailures: pol.BreakerFailures,
-		}, Prepare: prepareFor(d), Ordered: d.OrderingKey != ""}, nil
-	}
-}
-
 // reusePlugins is the plugin loader of a reload: the running plugins' specs when the list is unchanged.
 func reusePlugins(running []config.Plugin, loaded, builtin *sinks.Registry) config.PluginLoader {
 	return func(ps []config.Plugin) ([]sinks.Spec, map[int]error) {
@@ -317,74 +294,5 @@ type observer struct{ m **telemetry.Metrics }
 func (o observer) Observe(destination, outcome string, took time.Duration) {
 	if m := *o.m; m != nil {
 		m.Observe(destination, outcome, took)
-	}
-}
-
-// prepareFor returns the dispatcher hook that applies a destination's transform (nil without one). The result
-// replaces what the destination receives (event.Body); an error fails the delivery permanently with the reason.
-func prepareFor(d *config.Destination) func(*event.Event) error {
-	tr := d.TransformExpr
-	if tr == nil {
-		return nil
-	}
-	return func(ev *event.Event) error {
-		doc, err := ev.Doc()
-		if err != nil {
-			return fmt.Errorf("transform: event data is not JSON: %v", err)
-		}
-		body, err := tr.Apply(doc)
-		if err != nil {
-			return err
-		}
-		ev.Body = body
-		return nil
-	}
-}
-
-// checkURL refuses a URL whose host is an IP literal the SSRF guard refuses (names are checked when dialled,
-// after DNS, where rebinding cannot get around it).
-func checkURL(guard *netguard.Guard, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil // the sink's own validation has said why
-	}
-	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
-		return guard.Check(ip)
-	}
-	return nil
-}
-
-// vetDestination refuses an API webhook destination whose URL the SSRF guard would refuse, at create rather than
-// at its first delivery.
-func vetDestination(guard *netguard.Guard) func(d *config.Destination) error {
-	return func(d *config.Destination) error {
-		if wc, ok := d.SinkConfig.(*webhook.Config); ok {
-			if err := checkURL(guard, wc.URL); err != nil {
-				return &sinks.FieldError{Path: "config.url", Msg: err.Error()}
-			}
-		}
-		return nil
-	}
-}
-
-// inlineSink builds the webhook sink of a per-run subscription: signed with its secret when it has one, and
-// always dialling through the SSRF guard. An IP-literal URL the guard refuses is refused at registration.
-func inlineSink(ctx context.Context, guard *netguard.Guard, timeout time.Duration) func(store.Subscription) (sinks.Sink, error) {
-	return func(sub store.Subscription) (sinks.Sink, error) {
-		wc := webhook.NewConfig()
-		wc.URL = sub.URL
-		if sub.Secret != "" {
-			wc.Secrets = []string{sub.Secret}
-		} else {
-			wc.Signing = webhook.SigningNone
-		}
-		if err := wc.Validate(); err != nil {
-			return nil, errors.New(strings.ReplaceAll(err.Error(), "secrets[0]", "secret"))
-		}
-		if err := checkURL(guard, sub.URL); err != nil {
-			return nil, err
-		}
-		return webhook.New(ctx, wc, sinks.Env{Destination: sub.Name, Dial: guard.DialContext,
-			UserAgent: "Sluice/" + buildVersion(), Timeout: timeout})
 	}
 }

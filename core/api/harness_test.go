@@ -172,7 +172,7 @@ func newHarness(t *testing.T) *harness {
 		OnDisabled: func(name, reason string) { h.mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { h.mgr.OnFailed(j, a) },
 	})
-	h.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: h.disp, Build: laneBuilder(), Box: box})
+	h.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: h.disp, Lanes: lanes(), Box: box})
 	h.in = intake.New(st, h.disp, intake.NewRouter(nil), intake.Options{DedupeWindow: time.Hour, MaxBodyBytes: 1 << 20,
 		Topics: cfg.Topics})
 	if err := h.mgr.Start(context.Background(), cfg, h.in); err != nil {
@@ -190,24 +190,11 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-// laneBuilder builds webhook lanes as `sluice serve` does, with a network guard that allows loopback (the
-// receivers are httptest servers).
-func laneBuilder() destinations.Builder {
+// lanes builds lanes as `sluice serve` does, with a network guard that allows loopback (the receivers are
+// httptest servers).
+func lanes() *destinations.Lanes {
 	allow, _ := netguard.ParseCIDRs([]string{"127.0.0.0/8"})
-	guard := netguard.New(allow)
-	return func(ctx context.Context, reg *sinks.Registry, d *config.Destination, pol config.Policy) (dispatch.Destination, error) {
-		spec, ok := reg.Lookup(d.Type)
-		if !ok {
-			return dispatch.Destination{}, fmt.Errorf("sink type %q is not available", d.Type)
-		}
-		sink, err := spec.New(ctx, d.SinkConfig, sinks.Env{Destination: d.Name, Dial: guard.DialContext, Timeout: pol.Timeout})
-		if err != nil {
-			return dispatch.Destination{}, err
-		}
-		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{Timeout: pol.Timeout,
-			Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter, BreakerFailures: pol.BreakerFailures},
-			Ordered: d.OrderingKey != ""}, nil
-	}
+	return destinations.NewLanes(netguard.New(allow), "")
 }
 
 // resp is one API answer.

@@ -2,55 +2,10 @@ package config
 
 import "time"
 
-// Policy is a destination's effective delivery settings: its own where set, else the delivery defaults.
-type Policy struct {
-	Timeout     time.Duration
-	Concurrency int
-	// Schedule holds the delays before each retry; len(Schedule) retries follow the first attempt.
-	Schedule []time.Duration
-	Jitter   float64
-	// RatePerSecond and Burst limit sends (0 = unlimited).
-	RatePerSecond float64
-	Burst         int
-	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
-	BreakerFailures int
-	// AutoDisableAfter disables the destination after that many consecutive deliveries ended failed (0 = never).
-	AutoDisableAfter int
-}
-
-// PolicyFor resolves d's policy against the delivery defaults.
-func (c *Config) PolicyFor(d *Destination) Policy {
-	p := Policy{Timeout: c.Delivery.Timeout.D(), Concurrency: c.Delivery.Concurrency,
-		BreakerFailures: c.Delivery.Breaker.Failures, AutoDisableAfter: c.Delivery.AutoDisableAfter}
-	if d.AutoDisableAfter != nil {
-		p.AutoDisableAfter = *d.AutoDisableAfter
-	}
-	if d.Breaker != nil {
-		p.BreakerFailures = d.Breaker.Failures
-	}
-	if d.RateLimit != nil {
-		p.RatePerSecond, p.Burst = d.RateLimit.PerSecond, max(d.RateLimit.Burst, 1)
-	}
-	if d.Timeout > 0 {
-		p.Timeout = d.Timeout.D()
-	}
-	if d.Concurrency > 0 {
-		p.Concurrency = d.Concurrency
-	}
-	p.Schedule, p.Jitter = c.Delivery.Retry.resolve(0.2)
-	if d.Retry != nil {
-		if d.Retry.Exponential != nil || len(d.Retry.Schedule) > 0 {
-			p.Schedule, _ = d.Retry.resolve(p.Jitter)
-		}
-		if d.Retry.Jitter != nil {
-			p.Jitter = *d.Retry.Jitter
-		}
-	}
-	return p
-}
-
-// resolve turns a retry block into a list of delays; exponential wins over a schedule.
-func (r *Retry) resolve(defJitter float64) ([]time.Duration, float64) {
+// Delays turns a retry block into the delays before each retry, and its jitter (defJitter when the block
+// sets none). An exponential block wins over a schedule. core/destinations builds a destination's delivery
+// policy from these (destinations.PolicyFor); config itself knows nothing of the dispatcher.
+func (r *Retry) Delays(defJitter float64) ([]time.Duration, float64) {
 	jitter := defJitter
 	if r.Jitter != nil {
 		jitter = *r.Jitter

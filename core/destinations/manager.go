@@ -33,10 +33,6 @@ const (
 	TopicDeliveryFailed      = "sluice.delivery.failed"
 )
 
-// Builder turns a validated destination and its resolved policy into a dispatcher lane (it builds the sink).
-// reg is the registry of the config in force (built-in sinks plus the config's plugins).
-type Builder func(ctx context.Context, reg *sinks.Registry, d *config.Destination, pol config.Policy) (dispatch.Destination, error)
-
 // Publisher is intake as the manager uses it: it publishes operator events and takes new routing tables.
 type Publisher interface {
 	Publish(ctx context.Context, evs []event.Event) ([]intake.Result, error)
@@ -47,13 +43,11 @@ type Publisher interface {
 type Options struct {
 	Store      store.Store
 	Dispatcher *dispatch.Dispatcher
-	Build      Builder
+	// Lanes builds every destination's lane, and vets an API destination beyond its config's own validation
+	// before it is created or changed (a webhook URL whose address the SSRF guard would refuse is refused).
+	Lanes *Lanes
 	// Box seals API destinations' secrets at rest; without a key such secrets are refused.
 	Box *seal.Box
-	// Vet, when set, checks an API destination beyond its config's own validation before it is created or
-	// changed (the server refuses a webhook URL whose address the SSRF guard would refuse). Its error becomes
-	// a 422 on the config field.
-	Vet func(d *config.Destination) error
 	// OnRemoved, when set, hears of each destination deleted over the API or removed by a reload (the server
 	// drops its metric series).
 	OnRemoved func(name string)
@@ -313,13 +307,7 @@ func (m *Manager) persist(ctx context.Context, e *entry) error {
 
 // build makes the lane of an entry.
 func (m *Manager) build(ctx context.Context, cfg *config.Config, e *entry) (dispatch.Destination, error) {
-	pol := cfg.PolicyFor(e.dest)
-	dd, err := m.opts.Build(ctx, cfg.Registry, e.dest, pol)
-	if err != nil {
-		return dd, err
-	}
-	dd.Policy.AutoDisableAfter = pol.AutoDisableAfter
-	return dd, nil
+	return m.opts.Lanes.Build(ctx, cfg.Registry, e.dest, PolicyFor(cfg, e.dest))
 }
 
 // fingerprint identifies what a lane is built from, so a reload replaces only lanes that changed.
@@ -327,9 +315,8 @@ func fingerprint(cfg *config.Config, d *config.Destination) string {
 	raw, _ := json.Marshal(struct {
 		D      any
 		Config any
-		P      config.Policy
-		A      int
-	}{destFields(d), sinks.MaskSecrets(d.SinkConfig), cfg.PolicyFor(d), 0})
+		P      dispatch.Policy
+	}{destFields(d), sinks.MaskSecrets(d.SinkConfig), PolicyFor(cfg, d)})
 	// MaskSecrets hides secrets, so hash them in separately: a changed secret must rebuild the lane.
 	var secrets []string
 	if d.SinkConfig != nil {
@@ -630,10 +617,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 
 // vet runs Options.Vet.
 func (m *Manager) vet(d *config.Destination) *intake.Problem {
-	if m.opts.Vet == nil {
-		return nil
-	}
-	if err := m.opts.Vet(d); err != nil {
+	if err := m.opts.Lanes.Vet(d); err != nil {
 		var fe *sinks.FieldError
 		if errors.As(err, &fe) {
 			return problem(http.StatusUnprocessableEntity, "invalid_destination", fe.Path, "%s: %s", fe.Path, fe.Msg)

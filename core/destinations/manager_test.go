@@ -114,18 +114,9 @@ func parse(t *testing.T, dir, src string) *config.Config {
 	return cfg
 }
 
-func builder() destinations.Builder {
+func lanes() *destinations.Lanes {
 	allow, _ := netguard.ParseCIDRs([]string{"127.0.0.0/8"})
-	guard := netguard.New(allow)
-	return func(ctx context.Context, reg *sinks.Registry, d *config.Destination, pol config.Policy) (dispatch.Destination, error) {
-		spec, _ := reg.Lookup(d.Type)
-		sink, err := spec.New(ctx, d.SinkConfig, sinks.Env{Destination: d.Name, Dial: guard.DialContext, Timeout: pol.Timeout})
-		if err != nil {
-			return dispatch.Destination{}, err
-		}
-		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{Timeout: pol.Timeout,
-			Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter, BreakerFailures: pol.BreakerFailures}}, nil
-	}
+	return destinations.NewLanes(netguard.New(allow), "")
 }
 
 // start runs a store, dispatcher, intake and manager over cfg in dir; keys seal secrets.
@@ -144,7 +135,7 @@ func start(t *testing.T, dir string, cfg *config.Config, keys ...[]byte) *stack 
 		OnDisabled: func(name, reason string) { s.mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { s.mgr.OnFailed(j, a) },
 	})
-	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Build: builder(), Box: box,
+	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Lanes: lanes(), Box: box,
 		OnRemoved: func(name string) { s.mu.Lock(); s.removed = append(s.removed, name); s.mu.Unlock() }})
 	s.in = intake.New(st, s.disp, intake.NewRouter(nil), intake.Options{DedupeWindow: time.Hour})
 	if err := s.mgr.Start(context.Background(), cfg, s.in); err != nil {
@@ -310,7 +301,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	box, _ := seal.New([][]byte{k1})
 	disp := dispatch.New(st, dispatch.Options{})
 	defer disp.Shutdown(context.Background())
-	m := destinations.New(destinations.Options{Store: st, Dispatcher: disp, Build: builder(), Box: box})
+	m := destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes(), Box: box})
 	in := intake.New(st, disp, intake.NewRouter(nil), intake.Options{})
 	if err := m.Start(context.Background(), cfg, in); err == nil || !strings.Contains(err.Error(), "previous_encryption_keys") {
 		t.Fatalf("Start with the wrong key: %v", err)
