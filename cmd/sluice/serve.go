@@ -141,7 +141,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 
 	defPol := destinations.PolicyFor(cfg, &config.Destination{})
 	inl := cfg.Intake.InlineSubscriptions
-	in := intake.New(st, disp, intake.NewRouter(nil), intake.Options{
+	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
 		Topics: cfg.Topics, ValidateTopics: cfg.Intake.ValidateTopics, Logger: log,
 		OnAccepted: metrics.EventsAccepted,

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
+	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/sinks"
@@ -36,7 +37,7 @@ const (
 // Publisher is intake as the manager uses it: it publishes operator events and takes new routing tables.
 type Publisher interface {
 	Publish(ctx context.Context, evs []event.Event) ([]intake.Result, error)
-	SetRouter(r *intake.Router)
+	SetRouter(r *match.Router)
 }
 
 // Options wire a Manager.
@@ -330,16 +331,19 @@ func (m *Manager) publishRouter() {
 	if m.pub == nil {
 		return
 	}
-	dests := make([]config.Destination, 0, len(m.entries))
+	routes := make([]match.Route, 0, len(m.entries))
 	for _, e := range m.entries {
-		d := *e.dest
-		if !e.enabled {
-			off := false
-			d.Enabled = &off
+		if e.enabled {
+			routes = append(routes, routeOf(e.dest))
 		}
-		dests = append(dests, d)
 	}
-	m.pub.SetRouter(intake.NewRouter(dests))
+	m.pub.SetRouter(match.NewRouter(routes))
+}
+
+// routeOf is a destination as the router sees it.
+func routeOf(d *config.Destination) match.Route {
+	return match.Route{Name: d.Name, Topics: d.TopicsMatch, Filter: d.FilterMatch, Tenant: d.Tenant, Scope: d.Scope,
+		OrderingKey: d.OrderingKey, Block: d.OrderingKey != "" && d.Ordering != nil && d.Ordering.OnFailure == "block"}
 }
 
 // Apply switches to a reloaded config: YAML destinations that were removed stop (their pending deliveries end

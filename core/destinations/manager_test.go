@@ -137,7 +137,7 @@ func start(t *testing.T, dir string, cfg *config.Config, keys ...[]byte) *stack 
 	})
 	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Lanes: lanes(), Box: box,
 		OnRemoved: func(name string) { s.mu.Lock(); s.removed = append(s.removed, name); s.mu.Unlock() }})
-	s.in = intake.New(st, s.disp, intake.NewRouter(nil), intake.Options{DedupeWindow: time.Hour})
+	s.in = intake.New(st, s.disp, nil, intake.Options{DedupeWindow: time.Hour})
 	if err := s.mgr.Start(context.Background(), cfg, s.in); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	disp := dispatch.New(st, dispatch.Options{})
 	defer disp.Shutdown(context.Background())
 	m := destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes(), Box: box})
-	in := intake.New(st, disp, intake.NewRouter(nil), intake.Options{})
+	in := intake.New(st, disp, nil, intake.Options{})
 	if err := m.Start(context.Background(), cfg, in); err == nil || !strings.Contains(err.Error(), "previous_encryption_keys") {
 		t.Fatalf("Start with the wrong key: %v", err)
 	}

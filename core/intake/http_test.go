@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/core/store/embedded"
 	"github.com/sluicehq/sluice/sinks"
@@ -38,6 +39,18 @@ destinations:
   - {name: wf-1, type: webhook, scope: {workflow_definition_id: wf-1}, topics: ["*"], config: {url: "https://example.com/e", signing: none}}
 `
 
+// routerFor routes to a config's enabled destinations, as core/destinations does.
+func routerFor(dests []config.Destination) *match.Router {
+	var routes []match.Route
+	for _, d := range dests {
+		if d.IsEnabled() {
+			routes = append(routes, match.Route{Name: d.Name, Topics: d.TopicsMatch, Filter: d.FilterMatch,
+				Tenant: d.Tenant, Scope: d.Scope, OrderingKey: d.OrderingKey})
+		}
+	}
+	return match.NewRouter(routes)
+}
+
 func newIntake(t *testing.T, maxBody int64) (*Intake, *embedded.Store) {
 	t.Helper()
 	cfg, err := config.Parse("t.yaml", []byte(testConfig), func(string) (string, bool) { return "", false },
@@ -57,7 +70,7 @@ func newIntake(t *testing.T, maxBody int64) (*Intake, *embedded.Store) {
 	}
 	disp.Start(lanes)
 	t.Cleanup(func() { _ = disp.Shutdown(context.Background()) })
-	return New(st, disp, NewRouter(cfg.Destinations), Options{DedupeWindow: time.Hour, MaxBodyBytes: maxBody}), st
+	return New(st, disp, routerFor(cfg.Destinations), Options{DedupeWindow: time.Hour, MaxBodyBytes: maxBody}), st
 }
 
 func post(h http.HandlerFunc, body string) (*httptest.ResponseRecorder, map[string]any) {
@@ -275,5 +288,5 @@ func newIntakeF(f *testing.F) (*Intake, store.Store) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { st.Close() })
-	return New(st, dispatch.New(st, dispatch.Options{}), NewRouter(cfg.Destinations), Options{DedupeWindow: time.Hour, MaxBodyBytes: 4096}), st
+	return New(st, dispatch.New(st, dispatch.Options{}), routerFor(cfg.Destinations), Options{DedupeWindow: time.Hour, MaxBodyBytes: 4096}), st
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -17,7 +19,7 @@ import (
 type Intake struct {
 	store   store.Store
 	disp    *dispatch.Dispatcher
-	router  atomic.Pointer[Router]
+	router  atomic.Pointer[match.Router]
 	catalog atomic.Pointer[catalog]
 	inline  *inline // nil when per-run subscriptions are off
 	opts    Options
@@ -46,8 +48,8 @@ type Options struct {
 // ErrClosed is returned once the server is shutting down.
 var ErrClosed = errors.New("intake is closed: the server is shutting down")
 
-// New returns an intake over st and disp routing with r.
-func New(st store.Store, disp *dispatch.Dispatcher, r *Router, opts Options) *Intake {
+// New returns an intake over st and disp routing with r (nil routes nowhere until SetRouter).
+func New(st store.Store, disp *dispatch.Dispatcher, r *match.Router, opts Options) *Intake {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -56,6 +58,9 @@ func New(st store.Store, disp *dispatch.Dispatcher, r *Router, opts Options) *In
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if r == nil {
+		r = match.NewRouter(nil)
 	}
 	in := &Intake{store: st, disp: disp, opts: opts}
 	in.router.Store(r)
@@ -67,7 +72,7 @@ func New(st store.Store, disp *dispatch.Dispatcher, r *Router, opts Options) *In
 }
 
 // SetRouter swaps the routing table (config reload).
-func (in *Intake) SetRouter(r *Router) { in.router.Store(r) }
+func (in *Intake) SetRouter(r *match.Router) { in.router.Store(r) }
 
 // Close refuses further publishes and stops expiring inline subscriptions.
 func (in *Intake) Close() {
@@ -119,30 +124,30 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 		if ev.Time.IsZero() {
 			ev.Time = in.opts.Now().UTC()
 		}
-		names := r.Match(ev)
+		matches := r.Route(&match.Event{ID: ev.ID, Topic: ev.Topic, Tenant: ev.Tenant, CorrelationID: ev.CorrelationID,
+			Metadata: ev.Metadata, Scope: ev.Scope, Doc: ev.Doc})
 		if in.inline != nil && ev.CorrelationID != "" {
-			names = append(names, in.inline.match(ev)...)
-		}
-		var dests []string
-		for _, name := range names {
-			if in.disp.Accepting(name) {
-				dests = append(dests, name)
+			for _, name := range in.inline.match(ev) {
+				matches = append(matches, match.Match{Name: name})
 			}
 		}
-		leased := make([]bool, len(dests))
-		tickets[i] = make([]dispatch.Ticket, len(dests))
+		matches = slices.DeleteFunc(matches, func(m match.Match) bool { return !in.disp.Accepting(m.Name) })
+		dests := make([]string, len(matches))
+		leased := make([]bool, len(matches))
+		tickets[i] = make([]dispatch.Ticket, len(matches))
 		var keys []string
 		var block []bool
-		for j, name := range dests {
-			if key, b := r.Ordering(name, ev); key != "" {
+		for j, m := range matches {
+			dests[j] = m.Name
+			if m.Key != "" {
 				if keys == nil {
-					keys, block = make([]string, len(dests)), make([]bool, len(dests))
+					keys, block = make([]string, len(matches)), make([]bool, len(matches))
 				}
-				keys[j], block[j] = key, b
+				keys[j], block[j] = m.Key, m.Block
 				// Ordered deliveries always go through the store, which releases them one key at a time.
 				continue
 			}
-			tickets[i][j] = in.disp.Reserve(name)
+			tickets[i][j] = in.disp.Reserve(m.Name)
 			leased[j] = tickets[i][j].Reserved()
 		}
 		batch[i] = store.NewEvent{Event: *ev, Destinations: dests, Leased: leased, OrderingKeys: keys, OrderingBlock: block}

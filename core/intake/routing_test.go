@@ -100,7 +100,7 @@ func newFixture(t *testing.T, dir, cfgYAML string, tweak func(*Options)) *fixtur
 	if tweak != nil {
 		tweak(&f.opts)
 	}
-	f.in = New(st, f.disp, NewRouter(cfg.Destinations), f.opts)
+	f.in = New(st, f.disp, routerFor(cfg.Destinations), f.opts)
 	t.Cleanup(f.stop)
 	return f
 }
