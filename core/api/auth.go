@@ -72,19 +72,19 @@ func (s *Server) require(need string, h http.HandlerFunc) http.HandlerFunc {
 		token, found := strings.CutPrefix(auth, "Bearer ")
 		if !found || token == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
-			intake.WriteError(w, &intake.Problem{Status: http.StatusUnauthorized, Code: "unauthorized",
+			writeError(w, &problem{Status: http.StatusUnauthorized, Code: "unauthorized",
 				Message: "missing API key: send Authorization: Bearer <key>"})
 			return
 		}
 		p, ok := s.keys().Lookup(strings.TrimSpace(token))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice", error="invalid_token"`)
-			intake.WriteError(w, &intake.Problem{Status: http.StatusUnauthorized, Code: "unauthorized",
+			writeError(w, &problem{Status: http.StatusUnauthorized, Code: "unauthorized",
 				Message: "unknown API key"})
 			return
 		}
 		if !can(p.Role, need) {
-			intake.WriteError(w, &intake.Problem{Status: http.StatusForbidden, Code: "forbidden",
+			writeError(w, &problem{Status: http.StatusForbidden, Code: "forbidden",
 				Message: "key " + p.Name + " has role " + p.Role + ", which may not do this (needs " + need + ")"})
 			return
 		}

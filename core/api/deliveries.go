@@ -6,13 +6,12 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
 )
 
 var statuses = []store.Status{store.Pending, store.Delivered, store.Failed, store.Skipped}
 
-func parseStatus(v, field string) (store.Status, *intake.Problem) {
+func parseStatus(v, field string) (store.Status, *problem) {
 	st := store.Status(v)
 	if !slices.Contains(statuses, st) {
 		return "", badParam(field, "must be one of pending, delivered, failed, skipped (got %q)", v)
@@ -25,14 +24,14 @@ func parseStatus(v, field string) (store.Status, *intake.Problem) {
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	lp, p := parseList(r)
 	if p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	q := r.URL.Query()
 	f := store.DeliveryFilter{EventID: q.Get("event"), Since: lp.since, Until: lp.until, Before: lp.before, Limit: lp.limit + 1}
 	if v := q.Get("status"); v != "" {
 		if f.Status, p = parseStatus(v, "status"); p != nil {
-			intake.WriteError(w, p)
+			writeError(w, p)
 			return
 		}
 	}
@@ -59,10 +58,10 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	rows, err := s.store.ListDeliveries(r.Context(), f)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(d store.Delivery) int64 { return d.ID },
+	writeJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(d store.Delivery) int64 { return d.ID },
 		func(d store.Delivery) deliveryJSON { return s.deliveryView(d, nil, false) }))
 }
 
@@ -85,19 +84,19 @@ func deliveryID(r *http.Request) (int64, bool) {
 func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
 	id, ok := deliveryID(r)
 	if !ok {
-		intake.WriteError(w, notFound("delivery"))
+		writeError(w, notFound("delivery"))
 		return
 	}
 	rec, err := s.store.Delivery(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.visible(principal(r.Context()).Tenant)(rec.Destination)) {
-		intake.WriteError(w, notFound("delivery"))
+		writeError(w, notFound("delivery"))
 		return
 	}
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, s.deliveryView(rec.Delivery, rec.AttemptLog, true))
+	writeJSON(w, http.StatusOK, s.deliveryView(rec.Delivery, rec.AttemptLog, true))
 }
 
 // retryDelivery serves POST /v1/deliveries/{id}/retry: the delivery is requeued, due now, with a fresh retry
@@ -105,13 +104,13 @@ func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
 func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
 	id, ok := deliveryID(r)
 	if !ok {
-		intake.WriteError(w, notFound("delivery"))
+		writeError(w, notFound("delivery"))
 		return
 	}
 	d, err := s.dests.Retry(r.Context(), id, principal(r.Context()).Tenant)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusAccepted, s.deliveryView(d, nil, false))
+	writeJSON(w, http.StatusAccepted, s.deliveryView(d, nil, false))
 }

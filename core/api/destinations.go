@@ -8,11 +8,10 @@ import (
 
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/event"
-	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
 )
 
-// The destination handlers are thin: the Manager validates, answers client errors as *intake.Problem, and
+// The destination handlers are thin: the Manager validates, answers client errors as *problem, and
 // scopes every lookup to the caller's tenant (another tenant's destination is "not found").
 
 func tenantOf(r *http.Request) string { return principal(r.Context()).Tenant }
@@ -24,49 +23,49 @@ func (s *Server) listDestinations(w http.ResponseWriter, r *http.Request) {
 	if views == nil {
 		views = []destinations.View{}
 	}
-	intake.WriteJSON(w, http.StatusOK, page{Data: views})
+	writeJSON(w, http.StatusOK, page{Data: views})
 }
 
 func (s *Server) createDestination(w http.ResponseWriter, r *http.Request) {
 	body, p := readBody(w, r)
 	if p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	v, err := s.dests.Create(r.Context(), body, tenantOf(r))
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusCreated, v)
+	writeJSON(w, http.StatusCreated, v)
 }
 
 func (s *Server) getDestination(w http.ResponseWriter, r *http.Request) {
 	v, err := s.dests.Get(r.PathValue("id"), tenantOf(r))
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) patchDestination(w http.ResponseWriter, r *http.Request) {
 	body, p := readBody(w, r)
 	if p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	v, err := s.dests.Patch(r.Context(), r.PathValue("id"), tenantOf(r), body)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) deleteDestination(w http.ResponseWriter, r *http.Request) {
 	if err := s.dests.Delete(r.Context(), r.PathValue("id"), tenantOf(r)); err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -87,7 +86,7 @@ func (s *Server) setEnabled(w http.ResponseWriter, r *http.Request, on bool) {
 		Reason string `json:"reason"`
 	}
 	if _, p := decodeBody(w, r, &body); p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	reason := body.Reason
@@ -96,10 +95,10 @@ func (s *Server) setEnabled(w http.ResponseWriter, r *http.Request, on bool) {
 	}
 	v, err := s.dests.SetEnabled(r.Context(), r.PathValue("id"), tenantOf(r), on, reason)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, v)
 }
 
 // testDestination serves /test: an empty body sends the catalog example of the destination's topic, or the
@@ -112,31 +111,31 @@ func (s *Server) testDestination(w http.ResponseWriter, r *http.Request) {
 	}
 	given, p := decodeBody(w, r, &body)
 	if p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	var ev *event.Event
 	if given {
 		switch {
 		case body.Topic == nil || *body.Topic == "":
-			p = &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: "topic",
+			p = &problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: "topic",
 				Message: "is required in a test event, e.g. {\"topic\": \"case.created\", \"data\": {}}; send no body to use the catalog example"}
 		case len(bytes.TrimSpace(body.Data)) == 0 || bytes.Equal(bytes.TrimSpace(body.Data), []byte("null")):
-			p = &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: "data",
+			p = &problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: "data",
 				Message: "is required in a test event: the payload as JSON (use {} for none)"}
 		}
 		if p != nil {
-			intake.WriteError(w, p)
+			writeError(w, p)
 			return
 		}
 		ev = &event.Event{Topic: *body.Topic, Data: body.Data, Metadata: body.Metadata}
 	}
 	rec, err := s.dests.Test(r.Context(), r.PathValue("id"), tenantOf(r), ev)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, s.deliveryView(rec.Delivery, rec.AttemptLog, true))
+	writeJSON(w, http.StatusOK, s.deliveryView(rec.Delivery, rec.AttemptLog, true))
 }
 
 // rotateSecretJSON answers /rotate-secret: the destination (secrets masked) and the new secret in full, the
@@ -151,15 +150,15 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) {
 		Secret string `json:"secret"`
 	}
 	if _, p := decodeBody(w, r, &body); p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	v, secret, err := s.dests.RotateSecret(r.Context(), r.PathValue("id"), tenantOf(r), body.Secret)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, rotateSecretJSON{Destination: v, Secret: secret})
+	writeJSON(w, http.StatusOK, rotateSecretJSON{Destination: v, Secret: secret})
 }
 
 // statusList is one status or a list of them in a replay body.
@@ -188,17 +187,17 @@ func (s *Server) replayDestination(w http.ResponseWriter, r *http.Request) {
 		Status statusList `json:"status"`
 	}
 	if _, p := decodeBody(w, r, &body); p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	var f store.ReplayFilter
-	var p *intake.Problem
+	var p *problem
 	if f.Since, p = parseTime(body.Since, "since"); p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	if f.Until, p = parseTime(body.Until, "until"); p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	for _, v := range body.Status {
@@ -207,17 +206,17 @@ func (s *Server) replayDestination(w http.ResponseWriter, r *http.Request) {
 			p = badParam("status", "pending deliveries are on their way already; replay takes delivered, failed or skipped")
 		}
 		if p != nil {
-			intake.WriteError(w, p)
+			writeError(w, p)
 			return
 		}
 		f.Statuses = append(f.Statuses, st)
 	}
 	n, err := s.dests.Replay(r.Context(), r.PathValue("id"), tenantOf(r), f)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusAccepted, map[string]int{"requeued": n})
+	writeJSON(w, http.StatusAccepted, map[string]int{"requeued": n})
 }
 
 var typeOfString = reflect.TypeFor[string]()

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -60,7 +59,7 @@ type deliveryJSON struct {
 func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	lp, p := parseList(r)
 	if p != nil {
-		intake.WriteError(w, p)
+		writeError(w, p)
 		return
 	}
 	q := r.URL.Query()
@@ -71,17 +70,17 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	if t := principal(r.Context()).Tenant; t != "" {
 		if f.TenantSet && f.Tenant != t {
 			// Another tenant's events do not exist for this key: the list is empty, as for an unknown tenant.
-			intake.WriteJSON(w, http.StatusOK, page{Data: []eventJSON{}})
+			writeJSON(w, http.StatusOK, page{Data: []eventJSON{}})
 			return
 		}
 		f.Tenant, f.TenantSet = t, true
 	}
 	rows, err := s.store.ListEvents(r.Context(), f)
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
-	intake.WriteJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
+	writeJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
 		func(row store.EventSummary) eventJSON {
 			ev := row.Event
 			return eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
@@ -95,11 +94,11 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	rec, err := s.store.Event(r.Context(), r.PathValue("id"))
 	p := principal(r.Context())
 	if errors.Is(err, store.ErrNotFound) || (err == nil && p.Tenant != "" && rec.Event.Tenant != p.Tenant) {
-		intake.WriteError(w, notFound("event"))
+		writeError(w, notFound("event"))
 		return
 	}
 	if err != nil {
-		intake.WriteError(w, err)
+		writeError(w, err)
 		return
 	}
 	ev := rec.Event
@@ -114,7 +113,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	// Always present on the single-event answer, even empty ("matched nothing"): a pointer to the slice.
 	out.Deliveries = &deliveries
-	intake.WriteJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 // visible returns whether a tenant may see deliveries to a destination name ("" sees all).

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/sluicehq/sluice/core/intake"
 )
 
 // List sizes: a page holds defaultLimit items unless limit asks otherwise, never more than maxLimit.
@@ -24,13 +22,13 @@ const (
 // maxAdminBody bounds the body of an admin request (a destination, a test event, a replay filter).
 const maxAdminBody = 1 << 20
 
-func badParam(field, format string, args ...any) *intake.Problem {
-	return &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_parameter", Field: field,
+func badParam(field, format string, args ...any) *problem {
+	return &problem{Status: http.StatusBadRequest, Code: "invalid_parameter", Field: field,
 		Message: fmt.Sprintf(format, args...)}
 }
 
-func notFound(what string) *intake.Problem {
-	return &intake.Problem{Status: http.StatusNotFound, Code: "not_found", Message: "no " + what + " with this id"}
+func notFound(what string) *problem {
+	return &problem{Status: http.StatusNotFound, Code: "not_found", Message: "no " + what + " with this id"}
 }
 
 // listParams are the query parameters every list takes.
@@ -42,7 +40,7 @@ type listParams struct {
 }
 
 // parseList reads limit, cursor, since and until.
-func parseList(r *http.Request) (listParams, *intake.Problem) {
+func parseList(r *http.Request) (listParams, *problem) {
 	q := r.URL.Query()
 	lp := listParams{limit: defaultLimit}
 	if v := q.Get("limit"); v != "" || q.Has("limit") {
@@ -59,7 +57,7 @@ func parseList(r *http.Request) (listParams, *intake.Problem) {
 		}
 		lp.before = n
 	}
-	var p *intake.Problem
+	var p *problem
 	if lp.since, p = parseTime(q.Get("since"), "since"); p != nil {
 		return lp, p
 	}
@@ -69,7 +67,7 @@ func parseList(r *http.Request) (listParams, *intake.Problem) {
 	return lp, nil
 }
 
-func parseTime(v, field string) (time.Time, *intake.Problem) {
+func parseTime(v, field string) (time.Time, *problem) {
 	if v == "" {
 		return time.Time{}, nil
 	}
@@ -110,15 +108,15 @@ func decodeCursor(s string) (int64, bool) {
 }
 
 // readBody reads an optional request body; blank means none (nil).
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *intake.Problem) {
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *problem) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, &intake.Problem{Status: http.StatusRequestEntityTooLarge, Code: "payload_too_large",
+			return nil, &problem{Status: http.StatusRequestEntityTooLarge, Code: "payload_too_large",
 				Message: fmt.Sprintf("the body is larger than %d bytes", maxAdminBody)}
 		}
-		return nil, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Message: "reading the body: " + err.Error()}
+		return nil, &problem{Status: http.StatusBadRequest, Code: "invalid_body", Message: "reading the body: " + err.Error()}
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, nil
@@ -128,7 +126,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *intake.Problem) 
 
 // decodeBody decodes an optional JSON object body strictly into v: unknown fields are refused, naming the
 // field. It reports whether there was a body.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) (bool, *intake.Problem) {
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) (bool, *problem) {
 	b, p := readBody(w, r)
 	if p != nil || b == nil {
 		return false, p
@@ -139,17 +137,17 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) (bool, *intake.Pr
 		var te *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &te):
-			return true, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: te.Field,
+			return true, &problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: te.Field,
 				Message: fmt.Sprintf("%s must be a JSON %s", te.Field, te.Type.Kind())}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return true, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: f,
+			return true, &problem{Status: http.StatusBadRequest, Code: "invalid_body", Field: f,
 				Message: fmt.Sprintf("unknown field %q", f)}
 		}
-		return true, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Message: "malformed JSON: " + err.Error()}
+		return true, &problem{Status: http.StatusBadRequest, Code: "invalid_body", Message: "malformed JSON: " + err.Error()}
 	}
 	if dec.More() {
-		return true, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_body", Message: "the body must hold a single JSON object"}
+		return true, &problem{Status: http.StatusBadRequest, Code: "invalid_body", Message: "the body must hold a single JSON object"}
 	}
 	return true, nil
 }

@@ -81,10 +81,9 @@ func New(opts Options) *Server {
 	s := &Server{store: opts.Store, intake: opts.Intake, dests: opts.Destinations, metrics: opts.Metrics}
 	s.keyset.Store(keys)
 	mux := http.NewServeMux()
-	in := opts.Intake
 
-	mux.HandleFunc("POST /v1/events", s.require(rolePublisher, in.HandleEvent))
-	mux.HandleFunc("POST /v1/events/batch", s.require(rolePublisher, in.HandleBatch))
+	mux.HandleFunc("POST /v1/events", s.require(rolePublisher, s.handleEvent))
+	mux.HandleFunc("POST /v1/events/batch", s.require(rolePublisher, s.handleBatch))
 	mux.HandleFunc("GET /v1/events", s.require(roleReader, s.listEvents))
 	mux.HandleFunc("GET /v1/events/{id}", s.require(roleReader, s.getEvent))
 
@@ -111,7 +110,7 @@ func New(opts Options) *Server {
 	})
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		intake.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	// Everything else under /v1 lands here: the catch-all matches every method, so ServeMux's own 405 never
@@ -143,17 +142,17 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
 			allow = append(allow, http.MethodHead)
 		}
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		intake.WriteError(w, &intake.Problem{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+		writeError(w, &problem{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
 			Message: r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + strings.Join(allow, ", ")})
 		return
 	}
-	intake.WriteError(w, &intake.Problem{Status: http.StatusNotFound, Code: "not_found",
+	writeError(w, &problem{Status: http.StatusNotFound, Code: "not_found",
 		Message: r.Method + " " + r.URL.Path + " is not a route of this server"})
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if s.metrics == nil {
-		intake.WriteError(w, &intake.Problem{Status: http.StatusNotFound, Code: "not_found",
+		writeError(w, &problem{Status: http.StatusNotFound, Code: "not_found",
 			Message: "metrics are not served by this server"})
 		return
 	}
@@ -184,13 +183,13 @@ func principal(ctx context.Context) Principal {
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
-		intake.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting or draining"})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting or draining"})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		intake.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "store: " + err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "store: " + err.Error()})
 		return
 	}
 	s.checksMu.Lock()
@@ -198,11 +197,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	s.checksMu.Unlock()
 	for _, c := range checks {
 		if err := c.fn(ctx); err != nil {
-			intake.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": c.name + ": " + err.Error()})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": c.name + ": " + err.Error()})
 			return
 		}
 	}
-	intake.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 type topicJSON struct {
@@ -223,7 +222,7 @@ func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, tj)
 	}
-	intake.WriteJSON(w, http.StatusOK, page{Data: out, NextCursor: ""})
+	writeJSON(w, http.StatusOK, page{Data: out, NextCursor: ""})
 }
 
 // page is the shape of every list answer.

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -93,15 +92,6 @@ func New(opts Options) *Manager {
 		opts.Now = time.Now
 	}
 	return &Manager{opts: opts, log: opts.Logger}
-}
-
-// problem builds an API error.
-func problem(status int, code, field, format string, args ...any) *intake.Problem {
-	return &intake.Problem{Status: status, Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
-}
-
-func notFound() *intake.Problem {
-	return problem(http.StatusNotFound, "not_found", "", "no destination with this id")
 }
 
 // Start loads the API destinations and operational states from the store, starts a lane for every enabled
@@ -534,7 +524,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 		return View{}, p
 	}
 	if t, _ := spec["tenant"].(string); tenant != "" && t != "" && t != tenant {
-		return View{}, problem(http.StatusForbidden, "forbidden", "tenant", "this key manages tenant %q's destinations only", tenant)
+		return View{}, refuse(ErrForbidden, "tenant", "this key manages tenant %q's destinations only", tenant)
 	} else if tenant != "" {
 		spec["tenant"] = tenant
 	}
@@ -542,7 +532,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	if v, ok := spec["enabled"]; ok {
 		b, isBool := v.(bool)
 		if !isBool {
-			return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "enabled", "must be true or false")
+			return View{}, refuse(ErrInvalid, "enabled", "must be true or false")
 		}
 		enabled = b
 		delete(spec, "enabled")
@@ -588,7 +578,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	if enabled {
 		var err error
 		if dd, err = m.build(ctx, m.cfg, e); err != nil {
-			return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "config", "%v", err)
+			return View{}, refuse(ErrInvalid, "config", "%v", err)
 		}
 	}
 	if err := m.persist(ctx, e); err != nil {
@@ -596,7 +586,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 			_ = dd.Sink.Close(ctx)
 		}
 		if errors.Is(err, store.ErrConflict) {
-			return View{}, problem(http.StatusConflict, "conflict", "name", "name %q is taken by another destination", d.Name)
+			return View{}, refuse(ErrConflict, "name", "name %q is taken by another destination", d.Name)
 		}
 		return View{}, err
 	}
@@ -620,19 +610,19 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 }
 
 // vet runs Options.Vet.
-func (m *Manager) vet(d *config.Destination) *intake.Problem {
+func (m *Manager) vet(d *config.Destination) error {
 	if err := m.opts.Lanes.Vet(d); err != nil {
 		var fe *sinks.FieldError
 		if errors.As(err, &fe) {
-			return problem(http.StatusUnprocessableEntity, "invalid_destination", fe.Path, "%s: %s", fe.Path, fe.Msg)
+			return refuse(ErrInvalid, fe.Path, "%s: %s", fe.Path, fe.Msg)
 		}
-		return problem(http.StatusUnprocessableEntity, "invalid_destination", "config", "%v", err)
+		return refuse(ErrInvalid, "config", "%v", err)
 	}
 	return nil
 }
 
 // checkSealable refuses secrets when no encryption key is configured.
-func (m *Manager) checkSealable(e *entry) *intake.Problem {
+func (m *Manager) checkSealable(e *entry) error {
 	if m.opts.Box.HasKey() {
 		return nil
 	}
@@ -645,12 +635,12 @@ func (m *Manager) checkSealable(e *entry) *intake.Problem {
 	if field == "" {
 		return nil
 	}
-	return problem(http.StatusUnprocessableEntity, "encryption_key_required", field,
+	return refuse(ErrEncryptionKeyRequired, field,
 		"this destination holds a secret, and %v", seal.ErrNoKey)
 }
 
 // nameTaken says whether another destination (not id) uses name.
-func (m *Manager) nameTaken(name, id string) *intake.Problem {
+func (m *Manager) nameTaken(name, id string) error {
 	for _, e := range m.entries {
 		if e.name != name || e.id == id {
 			continue
@@ -659,14 +649,14 @@ func (m *Manager) nameTaken(name, id string) *intake.Problem {
 		if e.source == SourceConfig {
 			where = "a destination in " + m.cfg.File
 		}
-		return problem(http.StatusConflict, "conflict", "name", "name %q is taken by %s; pick another name", name, where)
+		return refuse(ErrConflict, "name", "name %q is taken by %s; pick another name", name, where)
 	}
 	return nil
 }
 
 // readOnly answers a change to a YAML destination.
-func (m *Manager) readOnly(e *entry) *intake.Problem {
-	return problem(http.StatusConflict, "read_only", "", "destination %q is defined in %s; change it there and reload (YAML destinations are read-only over the API)", e.name, m.cfg.File)
+func (m *Manager) readOnly(e *entry) error {
+	return refuse(ErrReadOnly, "", "destination %q is defined in %s; change it there and reload (YAML destinations are read-only over the API)", e.name, m.cfg.File)
 }
 
 // Patch changes an API destination with a JSON merge patch (RFC 7396). A masked secret sent back unchanged
@@ -689,19 +679,19 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	if v, ok := patch["enabled"]; ok {
 		b, isBool := v.(bool)
 		if !isBool {
-			return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "enabled", "must be true or false")
+			return View{}, refuse(ErrInvalid, "enabled", "must be true or false")
 		}
 		enable = &b
 		delete(patch, "enabled")
 	}
 	if t, ok := patch["type"]; ok && t != e.typ {
-		return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "type", "cannot change after creation (it is %q); create a new destination instead", e.typ)
+		return View{}, refuse(ErrInvalid, "type", "cannot change after creation (it is %q); create a new destination instead", e.typ)
 	}
 	if n, ok := patch["name"]; ok && n != e.name {
-		return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "name", "cannot change after creation (it is %q); create a new destination instead", e.name)
+		return View{}, refuse(ErrInvalid, "name", "cannot change after creation (it is %q); create a new destination instead", e.name)
 	}
 	if t, ok := patch["tenant"]; ok && t != nil && t != e.tenant && !(t == "" && e.tenant == "") {
-		return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "tenant", "cannot change after creation")
+		return View{}, refuse(ErrInvalid, "tenant", "cannot change after creation")
 	}
 	unmaskSecrets(m.cfgRegistry(), patch, e.spec)
 	spec := mergePatch(deepCopy(e.spec), patch).(map[string]any)
@@ -721,7 +711,7 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	if ne.running && ne.fingerprint != e.fingerprint {
 		dd, err := m.build(ctx, m.cfg, &ne)
 		if err != nil {
-			return View{}, problem(http.StatusUnprocessableEntity, "invalid_destination", "config", "%v", err)
+			return View{}, refuse(ErrInvalid, "config", "%v", err)
 		}
 		if err := m.persist(ctx, &ne); err != nil {
 			_ = dd.Sink.Close(ctx)
@@ -776,7 +766,7 @@ func (m *Manager) SetEnabled(ctx context.Context, idOrName, tenant string, on bo
 		return View{}, notFound()
 	}
 	if e.cfgDisabled {
-		return View{}, problem(http.StatusConflict, "read_only", "", "destination %q has enabled: false in %s; change it there and reload", e.name, m.cfg.File)
+		return View{}, refuse(ErrReadOnly, "", "destination %q has enabled: false in %s; change it there and reload", e.name, m.cfg.File)
 	}
 	if err := m.setEnabled(ctx, e, on, reason); err != nil {
 		return View{}, err
@@ -794,7 +784,7 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 	if on {
 		dd, err := m.build(ctx, m.cfg, e)
 		if err != nil {
-			return problem(http.StatusUnprocessableEntity, "invalid_destination", "config", "cannot start the destination: %v", err)
+			return refuse(ErrInvalid, "config", "cannot start the destination: %v", err)
 		}
 		if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: true, UpdatedAt: now}); err != nil {
 			_ = dd.Sink.Close(ctx)
@@ -894,7 +884,7 @@ func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret str
 	}
 	c, _ := e.spec["config"].(map[string]any)
 	if e.typ != "webhook" || c == nil || c["signing"] == webhook.SigningNone {
-		return View{}, "", problem(http.StatusUnprocessableEntity, "no_secret", "", "destination %q does not sign its deliveries; only signing webhooks have secrets to rotate", e.name)
+		return View{}, "", refuse(ErrNoSecret, "", "destination %q does not sign its deliveries; only signing webhooks have secrets to rotate", e.name)
 	}
 	if secret == "" {
 		var err error
@@ -926,7 +916,7 @@ func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret str
 	if ferrs != nil {
 		for _, fe := range ferrs {
 			if strings.HasPrefix(fe.Path, "config.secrets") {
-				return View{}, "", problem(http.StatusUnprocessableEntity, "invalid_secret", "secret", "%s", fe.Msg)
+				return View{}, "", refuse(ErrInvalidSecret, "secret", "%s", fe.Msg)
 			}
 		}
 		return View{}, "", invalidDestination(ferrs)
@@ -1022,7 +1012,7 @@ func (m *Manager) Test(ctx context.Context, idOrName, tenant string, ev *event.E
 	}
 	if !e.running {
 		m.mu.RUnlock()
-		return nil, problem(http.StatusConflict, "disabled", "", "destination %q is disabled (%s); enable it before testing", e.name, e.reason)
+		return nil, refuse(ErrDisabled, "", "destination %q is disabled (%s); enable it before testing", e.name, e.reason)
 	}
 	name, destTenant := e.name, e.tenant
 	var test event.Event
@@ -1032,7 +1022,7 @@ func (m *Manager) Test(ctx context.Context, idOrName, tenant string, ev *event.E
 		t, ok := m.exampleFor(e)
 		if !ok {
 			m.mu.RUnlock()
-			return nil, problem(http.StatusUnprocessableEntity, "no_example", "topic",
+			return nil, refuse(ErrNoExample, "topic",
 				"no catalog example for the topics of %q; add an example to the topic in the config's topics list, or send an event in the body: {\"topic\": ..., \"data\": ...}", e.name)
 		}
 		test = t
@@ -1053,15 +1043,15 @@ func (m *Manager) Test(ctx context.Context, idOrName, tenant string, ev *event.E
 		return nil, err
 	}
 	if res[0].Err != nil {
-		return nil, problem(http.StatusConflict, "conflict", "id", "%v", res[0].Err)
+		return nil, refuse(ErrConflict, "id", "%v", res[0].Err)
 	}
 	if res[0].Duplicate || len(res[0].Deliveries) != 1 {
-		return nil, problem(http.StatusConflict, "conflict", "id", "an event with this id was already stored; omit id to have one generated")
+		return nil, refuse(ErrConflict, "id", "an event with this id was already stored; omit id to have one generated")
 	}
 	dl := res[0].Deliveries[0]
 	if _, err := m.opts.Dispatcher.Attempt(ctx, name, store.Job{Delivery: dl, Event: test}); err != nil {
 		if errors.Is(err, dispatch.ErrNoLane) {
-			return nil, problem(http.StatusConflict, "disabled", "", "destination %q was disabled meanwhile", name)
+			return nil, refuse(ErrDisabled, "", "destination %q was disabled meanwhile", name)
 		}
 		return nil, err
 	}
@@ -1115,7 +1105,7 @@ func (m *Manager) Replay(ctx context.Context, idOrName, tenant string, f store.R
 		return 0, notFound()
 	}
 	if !running {
-		return 0, problem(http.StatusConflict, "disabled", "", "destination %q is disabled; enable it before replaying", name)
+		return 0, refuse(ErrDisabled, "", "destination %q is disabled; enable it before replaying", name)
 	}
 	f.Destination = name
 	n, err := m.opts.Store.Replay(ctx, f, m.opts.Now())
@@ -1131,7 +1121,7 @@ func (m *Manager) Replay(ctx context.Context, idOrName, tenant string, f store.R
 func (m *Manager) Retry(ctx context.Context, id int64, tenant string) (store.Delivery, error) {
 	rec, err := m.opts.Store.Delivery(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Delivery{}, problem(http.StatusNotFound, "not_found", "", "no delivery with this id")
+		return store.Delivery{}, refuse(ErrNotFound, "", "no delivery with this id")
 	}
 	if err != nil {
 		return store.Delivery{}, err
@@ -1142,16 +1132,16 @@ func (m *Manager) Retry(ctx context.Context, id int64, tenant string) (store.Del
 	m.mu.RUnlock()
 	if e == nil {
 		if tenant != "" {
-			return store.Delivery{}, problem(http.StatusNotFound, "not_found", "", "no delivery with this id")
+			return store.Delivery{}, refuse(ErrNotFound, "", "no delivery with this id")
 		}
-		return store.Delivery{}, problem(http.StatusConflict, "gone", "", "destination %q no longer exists", rec.Destination)
+		return store.Delivery{}, refuse(ErrGone, "", "destination %q no longer exists", rec.Destination)
 	}
 	if !running {
-		return store.Delivery{}, problem(http.StatusConflict, "disabled", "", "destination %q is disabled; enable it before retrying", e.name)
+		return store.Delivery{}, refuse(ErrDisabled, "", "destination %q is disabled; enable it before retrying", e.name)
 	}
 	d, err := m.opts.Store.Retry(ctx, id, m.opts.Now())
 	if errors.Is(err, store.ErrConflict) {
-		return d, problem(http.StatusConflict, "in_flight", "", "the delivery is being attempted right now")
+		return d, refuse(ErrInFlight, "", "the delivery is being attempted right now")
 	}
 	if err != nil {
 		return d, err

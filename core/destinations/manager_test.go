@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -413,17 +414,9 @@ func TestPatchKeepsMaskedSecret(t *testing.T) {
 	}
 	for _, bad := range []string{`{"type":"sqs"}`, `{"name":"other"}`, `{"config":{"url":"ftp://x"}}`} {
 		_, err := s.mgr.Patch(context.Background(), v.ID, "", []byte(bad))
-		var p *intake.Problem
-		if err == nil || !asProblem(err, &p) || p.Status != http.StatusUnprocessableEntity || p.Field == "" {
+		var e *destinations.Error
+		if !errors.As(err, &e) || !errors.Is(err, destinations.ErrInvalid) || e.Field == "" {
 			t.Fatalf("patch %s: %v", bad, err)
 		}
 	}
-}
-
-func asProblem(err error, p **intake.Problem) bool {
-	x, ok := err.(*intake.Problem)
-	if ok {
-		*p = x
-	}
-	return ok
 }

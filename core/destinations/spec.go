@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/sluicehq/sluice/core/config"
-	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/sinks"
 	"gopkg.in/yaml.v3"
 )
@@ -20,7 +18,7 @@ import (
 var readOnlyKeys = []string{"id", "source", "file", "created_at", "updated_at", "disabled_reason", "retiring_secrets"}
 
 // decodeSpec reads a destination body as a JSON object, dropping read-only fields.
-func decodeSpec(body []byte) (map[string]any, *intake.Problem) {
+func decodeSpec(body []byte) (map[string]any, error) {
 	var spec map[string]any
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -29,7 +27,7 @@ func decodeSpec(body []byte) (map[string]any, *intake.Problem) {
 		if err != nil {
 			msg += ": " + err.Error()
 		}
-		return nil, &intake.Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: msg}
+		return nil, &Error{Kind: ErrMalformed, Msg: msg}
 	}
 	for _, k := range readOnlyKeys {
 		delete(spec, k)
@@ -280,20 +278,6 @@ func maskedSinkConfig(cfg sinks.Config, trim int) any {
 		return mm
 	}
 	return v
-}
-
-// invalidDestination answers validation errors: 422 naming the first field, listing all.
-func invalidDestination(errs []*sinks.FieldError) *intake.Problem {
-	return &intake.Problem{Status: http.StatusUnprocessableEntity, Code: "invalid_destination", Field: errs[0].Path,
-		Message: joinFieldErrors(errs)}
-}
-
-func joinFieldErrors(errs []*sinks.FieldError) string {
-	parts := make([]string, len(errs))
-	for i, e := range errs {
-		parts[i] = e.Error()
-	}
-	return strings.Join(parts, "; ")
 }
 
 func toString(v any) string { return fmt.Sprint(v) }

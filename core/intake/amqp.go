@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -176,27 +175,27 @@ func (in *Intake) handleDeliveries(ctx context.Context, c config.AMQPIntake, bat
 	var msgs []msg
 	var evs []event.Event
 	for _, d := range batch {
-		items, p := in.amqpItems(ctx, c, d)
-		for i := 0; p == nil && i < len(items); i++ {
+		items, err := in.amqpItems(ctx, c, d)
+		for i := 0; err == nil && i < len(items); i++ {
 			prefix := ""
 			if len(items) > 1 {
 				prefix = fmt.Sprintf("[%d].", i)
 			}
-			p = in.admit(ctx, &items[i], prefix)
+			err = in.Admit(ctx, &items[i], prefix)
 		}
-		if p != nil && p.Status == http.StatusServiceUnavailable {
+		if errors.Is(err, ErrUnavailable) {
 			// Not the message's fault (the store could not record a subscription): it goes back to the queue.
-			log.Error("amqp message not admitted; it returns to the queue", "message_id", d.MessageId, "err", p.Message)
+			log.Error("amqp message not admitted; it returns to the queue", "message_id", d.MessageId, "err", err)
 			_ = d.Nack(false, true)
 			continue
 		}
-		if p != nil {
-			dl.reject(ctx, d, problemText(p))
+		if err != nil {
+			dl.reject(ctx, d, err.Error())
 			continue
 		}
 		m := msg{d: d, first: len(evs), n: len(items)}
 		for _, it := range items {
-			evs = append(evs, it.ev)
+			evs = append(evs, it.Event)
 		}
 		msgs = append(msgs, m)
 	}
@@ -242,66 +241,52 @@ func (in *Intake) handleDeliveries(ctx context.Context, c config.AMQPIntake, bat
 	return true
 }
 
-func problemText(p *Problem) string {
-	if p.Field != "" {
-		return p.Field + ": " + p.Message
-	}
-	return p.Message
-}
-
 // amqpItems decodes one message into events. A message is a CloudEvent when its content type says so
 // (structured or batch) or when it carries cloudEvents:specversion (binary mode); otherwise it is a Sluice
 // event (topic_from: body) or bare data whose topic is the routing key (topic_from: routing_key). The message_id
 // property is the event id when the body gives none, so a redelivered message is recognised as a duplicate.
-func (in *Intake) amqpItems(ctx context.Context, c config.AMQPIntake, d amqp.Delivery) ([]item, *Problem) {
+func (in *Intake) amqpItems(ctx context.Context, c config.AMQPIntake, d amqp.Delivery) ([]Item, error) {
 	if int64(len(d.Body)) > in.opts.MaxBodyBytes {
-		return nil, tooLarge(in.opts.MaxBodyBytes)
+		return nil, TooLarge(in.opts.MaxBodyBytes)
 	}
 	mt := mediaType(d.ContentType)
 	switch {
-	case mt == ceBatch:
-		raws, p := splitBatch(d.Body)
-		if p != nil {
-			return nil, p
+	case mt == MediaCloudEventBatch:
+		raws, err := SplitCloudEventBatch(d.Body)
+		if err != nil {
+			return nil, err
 		}
 		if len(raws) == 0 {
 			return nil, invalid("", "the CloudEvents batch is empty")
 		}
-		items := make([]item, len(raws))
+		items := make([]Item, len(raws))
 		for i, raw := range raws {
-			prefix := fmt.Sprintf("[%d].", i)
-			ce, p := decodeStructured(raw, prefix)
-			if p != nil {
-				return nil, p
-			}
-			if items[i], p = ceItem(ctx, ce, prefix); p != nil {
-				return nil, p
+			if items[i], err = DecodeCloudEvent(ctx, raw, fmt.Sprintf("[%d].", i)); err != nil {
+				return nil, err
 			}
 		}
 		return items, nil
-	case mt == ceStructured:
-		ce, p := decodeStructured(d.Body, "")
-		if p != nil {
-			return nil, p
+	case mt == MediaCloudEvent:
+		it, err := DecodeCloudEvent(ctx, d.Body, "")
+		if err != nil {
+			return nil, err
 		}
-		it, p := ceItem(ctx, ce, "")
-		return []item{it}, p
+		return []Item{it}, nil
 	}
 	if attrs := amqpCEAttrs(d.Headers); attrs != nil {
-		ce, p := binaryEvent(attrs, d.ContentType, d.Body, "cloudEvents:")
-		if p != nil {
-			return nil, p
+		it, err := BinaryCloudEvent(ctx, attrs, d.ContentType, d.Body, "cloudEvents:")
+		if err != nil {
+			return nil, err
 		}
-		it, p := ceItem(ctx, ce, "")
-		return []item{it}, p
+		return []Item{it}, nil
 	}
 	var body input
 	if c.TopicFrom == config.TopicFromRoutingKey {
 		topic := d.RoutingKey
 		body.Topic = &topic
-		data, p := dataFor(d.Body, d.ContentType, "data")
-		if p != nil {
-			return nil, p
+		data, err := dataFor(d.Body, d.ContentType, "data")
+		if err != nil {
+			return nil, err
 		}
 		body.Data = data
 		if !d.Timestamp.IsZero() {
@@ -326,8 +311,11 @@ func (in *Intake) amqpItems(ctx context.Context, c config.AMQPIntake, d amqp.Del
 	if body.CorrelationID == "" {
 		body.CorrelationID = d.CorrelationId
 	}
-	it, p := jsonItem(ctx, &body, "")
-	return []item{it}, p
+	it, err := jsonItem(ctx, &body, "")
+	if err != nil {
+		return nil, err
+	}
+	return []Item{it}, nil
 }
 
 // amqpCEAttrs returns the CloudEvents attributes of a binary-mode AMQP message (application properties

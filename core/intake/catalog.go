@@ -2,7 +2,6 @@ package intake
 
 import (
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 
@@ -38,7 +37,7 @@ func (in *Intake) SetCatalog(topics []config.Topic, validate bool) {
 // Topics returns the topic catalog (GET /v1/topics).
 func (in *Intake) Topics() []config.Topic { return in.catalog.Load().topics }
 
-func (c *catalog) check(ev *event.Event, prefix string) *Problem {
+func (c *catalog) check(ev *event.Event, prefix string) error {
 	if !c.validate {
 		return nil
 	}
@@ -48,14 +47,13 @@ func (c *catalog) check(ev *event.Event, prefix string) *Problem {
 		if c.names != "" {
 			msg += "; known topics: " + c.names
 		}
-		return &Problem{Status: http.StatusBadRequest, Code: "unknown_topic", Field: prefix + "topic", Message: msg}
+		return &Error{Kind: ErrUnknownTopic, Field: prefix + "topic", Msg: msg}
 	}
 	if t.CompiledSchema == nil {
 		return nil
 	}
 	if err := t.CompiledSchema.Validate(ev.Data); err != nil {
-		p := &Problem{Status: http.StatusUnprocessableEntity, Code: "schema_mismatch", Field: prefix + "data",
-			Message: fmt.Sprintf("does not match the schema of topic %q: %v", ev.Topic, err)}
+		p := refuse(ErrSchemaMismatch, prefix+"data", "does not match the schema of topic %q: %v", ev.Topic, err)
 		if se, ok := err.(*config.SchemaError); ok {
 			ptr := se.Pointer
 			p.Pointer = &ptr

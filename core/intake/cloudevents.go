@@ -5,21 +5,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"mime"
-	"net/http"
-	"net/url"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
-	"unicode"
 )
 
 // CloudEvents content types (HTTP and AMQP bindings).
 const (
-	ceStructured = "application/cloudevents+json"
-	ceBatch      = "application/cloudevents-batch+json"
+	MediaCloudEvent      = "application/cloudevents+json"
+	MediaCloudEventBatch = "application/cloudevents-batch+json"
 )
 
 // Metadata keys an event that arrived as a CloudEvent carries; the webhook sink's cloudevents formats read
@@ -41,6 +37,9 @@ const (
 
 var ceAttrName = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
 
+// IsAttributeName reports whether name is a valid CloudEvents attribute name (lowercase letters and digits).
+func IsAttributeName(name string) bool { return ceAttrName.MatchString(name) }
+
 // ceEvent is one CloudEvent reduced to strings (attributes) and its data as JSON.
 type ceEvent struct {
 	attrs map[string]string
@@ -50,7 +49,7 @@ type ceEvent struct {
 // toInput maps a CloudEvent onto an event: type → topic, id → id (when it is a valid Sluice id), time → time;
 // id, source, subject and time are also kept in metadata as ce_*, and extensions as ce_<name>, except tenant
 // and correlationid which set those fields.
-func (ce *ceEvent) toInput(prefix string) (*input, *Problem) {
+func (ce *ceEvent) toInput(prefix string) (*input, error) {
 	a := ce.attrs
 	switch a["specversion"] {
 	case "1.0":
@@ -105,22 +104,42 @@ func (ce *ceEvent) toInput(prefix string) (*input, *Problem) {
 	return in, nil
 }
 
-// ceItem validates a decoded CloudEvent as an event, naming CloudEvents attributes in problems.
-func ceItem(ctx context.Context, ce *ceEvent, prefix string) (item, *Problem) {
-	in, p := ce.toInput(prefix)
-	if p != nil {
-		return item{}, p
+// ceItem validates a decoded CloudEvent as an event, naming CloudEvents attributes in refusals.
+func ceItem(ctx context.Context, ce *ceEvent, prefix string) (Item, error) {
+	in, err := ce.toInput(prefix)
+	if err != nil {
+		return Item{}, err
 	}
-	ev, p := toEvent(ctx, in, prefix)
-	if p != nil && p.Field == prefix+"topic" {
-		p.Field = prefix + "type"
+	ev, err := toEvent(ctx, in, prefix)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Field == prefix+"topic" {
+			e.Field = prefix + "type"
+		}
+		return Item{}, err
 	}
-	return item{ev: ev}, p
+	return Item{Event: ev}, nil
 }
 
-func validID(id string) bool {
-	return id != "" && len(id) <= maxIDLen &&
-		strings.IndexFunc(id, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) < 0
+// DecodeCloudEvent decodes one structured-mode CloudEvent (a JSON object) as an event; prefix names it in
+// refusals inside a batch ("[3].").
+func DecodeCloudEvent(ctx context.Context, raw []byte, prefix string) (Item, error) {
+	ce, err := decodeStructured(raw, prefix)
+	if err != nil {
+		return Item{}, err
+	}
+	return ceItem(ctx, ce, prefix)
+}
+
+// BinaryCloudEvent completes a binary-mode CloudEvent from its attributes (names without the transport's
+// prefix), the data's content type and the body; attrPrefix is how the transport names attributes in
+// refusals ("ce-" for HTTP headers, "cloudEvents:" for AMQP properties).
+func BinaryCloudEvent(ctx context.Context, attrs map[string]string, contentType string, body []byte, attrPrefix string) (Item, error) {
+	ce, err := binaryEvent(attrs, contentType, body, attrPrefix)
+	if err != nil {
+		return Item{}, err
+	}
+	return ceItem(ctx, ce, "")
 }
 
 func isJSONType(ct string) bool {
@@ -132,7 +151,7 @@ func isJSONType(ct string) bool {
 }
 
 // decodeStructured reads one structured-mode CloudEvent (a JSON object).
-func decodeStructured(raw []byte, prefix string) (*ceEvent, *Problem) {
+func decodeStructured(raw []byte, prefix string) (*ceEvent, error) {
 	var obj map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(&obj); err != nil || obj == nil {
@@ -176,9 +195,9 @@ func decodeStructured(raw []byte, prefix string) (*ceEvent, *Problem) {
 		if err != nil {
 			return nil, invalid(prefix+"data_base64", "is not valid base64: %v", err)
 		}
-		data, p := dataFor(d, ce.attrs["datacontenttype"], prefix+"data_base64")
-		if p != nil {
-			return nil, p
+		data, err := dataFor(d, ce.attrs["datacontenttype"], prefix+"data_base64")
+		if err != nil {
+			return nil, err
 		}
 		ce.data = data
 	}
@@ -206,7 +225,7 @@ func ceScalar(v json.RawMessage) (string, bool) {
 
 // dataFor turns binary data of a content type into the JSON Sluice stores: JSON as it is, text as a JSON string.
 // Other media cannot be relayed as JSON and are refused.
-func dataFor(body []byte, contentType, field string) (json.RawMessage, *Problem) {
+func dataFor(body []byte, contentType, field string) (json.RawMessage, error) {
 	if len(body) == 0 {
 		return json.RawMessage("null"), nil
 	}
@@ -227,41 +246,18 @@ func dataFor(body []byte, contentType, field string) (json.RawMessage, *Problem)
 		b, _ := json.Marshal(string(body))
 		return b, nil
 	}
-	return nil, &Problem{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Field: field,
-		Message: fmt.Sprintf("data of content type %q cannot be relayed: Sluice carries JSON (or text) data", contentType)}
-}
-
-// decodeBinaryHTTP reads a binary-mode CloudEvent: attributes in ce-* headers, the data as the body.
-func decodeBinaryHTTP(h http.Header, body []byte) (*ceEvent, *Problem) {
-	attrs := map[string]string{}
-	for k, vs := range h {
-		lk := strings.ToLower(k)
-		if !strings.HasPrefix(lk, "ce-") || len(vs) == 0 {
-			continue
-		}
-		name := lk[3:]
-		if !ceAttrName.MatchString(name) {
-			return nil, invalid(k, "%q is not a CloudEvents attribute header: the name after ce- must be lowercase letters and digits", k)
-		}
-		// The HTTP binding percent-encodes characters outside printable ASCII.
-		v, err := url.PathUnescape(vs[0])
-		if err != nil {
-			v = vs[0]
-		}
-		attrs[name] = v
-	}
-	return binaryEvent(attrs, h.Get("Content-Type"), body, "ce-")
+	return nil, refuse(ErrUnsupportedMedia, field, "data of content type %q cannot be relayed: Sluice carries JSON (or text) data", contentType)
 }
 
 // binaryEvent completes a binary-mode CloudEvent from its attributes and body; prefix is how the transport
 // names attributes ("ce-" for HTTP headers) in problems.
-func binaryEvent(attrs map[string]string, contentType string, body []byte, prefix string) (*ceEvent, *Problem) {
+func binaryEvent(attrs map[string]string, contentType string, body []byte, prefix string) (*ceEvent, error) {
 	if contentType != "" {
 		attrs["datacontenttype"] = contentType
 	}
-	data, p := dataFor(body, contentType, "data")
-	if p != nil {
-		return nil, p
+	data, err := dataFor(body, contentType, "data")
+	if err != nil {
+		return nil, err
 	}
 	for _, req := range []string{"specversion", "id", "source", "type"} {
 		if attrs[req] == "" {
@@ -271,8 +267,8 @@ func binaryEvent(attrs map[string]string, contentType string, body []byte, prefi
 	return &ceEvent{attrs: attrs, data: data}, nil
 }
 
-// splitBatch reads a CloudEvents batch: a JSON array of structured CloudEvents.
-func splitBatch(body []byte) ([]json.RawMessage, *Problem) {
+// SplitCloudEventBatch reads a CloudEvents batch: a JSON array of structured CloudEvents, for DecodeCloudEvent.
+func SplitCloudEventBatch(body []byte) ([]json.RawMessage, error) {
 	var items []json.RawMessage
 	if err := json.Unmarshal(body, &items); err != nil {
 		return nil, invalid("", "a CloudEvents batch is a JSON array of structured CloudEvents: %v", strings.TrimPrefix(err.Error(), "json: "))
@@ -287,14 +283,4 @@ func mediaType(ct string) string {
 		return ""
 	}
 	return mt
-}
-
-// sortedKeys is for stable messages.
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -54,7 +53,7 @@ type SubscriptionRequest struct {
 const InlinePrefix = "inline-"
 
 // parseSubscriptions reads an event's subscriptions field strictly.
-func parseSubscriptions(raw json.RawMessage, prefix string) ([]SubscriptionRequest, *Problem) {
+func parseSubscriptions(raw json.RawMessage, prefix string) ([]SubscriptionRequest, error) {
 	if len(raw) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 		return nil, nil
 	}
@@ -140,7 +139,7 @@ func (il *inline) match(ev *event.Event) []string {
 
 // register makes an event's subscriptions durable and starts their lanes before the event is published, so
 // the event itself reaches them. A subscription already known is refreshed: its expiry moves to now+ttl.
-func (il *inline) register(ctx context.Context, ev *event.Event, reqs []SubscriptionRequest, prefix string) *Problem {
+func (il *inline) register(ctx context.Context, ev *event.Event, reqs []SubscriptionRequest, prefix string) error {
 	il.regMu.Lock()
 	defer il.regMu.Unlock()
 	now := il.now()
@@ -171,8 +170,7 @@ func (il *inline) register(ctx context.Context, ev *event.Event, reqs []Subscrip
 		}
 		if old == nil {
 			if have >= il.opts.MaxPerCorrelation {
-				return &Problem{Status: http.StatusUnprocessableEntity, Code: "subscription_limit", Field: p,
-					Message: fmt.Sprintf("correlation id %q already has %d subscriptions, the most intake.inline_subscriptions.max_per_correlation allows", ev.CorrelationID, have)}
+				return refuse(ErrLimit, p, "correlation id %q already has %d subscriptions, the most intake.inline_subscriptions.max_per_correlation allows", ev.CorrelationID, have)
 			}
 			have++
 		}
@@ -209,9 +207,8 @@ func (il *inline) put(ctx context.Context, sub store.Subscription) error {
 	return il.st.PutSubscription(ctx, sub)
 }
 
-func storeProblem(field string, err error) *Problem {
-	return &Problem{Status: http.StatusServiceUnavailable, Code: "unavailable", Field: field,
-		Message: "the subscription was not stored: " + err.Error() + "; retry later"}
+func storeProblem(field string, err error) error {
+	return refuse(ErrUnavailable, field, "the subscription was not stored: %v; retry later", err)
 }
 
 func (il *inline) add(s *inlineSub, sink sinks.Sink) {

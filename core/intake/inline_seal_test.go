@@ -36,10 +36,9 @@ func TestInlineSecretSealedAtRest(t *testing.T) {
 	if err := f.in.StartInline(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w, _ := send(f.in.HandleEvent, "application/json", nil, `{"topic":"case.created","correlation_id":"run-1","data":{},`+
-		`"subscriptions":[{"url":"https://example.com/run","topics":["case.*"],"secret":"`+secret+`"}]}`)
-	if w.Code != 202 {
-		t.Fatalf("register: %d %s", w.Code, w.Body)
+	if _, err := publishJSON(ctx, f.in, `{"topic":"case.created","correlation_id":"run-1","data":{},`+
+		`"subscriptions":[{"url":"https://example.com/run","topics":["case.*"],"secret":"`+secret+`"}]}`); err != nil {
+		t.Fatalf("register: %v", err)
 	}
 	subs, err := f.st.Subscriptions(ctx)
 	if err != nil || len(subs) != 1 {

@@ -82,19 +82,19 @@ func (in *Intake) Close() {
 	}
 }
 
-// admit checks an event against the topic catalog and registers the per-run subscriptions it carries. It runs
-// before Publish, for every intake path.
-func (in *Intake) admit(ctx context.Context, it *item, prefix string) *Problem {
-	if p := in.catalog.Load().check(&it.ev, prefix); p != nil {
-		return p
+// Admit checks a decoded event against the topic catalog and registers the per-run subscriptions it carries.
+// Every transport calls it between decoding and Publish; prefix names the event inside a batch ("events[3].").
+func (in *Intake) Admit(ctx context.Context, it *Item, prefix string) error {
+	if err := in.catalog.Load().check(&it.Event, prefix); err != nil {
+		return err
 	}
-	if len(it.subs) == 0 {
+	if len(it.Subscriptions) == 0 {
 		return nil
 	}
 	if in.inline == nil {
 		return invalid(prefix+"subscriptions", "per-run subscriptions are off on this server; remove the field, or set intake.inline_subscriptions.enabled: true")
 	}
-	return in.inline.register(ctx, &it.ev, it.subs, prefix)
+	return in.inline.register(ctx, &it.Event, it.Subscriptions, prefix)
 }
 
 // Result answers one published event.
@@ -106,7 +106,8 @@ type Result struct {
 }
 
 // Publish makes events durable with their delivery rows and returns once they are. Events must already be
-// valid (Validate). A nil error means every Result without Err is durable.
+// decoded and admitted (DecodeEvent, Admit); operator events skip both. A nil error means every Result
+// without Err is durable.
 func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, error) {
 	if in.closed.Load() {
 		return nil, ErrClosed

@@ -1,4 +1,4 @@
-package intake
+package api
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/core/store/embedded"
@@ -51,7 +52,17 @@ func routerFor(dests []config.Destination) *match.Router {
 	return match.NewRouter(routes)
 }
 
-func newIntake(t *testing.T, maxBody int64) (*Intake, *embedded.Store) {
+// pubFixture is the API over one intake, for the intake routes' handlers.
+type pubFixture struct {
+	*Server
+	in *intake.Intake
+}
+
+func newPub(st store.Store, in *intake.Intake) *pubFixture {
+	return &pubFixture{Server: New(Options{Store: st, Intake: in}), in: in}
+}
+
+func newIntake(t *testing.T, maxBody int64) (*pubFixture, *embedded.Store) {
 	t.Helper()
 	cfg, err := config.Parse("t.yaml", []byte(testConfig), func(string) (string, bool) { return "", false },
 		sinks.NewRegistry(webhook.Spec))
@@ -70,7 +81,7 @@ func newIntake(t *testing.T, maxBody int64) (*Intake, *embedded.Store) {
 	}
 	disp.Start(lanes)
 	t.Cleanup(func() { _ = disp.Shutdown(context.Background()) })
-	return New(st, disp, routerFor(cfg.Destinations), Options{DedupeWindow: time.Hour, MaxBodyBytes: maxBody}), st
+	return newPub(st, intake.New(st, disp, routerFor(cfg.Destinations), intake.Options{DedupeWindow: time.Hour, MaxBodyBytes: maxBody})), st
 }
 
 func post(h http.HandlerFunc, body string) (*httptest.ResponseRecorder, map[string]any) {
@@ -99,7 +110,7 @@ func TestRouting(t *testing.T) {
 		{`{"id":"r8","topic":"x","scope":{"workflow_definition_id":"wf-2"},"data":{}}`, []string{"all"}},
 	}
 	for _, c := range cases {
-		w, out := post(in.HandleEvent, c.body)
+		w, out := post(in.handleEvent, c.body)
 		if w.Code != 202 {
 			t.Fatalf("%s: %d %s", c.body, w.Code, w.Body)
 		}
@@ -144,7 +155,7 @@ func TestHandleEventAnswers(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			w, out := post(in.HandleEvent, c.body)
+			w, out := post(in.handleEvent, c.body)
 			if w.Code != c.code {
 				t.Fatalf("status %d, want %d: %s", w.Code, c.code, w.Body)
 			}
@@ -171,8 +182,8 @@ func TestHandleEventAnswers(t *testing.T) {
 func TestDuplicate(t *testing.T) {
 	in, _ := newIntake(t, 1<<20)
 	body := `{"id":"same","topic":"case.created","data":{}}`
-	_, first := post(in.HandleEvent, body)
-	w, second := post(in.HandleEvent, body)
+	_, first := post(in.handleEvent, body)
+	w, second := post(in.handleEvent, body)
 	if w.Code != 202 || first["duplicate"] != false || second["duplicate"] != true || second["deliveries"] != first["deliveries"] {
 		t.Fatalf("first %v, second %d %v", first, w.Code, second)
 	}
@@ -183,7 +194,7 @@ func TestBatch(t *testing.T) {
 	body := `{"events":[{"id":"b1","topic":"a","data":{}},{"topic":""},{"id":"b1","topic":"a","data":{}},{"id":"b3","topic":"case.x","data":1}, 7]}`
 	r := httptest.NewRequest("POST", "/v1/events/batch", strings.NewReader(body))
 	w := httptest.NewRecorder()
-	in.HandleBatch(w, r)
+	in.handleBatch(w, r)
 	if w.Code != 202 {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
@@ -194,7 +205,7 @@ func TestBatch(t *testing.T) {
 			ID         string
 			Duplicate  bool
 			Deliveries int
-			Error      *Problem
+			Error      *problem
 		}
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
@@ -217,7 +228,7 @@ func TestBatch(t *testing.T) {
 	}
 
 	w = httptest.NewRecorder()
-	in.HandleBatch(w, httptest.NewRequest("POST", "/v1/events/batch", strings.NewReader(`{"events":[]}`)))
+	in.handleBatch(w, httptest.NewRequest("POST", "/v1/events/batch", strings.NewReader(`{"events":[]}`)))
 	if w.Code != 400 {
 		t.Fatalf("empty batch: %d", w.Code)
 	}
@@ -227,9 +238,9 @@ func TestTenantKeyConfinesEvents(t *testing.T) {
 	in, _ := newIntake(t, 1<<20)
 	req := func(body string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest("POST", "/v1/events", strings.NewReader(body))
-		r = r.WithContext(WithTenant(r.Context(), "acme"))
+		r = r.WithContext(intake.WithTenant(r.Context(), "acme"))
 		w := httptest.NewRecorder()
-		in.HandleEvent(w, r)
+		in.handleEvent(w, r)
 		return w
 	}
 	if w := req(`{"topic":"x","data":{}}`); w.Code != 202 || !strings.Contains(w.Body.String(), `"deliveries":2`) {
@@ -242,8 +253,8 @@ func TestTenantKeyConfinesEvents(t *testing.T) {
 
 func TestClosedIntakeAnswers503(t *testing.T) {
 	in, _ := newIntake(t, 1<<20)
-	in.Close()
-	w, _ := post(in.HandleEvent, `{"topic":"a","data":{}}`)
+	in.in.Close()
+	w, _ := post(in.handleEvent, `{"topic":"a","data":{}}`)
 	if w.Code != 503 || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("%d %v", w.Code, w.Header())
 	}
@@ -260,10 +271,10 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest("POST", "/v1/events", bytes.NewReader(body))
 		w := httptest.NewRecorder()
-		in.HandleEvent(w, r)
+		in.handleEvent(w, r)
 		switch w.Code {
 		case 202:
-			var out Result
+			var out intake.Result
 			if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
 				t.Fatal(err)
 			}
@@ -277,7 +288,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	})
 }
 
-func newIntakeF(f *testing.F) (*Intake, store.Store) {
+func newIntakeF(f *testing.F) (*pubFixture, store.Store) {
 	cfg, err := config.Parse("t.yaml", []byte(testConfig), func(string) (string, bool) { return "", false },
 		sinks.NewRegistry(webhook.Spec))
 	if err != nil {
@@ -288,5 +299,5 @@ func newIntakeF(f *testing.F) (*Intake, store.Store) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { st.Close() })
-	return New(st, dispatch.New(st, dispatch.Options{}), routerFor(cfg.Destinations), Options{DedupeWindow: time.Hour, MaxBodyBytes: 4096}), st
+	return newPub(st, intake.New(st, dispatch.New(st, dispatch.Options{}), routerFor(cfg.Destinations), intake.Options{DedupeWindow: time.Hour, MaxBodyBytes: 4096})), st
 }
