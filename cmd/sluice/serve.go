@@ -139,43 +139,17 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
-	defPol := destinations.PolicyFor(cfg, &config.Destination{})
-	inl := cfg.Intake.InlineSubscriptions
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
 		Topics: cfg.Topics, ValidateTopics: cfg.Intake.ValidateTopics, Logger: log,
-		OnAccepted: metrics.EventsAccepted,
-		Inline: intake.InlineOptions{
-			Enabled: inl.Enabled, TTL: inl.TTL.D(), MaxPerCorrelation: inl.MaxPerCorrelation,
-			NewSink: func(sub store.Subscription) (sinks.Sink, error) {
-				return lanes.SubscriptionSink(context.WithoutCancel(ctx), sub, defPol)
-			},
-			OnEnded: metrics.Forget,
-			// With store.encryption_key set, per-run subscriptions' secrets are sealed at rest too.
-			Seal: func(secret string) (string, error) {
-				if !box.HasKey() {
-					return secret, nil
-				}
-				return box.Seal(secret)
-			},
-			Open: func(stored string) (string, error) {
-				if !seal.IsSealed(stored) {
-					return stored, nil
-				}
-				pt, _, err := box.Open(stored)
-				return pt, err
-			},
-			Policy: defPol,
-		},
+		OnAccepted:    metrics.EventsAccepted,
+		Subscriptions: mgr.Subscriptions(),
 	})
 	if err := mgr.Start(ctx, cfg, in); err != nil {
 		_ = disp.Shutdown(context.Background())
 		return err
 	}
-	if err := in.StartInline(ctx); err != nil {
-		_ = disp.Shutdown(context.Background())
-		return fmt.Errorf("restore inline subscriptions: %w", err)
-	}
+	defer mgr.Close()
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	go store.RunRetention(bg, st, cfg.Store.Retention.D(), store.RetentionOptions{Logger: log})

@@ -173,7 +173,7 @@ func newHarness(t *testing.T) *harness {
 		OnFailed:   func(j store.Job, a store.Attempt) { h.mgr.OnFailed(j, a) },
 	})
 	h.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: h.disp, Lanes: lanes(), Box: box})
-	h.in = intake.New(st, h.disp, nil, intake.Options{DedupeWindow: time.Hour, MaxBodyBytes: 1 << 20,
+	h.in = intake.New(st, h.disp, nil, intake.Options{DedupeWindow: time.Hour, MaxBodyBytes: 1 << 20, Subscriptions: h.mgr.Subscriptions(),
 		Topics: cfg.Topics})
 	if err := h.mgr.Start(context.Background(), cfg, h.in); err != nil {
 		t.Fatal(err)

@@ -123,6 +123,12 @@ func lanes() *destinations.Lanes {
 // start runs a store, dispatcher, intake and manager over cfg in dir; keys seal secrets.
 func start(t *testing.T, dir string, cfg *config.Config, keys ...[]byte) *stack {
 	t.Helper()
+	return startAt(t, dir, cfg, nil, keys...)
+}
+
+// startAt is start with a clock (nil: the real one).
+func startAt(t *testing.T, dir string, cfg *config.Config, now func() time.Time, keys ...[]byte) *stack {
+	t.Helper()
 	st, err := embedded.Open(filepath.Join(dir, "data"), embedded.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -136,9 +142,9 @@ func start(t *testing.T, dir string, cfg *config.Config, keys ...[]byte) *stack 
 		OnDisabled: func(name, reason string) { s.mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { s.mgr.OnFailed(j, a) },
 	})
-	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Lanes: lanes(), Box: box,
+	s.mgr = destinations.New(destinations.Options{Store: st, Dispatcher: s.disp, Lanes: lanes(), Box: box, Now: now,
 		OnRemoved: func(name string) { s.mu.Lock(); s.removed = append(s.removed, name); s.mu.Unlock() }})
-	s.in = intake.New(st, s.disp, nil, intake.Options{DedupeWindow: time.Hour})
+	s.in = intake.New(st, s.disp, nil, intake.Options{DedupeWindow: time.Hour, Now: now, Subscriptions: s.mgr.Subscriptions()})
 	if err := s.mgr.Start(context.Background(), cfg, s.in); err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +157,7 @@ func (s *stack) close() {
 		return
 	}
 	s.in.Close()
+	s.mgr.Close()
 	_ = s.disp.Shutdown(context.Background())
 	_ = s.st.Close()
 	s.st = nil

@@ -21,7 +21,7 @@ type Intake struct {
 	disp    *dispatch.Dispatcher
 	router  atomic.Pointer[match.Router]
 	catalog atomic.Pointer[catalog]
-	inline  *inline // nil when per-run subscriptions are off
+	subs    Subscriptions // nil: per-run subscriptions are refused
 	opts    Options
 	closed  atomic.Bool
 }
@@ -37,9 +37,9 @@ type Options struct {
 	// it is refused (400), and one whose data fails the topic's schema too (422).
 	Topics         []config.Topic
 	ValidateTopics bool
-	// Inline configures per-run subscriptions (off unless Inline.Enabled).
-	Inline InlineOptions
-	Logger *slog.Logger
+	// Subscriptions takes the per-run subscriptions events carry (core/destinations); nil refuses them.
+	Subscriptions Subscriptions
+	Logger        *slog.Logger
 	// OnAccepted, when set, is called after each successful append with the number of events it stored
 	// (duplicates and refused events excluded), for metrics.
 	OnAccepted func(n int)
@@ -62,25 +62,17 @@ func New(st store.Store, disp *dispatch.Dispatcher, r *match.Router, opts Option
 	if r == nil {
 		r = match.NewRouter(nil)
 	}
-	in := &Intake{store: st, disp: disp, opts: opts}
+	in := &Intake{store: st, disp: disp, opts: opts, subs: opts.Subscriptions}
 	in.router.Store(r)
 	in.SetCatalog(opts.Topics, opts.ValidateTopics)
-	if opts.Inline.Enabled {
-		in.inline = newInline(st, disp, opts.Inline, opts.Now, opts.Logger)
-	}
 	return in
 }
 
 // SetRouter swaps the routing table (config reload).
 func (in *Intake) SetRouter(r *match.Router) { in.router.Store(r) }
 
-// Close refuses further publishes and stops expiring inline subscriptions.
-func (in *Intake) Close() {
-	in.closed.Store(true)
-	if in.inline != nil {
-		in.inline.close()
-	}
-}
+// Close refuses further publishes.
+func (in *Intake) Close() { in.closed.Store(true) }
 
 // Admit checks a decoded event against the topic catalog and registers the per-run subscriptions it carries.
 // Every transport calls it between decoding and Publish; prefix names the event inside a batch ("events[3].").
@@ -91,10 +83,10 @@ func (in *Intake) Admit(ctx context.Context, it *Item, prefix string) error {
 	if len(it.Subscriptions) == 0 {
 		return nil
 	}
-	if in.inline == nil {
-		return invalid(prefix+"subscriptions", "per-run subscriptions are off on this server; remove the field, or set intake.inline_subscriptions.enabled: true")
+	if in.subs == nil {
+		return SubscriptionsOff(prefix)
 	}
-	return in.inline.register(ctx, &it.Event, it.Subscriptions, prefix)
+	return in.subs.Register(ctx, &it.Event, it.Subscriptions, prefix)
 }
 
 // Result answers one published event.
@@ -127,8 +119,8 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 		}
 		matches := r.Route(&match.Event{ID: ev.ID, Topic: ev.Topic, Tenant: ev.Tenant, CorrelationID: ev.CorrelationID,
 			Metadata: ev.Metadata, Scope: ev.Scope, Doc: ev.Doc})
-		if in.inline != nil && ev.CorrelationID != "" {
-			for _, name := range in.inline.match(ev) {
+		if in.subs != nil && ev.CorrelationID != "" {
+			for _, name := range in.subs.Match(ev) {
 				matches = append(matches, match.Match{Name: name})
 			}
 		}

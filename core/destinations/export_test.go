@@ -1,0 +1,11 @@
+package destinations
+
+import "context"
+
+// Internals the external tests reach.
+
+// SubscriptionName is subscriptionName.
+var SubscriptionName = subscriptionName
+
+// ExpireRuns ends the per-run subscriptions whose time is up now, as the sweeper does.
+func (m *Manager) ExpireRuns(ctx context.Context) { m.runs.expire(ctx) }
