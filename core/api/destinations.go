@@ -11,7 +11,7 @@ import (
 	"github.com/sluicehq/sluice/core/store"
 )
 
-// The destination handlers are thin: the Manager validates, answers client errors as *problem, and
+// The destination handlers are thin: the Manager validates, answers client errors as *destinations.Error, and
 // scopes every lookup to the caller's tenant (another tenant's destination is "not found").
 
 func tenantOf(r *http.Request) string { return principal(r.Context()).Tenant }

@@ -3,6 +3,11 @@
 // health endpoints, /metrics, and the OpenAPI 3.1 document (openapi.json, embedded and served at
 // /v1/openapi.json). It wires handlers; the work happens in intake, store, destinations and dispatch.
 //
+// It is the only package of core that speaks HTTP (besides netguard's proxy policy and telemetry's /metrics
+// handler): the intake routes with the CloudEvents HTTP binding (publish.go), and the error model
+// {"error": {"code", "message", "field"?}}. The packages behind it answer domain errors; errors.go maps them to
+// statuses and codes in one table (statusOf).
+//
 // A key with a tenant sees only its tenant: another tenant's event, delivery or destination answers 404, never
 // 403, so a key cannot learn what exists outside its tenant.
 package api

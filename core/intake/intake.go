@@ -34,7 +34,7 @@ type Options struct {
 	MaxBatch int
 	Now      func() time.Time
 	// Topics is the topic catalog GET /v1/topics shows. With ValidateTopics, an event whose topic is not in
-	// it is refused (400), and one whose data fails the topic's schema too (422).
+	// it is refused (ErrUnknownTopic), and one whose data fails the topic's schema too (ErrSchemaMismatch).
 	Topics         []config.Topic
 	ValidateTopics bool
 	// Subscriptions takes the per-run subscriptions events carry (core/destinations); nil refuses them.

@@ -1,10 +1,15 @@
 // Package match decides which events a subscription or destination receives:
-// topic patterns select by event topic, and payload filters select by the
-// content of the event envelope, and transforms (JMESPath) reshape it for one
-// destination. It is pure (no I/O, no global state); topics and filters depend
-// only on the standard library and transforms only on the JMESPath library, so
-// it can be fuzzed and benchmarked in isolation and reused by the config
-// loader, the API and the dispatcher.
+// topic patterns select by event topic, payload filters select by the content
+// of the event envelope, transforms (JMESPath) reshape it for one destination,
+// and the Router (route.go) puts these together: it names the destinations an
+// event goes to, with their ordering keys, decoding the event's data at most
+// once per event and only when a filter or a data ordering key needs it.
+//
+// It is pure (no I/O, no global state) and must import only the standard
+// library and the JMESPath library: no other Sluice package (not config, event,
+// store, dispatch or intake; the router has its own small input types, Route
+// and Event), so it can be fuzzed and benchmarked in isolation and reused by the
+// config loader, destinations, intake and the dispatcher.
 //
 // Everything is validated once, at compile time, and compiled into closures,
 // because matching runs for every event against every destination: Match
@@ -93,6 +98,14 @@
 // field to apply them to; an empty object is only allowed as the whole
 // filter; empty $in/$nin arrays and empty field names are rejected; NaN is
 // rejected; nesting is limited to 64 levels.
+//
+// # Routing
+//
+// NewRouter takes the enabled destinations as Routes (name, topics, filter,
+// tenant, scope, ordering key) in order; Router.Route returns those an Event
+// reaches. A route with a tenant sees only that tenant's events, a tenant-less
+// one every tenant's; a route's scope must be contained in the event's. A
+// route without filter conditions never causes the data to be decoded.
 //
 // # Errors
 //
