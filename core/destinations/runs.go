@@ -278,19 +278,33 @@ func (r *runs) expire(ctx context.Context) {
 	for name, s := range r.byName {
 		if !now.Before(s.ExpiresAt) {
 			r.unindex(name)
-			ops = append(ops, r.m.q.decide(&laneOp{name: name, stop: true, forget: true,
-				then: func(ctx context.Context) {
-					if err := r.end(ctx, name, "inline subscription expired"); err != nil {
-						r.m.log.Error("end expired inline subscription; it is ended at the next start", "destination", name, "err", err)
-						return
-					}
-					r.m.log.Info("inline subscription expired", "destination", name)
-				}}))
+			ops = append(ops, r.m.q.decide(&laneOp{name: name, stop: true, then: func(ctx context.Context) { r.ended(ctx, name) }}))
 		}
 	}
 	r.mu.Unlock()
 	r.regMu.Unlock()
 	r.m.q.run(ctx, ops)
+}
+
+// ended ends an expired subscription in the store once its lane has stopped, unless an event registered it
+// again meanwhile (its row and pending deliveries then belong to the new lane).
+func (r *runs) ended(ctx context.Context, name string) {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	r.mu.RLock()
+	back := r.byName[name] != nil
+	r.mu.RUnlock()
+	if back {
+		return
+	}
+	if err := r.end(ctx, name, "inline subscription expired"); err != nil {
+		r.m.log.Error("end expired inline subscription; it is ended at the next start", "destination", name, "err", err)
+		return
+	}
+	r.m.log.Info("inline subscription expired", "destination", name)
+	if r.m.opts.OnRemoved != nil {
+		r.m.opts.OnRemoved(name)
+	}
 }
 
 func (r *runs) close() { r.stopOnce.Do(func() { close(r.stop) }) }
