@@ -3,9 +3,6 @@ package destinations
 import (
 	"errors"
 	"fmt"
-	"strings"
-
-	"github.com/sluicehq/sluice/sinks"
 )
 
 // What a change or lookup of a destination is refused for. Every refusal is an *Error whose Kind is one of
@@ -61,16 +58,3 @@ func refuse(kind error, field, format string, args ...any) *Error {
 }
 
 func notFound() *Error { return refuse(ErrNotFound, "", "no destination with this id") }
-
-// invalidDestination answers validation errors: naming the first field, listing all.
-func invalidDestination(errs []*sinks.FieldError) *Error {
-	return &Error{Kind: ErrInvalid, Field: errs[0].Path, Msg: joinFieldErrors(errs)}
-}
-
-func joinFieldErrors(errs []*sinks.FieldError) string {
-	parts := make([]string, len(errs))
-	for i, e := range errs {
-		parts[i] = e.Error()
-	}
-	return strings.Join(parts, "; ")
-}

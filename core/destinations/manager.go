@@ -41,7 +41,8 @@ type Options struct {
 	Now       func() time.Time
 }
 
-// Manager owns the live destinations. Its methods are safe for concurrent use; changes are serialized.
+// Manager owns the live destinations. Its methods are safe for concurrent use: changes are decided one at a
+// time, and their lane changes carried out in the order decided, per destination name.
 type Manager struct {
 	opts Options
 	log  *slog.Logger
@@ -354,7 +355,7 @@ func (m *Manager) stop(e *entry, reason string, forget bool) *laneOp {
 	return op
 }
 
-// start decides to start (or, with replace, swap in) a built lane. Callers hold m.mu and run the op once it
+// startLane decides to start (or, with replace, swap in) a built lane. Callers hold m.mu and run the op once it
 // is released.
 func (m *Manager) startLane(dd dispatch.Destination, replace bool) *laneOp {
 	return m.q.decide(&laneOp{name: dd.Name, start: &dd, replace: replace})

@@ -280,6 +280,19 @@ func maskedSinkConfig(cfg sinks.Config, trim int) any {
 	return v
 }
 
+// invalidDestination answers validation errors: ErrInvalid naming the first field, listing all.
+func invalidDestination(errs []*sinks.FieldError) *Error {
+	return &Error{Kind: ErrInvalid, Field: errs[0].Path, Msg: joinFieldErrors(errs)}
+}
+
+func joinFieldErrors(errs []*sinks.FieldError) string {
+	parts := make([]string, len(errs))
+	for i, e := range errs {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
 func toString(v any) string { return fmt.Sprint(v) }
 
 func sortStrings(s []string) []string { sort.Strings(s); return s }
