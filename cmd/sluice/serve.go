@@ -217,6 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	stopConsumers()
 	consumers.Wait()
 	in.Close()
+	mgr.Close() // per-run subscriptions stop expiring: their lanes drain with the rest
 	drain, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.D())
 	defer cancel()
 	if err := hs.Shutdown(drain); err != nil {
