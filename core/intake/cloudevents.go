@@ -276,7 +276,7 @@ func SplitCloudEventBatch(body []byte) ([]json.RawMessage, error) {
 	return items, nil
 }
 
-// mediaType returns the request's media type, lowercased ("" when absent or unparsable).
+// mediaType returns a content type's media type, lowercased ("" when absent or unparsable).
 func mediaType(ct string) string {
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
