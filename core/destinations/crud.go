@@ -304,11 +304,14 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 		return err
 	}
 	e.enabled, e.reason = false, reason
-	*ops = append(*ops, m.stop(e, "destination disabled: "+reason, false))
-	m.log.Warn("destination disabled", "destination", e.name, "reason", reason)
-	m.emit(ctx, TopicDestinationDisabled, e.tenant, map[string]any{
+	op := m.stop(e, "destination disabled: "+reason, false)
+	// The operator event goes out once the lane has stopped, and, being a publish, outside m.mu.
+	tenant, data := e.tenant, map[string]any{
 		"destination": map[string]string{"id": e.id, "name": e.name},
 		"reason":      reason,
-	})
+	}
+	op.then = func(ctx context.Context) { m.emit(ctx, TopicDestinationDisabled, tenant, data) }
+	*ops = append(*ops, op)
+	m.log.Warn("destination disabled", "destination", e.name, "reason", reason)
 	return nil
 }
