@@ -53,8 +53,8 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	}
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	d, ferrs := m.parse(m.cfg, spec, nil)
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
@@ -98,7 +98,9 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 		ops = append(ops, m.startLane(dd, false))
 		e.running = true
 	}
+	m.mu.Lock()
 	m.entries = append(m.entries, e)
+	m.mu.Unlock()
 	m.publishRouter()
 	m.log.Info("destination created", "destination", e.name, "id", e.id, "tenant", e.tenant)
 	v := m.view(e)
@@ -169,8 +171,8 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	}
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	e := m.find(idOrName, tenant)
 	if e == nil {
 		return View{}, notFound()
@@ -224,7 +226,9 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	} else if err := m.persist(ctx, &ne); err != nil {
 		return View{}, err
 	}
+	m.mu.Lock()
 	*e = ne
+	m.mu.Unlock()
 	if enable != nil && *enable != e.enabled {
 		if err := m.setEnabled(ctx, e, *enable, "disabled over the API", &ops); err != nil {
 			return View{}, err
@@ -238,8 +242,8 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 func (m *Manager) Delete(ctx context.Context, idOrName, tenant string) error {
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	e := m.find(idOrName, tenant)
 	if e == nil {
 		return notFound()
@@ -252,7 +256,9 @@ func (m *Manager) Delete(ctx context.Context, idOrName, tenant string) error {
 	}
 	ops = append(ops, m.stop(e, "destination deleted", true))
 	_ = m.opts.Store.DeleteDestinationState(ctx, e.name)
-	m.entries = slices.DeleteFunc(m.entries, func(x *entry) bool { return x == e })
+	m.mu.Lock()
+	m.entries = slices.DeleteFunc(slices.Clone(m.entries), func(x *entry) bool { return x == e })
+	m.mu.Unlock()
 	m.publishRouter()
 	m.log.Info("destination deleted", "destination", e.name, "id", e.id)
 	return nil
@@ -263,8 +269,8 @@ func (m *Manager) Delete(ctx context.Context, idOrName, tenant string) error {
 func (m *Manager) SetEnabled(ctx context.Context, idOrName, tenant string, on bool, reason string) (View, error) {
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	e := m.find(idOrName, tenant)
 	if e == nil {
 		return View{}, notFound()
@@ -279,8 +285,8 @@ func (m *Manager) SetEnabled(ctx context.Context, idOrName, tenant string, on bo
 	return m.view(e), nil
 }
 
-// setEnabled changes an entry's operational state. Callers hold m.mu, publish the router and run ops once
-// m.mu is released.
+// setEnabled changes an entry's operational state. Callers hold m.change, publish the router and run ops once
+// it is released.
 func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason string, ops *[]*laneOp) error {
 	if on == e.enabled {
 		return nil
@@ -296,14 +302,18 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 			return err
 		}
 		*ops = append(*ops, m.startLane(dd, false))
+		m.mu.Lock()
 		e.enabled, e.running, e.reason = true, true, ""
+		m.mu.Unlock()
 		m.log.Info("destination enabled", "destination", e.name)
 		return nil
 	}
 	if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: false, Reason: reason, UpdatedAt: now}); err != nil {
 		return err
 	}
+	m.mu.Lock()
 	e.enabled, e.reason = false, reason
+	m.mu.Unlock()
 	op := m.stop(e, "destination disabled: "+reason, false)
 	// The operator event goes out once the lane has stopped, and, being a publish, outside m.mu.
 	tenant, data := e.tenant, map[string]any{

@@ -47,8 +47,12 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	// mu guards the state below. It is never held across a call that waits for attempts in flight or on the
-	// network: lane changes are decided under it and carried out by q after it is released.
+	// change serializes the changes (create, patch, reload, ...): a change reads the state below under it alone,
+	// and writes it under mu too. mu guards the state for readers (lookups, views) and is held only for
+	// in-memory reads and writes, never across the store, a sink or the dispatcher. Neither is held across a
+	// call that waits for attempts in flight: lane changes are decided under change and carried out by q after
+	// it is released.
+	change  sync.Mutex
 	mu      sync.RWMutex
 	cfg     *config.Config
 	entries []*entry // YAML destinations in file order, then API ones oldest first
@@ -107,6 +111,9 @@ func (m *Manager) Start(ctx context.Context, cfg *config.Config, pub Publisher) 
 }
 
 func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) error {
+	m.change.Lock()
+	defer m.change.Unlock()
+	// Nothing reads the state yet: Start holds mu throughout.
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pub, m.cfg = pub, cfg
@@ -327,7 +334,7 @@ func fingerprint(cfg *config.Config, d *config.Destination) string {
 	return string(raw) + strings.Join(secrets, "\x00")
 }
 
-// publishRouter hands intake the routing table of the enabled destinations. Callers hold m.mu.
+// publishRouter hands intake the routing table of the enabled destinations. Callers hold m.change.
 func (m *Manager) publishRouter() {
 	if m.pub == nil {
 		return
@@ -348,14 +355,16 @@ func routeOf(d *config.Destination) match.Route {
 }
 
 // stop decides to remove an entry's lane and end its pending deliveries as skipped; forget also tells
-// Options.OnRemoved. Callers hold m.mu and run the op once it is released.
+// Options.OnRemoved. Callers hold m.change and run the op once it is released.
 func (m *Manager) stop(e *entry, reason string, forget bool) *laneOp {
 	op := m.q.decide(&laneOp{name: e.name, stop: e.running, skip: reason, forget: forget})
+	m.mu.Lock()
 	e.running = false
+	m.mu.Unlock()
 	return op
 }
 
-// startLane decides to start (or, with replace, swap in) a built lane. Callers hold m.mu and run the op once it
+// startLane decides to start (or, with replace, swap in) a built lane. Callers hold m.change and run the op once it
 // is released.
 func (m *Manager) startLane(dd dispatch.Destination, replace bool) *laneOp {
 	return m.q.decide(&laneOp{name: dd.Name, start: &dd, replace: replace})
@@ -434,7 +443,7 @@ func (m *Manager) Enabled() map[string]bool {
 	return out
 }
 
-// view renders an entry. Callers hold m.mu.
+// view renders an entry. Callers hold m.mu or m.change.
 func (m *Manager) view(e *entry) View {
 	v := View{ID: e.id, Name: e.name, Type: e.typ, Tenant: e.tenant, Source: e.source, Enabled: e.enabled,
 		DisabledReason: e.reason, CreatedAt: e.created, UpdatedAt: e.updated}

@@ -21,8 +21,8 @@ func (m *Manager) OnDisabled(name, reason string) {
 	ctx := context.Background()
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	e := m.find(name, "")
 	if e == nil || !e.enabled {
 		return

@@ -15,8 +15,8 @@ import (
 func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	states, err := m.states(ctx)
 	if err != nil {
 		return err
@@ -87,7 +87,9 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 			e.running = old != nil && old.running && e.enabled
 		}
 	}
+	m.mu.Lock()
 	m.cfg, m.entries = cfg, next
+	m.mu.Unlock()
 	m.publishRouter()
 	m.scheduleRetirement()
 	return nil

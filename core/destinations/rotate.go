@@ -16,8 +16,8 @@ import (
 func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret string) (View, string, error) {
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	e := m.find(idOrName, tenant)
 	if e == nil {
 		return View{}, "", notFound()
@@ -73,7 +73,7 @@ func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret str
 	return m.view(e), secret, nil
 }
 
-// swap persists ne and decides to move e's lane to it. Callers hold m.mu and run ops once it is released.
+// swap persists ne and decides to move e's lane to it. Callers hold m.change and run ops once it is released.
 func (m *Manager) swap(ctx context.Context, e, ne *entry, ops *[]*laneOp) error {
 	if ne.running {
 		dd, err := m.build(ctx, m.cfg, ne)
@@ -88,11 +88,13 @@ func (m *Manager) swap(ctx context.Context, e, ne *entry, ops *[]*laneOp) error 
 	} else if err := m.persist(ctx, ne); err != nil {
 		return err
 	}
+	m.mu.Lock()
 	*e = *ne
+	m.mu.Unlock()
 	return nil
 }
 
-// scheduleRetirement arms a timer for the next rotated-out secret to expire. Callers hold m.mu.
+// scheduleRetirement arms a timer for the next rotated-out secret to expire. Callers hold m.change.
 func (m *Manager) scheduleRetirement() {
 	var next time.Time
 	for _, e := range m.entries {
@@ -117,8 +119,8 @@ func (m *Manager) retire() {
 	ctx := context.Background()
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.change.Lock()
+	defer m.change.Unlock()
 	now := m.opts.Now()
 	for _, e := range m.entries {
 		keep := slices.DeleteFunc(slices.Clone(e.retiring), func(r store.RetiringSecret) bool { return !r.Until.After(now) })
