@@ -40,19 +40,19 @@ docs: ## regenerate generated docs and golden files
 	$(GO) test ./core/config -run TestExampleGolden -update
 	$(GO) test ./cmd/sluice -run TestSinksDocs -update
 
-proto: ## regenerate plugins/proto from sink.proto (protoc: apt-get install -y protobuf-compiler); PROTO_OUT=DIR writes elsewhere
+proto: ## regenerate plugins/sdk/internal/proto from sink.proto (protoc: apt-get install -y protobuf-compiler); PROTO_OUT=DIR writes elsewhere
 proto: PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 proto: PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
-proto: PROTO_OUT          ?= plugins/proto
+proto: PROTO_OUT          ?= plugins/sdk/internal/proto
 proto: PROTO_TOOLS        ?= $(CURDIR)/bin/proto-tools
 proto:
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install -y protobuf-compiler" >&2; exit 1; }
 	GOBIN=$(PROTO_TOOLS) $(GO) install $(PROTOC_GEN_GO)
 	GOBIN=$(PROTO_TOOLS) $(GO) install $(PROTOC_GEN_GO_GRPC)
-	protoc -I plugins/proto \
+	protoc -I plugins/sdk/internal/proto \
 		--plugin=protoc-gen-go=$(PROTO_TOOLS)/protoc-gen-go --go_out=$(PROTO_OUT) --go_opt=paths=source_relative \
 		--plugin=protoc-gen-go-grpc=$(PROTO_TOOLS)/protoc-gen-go-grpc --go-grpc_out=$(PROTO_OUT) --go-grpc_opt=paths=source_relative \
-		plugins/proto/sink.proto
+		plugins/sdk/internal/proto/sink.proto
 
 clean:
 	rm -rf bin data

@@ -42,13 +42,16 @@ func (s *slogger) Log(level hclog.Level, msg string, args ...any) {
 	if !s.log.Enabled(context.Background(), lv) {
 		return
 	}
-	// go-plugin appends the plugin's own timestamp; slog stamps the record already.
 	out := make([]any, 0, len(args))
 	for i := 0; i+1 < len(args); i += 2 {
-		if k, ok := args[i].(string); ok && k == "timestamp" {
+		key := args[i]
+		switch key {
+		case "timestamp": // the plugin's own stamp: slog stamps the record already
 			continue
+		case "plugin": // go-plugin's name for the executable; the logger's "plugin" already names it
+			key = "executable"
 		}
-		out = append(out, args[i], args[i+1])
+		out = append(out, key, args[i+1])
 	}
 	if len(args)%2 == 1 {
 		out = append(out, "extra", args[len(args)-1])

@@ -19,8 +19,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"github.com/sluicehq/sluice/core/config"
-	"github.com/sluicehq/sluice/plugins/internal/wire"
-	"github.com/sluicehq/sluice/plugins/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/wire"
 	"github.com/sluicehq/sluice/sinks"
 	"google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -318,7 +317,12 @@ func (p *Plugin) launch() (*proc, error) {
 		client.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", p.path, err)
 	}
-	pr := &proc{client: client, rpc: wire.Client{RPC: raw.(proto.SinkClient), Name: p.name}, started: time.Now()}
+	c, err := wire.NewClient(raw, p.name)
+	if err != nil {
+		client.Kill()
+		return nil, err
+	}
+	pr := &proc{client: client, rpc: c, started: time.Now()}
 	if g, ok := rpc.(*plugin.GRPCClient); ok {
 		pr.health = grpc_health_v1.NewHealthClient(g.Conn)
 	}

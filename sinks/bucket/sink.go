@@ -36,18 +36,7 @@ const (
 )
 
 // Spec registers the bucket sink.
-var Spec = sinks.Spec{
-	Type:   "bucket",
-	Doc:    "NDJSON objects in S3 (or an S3-compatible server), Google Cloud Storage or a local directory",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("bucket: config is %T, want *bucket.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("bucket", "NDJSON objects in S3 (or an S3-compatible server), Google Cloud Storage or a local directory", NewConfig, New)
 
 // Config is a bucket destination's `config` block.
 type Config struct {

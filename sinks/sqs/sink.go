@@ -41,18 +41,7 @@ const (
 const envelopeAllowance = 1 << 10
 
 // Spec registers the sqs sink.
-var Spec = sinks.Spec{
-	Type:   "sqs",
-	Doc:    "Amazon SQS queue (standard or FIFO), batched with SendMessageBatch",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("sqs: config is %T, want *sqs.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("sqs", "Amazon SQS queue (standard or FIFO), batched with SendMessageBatch", NewConfig, New)
 
 // Config is an sqs destination's `config` block.
 type Config struct {

@@ -45,18 +45,7 @@ const (
 )
 
 // Spec registers the webhook sink.
-var Spec = sinks.Spec{
-	Type:   "webhook",
-	Doc:    "signed HTTP POST to a URL (Standard Webhooks)",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("webhook: config is %T, want *webhook.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("webhook", "signed HTTP POST to a URL (Standard Webhooks)", NewConfig, New)
 
 // Config is a webhook destination's `config` block.
 type Config struct {

@@ -5,12 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sluicehq/sluice/core/event"
 )
 
-func testEvent() *event.Event {
-	return &event.Event{
+func testEvent() *Event {
+	return &Event{
 		ID:       "01936f6e-7a55-7cc6-9c2b-6f1c3a8f0a11",
 		Topic:    "case.status_updated",
 		Time:     time.Date(2026, 3, 4, 5, 6, 7, 0, time.FixedZone("x", -3*3600)), // 08:06 UTC
@@ -68,7 +66,7 @@ func TestRender(t *testing.T) {
 func TestRenderDefaultsAndNow(t *testing.T) {
 	now := time.Date(2030, 12, 31, 23, 0, 0, 0, time.FixedZone("y", 2*3600)) // 21:00 UTC
 	tp := MustCompile("{yyyy}{mm}{dd}{hh}|{tenant}|{tenant:-none}|{batch_id}|{topic}")
-	for _, ev := range []*event.Event{nil, {Topic: "t"}} {
+	for _, ev := range []*Event{nil, {Topic: "t"}} {
 		got, err := tp.Render(ev, "", now)
 		want := "2030123121||none||"
 		if ev != nil {
@@ -219,12 +217,12 @@ func BenchmarkRender(b *testing.B) {
 // event has none — an SQS FIFO message group that follows Sluice's own per-key order.
 func TestOrderingKey(t *testing.T) {
 	tp := MustCompile("{ordering_key}")
-	ev := &event.Event{Topic: "t", OrderingKey: "c-42"}
+	ev := &Event{Topic: "t", OrderingKey: "c-42"}
 	if got, err := tp.Render(ev, "", time.Now()); err != nil || got != "c-42" {
 		t.Fatalf("{ordering_key} = %q, %v", got, err)
 	}
 	withDefault := MustCompile("case-{ordering_key:-none}")
-	if got, _ := withDefault.Render(&event.Event{Topic: "t"}, "", time.Now()); got != "case-none" {
+	if got, _ := withDefault.Render(&Event{Topic: "t"}, "", time.Now()); got != "case-none" {
 		t.Fatalf("{ordering_key:-none} without a key = %q", got)
 	}
 	if got, _ := withDefault.Render(ev, "", time.Now()); got != "case-c-42" {
