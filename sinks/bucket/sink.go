@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 	"github.com/sluicehq/sluice/sinks/template"
 )
 
@@ -85,7 +86,7 @@ func (c *Config) Validate() error {
 	case c.URL == "":
 		add("url", "required; write s3://BUCKET?region=eu-west-1, gs://BUCKET or file:///DIR")
 	case err != nil:
-		add("url", "not a URL (%v); write s3://BUCKET?region=eu-west-1, gs://BUCKET or file:///DIR", urlErrMsg(err))
+		add("url", "not a URL (%v); write s3://BUCKET?region=eu-west-1, gs://BUCKET or file:///DIR", classify.URLErrMsg(err))
 	default:
 		scheme = u.Scheme
 		for _, p := range checkURL(u) {
@@ -301,13 +302,4 @@ func (s *Sink) Close(context.Context) error {
 		}
 	})
 	return s.closeErr
-}
-
-// urlErrMsg drops url.Error's quoting of the whole URL.
-func urlErrMsg(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
 }
