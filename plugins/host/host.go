@@ -300,6 +300,10 @@ func (p *Plugin) launch() (*proc, error) {
 		Managed:          true,
 		StartTimeout:     opts.StartTimeout,
 		Logger:           newSlogger(p.log),
+		// What the plugin writes to its stdout and stderr once it serves (go-plugin carries it over gRPC)
+		// becomes records of Sluice's log, never plain text among JSON lines.
+		SyncStdout: newLineWriter(newSlogger(p.log), "stdout"),
+		SyncStderr: newLineWriter(newSlogger(p.log), "stderr"),
 	}
 	if p.pin != "" {
 		// go-plugin checks again right before exec; a fresh hash each launch (SecureConfig reuses its Hash).
