@@ -3,6 +3,8 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
+# Modules of their own inside the repository: the plugin SDK and the example plugin built only on it.
+SUBMODS := plugins/sdk plugins/examples/nats
 
 .PHONY: build run test test-integration bench lint fuzz proto docs clean
 
@@ -14,6 +16,7 @@ run: ## the gateway on the embedded store with config.example.yaml
 
 test: ## every test, with the race detector and shuffled order
 	$(GO) test -race -shuffle=on -count=1 -timeout 30m $(PKGS)
+	for m in $(SUBMODS); do (cd $$m && $(GO) test -race -shuffle=on -count=1 -timeout 10m ./...) || exit 1; done
 	@# The per-key order test at full size (50 keys x 200 events); under -race it runs smaller.
 	$(GO) test -count=1 -run 'TestPerKeyOrder' ./core/dispatch
 
@@ -26,7 +29,8 @@ bench: ## micro-benchmarks of the hot paths
 lint: ## gofmt, go vet, and a tidy go.mod
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	@# go.mod must be tidy; go.sum lines that only dependencies' own tests need are reported, not failed on.
+	for m in $(SUBMODS); do (cd $$m && $(GO) vet ./...) || exit 1; done
+	@# every go.mod must be tidy; go.sum lines that only dependencies' own tests need are reported, not failed on.
 	GO=$(GO) .ci/tidy-check
 
 fuzz: ## each fuzz target for FUZZTIME (default 30s)

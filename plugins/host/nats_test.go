@@ -1,9 +1,11 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
@@ -33,6 +33,69 @@ import (
 
 // natsExampleDir is the example's module directory, relative to this package.
 const natsExampleDir = "../examples/nats"
+
+// The tests read the streams back with testdata/jetstream, a module of its own: Sluice's go.mod needs no NATS
+// client, as the example plugin's module is the only one that talks NATS.
+var (
+	jsOnce sync.Once
+	jsTool string
+	jsErr  error
+)
+
+type jsMessage struct {
+	ID    string `json:"id"`
+	Topic string `json:"topic"`
+	Body  []byte `json:"body"`
+}
+
+func jetstreamTool(t testing.TB) string {
+	t.Helper()
+	jsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-jetstream-tool")
+		if err != nil {
+			jsErr = err
+			return
+		}
+		jsTool = filepath.Join(dir, "jetstream")
+		cmd := exec.Command("go", "build", "-o", jsTool, ".")
+		cmd.Dir = "testdata/jetstream"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			jsErr = fmt.Errorf("go build testdata/jetstream: %v\n%s", err, out)
+		}
+	})
+	if jsErr != nil {
+		t.Fatal(jsErr)
+	}
+	return jsTool
+}
+
+// readStream returns every message in stream, oldest first (none when it does not exist).
+func readStream(t testing.TB, natsURL, stream string) ([]jsMessage, error) {
+	out, err := exec.Command(jetstreamTool(t), "read", natsURL, stream).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("read stream %s: %v: %s", stream, err, ee.Stderr)
+		}
+		return nil, err
+	}
+	var msgs []jsMessage
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var m jsMessage
+		if err := dec.Decode(&m); err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+func deleteStream(t testing.TB, natsURL, stream string) {
+	if out, err := exec.Command(jetstreamTool(t), "delete", natsURL, stream).CombinedOutput(); err != nil {
+		t.Logf("delete stream %s: %v: %s", stream, err, out)
+	}
+}
 
 func natsURL(t testing.TB) string {
 	u := os.Getenv("SLUICE_TEST_NATS_URL")
@@ -133,15 +196,6 @@ func TestIntegrationConformanceThroughHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(base)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", base, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	spec := loadThroughHost(t)
 	const password = "right-password-1234"
 
@@ -159,30 +213,21 @@ func TestIntegrationConformanceThroughHost(t *testing.T) {
 			proxy := sinktest.NewProxy(t, u.Host)
 			sink := newThroughHost(t, spec, fmt.Sprintf("url: nats://%s\nsubject: '%s.{topic}'\nstream: %s\ncreate_stream: true\nconnect_timeout: 1s",
 				proxy.Addr(), prefix, stream))
-			t.Cleanup(func() { _ = js.DeleteStream(context.Background(), stream) })
-			var cons jetstream.Consumer
+			t.Cleanup(func() { deleteStream(t, base, stream) })
+			seen := 0 // a stream keeps everything: Read returns what came after the last call
 			return sinktest.Target{
 				Sink: sink,
-				Read: func(ctx context.Context) ([]sinktest.Received, error) {
-					if cons == nil {
-						c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-						if errors.Is(err, jetstream.ErrStreamNotFound) {
-							return nil, nil
-						}
-						if err != nil {
-							return nil, err
-						}
-						cons = c
-					}
-					batch, err := cons.Fetch(500, jetstream.FetchMaxWait(300*time.Millisecond))
+				Read: func(context.Context) ([]sinktest.Received, error) {
+					msgs, err := readStream(t, base, stream)
 					if err != nil {
 						return nil, err
 					}
 					var out []sinktest.Received
-					for m := range batch.Messages() {
-						out = append(out, sinktest.Received{ID: m.Headers().Get("Nats-Msg-Id"), Topic: m.Headers().Get("Sluice-Topic"), Body: m.Data()})
+					for _, m := range msgs[min(seen, len(msgs)):] {
+						out = append(out, sinktest.Received{ID: m.ID, Topic: m.Topic, Body: m.Body})
 					}
-					return out, batch.Error()
+					seen = max(seen, len(msgs))
+					return out, nil
 				},
 				Stop:  func(*testing.T) { proxy.Stop() },
 				Start: func(*testing.T) { proxy.Start() },
@@ -236,14 +281,8 @@ func startAuthServer(t *testing.T, password string) string {
 // in-process, so the difference is what the boundary costs. events/s is reported as a metric.
 func BenchmarkNATSThroughHost(b *testing.B) {
 	base := natsURL(b)
-	nc, err := nats.Connect(base)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	stream := fmt.Sprintf("BENCH_%d", os.Getpid())
-	defer js.DeleteStream(context.Background(), stream)
+	defer deleteStream(b, base, stream)
 	block := fmt.Sprintf("url: %s\nsubject: 'bench%d.{topic}'\nstream: %s\ncreate_stream: true", base, os.Getpid(), stream)
 	viaHost := newThroughHost(b, loadThroughHost(b), block)
 	defer viaHost.Close(context.Background())
