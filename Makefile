@@ -3,8 +3,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
-# Modules of their own inside the repository: the plugin SDK and the example plugin built only on it.
-SUBMODS := plugins/sdk plugins/examples/nats
+# Modules of their own inside the repository: the plugin SDK, the example plugin built only on it, and the
+# tool the plugin tests read NATS streams with (so Sluice's go.mod needs no NATS client).
+SUBMODS := plugins/sdk plugins/examples/nats plugins/host/testdata/jetstream
 
 .PHONY: build run test test-integration bench lint fuzz proto docs clean
 
