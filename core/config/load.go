@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/sluicehq/sluice/plugins/sdk/schema"
@@ -138,18 +137,13 @@ type loader struct {
 	index   map[string]*yaml.Node // path → value node, for pointing semantic errors at a line
 }
 
-var yamlLinePrefix = regexp.MustCompile(`^yaml: (?:unmarshal errors:\n\s*)?line (\d+): `)
-
 // yamlError turns a yaml.v3 error into an Error at its line.
 func (l *loader) yamlError(err error, path string) *Error {
-	msg := err.Error()
-	e := &Error{File: l.file, Path: path}
-	if m := yamlLinePrefix.FindStringSubmatch(msg); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
+	msg, line := schema.Message(err)
+	e := &Error{File: l.file, Path: path, Line: line, Msg: msg}
+	if line > 0 {
 		e.Col = 1
-		msg = msg[len(m[0]):]
 	}
-	e.Msg = strings.TrimPrefix(msg, "yaml: ")
 	return e
 }
 
