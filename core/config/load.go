@@ -221,8 +221,16 @@ func join(path, key string) string { return schema.Join(path, key) }
 // wherever sluice was started from.
 func resolvePluginPaths(c *Config, file string) {
 	for i := range c.Plugins {
-		if p := c.Plugins[i].Path; p != "" && !filepath.IsAbs(p) {
-			c.Plugins[i].Path = filepath.Join(filepath.Dir(file), p)
+		p := c.Plugins[i].Path
+		if p == "" || filepath.IsAbs(p) {
+			continue
 		}
+		p = filepath.Join(filepath.Dir(file), p)
+		// Absolute, so that it is never a bare name (which exec would look up in PATH) and it names the same
+		// file whatever the working directory is later.
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		c.Plugins[i].Path = p
 	}
 }

@@ -31,4 +31,11 @@ func TestRelativePluginPathIsNextToTheConfig(t *testing.T) {
 	if got[1].Path != "/opt/sluice/other" {
 		t.Errorf("absolute path became %s", got[1].Path)
 	}
+
+	// A config named without a directory: the plugin beside it, never a bare name exec would look up in PATH.
+	t.Chdir(dir)
+	_, _ = config.ParseWithPlugins("sluice.yaml", []byte("plugins:\n  - {name: nats, path: sluice-nats, allow_unpinned: true}\n"), noEnv, reg(), load)
+	if want := filepath.Join(dir, "sluice-nats"); len(got) != 1 || got[0].Path != want {
+		t.Errorf("the loader got %v, want the path %s", got, want)
+	}
 }
