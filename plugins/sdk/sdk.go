@@ -160,6 +160,9 @@ func (t *Template) String() string { return t.t.String() }
 // Static reports whether the template has no placeholders (it renders the same for every event).
 func (t *Template) Static() bool { return t.t.Static() }
 
+// Uses reports whether the template has the placeholder name: "topic", "tenant", "data", "batch_id", ….
+func (t *Template) Uses(name string) bool { return t.t.Uses(name) }
+
 // Info is what Sluice tells a sink about its destination; newSink reads it with InfoFrom(ctx).
 type Info struct {
 	Destination string        // the destination's name, for logs and errors
