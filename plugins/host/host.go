@@ -27,7 +27,8 @@ import (
 // Options tunes a Host. Zero values take the defaults.
 type Options struct {
 	// Logger receives the host's and the plugins' logs; nil follows slog.Default, also when it is set
-	// after New (Sluice configures logging from the config the plugins help load).
+	// after New (Sluice configures logging from the config the plugins help load): records logged before
+	// then wait for it rather than go out as the standard library's plain text.
 	Logger *slog.Logger
 	// StartTimeout bounds how long a plugin may take to start and answer the handshake (default 10s).
 	StartTimeout time.Duration
@@ -48,9 +49,6 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Logger == nil {
-		o.Logger = slog.New(defaultHandler{})
-	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -69,8 +67,9 @@ func (o *Options) defaults() {
 
 // Host owns the plugin processes of one config.
 type Host struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	early *early // records waiting for logging to be configured; nil with Options.Logger
 
 	mu      sync.Mutex
 	plugins []*Plugin
@@ -79,8 +78,13 @@ type Host struct {
 
 // New returns a Host; it starts nothing until Load.
 func New(opts Options) *Host {
+	var e *early
+	if opts.Logger == nil {
+		dh := newDefaultHandler()
+		e, opts.Logger = dh.early, slog.New(dh)
+	}
 	opts.defaults()
-	return &Host{opts: opts, log: opts.Logger}
+	return &Host{opts: opts, log: opts.Logger, early: e}
 }
 
 // Loader returns the hook config.LoadWithPlugins calls to launch the plugins a config declares.
@@ -177,6 +181,15 @@ func (h *Host) Close() {
 	}
 	wg.Wait()
 	cleanupOnce.Do(plugin.CleanupClients)
+	h.flushLog(true)
+}
+
+// flushLog hands records logged before logging was configured to the configured handler once there is one
+// (force: to whatever handler there is).
+func (h *Host) flushLog(force bool) {
+	if h.early != nil {
+		h.early.flush(force)
+	}
 }
 
 // Plugin is one supervised plugin executable.
@@ -384,6 +397,7 @@ func (p *Plugin) supervise() {
 			return
 		case <-tick.C:
 		}
+		p.host.flushLog(false) // logging may have been configured since the plugin started
 		pr := p.current()
 		var why error
 		switch {
@@ -502,20 +516,3 @@ func (p *Plugin) close() {
 	<-p.done
 	p.kill()
 }
-
-// defaultHandler hands each record to whatever slog.Default is at the time.
-type defaultHandler struct{ attrs []slog.Attr }
-
-func (h defaultHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return slog.Default().Handler().Enabled(ctx, l)
-}
-
-func (h defaultHandler) Handle(ctx context.Context, r slog.Record) error {
-	return slog.Default().Handler().WithAttrs(h.attrs).Handle(ctx, r)
-}
-
-func (h defaultHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return defaultHandler{attrs: append(slices.Clone(h.attrs), as...)}
-}
-
-func (h defaultHandler) WithGroup(string) slog.Handler { return h }

@@ -3,9 +3,14 @@ package host
 import (
 	"bytes"
 	"encoding/json"
+	"log"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/core/config"
 )
 
 // TestLogIsJSONWithOnePluginKey: with a JSON handler configured, everything the host, go-plugin and the
@@ -62,4 +67,51 @@ func topLevelKeys(line string) ([]string, error) {
 	}
 	_, err := dec.Token()
 	return keys, err
+}
+
+// TestEarlyRecordsWaitForTheConfiguredHandler: a host made before the program configures logging (as
+// `sluice serve` must: the config that says how to log is loaded with the plugins' help) writes nothing as
+// the standard library's plain text; its first records reach the handler configured afterwards.
+func TestEarlyRecordsWaitForTheConfiguredHandler(t *testing.T) {
+	prev := slog.Default()
+	if !isStandardDefault(prev) {
+		t.Skip("slog.Default is not the standard library's here")
+	}
+	plain := &syncBuffer{}
+	oldOut, oldFlags := log.Writer(), log.Flags()
+	log.SetOutput(plain) // where the standard default handler writes
+	t.Cleanup(func() {
+		slog.SetDefault(prev)
+		log.SetOutput(oldOut)
+		log.SetFlags(oldFlags)
+	})
+
+	h := New(Options{}) // follows slog.Default
+	p := filepath.Join(binDir, "memsink")
+	if _, errs := h.Load([]config.Plugin{{Name: "memsink", Path: p, SHA256: digest(t, p)}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	configured := &syncBuffer{}
+	slog.SetDefault(slog.New(slog.NewJSONHandler(configured, nil)))
+	h.Close()
+
+	if plain.String() != "" {
+		t.Errorf("plain-text lines before logging was configured:\n%s", plain.String())
+	}
+	var started bool
+	for _, line := range strings.Split(strings.TrimSpace(configured.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		if rec["msg"] == "plugin started" && rec["plugin"] == "memsink" && rec["level"] == "INFO" {
+			started = true
+		}
+		if rec["level"] == "DEBUG" {
+			t.Errorf("a debug record passed the configured handler's info level: %s", line)
+		}
+	}
+	if !started {
+		t.Errorf("the early \"plugin started\" record did not reach the configured handler:\n%s", configured.String())
+	}
 }
