@@ -299,6 +299,44 @@ func TestPluginCrashLosesNothing(t *testing.T) {
 	if !strings.Contains(string(b), "plugin restarted") {
 		t.Errorf("the restart is not in the log")
 	}
+	checkJSONLog(t, b)
+}
+
+// checkJSONLog: with the default JSON log, every line is a JSON record — also those about the plugins
+// launched before the config that configures logging was loaded — and none names its plugin twice.
+func checkJSONLog(t *testing.T, log []byte) {
+	t.Helper()
+	started := false
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		dec := json.NewDecoder(strings.NewReader(line))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Errorf("not a JSON record in the log: %q", line)
+			continue
+		}
+		plugins := 0
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				t.Errorf("not a JSON record in the log: %q", line)
+				break
+			}
+			if key == "plugin" {
+				plugins++
+			}
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Errorf("not a JSON record in the log: %q", line)
+				break
+			}
+		}
+		if plugins > 1 {
+			t.Errorf("the plugin is named %d times in %s", plugins, line)
+		}
+		started = started || strings.Contains(line, `"msg":"plugin started"`)
+	}
+	if !started {
+		t.Errorf("the log lacks the plugin's start, logged before logging was configured")
+	}
 }
 
 func TestPluginCrashOfSluiceLeavesNoOrphans(t *testing.T) {
