@@ -20,7 +20,7 @@ import (
 )
 
 // Version is the version of this SDK module. Sluice logs it when the plugin starts.
-const Version = "0.2.0"
+const Version = "0.1.0"
 
 // Event is one event to deliver.
 type Event struct {
