@@ -3,6 +3,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PKGS    := ./...
+# Modules of their own inside the repository: the plugin SDK, the example plugin built only on it, and the
+# tool the plugin tests read NATS streams with (so Sluice's go.mod needs no NATS client).
+SUBMODS := plugins/sdk plugins/examples/nats plugins/host/testdata/jetstream
 
 .PHONY: build run test test-integration bench lint fuzz proto docs clean
 
@@ -14,6 +17,7 @@ run: ## the gateway on the embedded store with config.example.yaml
 
 test: ## every test, with the race detector and shuffled order
 	$(GO) test -race -shuffle=on -count=1 -timeout 30m $(PKGS)
+	for m in $(SUBMODS); do (cd $$m && $(GO) test -race -shuffle=on -count=1 -timeout 10m ./...) || exit 1; done
 	@# The per-key order test at full size (50 keys x 200 events); under -race it runs smaller.
 	$(GO) test -count=1 -run 'TestPerKeyOrder' ./core/dispatch
 
@@ -26,7 +30,8 @@ bench: ## micro-benchmarks of the hot paths
 lint: ## gofmt, go vet, and a tidy go.mod
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	@# go.mod must be tidy; go.sum lines that only dependencies' own tests need are reported, not failed on.
+	for m in $(SUBMODS); do (cd $$m && $(GO) vet ./...) || exit 1; done
+	@# every go.mod must be tidy; go.sum lines that only dependencies' own tests need are reported, not failed on.
 	GO=$(GO) .ci/tidy-check
 
 fuzz: ## each fuzz target for FUZZTIME (default 30s)
@@ -40,19 +45,19 @@ docs: ## regenerate generated docs and golden files
 	$(GO) test ./core/config -run TestExampleGolden -update
 	$(GO) test ./cmd/sluice -run TestSinksDocs -update
 
-proto: ## regenerate plugins/proto from sink.proto (protoc: apt-get install -y protobuf-compiler); PROTO_OUT=DIR writes elsewhere
+proto: ## regenerate plugins/sdk/internal/proto from sink.proto (protoc: apt-get install -y protobuf-compiler); PROTO_OUT=DIR writes elsewhere
 proto: PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 proto: PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
-proto: PROTO_OUT          ?= plugins/proto
+proto: PROTO_OUT          ?= plugins/sdk/internal/proto
 proto: PROTO_TOOLS        ?= $(CURDIR)/bin/proto-tools
 proto:
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install -y protobuf-compiler" >&2; exit 1; }
 	GOBIN=$(PROTO_TOOLS) $(GO) install $(PROTOC_GEN_GO)
 	GOBIN=$(PROTO_TOOLS) $(GO) install $(PROTOC_GEN_GO_GRPC)
-	protoc -I plugins/proto \
+	protoc -I plugins/sdk/internal/proto \
 		--plugin=protoc-gen-go=$(PROTO_TOOLS)/protoc-gen-go --go_out=$(PROTO_OUT) --go_opt=paths=source_relative \
 		--plugin=protoc-gen-go-grpc=$(PROTO_TOOLS)/protoc-gen-go-grpc --go-grpc_out=$(PROTO_OUT) --go-grpc_opt=paths=source_relative \
-		plugins/proto/sink.proto
+		plugins/sdk/internal/proto/sink.proto
 
 clean:
 	rm -rf bin data

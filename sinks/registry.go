@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
-	"time"
+
+	"github.com/sluicehq/sluice/plugins/sdk/schema"
+	"gopkg.in/yaml.v3"
 )
 
 // Config is a sink's typed config block. Validate is fast and does no I/O; it returns every problem at once
@@ -76,161 +77,108 @@ func (r *Registry) Types() []string {
 	return out
 }
 
-// Field describes one config field, derived from the config struct's tags:
-// `yaml:"name"`, `desc:"..."`, `default:"..."`, `required:"true"`, `secret:"true"`.
-type Field struct {
-	Name        string `json:"name"`
-	Type        string `json:"type"`
-	Default     string `json:"default,omitempty"`
-	Required    bool   `json:"required,omitempty"`
-	Secret      bool   `json:"secret,omitempty"`
-	Description string `json:"description,omitempty"`
+// Register describes a sink type for the registry: typ is the destination `type`, doc one line for `sluice
+// sinks`, config returns a new config with its defaults filled in (the loader decodes the YAML block over it)
+// and newSink builds the sink from that config.
+func Register[C Config, S Sink](typ, doc string, config func() C, newSink func(ctx context.Context, cfg C, env Env) (S, error)) Spec {
+	return Spec{
+		Type:   typ,
+		Doc:    doc,
+		Config: func() Config { return config() },
+		New: func(ctx context.Context, cfg Config, env Env) (Sink, error) {
+			c, ok := cfg.(C)
+			if !ok {
+				var want C
+				return nil, fmt.Errorf("%s: config is %T, want %T", typ, cfg, want)
+			}
+			s, err := newSink(ctx, c, env)
+			if err != nil {
+				return nil, err // not a typed nil inside a non-nil Sink
+			}
+			return s, nil
+		},
+	}
 }
 
 // Describe lists the fields of a config struct (or pointer to one), nested structs flattened with dots.
-func Describe(cfg any) []Field {
-	return describe(reflect.TypeOf(cfg), "")
+func Describe(cfg any) []Field { return schema.Describe(cfg) }
+
+// FieldsOf lists a config's fields: from its struct tags, or as a plugin's config describes itself.
+func FieldsOf(cfg Config) []Field {
+	if f, ok := cfg.(interface{ Fields() []Field }); ok {
+		return f.Fields()
+	}
+	return schema.Describe(cfg)
 }
 
-func describe(t reflect.Type, prefix string) []Field {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
+// SecretsOf says where a config's secrets are: its `secret:"true"` fields, or the fields a plugin's config
+// marks secret.
+func SecretsOf(cfg Config) Secrets {
+	if s, ok := cfg.(interface{ Secrets() Secrets }); ok {
+		return s.Secrets()
 	}
-	if t.Kind() != reflect.Struct {
+	return schema.SecretsOf(reflect.TypeOf(cfg))
+}
+
+// Secrets says where the secrets of a type's config are (nil for an unknown type).
+func (r *Registry) Secrets(typ string) Secrets {
+	spec, ok := r.Lookup(typ)
+	if !ok {
 		return nil
 	}
-	var out []Field
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, inline := yamlName(f)
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if inline {
-			out = append(out, describe(f.Type, prefix)...)
-			continue
-		}
-		ft := f.Type
-		for ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
-		}
-		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Time{}) && f.Tag.Get("desc") == "" {
-			out = append(out, describe(ft, prefix+name+".")...)
-			continue
-		}
-		out = append(out, Field{
-			Name:        prefix + name,
-			Type:        typeName(f.Type),
-			Default:     f.Tag.Get("default"),
-			Required:    f.Tag.Get("required") == "true",
-			Secret:      f.Tag.Get("secret") == "true",
-			Description: f.Tag.Get("desc"),
-		})
-	}
-	return out
+	return SecretsOf(spec.Config())
 }
 
-func yamlName(f reflect.StructField) (name string, inline bool) {
-	tag := f.Tag.Get("yaml")
-	parts := strings.Split(tag, ",")
-	for _, p := range parts[1:] {
-		if p == "inline" {
-			inline = true
-		}
+// node encodes a config as YAML, secrets in clear: a plugin's config encodes its block with the plugin's
+// defaults filled in (its own encoders mask, so that it never leaks by accident).
+func node(cfg any) (*yaml.Node, error) {
+	var v any = cfg
+	if t, ok := cfg.(interface{ Tree() any }); ok {
+		v = t.Tree()
 	}
-	name = parts[0]
-	if name == "" {
-		name = strings.ToLower(f.Name)
+	n := &yaml.Node{}
+	if err := n.Encode(v); err != nil {
+		return nil, err
 	}
-	return name, inline
+	return n, nil
 }
 
-func typeName(t reflect.Type) string {
-	if t.Kind() == reflect.Pointer {
-		return typeName(t.Elem())
+// MaskedNode returns a config as a YAML node, in field order, with every secret masked: what `validate
+// --print` shows.
+func MaskedNode(cfg Config) (*yaml.Node, error) {
+	n, err := node(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if t.PkgPath() != "" && strings.HasSuffix(t.Name(), "Duration") {
-		return "duration"
-	}
-	switch t.Kind() {
-	case reflect.Slice:
-		return "list of " + typeName(t.Elem())
-	case reflect.Map:
-		return "map of " + typeName(t.Elem())
-	case reflect.Int, reflect.Int32, reflect.Int64:
-		return "integer"
-	case reflect.Float32, reflect.Float64:
-		return "number"
-	case reflect.Bool:
-		return "bool"
-	case reflect.String:
-		return "string"
-	}
-	return t.Kind().String()
+	SecretsOf(cfg).Mask(n)
+	return n, nil
 }
 
-// MaskSecrets returns a copy of a config struct value as a generic map (keys from yaml tags) with every
-// `secret:"true"` field masked, for printing.
+// MaskSecrets returns a config as generic values (keys from yaml tags) with every secret masked: the form
+// the API shows as JSON.
 func MaskSecrets(cfg any) any {
-	return maskValue(reflect.ValueOf(cfg), false)
+	c, ok := cfg.(Config)
+	if !ok || cfg == nil {
+		return nil
+	}
+	n, err := MaskedNode(c)
+	if err != nil {
+		return map[string]any{}
+	}
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return map[string]any{}
+	}
+	return v
 }
 
-func maskValue(v reflect.Value, secret bool) any {
-	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-		if v.IsNil() {
-			return nil
-		}
-		v = v.Elem()
+// SecretValues returns a config's secret strings in a stable order (to fingerprint it).
+func SecretValues(cfg Config) []string {
+	n, err := node(cfg)
+	if err != nil {
+		return nil
 	}
-	if m, ok := v.Interface().(fmt.Stringer); ok && v.Kind() != reflect.Struct {
-		if secret {
-			return Mask(m.String())
-		}
-		return m.String()
-	}
-	switch v.Kind() {
-	case reflect.Struct:
-		out := map[string]any{}
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, inline := yamlName(f)
-			if name == "-" || !f.IsExported() {
-				continue
-			}
-			val := maskValue(v.Field(i), secret || f.Tag.Get("secret") == "true")
-			if inline {
-				if m, ok := val.(map[string]any); ok {
-					for k, x := range m {
-						out[k] = x
-					}
-				}
-				continue
-			}
-			if strings.Contains(f.Tag.Get("yaml"), "omitempty") && v.Field(i).IsZero() {
-				continue
-			}
-			out[name] = val
-		}
-		return out
-	case reflect.Slice, reflect.Array:
-		out := make([]any, v.Len())
-		for i := range out {
-			out[i] = maskValue(v.Index(i), secret)
-		}
-		return out
-	case reflect.Map:
-		out := map[string]any{}
-		iter := v.MapRange()
-		for iter.Next() {
-			out[fmt.Sprint(iter.Key().Interface())] = maskValue(iter.Value(), secret)
-		}
-		return out
-	case reflect.String:
-		if secret {
-			return Mask(v.String())
-		}
-		return v.String()
-	}
-	return v.Interface()
+	var out []string
+	SecretsOf(cfg).Walk(n, func(_, v string) string { out = append(out, v); return v })
+	return out
 }

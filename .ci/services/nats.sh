@@ -1,10 +1,10 @@
-# NATS with JetStream for the plugin tests (plugins/examples/nats, cmd/sluice plugin tests), and protoc for the
-# generated-code freshness test of plugins/proto. Sourced by .ci/run under `set -euo pipefail`.
+# NATS with JetStream for the plugin tests (plugins/host, plugins/examples/nats, cmd/sluice plugin tests), and
+# protoc for the generated-code freshness test of plugins/sdk/internal/proto. Sourced by .ci/run under `set -euo pipefail`.
 # shellcheck source=/dev/null
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if ! command -v protoc >/dev/null 2>&1; then
-  echo "installing protoc (protobuf-compiler) for plugins/proto's freshness test"
+  echo "installing protoc (protobuf-compiler) for plugins/sdk/internal/proto's freshness test"
   (apt-get install -y -qq protobuf-compiler >/dev/null 2>&1 ||
     { apt-get update -qq >/dev/null && apt-get install -y -qq protobuf-compiler >/dev/null; })
 fi

@@ -48,7 +48,13 @@ func buildOnce(t *testing.T, pkg, name string) string {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, name)
-	if out, err := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); err != nil {
+	cmd := exec.Command("go", "build", "-o", path, pkg)
+	if _, err := os.Stat(filepath.Join(pkg, "go.mod")); err == nil {
+		// A module of its own (the example plugin): build it inside its module, with its own go.mod.
+		cmd = exec.Command("go", "build", "-o", path, ".")
+		cmd.Dir = pkg
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
 		buildErr[pkg] = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		t.Fatal(buildErr[pkg])
 	}

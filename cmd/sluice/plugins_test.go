@@ -2,9 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,9 +19,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The plugin tests run the real sluice binary with the example NATS plugin built as its own executable,
@@ -209,30 +207,37 @@ func publishN(t *testing.T, addr string, n, workers int, acked *sync.Map, hook f
 	return count.Load()
 }
 
-// streamIDs returns the Nats-Msg-Id of every message in stream.
-func streamIDs(t *testing.T, js jetstream.JetStream, stream string) map[string]int {
+// jetstream runs plugins/host/testdata/jetstream, a module of its own that reads and deletes streams, so
+// Sluice's go.mod needs no NATS client (only the example plugin's module talks NATS).
+func jetstream(t *testing.T, args ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	tool := buildOnce(t, "../../plugins/host/testdata/jetstream", "jetstream")
+	out, err := exec.Command(tool, args...).Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Logf("jetstream %v: %v: %s", args, err, ee.Stderr)
+		}
 		return nil
 	}
+	return out
+}
+
+// streamIDs returns the Nats-Msg-Id of every message in stream.
+func streamIDs(t *testing.T, natsURL, stream string) map[string]int {
+	t.Helper()
 	out := map[string]int{}
-	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(500*time.Millisecond))
-		if err != nil {
-			return out
+	dec := json.NewDecoder(bytes.NewReader(jetstream(t, "read", natsURL, stream)))
+	for dec.More() {
+		var m struct {
+			ID string `json:"id"`
 		}
-		got := 0
-		for m := range batch.Messages() {
-			out[m.Headers().Get("Nats-Msg-Id")]++
-			got++
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("read stream %s: %v", stream, err)
 		}
-		if got == 0 {
-			return out
-		}
+		out[m.ID]++
 	}
+	return out
 }
 
 func TestPluginCrashLosesNothing(t *testing.T) {
@@ -243,16 +248,7 @@ func TestPluginCrashLosesNothing(t *testing.T) {
 	stream := fmt.Sprintf("SLUICE_E2E_%d", time.Now().UnixNano())
 	cfg := pluginConfig(t, dir, addr, natsURL, digest, stream)
 
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), stream) })
+	t.Cleanup(func() { jetstream(t, "delete", natsURL, stream) })
 
 	sl := startSluice(t, dir, addr, cfg)
 	first := pluginPID(t, sl.cmd.Process.Pid)
@@ -278,7 +274,7 @@ func TestPluginCrashLosesNothing(t *testing.T) {
 	var missing []string
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		got := streamIDs(t, js, stream)
+		got := streamIDs(t, natsURL, stream)
 		missing = missing[:0]
 		acked.Range(func(k, _ any) bool {
 			if got[k.(string)] == 0 {
@@ -303,6 +299,44 @@ func TestPluginCrashLosesNothing(t *testing.T) {
 	if !strings.Contains(string(b), "plugin restarted") {
 		t.Errorf("the restart is not in the log")
 	}
+	checkJSONLog(t, b)
+}
+
+// checkJSONLog: with the default JSON log, every line is a JSON record — also those about the plugins
+// launched before the config that configures logging was loaded — and none names its plugin twice.
+func checkJSONLog(t *testing.T, log []byte) {
+	t.Helper()
+	started := false
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		dec := json.NewDecoder(strings.NewReader(line))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Errorf("not a JSON record in the log: %q", line)
+			continue
+		}
+		plugins := 0
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				t.Errorf("not a JSON record in the log: %q", line)
+				break
+			}
+			if key == "plugin" {
+				plugins++
+			}
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Errorf("not a JSON record in the log: %q", line)
+				break
+			}
+		}
+		if plugins > 1 {
+			t.Errorf("the plugin is named %d times in %s", plugins, line)
+		}
+		started = started || strings.Contains(line, `"msg":"plugin started"`)
+	}
+	if !started {
+		t.Errorf("the log lacks the plugin's start, logged before logging was configured")
+	}
 }
 
 func TestPluginCrashOfSluiceLeavesNoOrphans(t *testing.T) {
@@ -312,14 +346,7 @@ func TestPluginCrashOfSluiceLeavesNoOrphans(t *testing.T) {
 	_, digest := natsPlugin(t)
 	stream := fmt.Sprintf("SLUICE_ORPHAN_%d", time.Now().UnixNano())
 	sl := startSluice(t, dir, addr, pluginConfig(t, dir, addr, natsURL, digest, stream))
-	t.Cleanup(func() {
-		if nc, err := nats.Connect(natsURL); err == nil {
-			if js, err := jetstream.New(nc); err == nil {
-				_ = js.DeleteStream(context.Background(), stream)
-			}
-			nc.Close()
-		}
-	})
+	t.Cleanup(func() { jetstream(t, "delete", natsURL, stream) })
 	plugin := pluginPID(t, sl.cmd.Process.Pid)
 	if err := sl.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -70,7 +70,8 @@ func runSinks(args []string, stdout, stderr io.Writer) int {
 			}
 			return 1
 		}
-		return describeSink(spec, *asJSON, stdout)
+		_, isBuiltin := builtin.Lookup(spec.Type)
+		return describeSink(spec, !isBuiltin, *asJSON, stdout)
 	}
 	fmt.Fprint(stderr, sinksUsage)
 	return 2
@@ -107,12 +108,17 @@ func listSinks(reg, builtin *sinks.Registry, asJSON bool, w io.Writer) int {
 	return 0
 }
 
-func describeSink(spec sinks.Spec, asJSON bool, w io.Writer) int {
-	fields := sinks.Describe(spec.Config())
+func describeSink(spec sinks.Spec, plugin, asJSON bool, w io.Writer) int {
+	// FieldsOf: a plugin's config has no Go struct here; it describes itself with the plugin's fields.
+	fields := sinks.FieldsOf(spec.Config())
 	if asJSON {
-		return writeJSON(w, sinkInfo{Type: spec.Type, Doc: spec.Doc, Fields: fields})
+		return writeJSON(w, sinkInfo{Type: spec.Type, Doc: spec.Doc, Plugin: plugin, Fields: fields})
 	}
-	fmt.Fprintf(w, "%s: %s\n\nconfig fields:\n", spec.Type, spec.Doc)
+	doc := spec.Doc
+	if plugin {
+		doc += " (plugin)"
+	}
+	fmt.Fprintf(w, "%s: %s\n\nconfig fields:\n", spec.Type, doc)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tTYPE\tDEFAULT\tREQUIRED\tSECRET\tDESCRIPTION")
 	for _, f := range fields {
@@ -165,7 +171,7 @@ func sinksMarkdown(reg *sinks.Registry) []byte {
 		spec, _ := reg.Lookup(typ)
 		fmt.Fprintf(&b, "\n## %s\n\n%s.\n\n", typ, upperFirst(strings.TrimSuffix(spec.Doc, ".")))
 		b.WriteString("| Field | Type | Default | Required | Secret | Description |\n|---|---|---|---|---|---|\n")
-		for _, f := range sinks.Describe(spec.Config()) {
+		for _, f := range sinks.FieldsOf(spec.Config()) {
 			def := ""
 			if f.Default != "" {
 				def = "`" + f.Default + "`"

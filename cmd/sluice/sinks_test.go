@@ -95,8 +95,20 @@ func TestSinksCommandPlugins(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "nats") || !strings.Contains(out, "(plugin)") {
 		t.Fatalf("sluice sinks --config: exit %d\n%s\n%s", code, out, errs)
 	}
-	if code, out, errs := runSinksCmd("describe", "nats", "--config", file); code != 0 || !strings.Contains(out, "NAME") {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "nats ") && strings.Count(line, "(plugin") != 1 {
+			t.Errorf("the plugin's line says plugin %d times: %q", strings.Count(line, "(plugin"), line)
+		}
+	}
+	code, out, errs = runSinksCmd("describe", "nats", "--config", file)
+	if code != 0 || !strings.Contains(out, "NAME") {
 		t.Fatalf("describe nats: exit %d\n%s\n%s", code, out, errs)
+	}
+	// The plugin's own fields, from its config struct's tags, as for a built-in sink.
+	for _, want := range []string{"url ", "subject ", "{topic}", "password ", "connect_timeout "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe nats lacks %q:\n%s", want, out)
+		}
 	}
 	if code, _, _ := runSinksCmd("describe", "nats"); code != 1 {
 		t.Errorf("describe nats without --config: exit %d, want 1", code)

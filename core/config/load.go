@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/sluicehq/sluice/plugins/sdk/schema"
 	"github.com/sluicehq/sluice/sinks"
 	"gopkg.in/yaml.v3"
 )
@@ -114,6 +115,7 @@ func ParseWithPlugins(file string, src []byte, lookup func(string) (string, bool
 		}
 	}
 	if len(l.errs) == 0 {
+		resolvePluginPaths(cfg, file)
 		l.validate(cfg, reg)
 	}
 	if len(l.errs) > 0 {
@@ -135,18 +137,13 @@ type loader struct {
 	index   map[string]*yaml.Node // path → value node, for pointing semantic errors at a line
 }
 
-var yamlLinePrefix = regexp.MustCompile(`^yaml: (?:unmarshal errors:\n\s*)?line (\d+): `)
-
 // yamlError turns a yaml.v3 error into an Error at its line.
 func (l *loader) yamlError(err error, path string) *Error {
-	msg := err.Error()
-	e := &Error{File: l.file, Path: path}
-	if m := yamlLinePrefix.FindStringSubmatch(msg); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
+	msg, line := schema.Message(err)
+	e := &Error{File: l.file, Path: path, Line: line, Msg: msg}
+	if line > 0 {
 		e.Col = 1
-		msg = msg[len(m[0]):]
 	}
-	e.Msg = strings.TrimPrefix(msg, "yaml: ")
 	return e
 }
 
@@ -206,140 +203,34 @@ func (l *loader) expand(n *yaml.Node, lookup func(string) (string, bool)) {
 	}
 }
 
-var (
-	nodeType      = reflect.TypeOf(yaml.Node{})
-	unmarshalerIf = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
-)
-
-// check walks the node tree against the Go type, reporting unknown keys and values of the wrong type with their
+// check walks the node tree against the Go type with the one config walker (plugins/sdk/schema) — the same
+// that checks sink and plugin config blocks — reporting unknown keys and values of the wrong type at their
 // position, and indexes every node by path.
 func (l *loader) check(n *yaml.Node, t reflect.Type, path string) {
-	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	l.index[path] = n
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-		return
-	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == nodeType || t.Kind() == reflect.Interface {
-		l.indexRaw(n, path)
-		return
-	}
-	if reflect.PointerTo(t).Implements(unmarshalerIf) {
-		l.checkScalar(n, t, path)
-		return
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			l.errorAt(n, path, "must be a mapping of keys (%s)", strings.Join(fieldNames(t), ", "))
-			return
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			f, ok := fieldByYAML(t, k.Value)
-			if !ok {
-				l.errorAt(k, join(path, k.Value), "unknown key %q; valid keys here: %s", k.Value, strings.Join(fieldNames(t), ", "))
-				continue
-			}
-			l.check(v, f.Type, join(path, k.Value))
-		}
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			l.errorAt(n, path, "must be a list")
-			return
-		}
-		for i, c := range n.Content {
-			l.check(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
-		}
-	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			l.errorAt(n, path, "must be a mapping")
-			return
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			l.index[join(path, n.Content[i].Value)] = n.Content[i+1]
-			l.check(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
-		}
-	default:
-		l.checkScalar(n, t, path)
-	}
+	schema.Checker{
+		Visit: func(p string, n *yaml.Node) { l.index[p] = n },
+		Problem: func(n *yaml.Node, p, msg string) {
+			l.errs = append(l.errs, &Error{File: l.file, Line: n.Line, Col: n.Column, Path: p, Msg: msg})
+		},
+	}.Check(n, t, path)
 }
 
-func (l *loader) checkScalar(n *yaml.Node, t reflect.Type, path string) {
-	if err := n.Decode(reflect.New(t).Interface()); err != nil {
-		e := l.yamlError(err, path)
-		e.Line, e.Col = n.Line, n.Column
-		if strings.HasPrefix(e.Msg, "cannot unmarshal") {
-			e.Msg = fmt.Sprintf("must be %s, got %q", kindName(t), n.Value)
+func join(path, key string) string { return schema.Join(path, key) }
+
+// resolvePluginPaths makes each relative plugins[].path relative to the config file's directory, not to
+// wherever sluice was started from.
+func resolvePluginPaths(c *Config, file string) {
+	for i := range c.Plugins {
+		p := c.Plugins[i].Path
+		if p == "" || filepath.IsAbs(p) {
+			continue
 		}
-		l.errs = append(l.errs, e)
-	}
-}
-
-// indexRaw indexes free-form subtrees (filters, sink config blocks) so errors inside them find their line.
-func (l *loader) indexRaw(n *yaml.Node, path string) {
-	l.index[path] = n
-	switch n.Kind {
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			l.indexRaw(n.Content[i+1], join(path, n.Content[i].Value))
+		p = filepath.Join(filepath.Dir(file), p)
+		// Absolute, so that it is never a bare name (which exec would look up in PATH) and it names the same
+		// file whatever the working directory is later.
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
 		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			l.indexRaw(c, fmt.Sprintf("%s[%d]", path, i))
-		}
+		c.Plugins[i].Path = p
 	}
-}
-
-func kindName(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		return "an integer"
-	case reflect.Float64, reflect.Float32:
-		return "a number"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.String:
-		return "a string"
-	}
-	return "a " + t.String()
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func fieldByYAML(t reflect.Type, key string) (reflect.StructField, bool) {
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if name := yamlKey(f); name == key && name != "-" && f.IsExported() {
-			return f, true
-		}
-	}
-	return reflect.StructField{}, false
-}
-
-func yamlKey(f reflect.StructField) string {
-	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-	if name == "" {
-		name = strings.ToLower(f.Name)
-	}
-	return name
-}
-
-func fieldNames(t reflect.Type) []string {
-	var out []string
-	for i := 0; i < t.NumField(); i++ {
-		if f := t.Field(i); f.IsExported() && yamlKey(f) != "-" {
-			out = append(out, yamlKey(f))
-		}
-	}
-	return out
 }

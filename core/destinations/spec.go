@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/sluicehq/sluice/core/config"
@@ -79,27 +77,9 @@ func mergePatch(target, patch any) any {
 	return tm
 }
 
-// secretFields lists the dotted paths, inside `config`, of a sink type's secret fields.
-func secretFields(reg *sinks.Registry, typ string) []string {
-	spec, ok := reg.Lookup(typ)
-	if !ok {
-		return nil
-	}
-	cfg := spec.Config()
-	var fields []sinks.Field
-	if f, ok := cfg.(interface{ Fields() []sinks.Field }); ok {
-		fields = f.Fields()
-	} else {
-		fields = sinks.Describe(cfg)
-	}
-	var out []string
-	for _, f := range fields {
-		if f.Secret {
-			out = append(out, f.Name)
-		}
-	}
-	return out
-}
+// secretFields says where, inside `config`, a sink type's secrets are (sinks decides, from the config's tags or
+// a plugin's description).
+func secretFields(reg *sinks.Registry, typ string) sinks.Secrets { return reg.Secrets(typ) }
 
 // walkSecretPaths calls fn with every secret string of a spec and its path ("config.secrets[0]").
 func walkSecretPaths(reg *sinks.Registry, spec map[string]any, fn func(path, s string)) {
@@ -112,110 +92,26 @@ func walkSecrets(reg *sinks.Registry, spec map[string]any, fn func(s string) str
 }
 
 // eachSecret replaces every secret string of a spec (a field the sink's config marks secret, or an element
-// of such a list) by fn(path, value).
+// of such a list) by fn(path, value), in the order the config declares them.
 func eachSecret(reg *sinks.Registry, spec map[string]any, fn func(path, s string) string) {
 	typ, _ := spec["type"].(string)
-	for _, f := range secretFields(reg, typ) {
-		path := "config." + f
-		parent, key := lookupParent(spec, path)
-		if parent == nil {
-			continue
-		}
-		switch v := parent[key].(type) {
-		case string:
-			parent[key] = fn(path, v)
-		case []any:
-			for i, e := range v {
-				if s, ok := e.(string); ok {
-					v[i] = fn(path+"["+strconv.Itoa(i)+"]", s)
-				}
-			}
-		}
+	if cfg, ok := spec["config"].(map[string]any); ok {
+		secretFields(reg, typ).Walk(cfg, func(path, s string) string { return fn("config."+path, s) })
 	}
-}
-
-// lookupParent returns the map holding a dotted path's last key.
-func lookupParent(m map[string]any, path string) (map[string]any, string) {
-	parts := strings.Split(path, ".")
-	for _, p := range parts[:len(parts)-1] {
-		next, ok := m[p].(map[string]any)
-		if !ok {
-			return nil, ""
-		}
-		m = next
-	}
-	return m, parts[len(parts)-1]
 }
 
 // unmaskSecrets puts the stored secret back wherever a patch sends a secret's masked form unchanged.
 func unmaskSecrets(reg *sinks.Registry, patch, current map[string]any) {
 	typ, _ := current["type"].(string)
-	for _, f := range secretFields(reg, typ) {
-		pp, key := lookupParent(patch, "config."+f)
-		cp, _ := lookupParent(current, "config."+f)
-		if pp == nil || cp == nil {
-			continue
-		}
-		var olds []string
-		switch v := cp[key].(type) {
-		case string:
-			olds = []string{v}
-		case []any:
-			for _, e := range v {
-				if s, ok := e.(string); ok {
-					olds = append(olds, s)
-				}
-			}
-		}
-		restore := func(s string) string {
-			for _, o := range olds {
-				if o != "" && s == sinks.Mask(o) {
-					return o
-				}
-			}
-			return s
-		}
-		switch v := pp[key].(type) {
-		case string:
-			pp[key] = restore(v)
-		case []any:
-			for i, e := range v {
-				if s, ok := e.(string); ok {
-					v[i] = restore(s)
-				}
-			}
-		}
+	pc, ok1 := patch["config"].(map[string]any)
+	cc, ok2 := current["config"].(map[string]any)
+	if ok1 && ok2 {
+		secretFields(reg, typ).Keep(pc, cc)
 	}
 }
 
 // secretValues returns the secret strings of a sink config (to fingerprint it).
-func secretValues(cfg sinks.Config) []string {
-	var out []string
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			keys := make([]string, 0, len(x))
-			for k := range x {
-				keys = append(keys, k)
-			}
-			for _, k := range sortStrings(keys) {
-				walk(x[k])
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		case string:
-			out = append(out, x)
-		}
-	}
-	raw, _ := json.Marshal(cfg)
-	var v any
-	_ = json.Unmarshal(raw, &v)
-	walk(v)
-	return out
-}
+func secretValues(cfg sinks.Config) []string { return sinks.SecretValues(cfg) }
 
 // destFields renders a destination's own fields (without config) as JSON values, as the YAML file spells
 // them.
@@ -263,13 +159,7 @@ func maskedSinkConfig(cfg sinks.Config, trim int) any {
 	if cfg == nil {
 		return map[string]any{}
 	}
-	var v any
-	if m, ok := cfg.(interface{ Masked() any }); ok {
-		v = m.Masked()
-	} else {
-		v = sinks.MaskSecrets(cfg)
-	}
-	v = jsonable(v)
+	v := jsonable(sinks.MaskSecrets(cfg))
 	if mm, ok := v.(map[string]any); ok && trim > 0 {
 		mm = maps.Clone(mm)
 		if list, ok := mm["secrets"].([]any); ok && len(list) >= trim {
@@ -294,5 +184,3 @@ func joinFieldErrors(errs []*sinks.FieldError) string {
 }
 
 func toString(v any) string { return fmt.Sprint(v) }
-
-func sortStrings(s []string) []string { sort.Strings(s); return s }

@@ -8,5 +8,10 @@
 // in flight when it died, and sends while it restarts, fail retryably; sinks are reopened on the new process
 // transparently. A plugin that keeps crashing makes Check fail (wired to /readyz) naming its destinations.
 //
-// host imports core/config and sinks; nothing but cmd/sluice imports host.
+// The plugin's stdout, stderr and log records become records of the configured slog handler, naming the
+// plugin once. Errors come back typed from the wire (plugins/sdk/wire): classes, per-event results, the
+// context's own errors, config problems with their paths.
+//
+// host imports core/config, sinks and the SDK module's wire and schema packages; nothing but cmd/sluice
+// imports host.
 package host

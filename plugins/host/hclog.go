@@ -1,11 +1,13 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -42,13 +44,16 @@ func (s *slogger) Log(level hclog.Level, msg string, args ...any) {
 	if !s.log.Enabled(context.Background(), lv) {
 		return
 	}
-	// go-plugin appends the plugin's own timestamp; slog stamps the record already.
 	out := make([]any, 0, len(args))
 	for i := 0; i+1 < len(args); i += 2 {
-		if k, ok := args[i].(string); ok && k == "timestamp" {
+		key := args[i]
+		switch key {
+		case "timestamp": // the plugin's own stamp: slog stamps the record already
 			continue
+		case "plugin": // go-plugin's name for the executable; the logger's "plugin" already names it
+			key = "executable"
 		}
-		out = append(out, args[i], args[i+1])
+		out = append(out, key, args[i+1])
 	}
 	if len(args)%2 == 1 {
 		out = append(out, "extra", args[len(args)-1])
@@ -103,11 +108,46 @@ func (s *slogger) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger {
 	return log.New(s.StandardWriter(nil), "", 0)
 }
 
-func (s *slogger) StandardWriter(*hclog.StandardLoggerOptions) io.Writer { return lineWriter{s} }
+func (s *slogger) StandardWriter(*hclog.StandardLoggerOptions) io.Writer { return newLineWriter(s, "") }
 
-type lineWriter struct{ s *slogger }
+// lineWriter logs each line written to it as one record (a partial line waits for its end).
+type lineWriter struct {
+	s      *slogger
+	stream string // "stdout" or "stderr" of the plugin, or "" for go-plugin's own standard logger
 
-func (w lineWriter) Write(p []byte) (int, error) {
-	w.s.Info(strings.TrimRight(string(p), "\n"))
+	mu  sync.Mutex
+	buf []byte
+}
+
+func newLineWriter(s *slogger, stream string) *lineWriter { return &lineWriter{s: s, stream: stream} }
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.emit(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > 64<<10 { // a line without end: log what there is rather than grow without bound
+		w.emit(string(w.buf))
+		w.buf = nil
+	}
 	return len(p), nil
+}
+
+func (w *lineWriter) emit(line string) {
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return
+	}
+	if w.stream == "" {
+		w.s.Info(line)
+		return
+	}
+	w.s.Info(line, "stream", w.stream)
 }

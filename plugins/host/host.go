@@ -19,8 +19,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"github.com/sluicehq/sluice/core/config"
-	"github.com/sluicehq/sluice/plugins/internal/wire"
-	"github.com/sluicehq/sluice/plugins/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/wire"
 	"github.com/sluicehq/sluice/sinks"
 	"google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -28,7 +27,8 @@ import (
 // Options tunes a Host. Zero values take the defaults.
 type Options struct {
 	// Logger receives the host's and the plugins' logs; nil follows slog.Default, also when it is set
-	// after New (Sluice configures logging from the config the plugins help load).
+	// after New (Sluice configures logging from the config the plugins help load): records logged before
+	// then wait for it rather than go out as the standard library's plain text.
 	Logger *slog.Logger
 	// StartTimeout bounds how long a plugin may take to start and answer the handshake (default 10s).
 	StartTimeout time.Duration
@@ -49,9 +49,6 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Logger == nil {
-		o.Logger = slog.New(defaultHandler{})
-	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -70,8 +67,9 @@ func (o *Options) defaults() {
 
 // Host owns the plugin processes of one config.
 type Host struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	early *early // records waiting for logging to be configured; nil with Options.Logger
 
 	mu      sync.Mutex
 	plugins []*Plugin
@@ -80,8 +78,13 @@ type Host struct {
 
 // New returns a Host; it starts nothing until Load.
 func New(opts Options) *Host {
+	var e *early
+	if opts.Logger == nil {
+		dh := newDefaultHandler()
+		e, opts.Logger = dh.early, slog.New(dh)
+	}
 	opts.defaults()
-	return &Host{opts: opts, log: opts.Logger}
+	return &Host{opts: opts, log: opts.Logger, early: e}
 }
 
 // Loader returns the hook config.LoadWithPlugins calls to launch the plugins a config declares.
@@ -178,6 +181,15 @@ func (h *Host) Close() {
 	}
 	wg.Wait()
 	cleanupOnce.Do(plugin.CleanupClients)
+	h.flushLog(true)
+}
+
+// flushLog hands records logged before logging was configured to the configured handler once there is one
+// (force: to whatever handler there is).
+func (h *Host) flushLog(force bool) {
+	if h.early != nil {
+		h.early.flush(force)
+	}
 }
 
 // Plugin is one supervised plugin executable.
@@ -301,6 +313,10 @@ func (p *Plugin) launch() (*proc, error) {
 		Managed:          true,
 		StartTimeout:     opts.StartTimeout,
 		Logger:           newSlogger(p.log),
+		// What the plugin writes to its stdout and stderr once it serves (go-plugin carries it over gRPC)
+		// becomes records of Sluice's log, never plain text among JSON lines.
+		SyncStdout: newLineWriter(newSlogger(p.log), "stdout"),
+		SyncStderr: newLineWriter(newSlogger(p.log), "stderr"),
 	}
 	if p.pin != "" {
 		// go-plugin checks again right before exec; a fresh hash each launch (SecureConfig reuses its Hash).
@@ -318,7 +334,12 @@ func (p *Plugin) launch() (*proc, error) {
 		client.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", p.path, err)
 	}
-	pr := &proc{client: client, rpc: wire.Client{RPC: raw.(proto.SinkClient), Name: p.name}, started: time.Now()}
+	c, err := wire.NewClient(raw, p.name)
+	if err != nil {
+		client.Kill()
+		return nil, err
+	}
+	pr := &proc{client: client, rpc: c, started: time.Now()}
 	if g, ok := rpc.(*plugin.GRPCClient); ok {
 		pr.health = grpc_health_v1.NewHealthClient(g.Conn)
 	}
@@ -376,6 +397,7 @@ func (p *Plugin) supervise() {
 			return
 		case <-tick.C:
 		}
+		p.host.flushLog(false) // logging may have been configured since the plugin started
 		pr := p.current()
 		var why error
 		switch {
@@ -494,20 +516,3 @@ func (p *Plugin) close() {
 	<-p.done
 	p.kill()
 }
-
-// defaultHandler hands each record to whatever slog.Default is at the time.
-type defaultHandler struct{ attrs []slog.Attr }
-
-func (h defaultHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return slog.Default().Handler().Enabled(ctx, l)
-}
-
-func (h defaultHandler) Handle(ctx context.Context, r slog.Record) error {
-	return slog.Default().Handler().WithAttrs(h.attrs).Handle(ctx, r)
-}
-
-func (h defaultHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return defaultHandler{attrs: append(slices.Clone(h.attrs), as...)}
-}
-
-func (h defaultHandler) WithGroup(string) slog.Handler { return h }

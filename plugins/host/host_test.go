@@ -257,6 +257,10 @@ destinations:
 	if strings.Contains(string(out), "s3cret-token-value") || !strings.Contains(string(out), "token: …alue") {
 		t.Errorf("masked config shows the secret or lost it:\n%s", out)
 	}
+	// The plugin's defaults show, as a built-in sink's do.
+	if !strings.Contains(string(out), "delay: 0s") {
+		t.Errorf("masked config lacks the plugin's default delay: 0s:\n%s", out)
+	}
 }
 
 func TestSendOutcomes(t *testing.T) {

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/core/event"
-	"github.com/sluicehq/sluice/plugins/internal/wire"
+	"github.com/sluicehq/sluice/plugins/sdk/schema"
+	"github.com/sluicehq/sluice/plugins/sdk/wire"
 	"github.com/sluicehq/sluice/sinks"
 	"gopkg.in/yaml.v3"
 )
@@ -21,18 +22,7 @@ func (p *Plugin) spec() sinks.Spec {
 	if doc == "" {
 		doc = "plugin sink"
 	}
-	return sinks.Spec{
-		Type:   p.name,
-		Doc:    fmt.Sprintf("%s (plugin %s)", doc, p.path),
-		Config: func() sinks.Config { return pluginConfig{refKey: p} },
-		New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-			c, ok := cfg.(pluginConfig)
-			if !ok {
-				return nil, fmt.Errorf("plugin %s: config is %T, want the plugin's", p.name, cfg)
-			}
-			return p.newSink(ctx, c, env)
-		},
-	}
+	return sinks.Register(p.name, doc, func() pluginConfig { return pluginConfig{refKey: p} }, p.newSink)
 }
 
 // pluginConfig is a plugin destination's `config:` block. It is a map so the config loader indexes every key
@@ -94,7 +84,7 @@ func (c pluginConfig) Validate() error {
 	return problems
 }
 
-// Fields describes the block, for `sluice sinks`.
+// Fields describes the block, for `sluice sinks describe`.
 func (c pluginConfig) Fields() []sinks.Field {
 	if p := c.plugin(); p != nil {
 		return p.desc.Fields
@@ -102,48 +92,58 @@ func (c pluginConfig) Fields() []sinks.Field {
 	return nil
 }
 
-// Masked returns the block with every field the plugin marks secret masked, for `validate --print`.
-func (c pluginConfig) Masked() any {
-	secret := map[string]bool{}
-	if p := c.plugin(); p != nil {
-		for _, f := range p.desc.Fields {
-			if f.Secret {
-				secret[f.Name] = true
-			}
-		}
-	}
+// Secrets are the fields the plugin marks secret.
+func (c pluginConfig) Secrets() sinks.Secrets { return schema.SecretsIn(c.Fields()) }
+
+// Tree is the block as generic values with the plugin's defaults filled in where the block leaves a field
+// out, so `validate --print` and the API show what the plugin runs with, as they do for built-in sinks.
+// Secrets are in clear: print it only through sinks.MaskSecrets.
+func (c pluginConfig) Tree() any {
 	out := map[string]any{}
 	for k, v := range c {
 		if k != refKey {
-			out[k] = maskValue(v, k, secret, false)
+			out[k] = v
 		}
+	}
+	for _, f := range c.Fields() {
+		if f.Default == "" {
+			continue
+		}
+		m, key := out, f.Name
+		parts := strings.Split(f.Name, ".")
+		for _, part := range parts[:len(parts)-1] {
+			next, ok := m[part].(map[string]any)
+			if !ok {
+				if m[part] != nil {
+					m = nil
+					break
+				}
+				next = map[string]any{}
+				m[part] = next
+			}
+			m = next
+		}
+		key = parts[len(parts)-1]
+		if m == nil {
+			continue
+		}
+		if _, given := m[key]; given {
+			continue
+		}
+		var v any = f.Default
+		if f.Type != "string" && f.Type != "duration" {
+			// The default is written as YAML ("3", "true", "[a, b]"), as the SDK decodes it.
+			if err := yaml.Unmarshal([]byte(f.Default), &v); err != nil {
+				v = f.Default
+			}
+		}
+		m[key] = v
 	}
 	return out
 }
 
-func maskValue(v any, path string, secret map[string]bool, masked bool) any {
-	masked = masked || secret[path]
-	switch x := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = maskValue(e, path+"."+k, secret, masked)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = maskValue(e, path, secret, masked)
-		}
-		return out
-	case nil:
-		return nil
-	}
-	if masked {
-		return sinks.Mask(fmt.Sprint(v))
-	}
-	return v
-}
+// Masked returns the block with its defaults and every field the plugin marks secret masked.
+func (c pluginConfig) Masked() any { return sinks.MaskSecrets(c) }
 
 // MarshalYAML shows the block masked: a plugin config is never encoded with its secrets by accident.
 func (c pluginConfig) MarshalYAML() (any, error) { return c.Masked(), nil }
@@ -227,11 +227,17 @@ func (s *sink) Send(ctx context.Context, batch []event.Event) error {
 	if err != nil {
 		return err
 	}
-	rep, err := pr.rpc.Send(ctx, h, batch)
+	in := make([]wire.Event, len(batch))
+	for i := range batch {
+		e := &batch[i]
+		in[i] = wire.Event{ID: e.ID, Topic: e.Topic, Time: e.Time, Tenant: e.Tenant, Metadata: e.Metadata,
+			Scope: e.Scope, CorrelationID: e.CorrelationID, Data: e.Data, Body: e.Body}
+	}
+	rep, err := pr.rpc.Send(ctx, h, in)
 	if rep != nil {
 		sinks.Note(ctx, rep.StatusCode, rep.Response)
 	}
-	if err != nil && strings.Contains(err.Error(), "no open sink with handle") {
+	if errors.Is(err, wire.ErrUnknownHandle) {
 		s.mu.Lock()
 		s.open = false
 		s.mu.Unlock()

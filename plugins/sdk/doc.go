@@ -15,6 +15,10 @@
 // and timing: a sink never sleeps or retries by itself.
 //
 // Test a plugin in-process with plugins/sdk/sdktest. The handshake, protocol versions, go-plugin and the
-// generated gRPC code stay inside plugins/; a plugin never imports them. This package imports sinks and
-// core/event for the shared vocabulary (re-exported here) and nothing else of Sluice.
+// generated gRPC code stay inside the SDK (wire, internal/proto); a plugin never imports them.
+//
+// The SDK is a Go module of its own and imports nothing of Sluice's gateway: the vocabulary it shares with
+// Sluice's built-in sinks (limits, error classes, config fields and problems) is defined here, in sinkapi and
+// schema, and Sluice's package sinks re-exports it, so both sides use the very same types. Its dependencies
+// are go-plugin, gRPC, protobuf and yaml.v3.
 package sdk

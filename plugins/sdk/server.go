@@ -8,9 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicehq/sluice/plugins/internal/wire"
-	"github.com/sluicehq/sluice/plugins/proto"
-	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/plugins/sdk/internal/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/sinkapi"
+	"github.com/sluicehq/sluice/plugins/sdk/wire"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -84,11 +84,11 @@ func (s *server) Send(ctx context.Context, r *proto.SendRequest) (resp *proto.Se
 	if err != nil {
 		return nil, err
 	}
-	batch := wire.EventsFromProto(r.GetEvents())
-	var rep sinks.Report
+	batch := fromWire(wire.EventsFromProto(r.GetEvents()))
+	var rep sinkapi.Report
 	sendErr := func() (err error) {
 		defer recoverTo("send", &err)
-		return sk.Send(sinks.WithReport(ctx, &rep), batch)
+		return sk.Send(sinkapi.WithReport(ctx, &rep), batch)
 	}()
 	return &proto.SendResponse{Results: wire.ResultsFromError(sendErr, len(batch)),
 		StatusCode: int32(rep.StatusCode), Response: rep.Response}, nil
@@ -113,6 +113,6 @@ func (s *server) Close(ctx context.Context, r *proto.CloseRequest) (resp *proto.
 func recoverTo(op string, err *error) {
 	if r := recover(); r != nil {
 		slog.Error("plugin panicked", "op", op, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		*err = sinks.Retryable(fmt.Errorf("%s: plugin panicked: %v", op, r), 0)
+		*err = sinkapi.Retryable(fmt.Errorf("%s: plugin panicked: %v", op, r), 0)
 	}
 }

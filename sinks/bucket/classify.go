@@ -9,13 +9,12 @@ import (
 	"net/url"
 	"syscall"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	"gocloud.dev/gcerrors"
 	"google.golang.org/api/googleapi"
 
-	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // What a permanent failure means and what to check.
@@ -75,23 +74,21 @@ func (s *Sink) classify(ctx context.Context, key string, err error) error {
 		// The dispatcher cancelled or the attempt's deadline passed: not the store's failure.
 		return ctxErr
 	}
-	return classifyError(fmt.Sprintf("bucket: %s: write %s", s.where, clip(key, 200)), err)
+	return classifyError(fmt.Sprintf("bucket: %s: write %s", s.where, classify.Clip(key, 200)), err)
 }
 
 func classifyError(where string, err error) error {
-	var blocked *netguard.BlockedError
-	if errors.As(err, &blocked) {
-		// Retrying cannot change the guard's verdict; the message says how to allow the address.
-		return sinks.Permanent(fmt.Errorf("%s: %w", where, blocked))
+	if refused := classify.Refused(where, err); refused != nil {
+		return refused
 	}
 
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		code := ae.ErrorCode()
-		status := s3Status(err)
+		status := classify.AWSStatus(err)
 		msg := fmt.Sprintf("%s: %s", where, code)
 		if m := ae.ErrorMessage(); m != "" {
-			msg += ": " + clip(m, 300)
+			msg += ": " + classify.Clip(m, 300)
 		}
 		if status != 0 {
 			msg += fmt.Sprintf(" (http %d)", status)
@@ -99,14 +96,14 @@ func classifyError(where string, err error) error {
 		if hint, ok := s3Permanent[code]; ok {
 			return sinks.Permanent(fmt.Errorf("%s; %s", msg, hint))
 		}
-		return byStatus(msg, status, s3Retryable[code])
+		return classify.ByStatus(msg, status, s3Retryable[code])
 	}
 
 	var ge *googleapi.Error
 	if errors.As(err, &ge) {
 		msg := fmt.Sprintf("%s: http %d", where, ge.Code)
 		if ge.Message != "" {
-			msg += ": " + clip(ge.Message, 300)
+			msg += ": " + classify.Clip(ge.Message, 300)
 		}
 		switch ge.Code {
 		case http.StatusUnauthorized, http.StatusForbidden:
@@ -114,12 +111,12 @@ func classifyError(where string, err error) error {
 		case http.StatusNotFound:
 			return sinks.Permanent(fmt.Errorf("%s; %s", msg, hintBucket))
 		}
-		return byStatus(msg, ge.Code, false)
+		return classify.ByStatus(msg, ge.Code, false)
 	}
 
-	if status := s3Status(err); status != 0 {
+	if status := classify.AWSStatus(err); status != 0 {
 		// An answer without an S3 error in it (a proxy's error page).
-		return byStatus(fmt.Sprintf("%s: http %d %s", where, status, http.StatusText(status)), status, false)
+		return classify.ByStatus(fmt.Sprintf("%s: http %d %s", where, status, http.StatusText(status)), status, false)
 	}
 
 	// Local directories.
@@ -148,36 +145,7 @@ func classifyError(where string, err error) error {
 	// and, for presigned forms, a query); the address and the cause are what help.
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return sinks.Retryable(fmt.Errorf("%s: no answer from %s: %w", where, origin(ue.URL), ue.Err), 0)
+		return sinks.Retryable(fmt.Errorf("%s: no answer from %s: %w", where, classify.Origin(ue.URL, "the store"), ue.Err), 0)
 	}
 	return sinks.Retryable(fmt.Errorf("%s: %w", where, err), 0)
-}
-
-// byStatus classifies an error by HTTP status when its code says nothing more: 5xx, 408 and 429 pass, other
-// 4xx are the request's own fault.
-func byStatus(msg string, status int, retryable bool) error {
-	switch {
-	case retryable, status == 0, status >= 500, status == http.StatusRequestTimeout, status == http.StatusTooManyRequests:
-		return sinks.Retryable(errors.New(msg), 0)
-	case status >= 400:
-		return sinks.Permanent(errors.New(msg))
-	}
-	return sinks.Retryable(errors.New(msg), 0)
-}
-
-func s3Status(err error) int {
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) {
-		return re.HTTPStatusCode()
-	}
-	return 0
-}
-
-// origin is scheme://host of a URL string.
-func origin(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "the store"
-	}
-	return u.Scheme + "://" + u.Host
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // maxParallelWrites bounds the objects one Send writes at once (a batch spanning many topics has many keys).
@@ -132,9 +133,9 @@ func (s *Sink) objectKey(ev *event.Event, batchID string, now time.Time) (string
 	case len(k) > MaxKeyBytes:
 		return "", fmt.Errorf("key %s renders %d bytes; object keys take at most %d", s.key, len(k), MaxKeyBytes)
 	case strings.HasPrefix(k, "/"):
-		return "", fmt.Errorf("key %s renders %q, which starts with /; object keys are relative to the bucket", s.key, clip(k, 200))
+		return "", fmt.Errorf("key %s renders %q, which starts with /; object keys are relative to the bucket", s.key, classify.Clip(k, 200))
 	case !utf8.ValidString(k) || strings.IndexFunc(k, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
-		return "", fmt.Errorf("key %s renders %q, which has control characters or invalid UTF-8", s.key, clip(k, 200))
+		return "", fmt.Errorf("key %s renders %q, which has control characters or invalid UTF-8", s.key, classify.Clip(k, 200))
 	}
 	return k, nil
 }
@@ -171,11 +172,4 @@ func (s *Sink) write(ctx context.Context, o *object) error {
 		return s.classify(ctx, o.key, err)
 	}
 	return nil
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 	"github.com/sluicehq/sluice/sinks/template"
 )
 
@@ -36,18 +37,7 @@ const (
 )
 
 // Spec registers the bucket sink.
-var Spec = sinks.Spec{
-	Type:   "bucket",
-	Doc:    "NDJSON objects in S3 (or an S3-compatible server), Google Cloud Storage or a local directory",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("bucket: config is %T, want *bucket.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("bucket", "NDJSON objects in S3 (or an S3-compatible server), Google Cloud Storage or a local directory", NewConfig, New)
 
 // Config is a bucket destination's `config` block.
 type Config struct {
@@ -96,7 +86,7 @@ func (c *Config) Validate() error {
 	case c.URL == "":
 		add("url", "required; write s3://BUCKET?region=eu-west-1, gs://BUCKET or file:///DIR")
 	case err != nil:
-		add("url", "not a URL (%v); write s3://BUCKET?region=eu-west-1, gs://BUCKET or file:///DIR", urlErrMsg(err))
+		add("url", "not a URL (%v); write s3://BUCKET?region=eu-west-1, gs://BUCKET or file:///DIR", classify.URLErrMsg(err))
 	default:
 		scheme = u.Scheme
 		for _, p := range checkURL(u) {
@@ -312,13 +302,4 @@ func (s *Sink) Close(context.Context) error {
 		}
 	})
 	return s.closeErr
-}
-
-// urlErrMsg drops url.Error's quoting of the whole URL.
-func urlErrMsg(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
 }

@@ -8,17 +8,16 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // classify maps a publish error to the dispatcher's classes. What retrying cannot fix — a missing topic,
 // refused or missing credentials, a request the service calls invalid, a guard refusal — is permanent; the
 // rest (unavailable, deadline, quota, internal) is retryable.
 func (s *Sink) classify(err error) error {
-	var blocked *netguard.BlockedError
-	if errors.As(err, &blocked) {
-		return sinks.Permanent(fmt.Errorf("pubsub: %w", blocked))
+	if refused := classify.Refused("pubsub", err); refused != nil {
+		return refused
 	}
 	switch {
 	case errors.Is(err, pubsub.ErrPublisherStopped):

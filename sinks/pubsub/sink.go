@@ -31,18 +31,7 @@ const (
 )
 
 // Spec registers the pubsub sink.
-var Spec = sinks.Spec{
-	Type:   "pubsub",
-	Doc:    "publish to a Google Cloud Pub/Sub topic",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("pubsub: config is %T, want *pubsub.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("pubsub", "publish to a Google Cloud Pub/Sub topic", NewConfig, New)
 
 // Config is a pubsub destination's `config` block.
 type Config struct {

@@ -7,17 +7,16 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // dialError classifies a failed connect. Refused credentials, a vhost the user may not use, a guard refusal and
 // an untrusted certificate are permanent (retrying cannot fix them); the rest — refused, reset, timed out,
 // DNS — are retryable. The URL is named with its password redacted.
 func (s *Sink) dialError(err error) error {
-	var blocked *netguard.BlockedError
-	if errors.As(err, &blocked) {
-		return sinks.Permanent(fmt.Errorf("rabbitmq: connect to %s: %w", s.where, blocked))
+	if refused := classify.Refused("rabbitmq: connect to "+s.where, err); refused != nil {
+		return refused
 	}
 	var ae *amqp.Error
 	if errors.As(err, &ae) {

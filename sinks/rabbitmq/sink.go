@@ -31,18 +31,7 @@ const (
 )
 
 // Spec registers the rabbitmq sink.
-var Spec = sinks.Spec{
-	Type:   "rabbitmq",
-	Doc:    "publish to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("rabbitmq: config is %T, want *rabbitmq.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("rabbitmq", "publish to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms", NewConfig, New)
 
 // Config is a rabbitmq destination's `config` block.
 type Config struct {

@@ -8,12 +8,11 @@ import (
 	"net/url"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // What an error code means for the delivery, and what the operator should do about a permanent one.
@@ -88,35 +87,30 @@ func (s *Sink) classify(ctx context.Context, err error) error {
 }
 
 func classifyError(queue string, err error) error {
-	var blocked *netguard.BlockedError
-	if errors.As(err, &blocked) {
-		// Retrying cannot change the guard's verdict; the message says how to allow the address.
-		return sinks.Permanent(fmt.Errorf("sqs: queue %s: %w", queue, blocked))
+	if refused := classify.Refused("sqs: queue "+queue, err); refused != nil {
+		return refused
 	}
 	var ae smithy.APIError
-	if !errors.As(err, &ae) && httpStatus(err) != 0 {
+	if !errors.As(err, &ae) && classify.AWSStatus(err) != 0 {
 		// An answer, but not one SQS writes (a proxy's or load balancer's error page).
-		status := httpStatus(err)
-		msg := fmt.Errorf("sqs: queue %s: http %d %s without an SQS error in the body", queue, status, http.StatusText(status))
-		if status >= 400 && status < 500 && status != 408 && status != 429 {
-			return sinks.Permanent(msg)
-		}
-		return sinks.Retryable(msg, 0)
+		status := classify.AWSStatus(err)
+		return classify.ByStatus(fmt.Sprintf("sqs: queue %s: http %d %s without an SQS error in the body", queue, status,
+			http.StatusText(status)), status, false)
 	}
 	if ae == nil {
 		// No answer from the server: refused, reset, timed out, DNS. The url.Error around it repeats the
 		// endpoint URL; its cause is what helps.
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			return sinks.Retryable(fmt.Errorf("sqs: queue %s: no answer from %s: %w", queue, origin(ue.URL), ue.Err), 0)
+			return sinks.Retryable(fmt.Errorf("sqs: queue %s: no answer from %s: %w", queue, classify.Origin(ue.URL, "the endpoint"), ue.Err), 0)
 		}
 		return sinks.Retryable(fmt.Errorf("sqs: queue %s: %w", queue, err), 0)
 	}
 	code := errorCode(err)
-	status := httpStatus(err)
+	status := classify.AWSStatus(err)
 	msg := fmt.Sprintf("sqs: queue %s: %s", queue, code)
 	if m := ae.ErrorMessage(); m != "" {
-		msg += ": " + clip(m, 300)
+		msg += ": " + classify.Clip(m, 300)
 	}
 	if status != 0 {
 		msg += fmt.Sprintf(" (http %d)", status)
@@ -124,21 +118,15 @@ func classifyError(queue string, err error) error {
 	if hint, ok := permanentCodes[code]; ok {
 		return sinks.Permanent(fmt.Errorf("%s; %s", msg, hint))
 	}
-	switch {
-	case retryableCodes[code], status >= 500, status == 408, status == 429, status == 0:
-		return sinks.Retryable(errors.New(msg), 0)
-	case status >= 400:
-		// An error code this sink does not know, with a client-error status: the request itself is wrong.
-		return sinks.Permanent(errors.New(msg))
-	}
-	return sinks.Retryable(errors.New(msg), 0)
+	// An error code this sink does not know, with a client-error status: the request itself is wrong.
+	return classify.ByStatus(msg, status, retryableCodes[code])
 }
 
 // entryError classifies one message SendMessageBatch refused: the sender's fault (bad content, too long, a
 // group id SQS refuses) is permanent for that event; SQS's own fault is retryable.
 func entryError(queue string, f *types.BatchResultErrorEntry) error {
 	code := aws.ToString(f.Code)
-	err := fmt.Errorf("sqs: queue %s refused the message: %s: %s", queue, code, clip(aws.ToString(f.Message), 300))
+	err := fmt.Errorf("sqs: queue %s refused the message: %s: %s", queue, code, classify.Clip(aws.ToString(f.Message), 300))
 	if f.SenderFault {
 		return sinks.Permanent(err)
 	}
@@ -151,28 +139,4 @@ func apiCode(err error) string {
 		return ae.ErrorCode()
 	}
 	return ""
-}
-
-func httpStatus(err error) int {
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) {
-		return re.HTTPStatusCode()
-	}
-	return 0
-}
-
-// origin is scheme://host of a URL string, what errors show of an endpoint.
-func origin(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "the endpoint"
-	}
-	return u.Scheme + "://" + u.Host
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

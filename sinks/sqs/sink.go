@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 	"github.com/sluicehq/sluice/sinks/template"
 )
 
@@ -41,18 +42,7 @@ const (
 const envelopeAllowance = 1 << 10
 
 // Spec registers the sqs sink.
-var Spec = sinks.Spec{
-	Type:   "sqs",
-	Doc:    "Amazon SQS queue (standard or FIFO), batched with SendMessageBatch",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("sqs: config is %T, want *sqs.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("sqs", "Amazon SQS queue (standard or FIFO), batched with SendMessageBatch", NewConfig, New)
 
 // Config is an sqs destination's `config` block.
 type Config struct {
@@ -88,7 +78,7 @@ func (c *Config) Validate() error {
 	case c.QueueURL == "":
 		add("queue_url", "required; write the queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders")
 	case err != nil:
-		add("queue_url", "not a URL (%v); write it like https://sqs.eu-west-1.amazonaws.com/123456789012/orders", urlErrMsg(err))
+		add("queue_url", "not a URL (%v); write it like https://sqs.eu-west-1.amazonaws.com/123456789012/orders", classify.URLErrMsg(err))
 	case u.Scheme != "https" && u.Scheme != "http":
 		add("queue_url", "must be an https URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders")
 	case u.Hostname() == "":
@@ -113,7 +103,7 @@ func (c *Config) Validate() error {
 	if c.Endpoint != "" {
 		switch u, err := url.Parse(c.Endpoint); {
 		case err != nil:
-			add("endpoint", "not a URL (%v); write it like http://127.0.0.1:9324", urlErrMsg(err))
+			add("endpoint", "not a URL (%v); write it like http://127.0.0.1:9324", classify.URLErrMsg(err))
 		case u.Scheme != "https" && u.Scheme != "http" || u.Hostname() == "":
 			add("endpoint", "must be an absolute http or https URL, e.g. http://127.0.0.1:9324")
 		case u.User != nil:
@@ -281,13 +271,4 @@ func regionFromHost(host string) string {
 		return parts[0]
 	}
 	return DefaultRegion
-}
-
-// urlErrMsg drops url.Error's quoting of the whole URL.
-func urlErrMsg(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
 }

@@ -1,23 +1,22 @@
 package webhook
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // maxRetryAfter bounds a parsed Retry-After before it becomes a Duration (so a huge number cannot overflow);
 // the dispatcher clamps it further to its own policy.
 const maxRetryAfter = 365 * 24 * time.Hour
 
-// classify maps an HTTP answer to the dispatcher's classes (DESIGN §3, response handling).
-func classify(resp *http.Response, now time.Time) error {
+// classifyResponse maps an HTTP answer to the dispatcher's classes (DESIGN §3, response handling).
+func classifyResponse(resp *http.Response, now time.Time) error {
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
@@ -36,7 +35,7 @@ func classify(resp *http.Response, now time.Time) error {
 	case code >= 300 && code < 400:
 		note := ": redirects are not followed"
 		if loc := resp.Header.Get("Location"); loc != "" {
-			note += "; update the url if " + clip(loc, 200) + " is the new address"
+			note += "; update the url if " + classify.Clip(loc, 200) + " is the new address"
 		}
 		return sinks.Permanent(fmt.Errorf("http %d%s", code, note))
 	case code >= 400 && code < 500:
@@ -82,19 +81,4 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	}
 	// HTTP-dates have whole seconds; round up so we never come back before the time asked for.
 	return (d + time.Second - 1).Truncate(time.Second), true
-}
-
-func asBlocked(err error) *netguard.BlockedError {
-	var b *netguard.BlockedError
-	if errors.As(err, &b) {
-		return b
-	}
-	return nil
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // Response bodies are kept only as an excerpt for the attempt log; a little more is drained so the connection
@@ -63,7 +64,7 @@ func (s *Sink) send(ctx context.Context, e *event.Event) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(attemptCtx, s.method, s.url, bytes.NewReader(body))
 	if err != nil {
-		return sinks.Permanent(fmt.Errorf("build request: %v", urlErrMsg(err)))
+		return sinks.Permanent(fmt.Errorf("build request: %v", classify.URLErrMsg(err)))
 	}
 	req.Header = s.header(e, s.now().Unix(), body)
 
@@ -73,7 +74,7 @@ func (s *Sink) send(ctx context.Context, e *event.Event) error {
 	}
 	excerpt := readExcerpt(resp.Body)
 	sinks.Note(ctx, resp.StatusCode, excerpt)
-	return classify(resp, s.now())
+	return classifyResponse(resp, s.now())
 }
 
 // header returns the request headers for one attempt. The webhook-* names are written in the lowercase the
@@ -195,9 +196,8 @@ func (s *Sink) transportError(ctx, attemptCtx context.Context, err error) error 
 		err = ue.Err
 	}
 	where := s.method + " " + s.origin
-	if blocked := asBlocked(err); blocked != nil {
-		// Retrying cannot change the guard's verdict; the message says how to allow the address.
-		return sinks.Permanent(fmt.Errorf("%s: %w", where, blocked))
+	if refused := classify.Refused(where, err); refused != nil {
+		return refused
 	}
 	if errors.Is(attemptCtx.Err(), context.DeadlineExceeded) {
 		return sinks.Retryable(fmt.Errorf("%s: no answer within %v: %w", where, s.timeout,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
 
 // Signing modes.
@@ -45,18 +46,7 @@ const (
 )
 
 // Spec registers the webhook sink.
-var Spec = sinks.Spec{
-	Type:   "webhook",
-	Doc:    "signed HTTP POST to a URL (Standard Webhooks)",
-	Config: func() sinks.Config { return NewConfig() },
-	New: func(ctx context.Context, cfg sinks.Config, env sinks.Env) (sinks.Sink, error) {
-		c, ok := cfg.(*Config)
-		if !ok {
-			return nil, fmt.Errorf("webhook: config is %T, want *webhook.Config", cfg)
-		}
-		return New(ctx, c, env)
-	},
-}
+var Spec = sinks.Register("webhook", "signed HTTP POST to a URL (Standard Webhooks)", NewConfig, New)
 
 // Config is a webhook destination's `config` block.
 type Config struct {
@@ -111,7 +101,7 @@ func (c *Config) Validate() error {
 	case c.URL == "":
 		add("url", "required; write an absolute URL such as https://example.com/hooks")
 	case err != nil:
-		add("url", "not a URL (%v); write it like https://example.com/hooks", urlErrMsg(err))
+		add("url", "not a URL (%v); write it like https://example.com/hooks", classify.URLErrMsg(err))
 	case u.Scheme != "http" && u.Scheme != "https":
 		add("url", "must be an absolute http or https URL, such as https://example.com/hooks")
 	case u.Host == "" || u.Hostname() == "":
@@ -331,13 +321,4 @@ func validHeaderValue(s string) bool {
 		}
 	}
 	return true
-}
-
-// urlErrMsg drops url.Error's quoting of the whole URL, which may carry a token.
-func urlErrMsg(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
 }

@@ -2,35 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/sluicehq/sluice/core/config"
-	"github.com/sluicehq/sluice/plugins/host"
 	"github.com/sluicehq/sluice/plugins/sdk"
 	"github.com/sluicehq/sluice/plugins/sdk/sdktest"
-	"github.com/sluicehq/sluice/sinks"
-	"github.com/sluicehq/sluice/sinks/sinktest"
-	"gopkg.in/yaml.v3"
 )
 
-// The in-process tests use sdktest, as a plugin author would; the conformance test builds the plugin and
-// runs it through Sluice's plugin host against the real NATS server in SLUICE_TEST_NATS_URL.
+// The tests here use sdktest, as a plugin author would. Sluice's conformance suite runs this plugin through
+// Sluice's plugin host from Sluice's own module (plugins/host/nats_test.go): this module needs only the SDK.
 
 func TestConfigChecks(t *testing.T) {
 	p := sdktest.Start(t, newPlugin())
@@ -86,179 +69,6 @@ func natsURL(t testing.TB) string {
 		t.Skip("SLUICE_TEST_NATS_URL is not set (.ci/services/nats.sh starts NATS and sets it)")
 	}
 	return u
-}
-
-var (
-	buildOnce sync.Once
-	pluginBin string
-	buildErr  error
-)
-
-// build compiles this plugin the way ops would get it: a separate executable.
-func build(t testing.TB) (path, digest string) {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-nats-plugin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		pluginBin = filepath.Join(dir, "sluice-nats")
-		if out, err := exec.Command("go", "build", "-o", pluginBin, ".").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	b, err := os.ReadFile(pluginBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return pluginBin, hex.EncodeToString(sum[:])
-}
-
-// loadThroughHost launches the built plugin with Sluice's plugin host and returns its sink spec.
-func loadThroughHost(t testing.TB) sinks.Spec {
-	path, digest := build(t)
-	h := host.New(host.Options{Supervise: true, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	t.Cleanup(h.Close)
-	specs, errs := h.Load([]config.Plugin{{Name: "nats", Path: path, SHA256: digest}})
-	if len(errs) > 0 {
-		t.Fatalf("load: %v", errs[0])
-	}
-	return specs[0]
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-func newThroughHost(t testing.TB, spec sinks.Spec, block string) sinks.Sink {
-	t.Helper()
-	cfg := spec.Config()
-	var n yaml.Node
-	if err := yaml.Unmarshal([]byte(block), &n); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Content[0].Decode(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
-	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), UserAgent: "Sluice/test", Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatalf("new: %v", err)
-	}
-	return s
-}
-
-var streams atomic.Int64
-
-func TestIntegrationConformanceThroughHost(t *testing.T) {
-	base := natsURL(t)
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(base)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", base, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := loadThroughHost(t)
-	const password = "right-password-1234"
-
-	sinktest.Run(t, sinktest.Features{
-		Ordered:        true,
-		Oversized:      2 << 20, // over nats-server's default max_payload of 1 MiB
-		BadCredentials: authServerAvailable(),
-		Outage:         true,
-		Reasons:        map[string]string{sinktest.CaseBadCredentials: "nats-server is not installed to start one with a password"},
-	}, sinktest.Harness{
-		New: func(t *testing.T) sinktest.Target {
-			n := streams.Add(1)
-			stream := fmt.Sprintf("SINKTEST_%d_%d", os.Getpid(), n)
-			prefix := fmt.Sprintf("t%d_%d", os.Getpid(), n)
-			proxy := sinktest.NewProxy(t, u.Host)
-			sink := newThroughHost(t, spec, fmt.Sprintf("url: nats://%s\nsubject: '%s.{topic}'\nstream: %s\ncreate_stream: true\nconnect_timeout: 1s",
-				proxy.Addr(), prefix, stream))
-			t.Cleanup(func() { _ = js.DeleteStream(context.Background(), stream) })
-			var cons jetstream.Consumer
-			return sinktest.Target{
-				Sink: sink,
-				Read: func(ctx context.Context) ([]sinktest.Received, error) {
-					if cons == nil {
-						c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-						if errors.Is(err, jetstream.ErrStreamNotFound) {
-							return nil, nil
-						}
-						if err != nil {
-							return nil, err
-						}
-						cons = c
-					}
-					batch, err := cons.Fetch(500, jetstream.FetchMaxWait(300*time.Millisecond))
-					if err != nil {
-						return nil, err
-					}
-					var out []sinktest.Received
-					for m := range batch.Messages() {
-						out = append(out, sinktest.Received{ID: m.Headers().Get("Nats-Msg-Id"), Topic: m.Headers().Get("Sluice-Topic"), Body: m.Data()})
-					}
-					return out, batch.Error()
-				},
-				Stop:  func(*testing.T) { proxy.Stop() },
-				Start: func(*testing.T) { proxy.Start() },
-			}
-		},
-		BadCredentials: func(t *testing.T) sinks.Sink {
-			addr := startAuthServer(t, password)
-			return newThroughHost(t, spec, fmt.Sprintf("url: nats://%s\nusername: sluice\npassword: wrong-password-5678\nconnect_timeout: 1s", addr))
-		},
-		Secrets: []string{password, "wrong-password-5678"},
-	})
-}
-
-func authServerAvailable() bool {
-	_, err := exec.LookPath("nats-server")
-	if err != nil {
-		_, err = os.Stat("/usr/sbin/nats-server")
-	}
-	return err == nil
-}
-
-// startAuthServer runs a private nats-server that wants a password, on a free loopback port.
-func startAuthServer(t *testing.T, password string) string {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		bin = "/usr/sbin/nats-server"
-	}
-	addr := deadAddr(t)
-	host, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "-a", host, "-p", port, "--user", "sluice", "--pass", password)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nats-server: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("nats-server on %s did not come up", addr)
-	return ""
 }
 
 // TestBuiltOnlyOnTheSDK keeps the example honest: besides the standard library and the NATS client it

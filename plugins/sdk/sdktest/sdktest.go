@@ -7,8 +7,8 @@
 //	err = sink.Send(ctx, []sdk.Event{{ID: "1", Topic: "case.created", Data: []byte(`{}`)}})
 //
 // Send returns exactly what Sluice's dispatcher would see: nil, an error classified like sdk.Permanent /
-// sdk.Retryable (read it with sdk.Classify), or an *sdk.BatchError. A Sink satisfies Sluice's sink contract,
-// so Sluice's conformance suite (sinks/sinktest) can run against it too.
+// sdk.Retryable (read it with sdk.Classify), or an *sdk.BatchError; a canceled or timed-out Send returns
+// context.Canceled or context.DeadlineExceeded themselves.
 package sdktest
 
 import (
@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/plugins/internal/wire"
-	"github.com/sluicehq/sluice/plugins/proto"
 	"github.com/sluicehq/sluice/plugins/sdk"
 	"github.com/sluicehq/sluice/plugins/sdk/internal/hook"
+	"github.com/sluicehq/sluice/plugins/sdk/internal/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/wire"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -57,7 +57,11 @@ func Start(t testing.TB, p *sdk.Plugin) *Plugin {
 		_ = conn.Close()
 		srv.Stop()
 	})
-	tp := &Plugin{c: wire.Client{RPC: proto.NewSinkClient(conn)}}
+	c, err := wire.NewClient(proto.NewSinkClient(conn), p.Name())
+	if err != nil {
+		t.Fatalf("sdktest: %v", err)
+	}
+	tp := &Plugin{c: c}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d, err := tp.c.Describe(ctx)
@@ -112,7 +116,12 @@ type Sink struct {
 
 // Send delivers a batch and returns what Sluice's dispatcher would see.
 func (s *Sink) Send(ctx context.Context, batch []sdk.Event) error {
-	_, err := s.c.Send(ctx, s.handle, batch)
+	in := make([]wire.Event, len(batch))
+	for i, e := range batch {
+		in[i] = wire.Event{ID: e.ID, Topic: e.Topic, Time: e.Time, Tenant: e.Tenant, Metadata: e.Metadata,
+			Scope: e.Scope, CorrelationID: e.CorrelationID, Data: e.Data, Body: e.Body}
+	}
+	_, err := s.c.Send(ctx, s.handle, in)
 	return err
 }
 

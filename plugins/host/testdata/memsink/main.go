@@ -87,6 +87,8 @@ func main() {
 			return nil, sdk.Permanent(errors.New("credentials refused"))
 		}
 		slog.Info("memsink opened", "destination", sdk.InfoFrom(ctx).Destination)
+		// Not every library a plugin uses logs through slog: a plain line must reach Sluice's log too.
+		fmt.Fprintln(os.Stderr, "memsink: a plain line on stderr")
 		return &sink{cfg: cfg}, nil
 	}, sdk.WithDoc("test sink writing ids to a file"), sdk.WithLimits(sdk.Limits{MaxBatch: 50}))
 }

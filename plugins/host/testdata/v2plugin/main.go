@@ -3,16 +3,16 @@ package main
 
 import (
 	"github.com/hashicorp/go-plugin"
-	"github.com/sluicehq/sluice/plugins/internal/wire"
-	"github.com/sluicehq/sluice/plugins/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/wire"
 )
 
 func main() {
 	hs := wire.Handshake
 	hs.ProtocolVersion = 2
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  hs,
-		VersionedPlugins: map[int]plugin.PluginSet{2: {wire.PluginKey: &wire.GRPCPlugin{Impl: proto.UnimplementedSinkServer{}}}},
+		HandshakeConfig: hs,
+		// No service behind it: negotiation fails before any call.
+		VersionedPlugins: map[int]plugin.PluginSet{2: {wire.PluginKey: &wire.GRPCPlugin{}}},
 		GRPCServer:       plugin.DefaultGRPCServer,
 	})
 }

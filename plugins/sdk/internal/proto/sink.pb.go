@@ -36,6 +36,10 @@ const (
 	Outcome_OUTCOME_RETRYABLE   Outcome = 2 // tried again on the retry schedule, after retry_after_ms at least
 	Outcome_OUTCOME_PERMANENT   Outcome = 3 // retrying cannot help: the delivery fails now
 	Outcome_OUTCOME_GONE        Outcome = 4 // the destination no longer exists: the delivery fails and the destination is disabled
+	// The attempt was cut short by its context: not a failed delivery. The host answers with the context's own
+	// error (context.Canceled, context.DeadlineExceeded), never a text that merely reads like it.
+	Outcome_OUTCOME_CANCELED          Outcome = 5
+	Outcome_OUTCOME_DEADLINE_EXCEEDED Outcome = 6
 )
 
 // Enum value maps for Outcome.
@@ -46,13 +50,17 @@ var (
 		2: "OUTCOME_RETRYABLE",
 		3: "OUTCOME_PERMANENT",
 		4: "OUTCOME_GONE",
+		5: "OUTCOME_CANCELED",
+		6: "OUTCOME_DEADLINE_EXCEEDED",
 	}
 	Outcome_value = map[string]int32{
-		"OUTCOME_UNSPECIFIED": 0,
-		"OUTCOME_DELIVERED":   1,
-		"OUTCOME_RETRYABLE":   2,
-		"OUTCOME_PERMANENT":   3,
-		"OUTCOME_GONE":        4,
+		"OUTCOME_UNSPECIFIED":       0,
+		"OUTCOME_DELIVERED":         1,
+		"OUTCOME_RETRYABLE":         2,
+		"OUTCOME_PERMANENT":         3,
+		"OUTCOME_GONE":              4,
+		"OUTCOME_CANCELED":          5,
+		"OUTCOME_DEADLINE_EXCEEDED": 6,
 	}
 )
 
@@ -1070,19 +1078,21 @@ const file_sink_proto_rawDesc = "" +
 	"\bresponse\x18\x03 \x01(\fR\bresponse\"&\n" +
 	"\fCloseRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\x04R\x06handle\"\x0f\n" +
-	"\rCloseResponse*y\n" +
+	"\rCloseResponse*\xae\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_DELIVERED\x10\x01\x12\x15\n" +
 	"\x11OUTCOME_RETRYABLE\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_PERMANENT\x10\x03\x12\x10\n" +
-	"\fOUTCOME_GONE\x10\x042\x84\x03\n" +
+	"\fOUTCOME_GONE\x10\x04\x12\x14\n" +
+	"\x10OUTCOME_CANCELED\x10\x05\x12\x1d\n" +
+	"\x19OUTCOME_DEADLINE_EXCEEDED\x10\x062\x84\x03\n" +
 	"\x04Sink\x12Q\n" +
 	"\bDescribe\x12!.sluice.plugin.v1.DescribeRequest\x1a\".sluice.plugin.v1.DescribeResponse\x12Q\n" +
 	"\bValidate\x12!.sluice.plugin.v1.ValidateRequest\x1a\".sluice.plugin.v1.ValidateResponse\x12E\n" +
 	"\x04Open\x12\x1d.sluice.plugin.v1.OpenRequest\x1a\x1e.sluice.plugin.v1.OpenResponse\x12E\n" +
 	"\x04Send\x12\x1d.sluice.plugin.v1.SendRequest\x1a\x1e.sluice.plugin.v1.SendResponse\x12H\n" +
-	"\x05Close\x12\x1e.sluice.plugin.v1.CloseRequest\x1a\x1f.sluice.plugin.v1.CloseResponseB*Z(github.com/sluicehq/sluice/plugins/protob\x06proto3"
+	"\x05Close\x12\x1e.sluice.plugin.v1.CloseRequest\x1a\x1f.sluice.plugin.v1.CloseResponseB7Z5github.com/sluicehq/sluice/plugins/sdk/internal/protob\x06proto3"
 
 var (
 	file_sink_proto_rawDescOnce sync.Once

@@ -18,7 +18,7 @@ func TestGeneratedCodeIsFresh(t *testing.T) {
 		t.Skip("builds the code generators")
 	}
 	out := t.TempDir()
-	cmd := exec.Command("make", "-s", "-C", filepath.Join("..", ".."), "proto",
+	cmd := exec.Command("make", "-s", "-C", filepath.Join("..", "..", "..", ".."), "proto",
 		"PROTO_OUT="+out, "PROTO_TOOLS="+filepath.Join(out, "tools"))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make proto: %v\n%s", err, b)

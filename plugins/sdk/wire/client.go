@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sluicehq/sluice/core/event"
-	"github.com/sluicehq/sluice/plugins/proto"
-	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/plugins/sdk/internal/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/schema"
+	"github.com/sluicehq/sluice/plugins/sdk/sinkapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -17,21 +17,34 @@ import (
 type Description struct {
 	Name       string
 	Doc        string
-	Fields     []sinks.Field
-	Limits     sinks.Limits
+	Fields     []schema.Field
+	Limits     sinkapi.Limits
 	SDKVersion string
 }
 
-// Client calls a plugin's Sink service with sinks types. Transport failures of Send come back retryable;
-// the caller adds which plugin it was.
+// ErrUnknownHandle is what a call on a sink the plugin process does not know answers (the process was
+// restarted since it was opened): open it again.
+var ErrUnknownHandle = errors.New("the plugin has no open sink with this handle")
+
+// Client calls a plugin's Sink service with sinkapi types. Transport failures come back retryable; a
+// context's end comes back as context.Canceled or context.DeadlineExceeded themselves.
 type Client struct {
-	RPC  proto.SinkClient
-	Name string // the plugin's name, for errors
+	rpc  proto.SinkClient
+	name string // the plugin's name, for errors
+}
+
+// NewClient wraps what go-plugin dispenses for PluginKey on the host side.
+func NewClient(dispensed any, name string) (Client, error) {
+	rpc, ok := dispensed.(proto.SinkClient)
+	if !ok {
+		return Client{}, fmt.Errorf("plugin %s: dispensed %T, not the sink service", name, dispensed)
+	}
+	return Client{rpc: rpc, name: name}, nil
 }
 
 // Describe asks the plugin for its name, config fields and limits.
 func (c Client) Describe(ctx context.Context) (Description, error) {
-	r, err := c.RPC.Describe(ctx, &proto.DescribeRequest{})
+	r, err := c.rpc.Describe(ctx, &proto.DescribeRequest{})
 	if err != nil {
 		return Description{}, c.rpcError("describe", err)
 	}
@@ -39,10 +52,10 @@ func (c Client) Describe(ctx context.Context) (Description, error) {
 		Limits: LimitsFromProto(r.GetLimits()), SDKVersion: r.GetSdkVersion()}, nil
 }
 
-// Validate asks the plugin to check a config block (YAML). problems joins *sinks.FieldError; err is a
+// Validate asks the plugin to check a config block (YAML). problems joins *schema.FieldError; err is a
 // failed call.
 func (c Client) Validate(ctx context.Context, config []byte) (problems, err error) {
-	r, err := c.RPC.Validate(ctx, &proto.ValidateRequest{Config: config})
+	r, err := c.rpc.Validate(ctx, &proto.ValidateRequest{Config: config})
 	if err != nil {
 		return nil, c.rpcError("validate", err)
 	}
@@ -61,19 +74,19 @@ type OpenParams struct {
 type Opened struct {
 	Handle uint64
 	// Limits are the sink's own limits, when it has some beyond Describe's.
-	Limits *sinks.Limits
+	Limits *sinkapi.Limits
 }
 
-// Open builds a sink in the plugin. A config the plugin refuses comes back as joined *sinks.FieldError; a
+// Open builds a sink in the plugin. A config the plugin refuses comes back as joined *schema.FieldError; a
 // sink that could not be built as a classified error.
 func (c Client) Open(ctx context.Context, p OpenParams) (Opened, error) {
-	r, err := c.RPC.Open(ctx, &proto.OpenRequest{Config: p.Config, Destination: p.Destination,
+	r, err := c.rpc.Open(ctx, &proto.OpenRequest{Config: p.Config, Destination: p.Destination,
 		UserAgent: p.UserAgent, TimeoutMs: p.Timeout.Milliseconds()})
 	if err != nil {
 		return Opened{}, c.rpcError("open", err)
 	}
 	if err := FieldErrorsFromProto(r.GetErrors()); err != nil {
-		return Opened{}, sinks.Permanent(fmt.Errorf("invalid config: %w", err))
+		return Opened{}, sinkapi.Permanent(fmt.Errorf("invalid config: %w", err))
 	}
 	if r.GetError() != nil {
 		return Opened{}, resultError(r.GetError())
@@ -87,21 +100,21 @@ func (c Client) Open(ctx context.Context, p OpenParams) (Opened, error) {
 }
 
 // Send delivers a batch through an opened sink.
-func (c Client) Send(ctx context.Context, handle uint64, batch []event.Event) (*sinks.Report, error) {
-	r, err := c.RPC.Send(ctx, &proto.SendRequest{Handle: handle, Events: EventsToProto(batch)})
+func (c Client) Send(ctx context.Context, handle uint64, batch []Event) (*sinkapi.Report, error) {
+	r, err := c.rpc.Send(ctx, &proto.SendRequest{Handle: handle, Events: EventsToProto(batch)})
 	if err != nil {
 		return nil, c.rpcError("send", err)
 	}
-	var rep *sinks.Report
+	var rep *sinkapi.Report
 	if r.GetStatusCode() != 0 || len(r.GetResponse()) > 0 {
-		rep = &sinks.Report{StatusCode: int(r.GetStatusCode()), Response: r.GetResponse()}
+		rep = &sinkapi.Report{StatusCode: int(r.GetStatusCode()), Response: r.GetResponse()}
 	}
 	return rep, ErrorFromResults(r.GetResults(), len(batch))
 }
 
 // Close releases an opened sink.
 func (c Client) Close(ctx context.Context, handle uint64) error {
-	if _, err := c.RPC.Close(ctx, &proto.CloseRequest{Handle: handle}); err != nil {
+	if _, err := c.rpc.Close(ctx, &proto.CloseRequest{Handle: handle}); err != nil {
 		return c.rpcError("close", err)
 	}
 	return nil
@@ -119,8 +132,10 @@ func (c Client) rpcError(op string, err error) error {
 			return context.Canceled
 		case codes.DeadlineExceeded:
 			return context.DeadlineExceeded
+		case codes.NotFound:
+			return sinkapi.Retryable(fmt.Errorf("plugin %s: %s: %w", c.name, op, ErrUnknownHandle), 0)
 		}
-		return sinks.Retryable(fmt.Errorf("plugin %s: %s failed: %s", c.Name, op, s.Message()), 0)
+		return sinkapi.Retryable(fmt.Errorf("plugin %s: %s failed: %s", c.name, op, s.Message()), 0)
 	}
-	return sinks.Retryable(fmt.Errorf("plugin %s: %s failed: %v", c.Name, op, err), 0)
+	return sinkapi.Retryable(fmt.Errorf("plugin %s: %s failed: %v", c.name, op, err), 0)
 }

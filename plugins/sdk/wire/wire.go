@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/hashicorp/go-plugin"
-	"github.com/sluicehq/sluice/plugins/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/internal/proto"
 	"google.golang.org/grpc"
 )
 

@@ -1,17 +1,32 @@
 package wire
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/sluicehq/sluice/core/event"
-	"github.com/sluicehq/sluice/plugins/proto"
-	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/plugins/sdk/internal/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/schema"
+	"github.com/sluicehq/sluice/plugins/sdk/sinkapi"
 )
 
+// Event is an event as it crosses the wire. The host fills it from its own event type; the SDK turns it into
+// sdk.Event.
+type Event struct {
+	ID            string
+	Topic         string
+	Time          time.Time
+	Tenant        string
+	Metadata      map[string]string
+	Scope         map[string]string
+	CorrelationID string
+	Data          []byte
+	Body          []byte
+}
+
 // EventsToProto converts a batch for SendRequest.
-func EventsToProto(batch []event.Event) []*proto.Event {
+func EventsToProto(batch []Event) []*proto.Event {
 	out := make([]*proto.Event, len(batch))
 	for i := range batch {
 		e := &batch[i]
@@ -28,14 +43,14 @@ func EventsToProto(batch []event.Event) []*proto.Event {
 }
 
 // EventsFromProto converts a SendRequest's events back.
-func EventsFromProto(in []*proto.Event) []event.Event {
-	out := make([]event.Event, len(in))
+func EventsFromProto(in []*proto.Event) []Event {
+	out := make([]Event, len(in))
 	for i, e := range in {
 		var t time.Time
 		if e.GetTimeUnixNano() != 0 {
 			t = time.Unix(0, e.GetTimeUnixNano()).UTC()
 		}
-		out[i] = event.Event{
+		out[i] = Event{
 			ID: e.GetId(), Topic: e.GetTopic(), Time: t, Tenant: e.GetTenant(), Metadata: e.GetMetadata(),
 			Scope: e.GetScope(), CorrelationID: e.GetCorrelationId(), Data: e.GetData(), Body: e.GetBody(),
 		}
@@ -44,8 +59,8 @@ func EventsFromProto(in []*proto.Event) []event.Event {
 }
 
 // LimitsToProto converts limits; nil for none.
-func LimitsToProto(l sinks.Limits) *proto.Limits {
-	if l == (sinks.Limits{}) {
+func LimitsToProto(l sinkapi.Limits) *proto.Limits {
+	if l == (sinkapi.Limits{}) {
 		return nil
 	}
 	return &proto.Limits{
@@ -55,15 +70,15 @@ func LimitsToProto(l sinks.Limits) *proto.Limits {
 }
 
 // LimitsFromProto converts limits; nil is no limits.
-func LimitsFromProto(l *proto.Limits) sinks.Limits {
-	return sinks.Limits{
+func LimitsFromProto(l *proto.Limits) sinkapi.Limits {
+	return sinkapi.Limits{
 		MaxBatch: int(l.GetMaxBatch()), MaxBatchBytes: int(l.GetMaxBatchBytes()), MaxEventBytes: int(l.GetMaxEventBytes()),
 		Linger: time.Duration(l.GetLingerMs()) * time.Millisecond,
 	}
 }
 
 // FieldsToProto converts a config description.
-func FieldsToProto(fs []sinks.Field) []*proto.Field {
+func FieldsToProto(fs []schema.Field) []*proto.Field {
 	out := make([]*proto.Field, len(fs))
 	for i, f := range fs {
 		out[i] = &proto.Field{Name: f.Name, Type: f.Type, Default: f.Default, Required: f.Required, Secret: f.Secret,
@@ -73,16 +88,16 @@ func FieldsToProto(fs []sinks.Field) []*proto.Field {
 }
 
 // FieldsFromProto converts a config description back.
-func FieldsFromProto(in []*proto.Field) []sinks.Field {
-	out := make([]sinks.Field, len(in))
+func FieldsFromProto(in []*proto.Field) []schema.Field {
+	out := make([]schema.Field, len(in))
 	for i, f := range in {
-		out[i] = sinks.Field{Name: f.GetName(), Type: f.GetType(), Default: f.GetDefault(), Required: f.GetRequired(),
+		out[i] = schema.Field{Name: f.GetName(), Type: f.GetType(), Default: f.GetDefault(), Required: f.GetRequired(),
 			Secret: f.GetSecret(), Description: f.GetDescription()}
 	}
 	return out
 }
 
-// FieldErrorsToProto flattens a validation error (errors.Join of *sinks.FieldError, or any error) for the
+// FieldErrorsToProto flattens a validation error (errors.Join of *schema.FieldError, or any error) for the
 // wire. A problem without a path applies to the whole block.
 func FieldErrorsToProto(err error) []*proto.FieldError {
 	var out []*proto.FieldError
@@ -97,7 +112,7 @@ func FieldErrorsToProto(err error) []*proto.FieldError {
 			}
 			return
 		}
-		var fe *sinks.FieldError
+		var fe *schema.FieldError
 		if errors.As(err, &fe) {
 			out = append(out, &proto.FieldError{Path: fe.Path, Message: fe.Msg})
 			return
@@ -108,14 +123,14 @@ func FieldErrorsToProto(err error) []*proto.FieldError {
 	return out
 }
 
-// FieldErrorsFromProto joins wire field errors into one error of *sinks.FieldError; nil when there are none.
+// FieldErrorsFromProto joins wire field errors into one error of *schema.FieldError; nil when there are none.
 func FieldErrorsFromProto(in []*proto.FieldError) error {
 	if len(in) == 0 {
 		return nil
 	}
 	errs := make([]error, len(in))
 	for i, fe := range in {
-		errs[i] = &sinks.FieldError{Path: fe.GetPath(), Msg: fe.GetMessage()}
+		errs[i] = &schema.FieldError{Path: fe.GetPath(), Msg: fe.GetMessage()}
 	}
 	return errors.Join(errs...)
 }
@@ -123,7 +138,7 @@ func FieldErrorsFromProto(in []*proto.FieldError) error {
 // ResultsFromError turns a Send's outcome for n events into one result per event.
 func ResultsFromError(err error, n int) []*proto.Result {
 	out := make([]*proto.Result, n)
-	var be *sinks.BatchError
+	var be *sinkapi.BatchError
 	if errors.As(err, &be) && len(be.Errs) == n {
 		for i, e := range be.Errs {
 			out[i] = result(e)
@@ -144,12 +159,18 @@ func result(err error) *proto.Result {
 	if err == nil {
 		return &proto.Result{Outcome: proto.Outcome_OUTCOME_DELIVERED}
 	}
-	class, after := sinks.Classify(err)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return &proto.Result{Outcome: proto.Outcome_OUTCOME_CANCELED, Error: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &proto.Result{Outcome: proto.Outcome_OUTCOME_DEADLINE_EXCEEDED, Error: err.Error()}
+	}
+	class, after := sinkapi.Classify(err)
 	r := &proto.Result{Error: err.Error(), RetryAfterMs: after.Milliseconds()}
 	switch class {
-	case sinks.ClassPermanent:
+	case sinkapi.ClassPermanent:
 		r.Outcome = proto.Outcome_OUTCOME_PERMANENT
-	case sinks.ClassGone:
+	case sinkapi.ClassGone:
 		r.Outcome = proto.Outcome_OUTCOME_GONE
 	default:
 		r.Outcome = proto.Outcome_OUTCOME_RETRYABLE
@@ -158,10 +179,10 @@ func result(err error) *proto.Result {
 }
 
 // ErrorFromResults turns a SendResponse back into what sinks.Sink.Send returns: nil when every event was
-// delivered, one classified error when every event failed the same way, else a *sinks.BatchError.
+// delivered, one classified error when every event failed the same way, else a *sinkapi.BatchError.
 func ErrorFromResults(results []*proto.Result, n int) error {
 	if len(results) != n {
-		return sinks.Retryable(fmt.Errorf("plugin answered %d results for a batch of %d events", len(results), n), 0)
+		return sinkapi.Retryable(fmt.Errorf("plugin answered %d results for a batch of %d events", len(results), n), 0)
 	}
 	errs := make([]error, n)
 	failed, uniform := 0, true
@@ -181,7 +202,7 @@ func ErrorFromResults(results []*proto.Result, n int) error {
 	case uniform:
 		return errs[0]
 	}
-	return &sinks.BatchError{Errs: errs}
+	return &sinkapi.BatchError{Errs: errs}
 }
 
 func resultError(r *proto.Result) error {
@@ -194,11 +215,15 @@ func resultError(r *proto.Result) error {
 	case proto.Outcome_OUTCOME_DELIVERED:
 		return nil
 	case proto.Outcome_OUTCOME_PERMANENT:
-		return sinks.Permanent(err)
+		return sinkapi.Permanent(err)
 	case proto.Outcome_OUTCOME_GONE:
-		return sinks.Gone(err)
+		return sinkapi.Gone(err)
 	case proto.Outcome_OUTCOME_RETRYABLE:
-		return sinks.Retryable(err, time.Duration(r.GetRetryAfterMs())*time.Millisecond)
+		return sinkapi.Retryable(err, time.Duration(r.GetRetryAfterMs())*time.Millisecond)
+	case proto.Outcome_OUTCOME_CANCELED:
+		return context.Canceled // the sentinel itself: errors.Is works on the host as it did in the plugin
+	case proto.Outcome_OUTCOME_DEADLINE_EXCEEDED:
+		return context.DeadlineExceeded
 	}
-	return sinks.Retryable(fmt.Errorf("plugin answered an unknown outcome %d: %s", r.GetOutcome(), msg), 0)
+	return sinkapi.Retryable(fmt.Errorf("plugin answered an unknown outcome %d: %s", r.GetOutcome(), msg), 0)
 }

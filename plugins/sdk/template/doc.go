@@ -22,5 +22,6 @@
 // an array is an error too; strings render as is, numbers as written in the JSON, booleans as true/false.
 // `{{` and `}}` are literal braces.
 //
-// This package imports only core/event and the standard library.
+// This package imports only the standard library: Sluice's built-in sinks (through sinks/template) and
+// plugins (through sdk.CompileTemplate) render with it alike.
 package template
