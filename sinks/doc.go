@@ -7,4 +7,7 @@
 // else of Sluice's. registry.go registers sinks (Register) and is the one config layer built on the SDK's
 // schema walker: describe, mask and find secrets for built-in sinks and plugin configs alike.
 // The dispatcher owns batching, retries and timing: a sink never sleeps or retries by itself.
+//
+// May import: core/event, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/config, core/intake, core/destinations, core/api.
 package sinks

@@ -10,4 +10,6 @@
 //
 // A key with a tenant sees only its tenant: another tenant's event, delivery or destination answers 404, never
 // 403, so a key cannot learn what exists outside its tenant.
+//
+// Must not import: plugins/host, core/store/embedded, sinks/bucket, sinks/sqs, sinks/pubsub, sinks/rabbitmq.
 package api

@@ -8,4 +8,6 @@
 // `delivery.network.allow_cidrs`.
 //
 // It imports only the standard library, so the config loader, the dispatcher and the sinks can all share it.
+//
+// May import: nothing of Sluice's.
 package netguard

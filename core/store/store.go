@@ -14,6 +14,9 @@
 //     that grows in the order they were appended: the lists' cursors count on both.
 //   - Event data, metadata and scope are kept byte for byte (Data is not re-encoded).
 //   - After Close every call fails (Close itself may be called again and returns nil).
+//
+// May import: core/event.
+// Must not import: net/http.
 package store
 
 import (
