@@ -17,7 +17,8 @@ import (
 // retryable. context.Canceled is never a failed delivery: the dispatcher retries it later.
 type Sink interface {
 	Send(ctx context.Context, batch []event.Event) error
-	// Close releases connections. It must be safe to call after a failed Open or while a Send is running.
+	// Close releases connections. It must be safe to call while a Send is running, more than once, and on a
+	// sink whose New succeeded but that never sent (connections a sink dials lazily may not exist yet).
 	Close(ctx context.Context) error
 }
 
