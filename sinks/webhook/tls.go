@@ -126,21 +126,41 @@ var certAlerts = map[uint64]string{
 	46: "certificate unknown", 48: "unknown ca", 49: "access denied", 116: "certificate required",
 }
 
-// certProblem names a certificate failure of a TLS handshake, which no retry fixes: the receiver's
-// certificate is not trusted or not for this host, or the receiver refused ours. nil for anything else.
-func certProblem(err error) error {
+// CertProblem says which certificate check failed.
+type CertProblem int
+
+// Certificate problems.
+const (
+	CertUnknownAuthority CertProblem = iota + 1 // the receiver's certificate does not chain to a trusted CA
+	CertHostname                                // the receiver's certificate is for another name
+	CertInvalid                                 // the receiver's certificate is expired or otherwise invalid
+	CertRefused                                 // the receiver refused Sluice's client certificate (or its absence)
+)
+
+// CertError is a certificate failure of a TLS handshake. No retry fixes it: the attempt fails permanently.
+type CertError struct {
+	Problem CertProblem
+	msg     string
+	Err     error
+}
+
+func (e *CertError) Error() string { return e.msg + ": " + e.Err.Error() }
+func (e *CertError) Unwrap() error { return e.Err }
+
+// certProblem names a certificate failure of a TLS handshake, nil for anything else.
+func certProblem(err error) *CertError {
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	switch {
 	case errors.As(err, &unknown):
-		return fmt.Errorf("tls: the receiver's certificate is signed by an unknown authority: set tls.ca to the CA "+
-			"that signed it: %w", err)
+		return &CertError{CertUnknownAuthority, "tls: the receiver's certificate is signed by an unknown authority: " +
+			"set tls.ca to the CA that signed it", err}
 	case errors.As(err, &host):
-		return fmt.Errorf("tls: the receiver's certificate is not valid for %s: fix the url or set tls.server_name: %w",
-			host.Host, err)
+		return &CertError{CertHostname, "tls: the receiver's certificate is not valid for " + host.Host +
+			": fix the url or set tls.server_name", err}
 	case errors.As(err, &invalid):
-		return fmt.Errorf("tls: the receiver's certificate is invalid: %w", err)
+		return &CertError{CertInvalid, "tls: the receiver's certificate is invalid", err}
 	}
 	// A received alert is a *net.OpError whose Op is "remote error" and whose Err is crypto/tls's unexported
 	// alert type, a uint8.
@@ -148,8 +168,8 @@ func certProblem(err error) error {
 	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
 		if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
 			if name, ok := certAlerts[v.Uint()]; ok {
-				return fmt.Errorf("tls: the receiver refused the client certificate (alert %q): check tls.client_cert "+
-					"and tls.client_key, and that the receiver trusts their CA: %w", name, err)
+				return &CertError{CertRefused, fmt.Sprintf("tls: the receiver refused the client certificate (alert %q): "+
+					"check tls.client_cert and tls.client_key, and that the receiver trusts their CA", name), err}
 			}
 		}
 	}
