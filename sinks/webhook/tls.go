@@ -175,3 +175,13 @@ func certProblem(err error) *CertError {
 	}
 	return nil
 }
+
+// Files lists the local files a config makes Sluice read (the tls block's PEM fields given as paths). A
+// caller that builds destinations for someone other than the operator (the admin API, tenants) can refuse
+// them: a path names a file on Sluice's host, not the caller's.
+func (c *Config) Files() []string {
+	if c.TLS == nil {
+		return nil
+	}
+	return c.TLS.files()
+}
