@@ -132,7 +132,7 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	keepTraceparent(&it.Event, r.Header)
+	intake.KeepTraceparent(&it.Event, r.Header.Get("Traceparent"))
 	res, err := s.intake.Publish(r.Context(), []event.Event{it.Event})
 	if err != nil {
 		s.unavailable(w, err)
@@ -207,7 +207,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 			answers[i] = answer{Status: p.Status, Error: p}
 			continue
 		}
-		keepTraceparent(&it.Event, r.Header)
+		intake.KeepTraceparent(&it.Event, r.Header.Get("Traceparent"))
 		evs = append(evs, it.Event)
 		idx = append(idx, i)
 	}
@@ -232,18 +232,6 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{
 		"accepted": accepted, "rejected": len(raws) - accepted, "results": answers,
 	})
-}
-
-// keepTraceparent records the W3C trace context ev was published with, to be stored and forwarded: a
-// CloudEvent's own traceparent extension (intake keeps extensions as ce_<name> metadata) wins over the request's
-// traceparent header, which applies to every event of a batch. An invalid one is dropped, never refused.
-func keepTraceparent(ev *event.Event, h http.Header) {
-	for _, tp := range []string{ev.Metadata["ce_traceparent"], h.Get("Traceparent")} {
-		if event.ValidTraceparent(tp) {
-			ev.Traceparent = tp
-			return
-		}
-	}
 }
 
 // resultProblem answers an event the store refused; a reused id names the id field.
