@@ -27,7 +27,8 @@ suffix, and the SSRF guard judges the address it resolves to.
 
 **Trace context.** Each request carries a W3C ` + "`traceparent`" + ` header: the attempt span's when tracing is on
 (` + "`OTEL_EXPORTER_OTLP_ENDPOINT`" + ` or ` + "`OTEL_TRACES_EXPORTER=otlp`" + `), else the one the event was published with (the
-` + "`traceparent`" + ` header of ` + "`POST /v1/events`" + ` or a CloudEvent's ` + "`traceparent`" + ` extension), so publisher, Sluice and
+` + "`traceparent`" + ` header of ` + "`POST /v1/events`" + ` or of an AMQP message, or a CloudEvent's ` + "`traceparent`" + `
+extension), so publisher, Sluice and
 receiver share one trace.
 
 **Batches.** With ` + "`batch`" + `, the dispatcher fills a request with up to ` + "`max_events`" + ` events and ` + "`max_bytes`" + ` of
