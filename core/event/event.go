@@ -94,8 +94,9 @@ func (e *Event) Doc() (map[string]any, error) {
 }
 
 // ValidTraceparent reports whether s is a W3C traceparent Sluice can store and forward: version 00's form
-// "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>", lowercase, with non-zero ids. Intake drops an invalid
-// one rather than refusing the event: tracing is best effort and must never lose an event.
+// "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>", lowercase, with non-zero ids and no reserved flags.
+// Intake drops an invalid one rather than refusing the event: tracing is best effort and must never lose an
+// event.
 func ValidTraceparent(s string) bool {
 	if len(s) != 55 || s[0] != '0' || s[1] != '0' || s[2] != '-' || s[35] != '-' || s[52] != '-' {
 		return false
@@ -117,5 +118,6 @@ func ValidTraceparent(s string) bool {
 			}
 		}
 	}
-	return !zeroTrace && !zeroSpan
+	// Version 00 defines the two low flag bits (sampled, random); the others are reserved and must be zero.
+	return !zeroTrace && !zeroSpan && s[53] == '0' && s[54] <= '3'
 }
