@@ -11,4 +11,7 @@
 // reads proxy settings from the environment, since either would let a request reach an address the guard was
 // not asked about. It imports the sink contract, core/event, sinks/template and the OpenTelemetry API, and
 // nothing else of Sluice's but core/netguard (to recognise a guard refusal).
+//
+// May import: core/event, core/netguard, sinks, sinks/internal/..., sinks/template, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/config, core/intake, core/destinations, core/api.
 package webhook
