@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 )
 
@@ -100,5 +101,21 @@ func TestTemplatedURLBatchesPerRoute(t *testing.T) {
 	}
 	if len(us.requests()) != 1 {
 		t.Fatalf("us receiver: %d requests", len(us.requests()))
+	}
+}
+
+func TestTemplatedURLPassesTheGuard(t *testing.T) {
+	rc := newReceiver(t, nil)
+	g := netguard.New(nil) // nothing on loopback is allowed
+	s := newSink(t, "", func(c *Config) { c.URL = "http://{data.host}/hooks" }, sinks.Env{Dial: g.DialContext})
+	e := testEvent()
+	e.Data = json.RawMessage(`{"host":"` + rc.Listener.Addr().String() + `"}`)
+	_, err := sendOne(t, s, e)
+	var blocked *netguard.BlockedError
+	if class, _ := sinks.Classify(err); !errors.As(err, &blocked) || class != sinks.ClassPermanent {
+		t.Fatalf("templated url to loopback: %v, want the guard's permanent refusal", err)
+	}
+	if len(rc.requests()) != 0 {
+		t.Fatal("the receiver was reached past the guard")
 	}
 }
