@@ -2,7 +2,7 @@
 // receivers and publishers on loopback, and reports throughput, latency, memory and CPU beside the machine's
 // own HTTP ceiling measured in the same run.
 //
-//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|fanout10|backlog] [-duration 20s]
+//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog] [-duration 20s]
 //	               [-publishers 64] [-rate 0] [-bin PATH] [-json]
 package main
 
@@ -63,11 +63,12 @@ type opts struct {
 	publishers int
 	receivers  int
 	batch      int     // events per request; > 1 uses the batch route
+	hookBatch  int     // events per webhook request; > 1 gives the destinations a batch block
 	rate       float64 // events/s across all publishers; 0 = as fast as possible
 }
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, http-ceiling, single, single-half, batch-intake, fanout10 or backlog")
+	scenario := flag.String("scenario", "all", "all, or a comma-separated list of http-ceiling, single, single-half, batch-intake, batch-webhook, fanout10 and backlog")
 	duration := flag.Duration("duration", 20*time.Second, "publishing time per scenario")
 	publishers := flag.Int("publishers", 64, "concurrent publishers")
 	rateCap := flag.Float64("rate", 0, "publishing rate in events/s across all publishers, open loop (0 = as fast as possible); single-half sets its own")
@@ -87,7 +88,7 @@ func main() {
 	var results []result
 	var ceiling float64
 	run := func(name string, f func() (result, error)) {
-		if *scenario != "all" && *scenario != name {
+		if *scenario != "all" && !slices.Contains(strings.Split(*scenario, ","), name) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "running %s for %v...\n", name, *duration)
@@ -139,6 +140,10 @@ func main() {
 	})
 	run("batch-intake", func() (result, error) {
 		return throughSluice(bin, opts{d: *duration, publishers: 8, batch: 100, rate: *rateCap})
+	})
+	run("batch-webhook", func() (result, error) {
+		// Batched end to end: events published 100 to a request and delivered 100 to a webhook request.
+		return throughSluice(bin, opts{d: *duration, publishers: 8, receivers: 1, batch: 100, hookBatch: 100, rate: *rateCap})
 	})
 	run("fanout10", func() (result, error) {
 		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap})
@@ -232,8 +237,14 @@ type receiver struct {
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	now := time.Now()
-	if i := bytes.Index(body, []byte(`"sent_ns":`)); i >= 0 {
-		rest := body[i+len(`"sent_ns":`):]
+	// A batched webhook carries several events: each one's sent_ns counts.
+	n := int64(0)
+	for rest := body; ; {
+		i := bytes.Index(rest, []byte(`"sent_ns":`))
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len(`"sent_ns":`):]
 		j := bytes.IndexAny(rest, ",}")
 		if j < 0 {
 			j = len(rest)
@@ -241,8 +252,9 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ns, err := strconv.ParseInt(string(bytes.TrimSpace(rest[:j])), 10, 64); err == nil {
 			rc.lat.record(now.Sub(time.Unix(0, ns)))
 		}
+		n++
 	}
-	rc.count.Add(1)
+	rc.count.Add(max(n, 1))
 	rc.last.Store(now.UnixNano())
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -345,7 +357,11 @@ func throughSluice(bin string, o opts) (result, error) {
 		rcs[i] = &receiver{}
 		addr, stop := serve(rcs[i])
 		defer stop()
-		fmt.Fprintf(&dests, "  - {name: r%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]}}\n", i, addr, secret)
+		extra := ""
+		if o.hookBatch > 1 {
+			extra = fmt.Sprintf(", batch: {max_events: %d, max_bytes: 1MB, max_wait: 200ms}", o.hookBatch)
+		}
+		fmt.Fprintf(&dests, "  - {name: r%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]%s}}\n", i, addr, secret, extra)
 	}
 	if receivers == 0 {
 		dests.WriteString("  []\n")

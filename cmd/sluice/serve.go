@@ -110,6 +110,21 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		// Profiling on a separate, opt-in listener: never on the API port.
 		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, pprofMux())) }()
 	}
+	stopTracing, tracing, err := telemetry.SetupTracing(ctx, buildVersion())
+	if err != nil {
+		return err
+	}
+	if tracing {
+		log.Info("tracing on: exporting spans over OTLP/HTTP")
+	}
+	// Deferred first so it runs last: the spans of draining deliveries are flushed too.
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flush); err != nil {
+			log.Warn("tracing: flushing spans failed", "err", err)
+		}
+	}()
 	st, err := openStore(cfg.Store, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
