@@ -30,6 +30,11 @@ var ErrNotFound = errors.New("not found")
 // retry of a delivery that is being attempted right now.
 var ErrConflict = errors.New("conflict")
 
+// ErrUnavailable is returned when the store cannot be reached (a database server down or unreachable) or a
+// commit's outcome could not be learned: nothing was acknowledged, and the caller may try again later. The
+// HTTP API answers it 503 with Retry-After.
+var ErrUnavailable = errors.New("store unavailable")
+
 // ErrIDReused is returned by Append when an event id was already used outside the dedupe window.
 var ErrIDReused = errors.New("event id already used")
 
@@ -213,6 +218,19 @@ type ReplayFilter struct {
 	Statuses []Status
 }
 
+// Watcher is implemented by a store that several nodes share: Changes receives after another node changed API
+// destinations, destination states or subscriptions, so this node reloads them. The channel holds at most one
+// signal (several changes may come as one) and closes never; it stops receiving when ctx ends.
+type Watcher interface {
+	Changes(ctx context.Context) <-chan struct{}
+}
+
+// Leader is implemented by a store that several nodes share: maintenance (retention) runs only on the node
+// Leading answers true for, and moves to another node when that one dies.
+type Leader interface {
+	Leading() bool
+}
+
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share
@@ -225,8 +243,10 @@ type Store interface {
 	NextDue(ctx context.Context, destination string) (t time.Time, ok bool, err error)
 	// Complete records attempts and moves deliveries on. A delivery no longer pending is left as it is.
 	Complete(ctx context.Context, outcomes []Outcome) error
-	// ReleaseLeases makes every leased delivery claimable again; a single node calls it at startup, after a
-	// crash left leases behind.
+	// ReleaseLeases makes the leases this store holds claimable again. The embedded store is one node's alone,
+	// so it holds every lease and releasing them at startup recovers what a crash left behind; a shared store
+	// (postgres) releases only the leases this process took — other nodes' leases are live, and a dead node's
+	// run out by themselves.
 	ReleaseLeases(ctx context.Context) error
 	// SkipPending ends the pending deliveries of a destination as skipped (it was disabled or removed).
 	SkipPending(ctx context.Context, destination, reason string) (int, error)
