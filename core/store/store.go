@@ -2,7 +2,18 @@
 // driver meets: appends are durable when they return (group-committed), pending work survives crashes, and a
 // delivery row is the unit the dispatcher claims, attempts and completes.
 //
-// Drivers live in subpackages (embedded/, postgres/); this package imports only core/event.
+// Drivers live in subpackages (embedded/, postgres/); this package imports only core/event. Every driver passes
+// the conformance suite in core/store/storetest, which holds the contract written here to account.
+//
+// Rules that hold across the methods:
+//   - Times a driver stamps (an event's ReceivedAt, a delivery's CreatedAt and UpdatedAt, a new delivery's
+//     NextAt, the time ReleaseLeases makes leased deliveries due) come from the driver's clock, which its
+//     options let a caller (a test) replace. Times a caller passes (Claim's now, Outcome.NextAt, Retry's now)
+//     are stored as given. Times are kept to the microsecond at least and read back in UTC.
+//   - Delivery ids grow in the order the rows are made, and events have a store sequence (EventSummary.Seq)
+//     that grows in the order they were appended: the lists' cursors count on both.
+//   - Event data, metadata and scope are kept byte for byte (Data is not re-encoded).
+//   - After Close every call fails (Close itself may be called again and returns nil).
 package store
 
 import (
@@ -46,8 +57,10 @@ type NewEvent struct {
 	// delivery is leased at birth (AppendOptions.Lease), so no scan picks it up while it waits in a queue.
 	Leased []bool
 	// OrderingKeys holds, per destination (same index), the event's ordering key for that destination ("" =
-	// unordered). A delivery with a key is not claimed while an earlier delivery of the same destination and
-	// key is pending — or, when OrderingBlock is set for it, has failed.
+	// unordered). A delivery with a key is not claimed while an earlier delivery (a lower id) of the same
+	// destination and key is pending — leased or not, due or not — or, when OrderingBlock is set for the later
+	// delivery, has failed. A skipped or delivered one holds nothing back; a failed one that is retried or
+	// replayed is pending again and holds the later ones until it ends.
 	OrderingKeys  []string
 	OrderingBlock []bool
 	// Test marks the deliveries as test sends (POST /v1/destinations/{id}/test): they show in the delivery
@@ -57,9 +70,11 @@ type NewEvent struct {
 
 // AppendOptions tune one Append.
 type AppendOptions struct {
-	// DedupeWindow is how long an event id is remembered as a duplicate.
+	// DedupeWindow is how long an event id is remembered as a duplicate: an id received at most DedupeWindow
+	// ago (by the store's clock) is a duplicate; older, it is refused with ErrIDReused.
 	DedupeWindow time.Duration
-	// Lease is how long a Leased delivery stays reserved to this process.
+	// Lease is how long a Leased delivery stays reserved to this process: its NextAt is the append time plus
+	// Lease, after which any Claim may take it.
 	Lease time.Duration
 }
 
@@ -67,9 +82,11 @@ type AppendOptions struct {
 type AppendResult struct {
 	ID        string
 	Duplicate bool
-	// Deliveries holds the delivery rows created (nil for a duplicate).
+	// Deliveries holds the delivery rows created, in the order of NewEvent.Destinations. A duplicate answers
+	// the rows its first append made (whatever destinations the duplicate named; none are added).
 	Deliveries []Delivery
-	// Err is set when this event was refused (e.g. ErrIDReused); the others in the call are unaffected.
+	// Err is set when this event was refused (e.g. ErrIDReused); nothing of it is stored, and the others in
+	// the call are unaffected.
 	Err error
 }
 
@@ -111,6 +128,8 @@ type Job struct {
 
 // Outcome completes one attempt: the attempt is recorded and the delivery moves to Status; a Pending outcome is
 // a retry at NextAt. An Attempt with N == 0 records no attempt (a delivery skipped without being tried).
+// Attempts counts the recorded attempts; LastError becomes Attempt.Error (so a success clears it); the lease
+// ends; UpdatedAt is the store's now.
 type Outcome struct {
 	DeliveryID int64
 	Attempt    Attempt
@@ -118,14 +137,14 @@ type Outcome struct {
 	NextAt     time.Time
 }
 
-// EventRecord is a stored event with its deliveries and their attempts.
+// EventRecord is a stored event with its deliveries (by id) and their attempts.
 type EventRecord struct {
 	Event      event.Event
 	ReceivedAt time.Time
 	Deliveries []DeliveryRecord
 }
 
-// DeliveryRecord is a delivery with its attempts.
+// DeliveryRecord is a delivery with its attempts, in the order of Attempt.N.
 type DeliveryRecord struct {
 	Delivery
 	AttemptLog []Attempt
@@ -180,11 +199,14 @@ type EventFilter struct {
 	// Tenant, with TenantSet, selects that tenant's events only ("" = tenant-less events).
 	Tenant    string
 	TenantSet bool
-	// Since and Until bound the time the event was received: Since <= received_at < Until.
+	// Since and Until bound the time the event was received: Since <= received_at < Until. Since after Until
+	// matches nothing.
 	Since, Until time.Time
 	// Before continues a list: only events older (by store sequence) than this cursor. 0 starts at the newest.
+	// Passing the last Seq of a page as the next Before walks every match once, without gaps or repeats.
 	Before int64
-	Limit  int
+	// Limit is the page size: <= 0 means 100; drivers cap it at 1001.
+	Limit int
 }
 
 // EventSummary is one row of an event list.
@@ -197,30 +219,34 @@ type EventSummary struct {
 // DeliveryFilter selects deliveries for a list, newest first. Zero fields do not filter.
 type DeliveryFilter struct {
 	// Destinations, when non-nil, keeps deliveries to these destinations only (an empty non-nil slice
-	// matches nothing).
+	// matches nothing; a name given twice counts once).
 	Destinations []string
-	Status       Status
-	EventID      string
-	// Since and Until bound the delivery's creation time.
+	// Status keeps deliveries in this status; a value that is not one of the four is an error.
+	Status  Status
+	EventID string
+	// Since and Until bound the delivery's creation time: Since <= created_at < Until.
 	Since, Until time.Time
 	// Before continues a list: only deliveries with an id below this cursor. 0 starts at the newest.
+	// Passing the last ID of a page as the next Before walks every match once, without gaps or repeats.
 	Before int64
-	Limit  int
+	// Limit is the page size: <= 0 means 100; drivers cap it at 1001.
+	Limit int
 }
 
 // ReplayFilter selects the deliveries of one destination to requeue.
 type ReplayFilter struct {
 	Destination string
-	// Since and Until bound the delivery's creation time (zero = unbounded).
+	// Since and Until bound the delivery's creation time, Since <= created_at < Until (zero = unbounded).
 	Since, Until time.Time
 	// Statuses to requeue; empty means every final status (delivered, failed, skipped). Pending deliveries
-	// are never touched: they are on their way already.
+	// are never touched: they are on their way already (Pending in Statuses is ignored). A value that is not
+	// one of the four is an error.
 	Statuses []Status
 }
 
 // Watcher is implemented by a store that several nodes share: Changes receives after another node changed API
 // destinations, destination states or subscriptions, so this node reloads them. The channel holds at most one
-// signal (several changes may come as one) and closes never; it stops receiving when ctx ends.
+// signal (several changes may come as one); it stops receiving when ctx ends.
 type Watcher interface {
 	Changes(ctx context.Context) <-chan struct{}
 }
@@ -234,64 +260,90 @@ type Leader interface {
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share
-	// commits. An event id seen within the dedupe window is a duplicate: stored once, answered Duplicate.
+	// commits. An event id seen within the dedupe window is a duplicate: stored once, answered Duplicate
+	// (also when the same id comes twice in one call, or from concurrent calls: exactly one caller is
+	// answered as the first). A new delivery is pending, due at the store's now, or leased until now+Lease
+	// when NewEvent.Leased says so. The error is for the call as a whole (nothing was stored); an event
+	// refused alone says so in its AppendResult.Err.
 	Append(ctx context.Context, events []NewEvent, opts AppendOptions) ([]AppendResult, error)
 	// Claim leases up to limit pending deliveries of destination that are due at now and not leased, until
-	// now+lease, and returns them with their events, oldest due first.
+	// now+lease, and returns them with their events (Event.OrderingKey set to the delivery's key). It
+	// chooses the oldest due first (by NextAt); the order of the returned jobs is not specified. A lease ends
+	// at now+lease: from then on (now >= that) the delivery is claimable again, and each job's Delivery.NextAt
+	// is that end. Ordering keys hold deliveries back as NewEvent.OrderingKeys says. A delivery whose event is
+	// gone (pruned) is not returned. A store several nodes share may keep a shorter lease in the database and
+	// renew it while this process lives, up to now+lease (postgres: Options.LeaseTTL), so a dead node's
+	// claims come back in seconds rather than when the lease asked for ends.
 	Claim(ctx context.Context, destination string, now time.Time, lease time.Duration, limit int) ([]Job, error)
 	// NextDue returns when the earliest unleased pending delivery of destination falls due (ok false if none).
+	// Leased deliveries are left out, even once their lease has ended: Claim finds those when it polls.
 	NextDue(ctx context.Context, destination string) (t time.Time, ok bool, err error)
-	// Complete records attempts and moves deliveries on. A delivery no longer pending is left as it is.
+	// Complete records attempts and moves deliveries on (see Outcome). A delivery no longer pending is left
+	// as it is, and an unknown id is ignored. Leases are not checked: an outcome for a pending delivery is
+	// applied whoever holds its lease now, so of two workers whose leases overlapped (one ran out) the
+	// first to end the delivery wins and the other's outcome is ignored. A store several nodes share
+	// (postgres) is stricter across processes: a node whose claim another node took over (its lease ran out)
+	// has its outcome ignored, since each claim carries a token.
 	Complete(ctx context.Context, outcomes []Outcome) error
-	// ReleaseLeases makes the leases this store holds claimable again. The embedded store is one node's alone,
-	// so it holds every lease and releasing them at startup recovers what a crash left behind; a shared store
-	// (postgres) releases only the leases this process took — other nodes' leases are live, and a dead node's
-	// run out by themselves.
+	// ReleaseLeases makes every leased pending delivery claimable again, due at the store's now; deliveries
+	// without a lease keep their NextAt. A single node calls it at startup, after a crash left leases behind.
+	// A store several nodes share (postgres) releases only the leases this process took: other nodes' are
+	// live, and a dead node's run out by themselves (so calling it at startup is harmless there).
 	ReleaseLeases(ctx context.Context) error
-	// SkipPending ends the pending deliveries of a destination as skipped (it was disabled or removed).
+	// SkipPending ends the pending deliveries of a destination, leased or not, as skipped with LastError set
+	// to reason (it was disabled or removed), and returns how many. A late outcome for one is ignored.
 	SkipPending(ctx context.Context, destination, reason string) (int, error)
-	// Event returns one event with its deliveries and attempts.
+	// Event returns one event with its deliveries and attempts; ErrNotFound if unknown.
 	Event(ctx context.Context, id string) (*EventRecord, error)
 	// PutSubscription creates a subscription or replaces the one of the same Name, durably.
 	PutSubscription(ctx context.Context, sub Subscription) error
-	// Subscriptions returns every stored subscription (expired ones too), oldest first.
+	// Subscriptions returns every stored subscription (expired ones too: acting on ExpiresAt is the caller's
+	// part), oldest first by CreatedAt, then by Name. Callers find a run's subscriptions by CorrelationID.
 	Subscriptions(ctx context.Context) ([]Subscription, error)
 	// DeleteSubscription removes a subscription; an unknown name is not an error.
 	DeleteSubscription(ctx context.Context, name string) error
-	// ListEvents returns events matching f, newest first (at most f.Limit; drivers cap it at 1001).
+	// ListEvents returns events matching f, newest first by store sequence (a page of f.Limit), never nil.
 	ListEvents(ctx context.Context, f EventFilter) ([]EventSummary, error)
-	// ListDeliveries returns deliveries matching f, newest first (at most f.Limit), without attempts.
+	// ListDeliveries returns deliveries matching f, newest first by id (a page of f.Limit), without attempts,
+	// never nil.
 	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
-	// Delivery returns one delivery with its attempts.
+	// Delivery returns one delivery with its attempts; ErrNotFound if unknown.
 	Delivery(ctx context.Context, id int64) (*DeliveryRecord, error)
-	// Retry requeues one delivery, due at now, with a fresh retry schedule (RetryBase = its attempts so far).
-	// A pending delivery that is leased (being attempted) answers ErrConflict; ErrNotFound if unknown.
+	// Retry requeues one delivery, whatever its status, due at now, with a fresh retry schedule (RetryBase =
+	// its attempts so far; Attempts and LastError are kept), and returns it as stored. A pending delivery
+	// that is leased (being attempted) answers ErrConflict; ErrNotFound if unknown.
 	Retry(ctx context.Context, id int64, now time.Time) (Delivery, error)
-	// Replay requeues the deliveries f selects, due at now, each with a fresh retry schedule, in small
-	// transactions; it returns how many it requeued.
+	// Replay requeues the deliveries f selects, due at now, each with a fresh retry schedule (as Retry), in
+	// small transactions; it returns how many it requeued. Deliveries of other destinations and pending ones
+	// are never touched.
 	Replay(ctx context.Context, f ReplayFilter, now time.Time) (int, error)
-	// Prune deletes up to limit events received before cutoff whose deliveries are all final (none pending),
-	// with their deliveries and attempts, in one small transaction; it returns how many events it deleted.
+	// Prune deletes up to limit events received before cutoff whose deliveries are all final (none pending;
+	// an event without deliveries counts), oldest first, with their deliveries and attempts, in one small
+	// transaction; it returns how many events it deleted. A limit <= 0 takes the driver's default batch. No
+	// later delivery ever shows a pruned one's attempts, even where the driver reuses its id.
 	Prune(ctx context.Context, cutoff time.Time, limit int) (int, error)
-	// PendingCounts returns the number of pending deliveries per destination (destinations with none are
-	// absent).
+	// PendingCounts returns the number of pending deliveries, leased or not, per destination (destinations
+	// with none are absent).
 	PendingCounts(ctx context.Context) (map[string]int64, error)
 
 	// PutDestination creates or replaces (by ID) an API destination. A Name used by another ID answers
-	// ErrConflict.
+	// ErrConflict and stores nothing; an empty ID or Name is an error. A zero UpdatedAt is the store's now; a
+	// zero CreatedAt is the store's now on create and the stored one on replace.
 	PutDestination(ctx context.Context, d DestinationRecord) error
 	// DeleteDestination removes an API destination; ErrNotFound if unknown.
 	DeleteDestination(ctx context.Context, id string) error
-	// Destinations returns every API destination, oldest first.
+	// Destinations returns every API destination, oldest first by CreatedAt (then by when it was first put).
 	Destinations(ctx context.Context) ([]DestinationRecord, error)
-	// SetDestinationState records a destination's operational state (by name).
+	// SetDestinationState records (replaces) a destination's operational state by name; an empty Name is an
+	// error, a zero UpdatedAt is the store's now.
 	SetDestinationState(ctx context.Context, st DestinationState) error
-	// DestinationStates returns every recorded state.
+	// DestinationStates returns every recorded state, by name.
 	DestinationStates(ctx context.Context) ([]DestinationState, error)
 	// DeleteDestinationState forgets a destination's state (it was deleted); an unknown name is not an error.
 	DeleteDestinationState(ctx context.Context, name string) error
 
-	// Ping reports whether the store is usable (for /readyz).
+	// Ping reports whether the store is usable (for /readyz): nil while it can read and write.
 	Ping(ctx context.Context) error
+	// Close stops the store after the writes in progress; later calls fail, a second Close returns nil.
 	Close() error
 }

@@ -46,6 +46,7 @@ type Store struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	stopped   chan struct{} // closed when the writer has returned
 
 	stmts stmts
 
@@ -144,7 +145,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	rdb.SetMaxOpenConns(4)
 	rdb.SetMaxIdleConns(4)
-	s := &Store{wdb: wdb, rdb: rdb, opts: opts, ops: make(chan *op, 4096), closed: make(chan struct{})}
+	s := &Store{wdb: wdb, rdb: rdb, opts: opts, ops: make(chan *op, 4096), closed: make(chan struct{}),
+		stopped: make(chan struct{})}
 	if err := s.stmts.prepare(wdb, rdb); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -207,14 +209,27 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	// Once queued, the commit's outcome is what the caller must learn: wait for it regardless of ctx.
-	return <-o.done
+	// Once queued, the commit's outcome is what the caller must learn: wait for it regardless of ctx. An
+	// operation queued after the writer drained the queue at Close would wait forever: when the writer has
+	// returned, take the outcome if it left one, else the store is closed.
+	select {
+	case err := <-o.done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-o.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 // writer is the only goroutine that writes. It takes every operation queued, runs each in its own savepoint
 // (so one failing operation does not undo the others), and commits them together: one fsync for all.
 func (s *Store) writer() {
 	defer s.wg.Done()
+	defer close(s.stopped)
 	ctx := context.Background()
 	group := make([]*op, 0, s.opts.MaxGroup)
 	busy := false

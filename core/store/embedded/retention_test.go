@@ -148,3 +148,44 @@ func TestRetentionBesideIntake(t *testing.T) {
 			events, deliveries, attempts, n, completed.Load())
 	}
 }
+
+// TestPruneLeavesNoOrphans: Prune removes an event's deliveries and attempts with it, leaving no row behind
+// (the suite can only see what the API shows; this looks at the tables).
+func TestPruneLeavesNoOrphans(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+	res := mustAppend(t, s, []store.NewEvent{
+		{Event: newEvent("a"), Destinations: []string{"d", "e"}},
+		{Event: newEvent("b"), Destinations: []string{"d"}},
+		{Event: newEvent("keep"), Destinations: []string{"d"}},
+	})
+	var outs []store.Outcome
+	for _, r := range res[:2] {
+		for _, d := range r.Deliveries {
+			outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Failed, Attempt: store.Attempt{N: 1, At: c.Now(), Error: "x"}})
+		}
+	}
+	keep := res[2].Deliveries[0].ID
+	outs = append(outs, store.Outcome{DeliveryID: keep, Status: store.Pending, NextAt: c.Now(), Attempt: store.Attempt{N: 1, At: c.Now()}})
+	if err := s.Complete(ctx, outs); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(time.Hour)
+	if n, err := s.Prune(ctx, c.Now(), 0); err != nil || n != 2 {
+		t.Fatalf("Prune = %d %v, want 2", n, err)
+	}
+	var events, deliveries, attempts int
+	for q, v := range map[string]*int{
+		`SELECT count(*) FROM events`:     &events,
+		`SELECT count(*) FROM deliveries`: &deliveries,
+		`SELECT count(*) FROM attempts`:   &attempts,
+	} {
+		if err := s.rdb.QueryRow(q).Scan(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if events != 1 || deliveries != 1 || attempts != 1 {
+		t.Fatalf("%d events, %d deliveries, %d attempts left; want 1 each (the pending one's)", events, deliveries, attempts)
+	}
+}
