@@ -59,6 +59,9 @@ func (h *holds) snapshot() (ids, tokens, untils []int64) {
 // leaseEnd is where a new lease reaches: the shorter of the lease asked for and the TTL, which renewals push
 // on while this process lives.
 func (s *Store) leaseEnd(now time.Time, lease time.Duration) time.Time {
+	if s.opts.LeaseTTL < 0 {
+		return now.Add(lease)
+	}
 	return now.Add(min(lease, s.opts.LeaseTTL))
 }
 
@@ -189,13 +192,13 @@ func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 			}
 		}
 		rows, err := tx.Query(ctx, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token,
-				created_at, updated_at, ordering_key, ordering_block, test)
-			SELECT s, e, d, 'pending', n, l, t, $9, $9, k, b, x
+				claim_node, created_at, updated_at, ordering_key, ordering_block, test)
+			SELECT s, e, d, 'pending', n, l, t, CASE WHEN l THEN $11::bigint ELSE 0 END, $9, $9, k, b, x
 			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::bigint[], $7::text[], $8::bool[], $10::bool[])
 			  WITH ORDINALITY AS u(s, e, d, n, l, t, k, b, x, ord)
 			ORDER BY ord
 			RETURNING id, event_seq, destination`,
-			dSeq, dEv, dDest, dNext, dLeased, dTok, dKey, dBlock, nanos(now), tests)
+			dSeq, dEv, dDest, dNext, dLeased, dTok, dKey, dBlock, nanos(now), tests, s.nodeID)
 		if err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
@@ -367,10 +370,10 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 			          AND f.status = 'failed' AND f.ordering_key = d.ordering_key AND f.ordering_key <> '' AND f.id < d.id))))
 			  ORDER BY d.next_at, d.id LIMIT $3
 			  FOR UPDATE SKIP LOCKED)
-			UPDATE deliveries d SET next_at = $4, leased = true, claim_token = $5
+			UPDATE deliveries d SET next_at = $4, leased = true, claim_token = $5, claim_node = $6
 			FROM c WHERE d.id = c.id
 			RETURNING `+prefixed("d.", deliveryCols)+`, d.event_seq, c.due`,
-			destination, nanos(now), limit, nanos(s.leaseEnd(now, lease)), token)
+			destination, nanos(now), limit, nanos(s.leaseEnd(now, lease)), token, s.nodeID)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
 		}
@@ -502,7 +505,7 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	o.fn = func(ctx context.Context, tx pgx.Tx) error {
 		now := nanos(s.opts.Now())
 		rows, err := tx.Query(ctx, `UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
-				leased = false, claim_token = 0, updated_at = $7, last_error = u.er
+				leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
 			FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
 			WHERE d.id = u.id AND d.status = 'pending'
 			  AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
@@ -552,23 +555,54 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, o)
 }
 
-// ReleaseLeases implements store.Store: on a shared database only this process's own leases are handed back
-// (other nodes' are live; a dead node's run out within Options.LeaseTTL).
+// ReleaseLeases implements store.Store: on a shared database it hands back this process's own leases and
+// those of nodes that are gone (their presence lock is free), never a live node's.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
-	return s.releaseHeld(ctx)
-}
-
-func (s *Store) releaseHeld(ctx context.Context) error {
-	ids, toks, _ := s.holds.snapshot()
-	if len(ids) == 0 {
-		return nil
-	}
-	_, err := s.pool.Exec(ctx, `UPDATE deliveries d SET next_at = $3, leased = false, claim_token = 0
-		FROM unnest($1::bigint[], $2::bigint[]) AS u(id, tok)
-		WHERE d.id = u.id AND d.claim_token = u.tok AND d.status = 'pending'`, ids, toks, nanos(s.opts.Now()))
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return unavailable(fmt.Errorf("release leases: %w", err))
 	}
+	defer conn.Release()
+	rows, err := conn.Query(ctx, `SELECT DISTINCT claim_node FROM deliveries WHERE status = 'pending' AND leased AND claim_node <> $1`, s.nodeID)
+	if err != nil {
+		return unavailable(fmt.Errorf("release leases: %w", err))
+	}
+	var owners []int64
+	for rows.Next() {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		owners = append(owners, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return unavailable(fmt.Errorf("release leases: %w", err))
+	}
+	gone := []int64{s.nodeID}
+	for _, n := range owners {
+		if n == 0 {
+			gone = append(gone, n)
+			continue
+		}
+		// A live node holds its presence lock for as long as it runs: if it can be taken, the node is gone.
+		var free bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, n).Scan(&free); err != nil {
+			return unavailable(fmt.Errorf("release leases: %w", err))
+		}
+		if free {
+			if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, n); err != nil {
+				return unavailable(fmt.Errorf("release leases: %w", err))
+			}
+			gone = append(gone, n)
+		}
+	}
+	if _, err := conn.Exec(ctx, `UPDATE deliveries SET next_at = $2, leased = false, claim_token = 0, claim_node = 0
+		WHERE status = 'pending' AND leased AND claim_node = ANY($1)`, gone, nanos(s.opts.Now())); err != nil {
+		return unavailable(fmt.Errorf("release leases: %w", err))
+	}
+	ids, _, _ := s.holds.snapshot()
 	s.holds.drop(ids...)
 	return nil
 }
@@ -578,6 +612,9 @@ func (s *Store) releaseHeld(ctx context.Context) error {
 // forgotten.
 func (s *Store) renewLeases(ctx context.Context) {
 	defer s.wg.Done()
+	if s.opts.LeaseTTL < 0 {
+		return
+	}
 	tick := time.NewTicker(s.opts.LeaseTTL / 3)
 	defer tick.Stop()
 	for {
@@ -626,7 +663,7 @@ func (s *Store) renewLeases(ctx context.Context) {
 func (s *Store) SkipPending(ctx context.Context, destination, reason string) (int, error) {
 	var n int64
 	err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE deliveries SET status = 'skipped', leased = false, claim_token = 0, last_error = $1,
+		tag, err := tx.Exec(ctx, `UPDATE deliveries SET status = 'skipped', leased = false, claim_token = 0, claim_node = 0, last_error = $1,
 			updated_at = $2 WHERE destination = $3 AND status = 'pending'`, reason, nanos(s.opts.Now()), destination)
 		if err != nil {
 			return err

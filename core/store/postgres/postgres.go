@@ -39,7 +39,8 @@ type Options struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 	// LeaseTTL is how far a claim's lease reaches past its last renewal (see DefaultLeaseTTL); leases are
-	// renewed every LeaseTTL/3 while this process holds them, up to the lease the caller asked for.
+	// renewed every LeaseTTL/3 while this process holds them, up to the lease the caller asked for. A negative
+	// value keeps every lease exactly as asked, unrenewed (the plain contract, for the conformance suite).
 	LeaseTTL time.Duration
 	// Writers is how many group commits may run at once (default MaxConns/4, at least 2).
 	Writers int
@@ -61,7 +62,7 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.LeaseTTL <= 0 {
+	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
 	if o.Writers <= 0 {
@@ -103,10 +104,17 @@ type Store struct {
 	// node tells this process's change notifications from other nodes'.
 	node    string
 	channel string
+	// nodeID marks the leases this process takes; presence holds the advisory lock keyed by it while the
+	// process runs, which is how other nodes tell its leases from a dead node's.
+	nodeID   int64
+	presence *pgx.Conn
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	stop      context.CancelFunc
+	// closing is held (read) while an operation is queued and taken (write) to close: nothing is queued once
+	// the writers may have drained the queue for the last time.
+	closing sync.RWMutex
+	stop    context.CancelFunc
 
 	holds holds
 
@@ -152,6 +160,20 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{pool: pool, opts: opts, ops: make(chan *op, 4096), node: randomID(), channel: "sluice_changes." + schema,
 		closed: make(chan struct{}), stop: stop}
 	s.holds.m = map[int64]hold{}
+	s.nodeID = newToken()
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		stop()
+		pool.Close()
+		return nil, unavailable(fmt.Errorf("store: %w", err))
+	}
+	s.presence = pc.Hijack()
+	if _, err := s.presence.Exec(ctx, `SELECT pg_advisory_lock($1)`, s.nodeID); err != nil {
+		s.presence.Close(ctx)
+		stop()
+		pool.Close()
+		return nil, unavailable(fmt.Errorf("store: take the presence lock: %w", err))
+	}
 	s.changes.subs = map[chan struct{}]bool{}
 	if err := s.pool.QueryRow(ctx, `SELECT version FROM changes`).Scan(&s.changes.seen); err != nil {
 		stop()
@@ -220,11 +242,18 @@ func unavailable(err error) error {
 // write queues fn for the next group commit and waits until that commit is durable (or known failed).
 func (s *Store) write(ctx context.Context, o *op) error {
 	o.done = make(chan error, 1)
+	s.closing.RLock()
+	select {
+	case <-s.closed:
+		s.closing.RUnlock()
+		return ErrClosed
+	default:
+	}
 	select {
 	case s.ops <- o:
-	case <-s.closed:
-		return ErrClosed
+		s.closing.RUnlock()
 	case <-ctx.Done():
+		s.closing.RUnlock()
 		return ctx.Err()
 	}
 	// Once queued, the commit's outcome is what the caller must learn: wait for it regardless of ctx.
@@ -386,17 +415,16 @@ func (s *Store) resolve(xid int64, commitErr error, errs []error) ([]error, erro
 // Stats reports how many commits the writers made and how many operations they carried.
 func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
 
-// Close stops background work, hands back the leases this process holds and closes the pool.
+// Close stops background work and closes the pool.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.closing.Lock()
 		close(s.closed)
+		s.closing.Unlock()
 		s.stop()
 		s.wg.Wait()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.releaseHeld(ctx); err != nil {
-			s.opts.Logger.Warn("store: hand back leases at close; they run out by themselves", "err", err)
-		}
+		// Leases still held stay: they run out (Options.LeaseTTL), or the next node to start releases them.
+		s.presence.Close(context.Background())
 		s.pool.Close()
 	})
 	return nil

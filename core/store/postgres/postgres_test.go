@@ -373,21 +373,32 @@ func TestLeaseRenewed(t *testing.T) {
 	})
 }
 
-// A closing node hands its leases back at once rather than letting them run out.
-func TestCloseHandsBackLeases(t *testing.T) {
+// ReleaseLeases at a node's start hands back the leases of nodes that are gone, never a live node's.
+func TestReleaseLeasesOfGoneNodesOnly(t *testing.T) {
 	dsn, schema := testSchema(t)
 	a := openNode(t, dsn, schema, nil)
-	b := openNode(t, dsn, schema, nil)
+	live := openNode(t, dsn, schema, nil)
 	ctx := context.Background()
-	if _, err := a.Append(ctx, []store.NewEvent{{Event: ev("e1", "").Event, Destinations: []string{"a"}, Leased: []bool{true}}}, appendOpts); err != nil {
+	leasedTo := func(id, dest string) store.NewEvent {
+		return store.NewEvent{Event: ev(id, "").Event, Destinations: []string{dest}, Leased: []bool{true}}
+	}
+	if _, err := a.Append(ctx, []store.NewEvent{leasedTo("from-a", "a")}, appendOpts); err != nil {
 		t.Fatal(err)
 	}
-	if jb, _ := b.Claim(ctx, "a", time.Now(), time.Minute, 10); len(jb) != 0 {
-		t.Fatalf("b claimed a delivery leased at birth by a: %+v", jb)
+	if _, err := live.Append(ctx, []store.NewEvent{leasedTo("from-live", "a")}, appendOpts); err != nil {
+		t.Fatal(err)
 	}
-	a.Close()
-	if jb, _ := b.Claim(ctx, "a", time.Now(), time.Minute, 10); len(jb) != 1 {
-		t.Fatalf("after a closed, b claims %d deliveries, want 1", len(jb))
+	a.Close() // as if it died: its leases stay behind
+	b := openNode(t, dsn, schema, nil)
+	if jb, _ := b.Claim(ctx, "a", time.Now(), time.Minute, 10); len(jb) != 0 {
+		t.Fatalf("b claimed leased deliveries: %+v", jb)
+	}
+	if err := b.ReleaseLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	jb, err := b.Claim(ctx, "a", time.Now(), time.Minute, 10)
+	if err != nil || len(jb) != 1 || jb[0].Event.ID != "from-a" {
+		t.Fatalf("after ReleaseLeases b claimed %+v, %v; want from-a alone (live's lease is live)", jb, err)
 	}
 }
 

@@ -30,6 +30,8 @@ CREATE TABLE deliveries (
   next_at        bigint NOT NULL,
   leased         boolean NOT NULL DEFAULT false,
   claim_token    bigint NOT NULL DEFAULT 0,
+  -- The node holding the lease: a node that is gone (its presence lock is free) has its leases released.
+  claim_node     bigint NOT NULL DEFAULT 0,
   created_at     bigint NOT NULL,
   updated_at     bigint NOT NULL,
   last_error     text NOT NULL DEFAULT '',
