@@ -187,6 +187,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	go store.RunRetention(bg, st, cfg.Store.Retention.D(), store.RetentionOptions{Logger: log})
+	go mgr.Watch(bg) // a shared store: follow what other nodes change
 	consumeCtx, stopConsumers := context.WithCancel(context.Background())
 	defer stopConsumers()
 	var consumers sync.WaitGroup
