@@ -33,7 +33,12 @@ type pgNode struct {
 // startNodes writes one config per node (same store, same destinations, own listen address) and starts them.
 func startNodes(t *testing.T, n int, destinations string) []*pgNode {
 	t.Helper()
-	dsn := pgSchema(t)
+	return startNodesOn(t, pgSchema(t), n, destinations)
+}
+
+// startNodesOn starts n nodes on the store at dsn.
+func startNodesOn(t *testing.T, dsn string, n int, destinations string) []*pgNode {
+	t.Helper()
 	dir := t.TempDir()
 	var nodes []*pgNode
 	for i := range n {

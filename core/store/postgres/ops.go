@@ -405,7 +405,10 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 	})
 	evs, err := s.events(ctx, seqs)
 	if err != nil {
-		// The claims stand (they are renewed or run out); the lane claims them again once their lease ends.
+		for _, c := range got {
+			s.holds.drop(c.job.Delivery.ID)
+		}
+		// The claims stand unrenewed: they come back within LeaseTTL.
 		return nil, unavailable(fmt.Errorf("claim: read events: %w", err))
 	}
 	jobs := make([]store.Job, 0, len(got))
@@ -552,7 +555,13 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		return nil
 	}
 	o.after = func() { s.holds.drop(ids...) }
-	return s.write(ctx, o)
+	err := s.write(ctx, o)
+	if err != nil {
+		// The caller keeps nothing of these deliveries now; renewing their leases would keep them from every
+		// node for as long as the leases asked for. Unrenewed, they come back within LeaseTTL.
+		s.holds.drop(ids...)
+	}
+	return err
 }
 
 // ReleaseLeases implements store.Store: on a shared database it hands back this process's own leases and
