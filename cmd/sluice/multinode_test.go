@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -291,6 +294,109 @@ func TestDestinationChangesReachEveryNode(t *testing.T) {
 	for i := range 40 {
 		if id := fmt.Sprintf("after-%05d", i); api.has(id) {
 			t.Fatalf("the disabled destination received %s", id)
+		}
+	}
+}
+
+// orderedReceiver records, per case id, the order in which events first arrived; it refuses a random share
+// of requests with 503.
+type orderedReceiver struct {
+	addr string
+	mu   sync.Mutex
+	seen map[string]bool
+	keys map[string][]int
+	rnd  *mathrand.Rand
+	srv  *http.Server
+}
+
+func (rc *orderedReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Data struct {
+			Case struct{ ID string } `json:"case"`
+			N    int                 `json:"n"`
+		} `json:"data"`
+	}
+	b, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(b, &body)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.rnd.IntN(4) == 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	id := r.Header.Get("webhook-id")
+	if !rc.seen[id] {
+		rc.seen[id] = true
+		rc.keys[body.Data.Case.ID] = append(rc.keys[body.Data.Case.ID], body.Data.N)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rc *orderedReceiver) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.seen)
+}
+
+// TestOrderingAcrossThreeNodes: events of one case, published one after another through all three nodes, reach
+// a receiver that refuses a quarter of requests at random in the order they were published.
+func TestOrderingAcrossThreeNodes(t *testing.T) {
+	rc := &orderedReceiver{addr: freeAddr(t), seen: map[string]bool{}, keys: map[string][]int{}, rnd: mathrand.New(mathrand.NewPCG(1, 2))}
+	ln, err := net.Listen("tcp", rc.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.srv = &http.Server{Handler: rc}
+	go rc.srv.Serve(ln)
+	t.Cleanup(func() { rc.srv.Close() })
+	nodes := startNodes(t, 3, fmt.Sprintf(`
+  - name: ordered
+    type: webhook
+    topics: ["case.*"]
+    ordering_key: data.case.id
+    breaker: {failures: 0}
+    config:
+      url: http://%s/hooks
+      signing: none`, rc.addr))
+	const keys, perKey = 12, 25
+	client := &http.Client{Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	for k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perKey {
+				body := fmt.Sprintf(`{"id": "o-%d-%d", "topic": "case.status_updated", "data": {"case": {"id": "c-%d"}, "n": %d}}`, k, i, k, i)
+				for at := k + i; ; at++ { // each event through the next node: a key's events cross all three
+					req, _ := http.NewRequest("POST", "http://"+nodes[at%3].addr+"/v1/events", strings.NewReader(body))
+					req.Header.Set("Authorization", "Bearer e2e-key")
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := client.Do(req)
+					if err == nil {
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusAccepted {
+							break
+						}
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(3 * time.Minute)
+	for rc.count() < keys*perKey {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events arrived", rc.count(), keys*perKey)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for key, ns := range rc.keys {
+		for i, n := range ns {
+			if n != i {
+				t.Fatalf("key %s arrived in the order %v, want 0..%d", key, ns, perKey-1)
+			}
 		}
 	}
 }
