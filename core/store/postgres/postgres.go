@@ -122,6 +122,9 @@ type Store struct {
 
 	changes changeHub
 	leader  leader
+
+	// beforeCommit, set by tests only, runs just before a group's COMMIT (to break its connection there).
+	beforeCommit func(tx pgx.Tx)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -373,11 +376,15 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		_ = tx.Rollback(ctx)
 		return errs, nil
 	}
+	if s.beforeCommit != nil {
+		s.beforeCommit(tx)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
+		if errors.As(err, &pgErr) && !errors.Is(unavailable(err), store.ErrUnavailable) {
 			return nil, fmt.Errorf("store: commit: %w", err) // the server refused it: nothing was written
 		}
+		// The connection broke (or the server went down) at COMMIT: it may have committed or not.
 		return s.resolve(xid, err, errs)
 	}
 	return errs, nil

@@ -489,3 +489,51 @@ func TestLeaderMoves(t *testing.T) {
 	first.Close()
 	waitFor(t, "the other node to lead", other.Leading)
 }
+
+// A connection lost at COMMIT: the store asks PostgreSQL what became of the transaction. Here it never
+// committed, so the append fails with ErrUnavailable and nothing is stored; a retry with the same id is new.
+func TestConnectionLostAtCommit(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	var once sync.Once
+	s.beforeCommit = func(tx pgx.Tx) {
+		once.Do(func() {
+			pid := tx.Conn().PgConn().PID()
+			if _, err := s.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+				t.Errorf("terminate the committing backend: %v", err)
+			}
+		})
+	}
+	_, err := s.Append(ctx, []store.NewEvent{ev("lost", "")}, appendOpts)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("append whose connection died at commit: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Event(ctx, "lost"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed append was stored: %v", err)
+	}
+	res, err := s.Append(ctx, []store.NewEvent{ev("lost", "")}, appendOpts)
+	if err != nil || res[0].Duplicate {
+		t.Fatalf("retry: %+v, %v; want stored as new", res, err)
+	}
+}
+
+// resolve answers a transaction that did commit as a success (its COMMIT answer was what got lost).
+func TestResolveCommitted(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xid int64
+	if err := tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs, err := s.resolve(xid, errors.New("connection reset"), []error{nil})
+	if err != nil || len(errs) != 1 || errs[0] != nil {
+		t.Fatalf("resolve of a committed transaction: %v, %v; want success", errs, err)
+	}
+}
