@@ -201,10 +201,10 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 	var refused error
 	err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
 		d, refused = store.Delivery{}, nil
-		var status string
+		var status, dest string
 		var leased bool
 		var next int64
-		err := tx.QueryRow(ctx, `SELECT status, leased, next_at FROM deliveries WHERE id = $1 FOR UPDATE`, id).Scan(&status, &leased, &next)
+		err := tx.QueryRow(ctx, `SELECT status, leased, next_at, destination FROM deliveries WHERE id = $1 FOR UPDATE`, id).Scan(&status, &leased, &next, &dest)
 		if errors.Is(err, pgx.ErrNoRows) {
 			refused = fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
 			return nil
@@ -215,6 +215,11 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 		if store.Status(status) == store.Pending && leased && next > nanos(s.opts.Now()) {
 			refused = fmt.Errorf("delivery %d is being attempted right now: %w", id, store.ErrConflict)
 			return nil
+		}
+		if store.Status(status) != store.Pending {
+			if err := (counts{dest: 1}).apply(ctx, tx); err != nil {
+				return err
+			}
 		}
 		d, err = scanDelivery(tx.QueryRow(ctx, `UPDATE deliveries SET status = 'pending', next_at = $1, leased = false,
 			claim_token = 0, retry_base = attempts, updated_at = $2 WHERE id = $3 RETURNING `+deliveryCols,
@@ -279,7 +284,10 @@ func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time)
 				}
 				n, last = n+1, max(last, id)
 			}
-			return rows.Err()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return counts{f.Destination: int64(n)}.apply(ctx, tx)
 		}})
 		if err != nil {
 			return total, err
@@ -337,9 +345,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 	return n, err
 }
 
-// PendingCounts implements store.Store. It reads only the partial index of pending rows.
+// PendingCounts implements store.Store from the maintained counters (no rows are counted).
 func (s *Store) PendingCounts(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT destination, count(*) FROM deliveries WHERE status = 'pending' GROUP BY destination`)
+	rows, err := s.pool.Query(ctx, `SELECT destination, sum(n)::bigint FROM pending_counts GROUP BY destination HAVING sum(n) > 0`)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("count pending deliveries: %w", err))
 	}

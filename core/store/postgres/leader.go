@@ -21,6 +21,9 @@ type leader struct {
 // Leading implements store.Leader.
 func (s *Store) Leading() bool { return s.leader.on.Load() }
 
+// foldEvery is how often the leader folds the writers' counter shards together.
+const foldEvery = time.Minute
+
 const leaderLock = `SELECT pg_try_advisory_lock(hashtext('sluice.leader.' || current_schema()))`
 
 func (s *Store) lead(ctx context.Context) {
@@ -63,7 +66,14 @@ func (s *Store) holdLead(ctx context.Context, tick <-chan time.Time) {
 	}
 	s.leader.on.Store(true)
 	s.opts.Logger.Info("store: this node runs maintenance (leader)")
+	lastFold := time.Time{}
 	for {
+		if time.Since(lastFold) >= foldEvery {
+			if err := s.foldCounts(ctx); err != nil && ctx.Err() == nil {
+				s.opts.Logger.Warn("store: fold pending counters", "err", err)
+			}
+			lastFold = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -154,6 +154,13 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			}
 		}
 		if len(dSeq) > 0 {
+			c := counts{}
+			for _, d := range dDest {
+				c.add(d, 1)
+			}
+			if err := c.apply(ctx, tx); err != nil {
+				return err
+			}
 			if err := s.insertDeliveries(ctx, tx, now, evs, res, owner, &leased, dSeq, dEv, dDest, dKey, dNext, dLeased, dBlock, dTok); err != nil {
 				return err
 			}
@@ -512,22 +519,30 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 			FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
 			WHERE d.id = u.id AND d.status = 'pending'
 			  AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
-			RETURNING d.id`, ids, statuses, tried, nexts, errs, toks, now)
+			RETURNING d.id, d.destination, d.status`, ids, statuses, tried, nexts, errs, toks, now)
 		if err != nil {
 			return fmt.Errorf("complete deliveries: %w", err)
 		}
 		done := map[int64]bool{}
+		c := counts{}
 		for rows.Next() {
 			var id int64
-			if err := rows.Scan(&id); err != nil {
+			var dest, status string
+			if err := rows.Scan(&id, &dest, &status); err != nil {
 				rows.Close()
 				return fmt.Errorf("complete deliveries: %w", err)
 			}
 			done[id] = true
+			if status != "pending" {
+				c.add(dest, -1)
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("complete deliveries: %w", err)
+		}
+		if err := c.apply(ctx, tx); err != nil {
+			return err
 		}
 		var aID []int64
 		var aN, aCode []int32
@@ -678,7 +693,7 @@ func (s *Store) SkipPending(ctx context.Context, destination, reason string) (in
 			return err
 		}
 		n = tag.RowsAffected()
-		return nil
+		return counts{destination: -n}.apply(ctx, tx)
 	}})
 	return int(n), err
 }

@@ -268,6 +268,7 @@ func (s *Store) write(ctx context.Context, o *op) error {
 func (s *Store) writer() {
 	defer s.wg.Done()
 	group := make([]*op, 0, s.opts.MaxGroup)
+	shard := newToken() // this writer's row of each pending counter
 	for {
 		var first *op
 		select {
@@ -292,15 +293,14 @@ func (s *Store) writer() {
 				break fill
 			}
 		}
-		s.commit(group)
+		s.commit(withShard(context.Background(), shard), group)
 	}
 }
 
 // commit runs a group in one transaction. Operations are re-runnable: if one fails, each runs again in its
 // own transaction, so one bad operation cannot fail its neighbours. A lost connection fails them all with
 // store.ErrUnavailable — unless the commit is found to have happened.
-func (s *Store) commit(group []*op) {
-	ctx := context.Background()
+func (s *Store) commit(ctx context.Context, group []*op) {
 	if len(group) > 1 {
 		errs, err := s.runTx(ctx, group)
 		if err == nil && errors.Join(errs...) == nil {

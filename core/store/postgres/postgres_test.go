@@ -537,3 +537,91 @@ func TestResolveCommitted(t *testing.T) {
 		t.Fatalf("resolve of a committed transaction: %v, %v; want success", errs, err)
 	}
 }
+
+// The maintained pending counters agree with the rows through every kind of write, on two nodes, and after
+// the leader folds them.
+func TestPendingCountersMatchRows(t *testing.T) {
+	dsn, schema := testSchema(t)
+	a := openNode(t, dsn, schema, nil)
+	b := openNode(t, dsn, schema, nil)
+	ctx := context.Background()
+	check := func(step string) {
+		t.Helper()
+		got, err := a.PendingCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := a.pool.Query(ctx, `SELECT destination, count(*) FROM deliveries WHERE status = 'pending' GROUP BY destination`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int64{}
+		for rows.Next() {
+			var d string
+			var n int64
+			if err := rows.Scan(&d, &n); err != nil {
+				t.Fatal(err)
+			}
+			want[d] = n
+		}
+		rows.Close()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("after %s: counters %v, rows %v", step, got, want)
+		}
+	}
+	for i := range 20 {
+		node := a
+		if i%2 == 1 {
+			node = b
+		}
+		if _, err := node.Append(ctx, []store.NewEvent{ev(fmt.Sprint("c", i), ""), ev(fmt.Sprint("c", i), "")}, appendOpts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("appends (with duplicates)")
+	now := time.Now()
+	ja, _ := a.Claim(ctx, "a", now, time.Minute, 7)
+	jb, _ := b.Claim(ctx, "a", now, time.Minute, 7)
+	var outs []store.Outcome
+	for i, j := range ja {
+		st := []store.Status{store.Delivered, store.Failed, store.Pending}[i%3]
+		outs = append(outs, store.Outcome{DeliveryID: j.Delivery.ID, Status: st, NextAt: now.Add(time.Hour), Attempt: store.Attempt{N: 1, At: now}})
+	}
+	if err := a.Complete(ctx, outs); err != nil {
+		t.Fatal(err)
+	}
+	// b's outcomes twice: the second changes nothing.
+	for range 2 {
+		var outs []store.Outcome
+		for _, j := range jb {
+			outs = append(outs, store.Outcome{DeliveryID: j.Delivery.ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: now}})
+		}
+		if err := b.Complete(ctx, outs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("completions")
+	if _, err := a.Retry(ctx, ja[0].Delivery.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Retry(ctx, ja[0].Delivery.ID, now); err != nil { // pending already: no change
+		t.Fatal(err)
+	}
+	check("retries")
+	if _, err := b.SkipPending(ctx, "b", "disabled"); err != nil {
+		t.Fatal(err)
+	}
+	check("skip")
+	if _, err := a.Replay(ctx, store.ReplayFilter{Destination: "b", Statuses: []store.Status{store.Skipped}}, now); err != nil {
+		t.Fatal(err)
+	}
+	check("replay")
+	if err := a.foldCounts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("fold")
+	var shards int
+	if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM pending_counts WHERE shard <> 0`).Scan(&shards); err != nil || shards != 0 {
+		t.Fatalf("after the fold %d shard rows are left (%v)", shards, err)
+	}
+}
