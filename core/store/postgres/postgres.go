@@ -164,18 +164,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		closed: make(chan struct{}), stop: stop}
 	s.holds.m = map[int64]hold{}
 	s.nodeID = newToken()
-	pc, err := s.pool.Acquire(ctx)
-	if err != nil {
+	if s.presence, err = s.takePresence(ctx); err != nil {
 		stop()
 		pool.Close()
-		return nil, unavailable(fmt.Errorf("store: %w", err))
-	}
-	s.presence = pc.Hijack()
-	if _, err := s.presence.Exec(ctx, `SELECT pg_advisory_lock($1)`, s.nodeID); err != nil {
-		s.presence.Close(ctx)
-		stop()
-		pool.Close()
-		return nil, unavailable(fmt.Errorf("store: take the presence lock: %w", err))
+		return nil, err
 	}
 	s.changes.subs = map[chan struct{}]bool{}
 	if err := s.pool.QueryRow(ctx, `SELECT version FROM changes`).Scan(&s.changes.seen); err != nil {
@@ -187,7 +179,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.wg.Add(1)
 		go s.writer()
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go s.keepPresence(bg)
 	go s.renewLeases(bg)
 	go s.watch(bg, schema)
 	go s.lead(bg)
@@ -431,7 +424,9 @@ func (s *Store) Close() error {
 		s.stop()
 		s.wg.Wait()
 		// Leases still held stay: they run out (Options.LeaseTTL), or the next node to start releases them.
-		s.presence.Close(context.Background())
+		if s.presence != nil {
+			s.presence.Close(context.Background())
+		}
 		s.pool.Close()
 	})
 	return nil

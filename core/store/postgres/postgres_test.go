@@ -625,3 +625,28 @@ func TestPendingCountersMatchRows(t *testing.T) {
 		t.Fatalf("after the fold %d shard rows are left (%v)", shards, err)
 	}
 }
+
+// A node whose presence connection breaks takes its presence lock again, so other nodes keep leaving its
+// leases alone.
+func TestPresenceRetaken(t *testing.T) {
+	dsn, schema := testSchema(t)
+	a := openNode(t, dsn, schema, func(o *Options) { o.LeaderEvery = 100 * time.Millisecond })
+	ctx := context.Background()
+	holder := func() int32 {
+		var pid int32
+		err := a.pool.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+			AND ((classid::bigint << 32) | objid::bigint) = $1`, a.nodeID).Scan(&pid)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	first := holder()
+	if first == 0 {
+		t.Fatal("no connection holds the presence lock")
+	}
+	if _, err := a.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the presence lock taken again", func() bool { p := holder(); return p != 0 && p != first })
+}
