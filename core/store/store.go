@@ -257,6 +257,13 @@ type Leader interface {
 	Leading() bool
 }
 
+// TenantEvents is implemented by a store whose event ids dedupe per tenant (postgres), where two tenants may
+// use the same id: EventOf reads one tenant's event ("" = tenant-less), where Event answers the newest of any
+// tenant's. A tenant-confined reader should use it when the store has it.
+type TenantEvents interface {
+	EventOf(ctx context.Context, tenant, id string) (*EventRecord, error)
+}
+
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share

@@ -698,15 +698,27 @@ func (s *Store) SkipPending(ctx context.Context, destination, reason string) (in
 	return int(n), err
 }
 
-// Event implements store.Store. Ids dedupe per tenant, so two tenants may use one id; the newest is answered.
+var _ store.TenantEvents = (*Store)(nil)
+
+// Event implements store.Store. Ids dedupe per tenant, so two tenants may use one id; the newest is answered
+// (EventOf reads one tenant's).
 func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error) {
+	return s.event(ctx, nil, id)
+}
+
+// EventOf implements store.TenantEvents.
+func (s *Store) EventOf(ctx context.Context, tenant, id string) (*store.EventRecord, error) {
+	return s.event(ctx, &tenant, id)
+}
+
+func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.EventRecord, error) {
 	var rec store.EventRecord
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		var seq, t, received int64
 		var md, sc, data []byte
 		ev := &rec.Event
 		err := tx.QueryRow(ctx, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data
-			FROM events WHERE id = $1 ORDER BY seq DESC LIMIT 1`, id).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
+			FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) ORDER BY seq DESC LIMIT 1`, id, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
 			&ev.CorrelationID, &md, &sc, &data)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return store.ErrNotFound

@@ -108,6 +108,15 @@ func TestAppendDedupePerTenant(t *testing.T) {
 	if err != nil || !errors.Is(late[0].Err, store.ErrIDReused) {
 		t.Fatalf("append outside the window = %+v, %v; want ErrIDReused", late, err)
 	}
+	if rec, err := s.EventOf(ctx, "acme", "e1"); err != nil || rec.Event.Tenant != "acme" {
+		t.Fatalf("acme's e1 = %+v, %v", rec, err)
+	}
+	if rec, err := s.EventOf(ctx, "", "e1"); err != nil || rec.Event.Tenant != "" {
+		t.Fatalf("tenant-less e1 = %+v, %v", rec, err)
+	}
+	if _, err := s.EventOf(ctx, "other", "e1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another tenant's e1: %v, want ErrNotFound", err)
+	}
 	rec, err := s.Event(ctx, "e1")
 	if err != nil || len(rec.Deliveries) != 2 || rec.Event.Metadata["k"] != "v" || string(rec.Event.Data) != `{"n":1}` {
 		t.Fatalf("event = %+v, %v", rec, err)
