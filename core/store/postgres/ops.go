@@ -39,10 +39,14 @@ func (h *holds) token(id int64) int64 {
 	return h.m[id].token
 }
 
-func (h *holds) drop(ids ...int64) {
+// drop forgets the holds of ids taken under tokens (same index). A hold taken since under another token (the
+// delivery was claimed again, by this process, meanwhile) is kept.
+func (h *holds) drop(ids, tokens []int64) {
 	h.mu.Lock()
-	for _, id := range ids {
-		delete(h.m, id)
+	for i, id := range ids {
+		if hd, ok := h.m[id]; ok && hd.token == tokens[i] {
+			delete(h.m, id)
+		}
 	}
 	h.mu.Unlock()
 }
@@ -413,7 +417,7 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 	evs, err := s.events(ctx, seqs)
 	if err != nil {
 		for _, c := range got {
-			s.holds.drop(c.job.Delivery.ID)
+			s.holds.drop([]int64{c.job.Delivery.ID}, []int64{token})
 		}
 		// The claims stand unrenewed: they come back within LeaseTTL.
 		return nil, unavailable(fmt.Errorf("claim: read events: %w", err))
@@ -569,12 +573,12 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		}
 		return nil
 	}
-	o.after = func() { s.holds.drop(ids...) }
+	o.after = func() { s.holds.drop(ids, toks) }
 	err := s.write(ctx, o)
 	if err != nil {
 		// The caller keeps nothing of these deliveries now; renewing their leases would keep them from every
 		// node for as long as the leases asked for. Unrenewed, they come back within LeaseTTL.
-		s.holds.drop(ids...)
+		s.holds.drop(ids, toks)
 	}
 	return err
 }
@@ -626,8 +630,8 @@ func (s *Store) ReleaseLeases(ctx context.Context) error {
 		WHERE status = 'pending' AND leased AND claim_node = ANY($1)`, gone, nanos(s.opts.Now())); err != nil {
 		return unavailable(fmt.Errorf("release leases: %w", err))
 	}
-	ids, _, _ := s.holds.snapshot()
-	s.holds.drop(ids...)
+	ids, toks, _ := s.holds.snapshot()
+	s.holds.drop(ids, toks)
 	return nil
 }
 
@@ -673,13 +677,13 @@ func (s *Store) renewLeases(ctx context.Context) {
 		if rows.Err() != nil {
 			continue
 		}
-		var gone []int64
-		for _, id := range ids {
+		var gone, goneToks []int64
+		for i, id := range ids {
 			if !kept[id] {
-				gone = append(gone, id)
+				gone, goneToks = append(gone, id), append(goneToks, toks[i])
 			}
 		}
-		s.holds.drop(gone...)
+		s.holds.drop(gone, goneToks)
 	}
 }
 

@@ -659,3 +659,19 @@ func TestPresenceRetaken(t *testing.T) {
 	}
 	waitFor(t, "the presence lock taken again", func() bool { p := holder(); return p != 0 && p != first })
 }
+
+// Forgetting a hold taken under one claim leaves a newer claim's hold of the same delivery alone (a
+// completion racing the next claim of its delivery must not strip that claim of its token).
+func TestHoldsDropKeepsNewerClaim(t *testing.T) {
+	h := holds{m: map[int64]hold{}}
+	h.put(1, hold{token: 10})
+	h.put(1, hold{token: 20}) // claimed again
+	h.drop([]int64{1}, []int64{10})
+	if got := h.token(1); got != 20 {
+		t.Fatalf("token after dropping the older claim = %d, want 20", got)
+	}
+	h.drop([]int64{1}, []int64{20})
+	if got := h.token(1); got != 0 {
+		t.Fatalf("token after dropping the current claim = %d, want 0", got)
+	}
+}
