@@ -2,8 +2,13 @@
 // receivers and publishers on loopback, and reports throughput, latency, memory and CPU beside the machine's
 // own HTTP ceiling measured in the same run.
 //
-//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog] [-duration 20s]
-//	               [-publishers 64] [-rate 0] [-bin PATH] [-json]
+//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog|
+//	                          single-pg|fanout10-pg|nodes3-pg] (or a comma-separated list)
+//	               [-duration 20s] [-publishers 64] [-rate 0] [-bin PATH] [-json] [-pg-dsn postgres://…]
+//
+// The -pg scenarios run Sluice on PostgreSQL (-pg-dsn, default $SLUICE_TEST_PG_DSN), each in a fresh schema
+// dropped afterwards; nodes3-pg runs three nodes on it with the publishers spread over them. Without a DSN
+// they are skipped.
 package main
 
 import (
@@ -65,10 +70,13 @@ type opts struct {
 	batch      int     // events per request; > 1 uses the batch route
 	hookBatch  int     // events per webhook request; > 1 gives the destinations a batch block
 	rate       float64 // events/s across all publishers; 0 = as fast as possible
+	pgDSN      string  // run on PostgreSQL (a fresh schema) instead of the embedded store
+	nodes      int     // Sluice processes sharing the store (PostgreSQL only); 0 = 1
 }
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, or a comma-separated list of http-ceiling, single, single-half, batch-intake, batch-webhook, fanout10 and backlog")
+	scenario := flag.String("scenario", "all", "all, or a comma-separated list of http-ceiling, single, single-half, batch-intake, batch-webhook, fanout10, backlog, single-pg, fanout10-pg and nodes3-pg")
+	pgDSN := flag.String("pg-dsn", os.Getenv("SLUICE_TEST_PG_DSN"), "PostgreSQL for the -pg scenarios (each runs in a fresh schema)")
 	duration := flag.Duration("duration", 20*time.Second, "publishing time per scenario")
 	publishers := flag.Int("publishers", 64, "concurrent publishers")
 	rateCap := flag.Float64("rate", 0, "publishing rate in events/s across all publishers, open loop (0 = as fast as possible); single-half sets its own")
@@ -149,6 +157,22 @@ func main() {
 		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap})
 	})
 	run("backlog", func() (result, error) { return backlog(bin, *backlogN) })
+	for _, pg := range []struct {
+		name string
+		o    opts
+	}{
+		{"single-pg", opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
+		{"fanout10-pg", opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
+		{"nodes3-pg", opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 3}},
+	} {
+		if *pgDSN == "" {
+			if *scenario == pg.name || *scenario == "all" {
+				fmt.Fprintf(os.Stderr, "skipping %s: no -pg-dsn (or SLUICE_TEST_PG_DSN)\n", pg.name)
+			}
+			continue
+		}
+		run(pg.name, func() (result, error) { return throughSluice(bin, pg.o) })
+	}
 
 	harnessRSS := peakRSS(os.Getpid())
 	fmt.Fprintf(os.Stderr, "harness peak RSS: %.0f MB\n", harnessRSS)
@@ -366,39 +390,66 @@ func throughSluice(bin string, o opts) (result, error) {
 	if receivers == 0 {
 		dests.WriteString("  []\n")
 	}
-	listen := freePort()
-	cfg := fmt.Sprintf(`server: {listen: %s}
+	storeBlock := fmt.Sprintf("{path: %s}", filepath.Join(dir, "data"))
+	nodes := max(o.nodes, 1)
+	if o.pgDSN != "" {
+		dsn, drop, err := pgSchema(o.pgDSN)
+		if err != nil {
+			return result{}, err
+		}
+		defer drop()
+		storeBlock = fmt.Sprintf("{driver: postgres, dsn: %q, max_conns: 20}", dsn)
+	}
+	var listens []string
+	var cmds []*exec.Cmd
+	defer func() {
+		for _, cmd := range cmds {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	for k := range nodes {
+		listen := freePort()
+		cfg := fmt.Sprintf(`server: {listen: %s}
 auth: {keys: [{name: bench, key: bench-key, role: admin}]}
-store: {path: %s}
+store: %s
 delivery: {concurrency: 32, network: {allow_cidrs: [127.0.0.0/8]}}
 telemetry: {log: {level: error}}
 destinations:
-%s`, listen, filepath.Join(dir, "data"), dests.String())
-	cfgPath := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return result{}, err
-	}
-	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	cmd.Stderr = os.Stderr
-	cmd.Env = os.Environ() // SLUICE_PPROF_ADDR=127.0.0.1:6060 profiles the server under load
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
+%s`, listen, storeBlock, dests.String())
+		cfgPath := filepath.Join(dir, fmt.Sprintf("sluice%d.yaml", k))
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return result{}, err
+		}
+		cmd := exec.Command(bin, "serve", "--config", cfgPath)
+		cmd.Stderr = os.Stderr
+		cmd.Env = os.Environ() // SLUICE_PPROF_ADDR=127.0.0.1:6060 profiles the server under load
+		if err := cmd.Start(); err != nil {
+			return result{}, err
+		}
+		cmds = append(cmds, cmd)
+		for i := 0; ; i++ {
+			resp, err := http.Get("http://" + listen + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
 			}
+			if i > 1500 {
+				return result{}, fmt.Errorf("sluice did not start")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if i > 300 {
-			return result{}, fmt.Errorf("sluice did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
+		listens = append(listens, listen)
 	}
-	cpu0 := cpuTime(cmd.Process.Pid)
+	cpu := func() (d time.Duration) {
+		for _, cmd := range cmds {
+			d += cpuTime(cmd.Process.Pid)
+		}
+		return d
+	}
+	cpu0 := cpu()
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
@@ -416,7 +467,8 @@ destinations:
 	}
 	stopWindows := windowSampler(count, start)
 	var wg sync.WaitGroup
-	for range publishers {
+	for p := range publishers {
+		listen := listens[p%len(listens)] // publishers spread over the nodes
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -473,7 +525,7 @@ destinations:
 	r := result{
 		Accepted: accepted.Load(), AcceptedPerS: float64(accepted.Load()) / pubEnd, Deliveries: delivered,
 		AcceptP99MS: acceptLat.percentile(0.99), E2EP50MS: lat.percentile(0.5), E2EP99MS: lat.percentile(0.99),
-		PeakRSSMB: peakRSS(cmd.Process.Pid), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
+		PeakRSSMB: rssOf(cmds), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
 		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows),
 	}
 	if r.MissedSends > 0 {
@@ -484,12 +536,20 @@ destinations:
 		r.DeliveredPerS = float64(delivered) / time.Unix(0, last).Sub(start).Seconds()
 	}
 	if r.Accepted > 0 {
-		r.CPUMicrosPerE = (cpuTime(cmd.Process.Pid) - cpu0).Seconds() * 1e6 / float64(r.Accepted)
+		r.CPUMicrosPerE = (cpu() - cpu0).Seconds() * 1e6 / float64(r.Accepted)
 	}
 	if delivered < want {
 		fmt.Fprintf(os.Stderr, "warning: %d of %d deliveries arrived before the drain deadline\n", delivered, want)
 	}
 	return r, nil
+}
+
+// rssOf is the peak RSS of the Sluice processes together (several nodes: their sum).
+func rssOf(cmds []*exec.Cmd) (mb float64) {
+	for _, cmd := range cmds {
+		mb += peakRSS(cmd.Process.Pid)
+	}
+	return mb
 }
 
 func peakRSS(pid int) float64 {

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/core/store/embedded"
+	"github.com/sluicehq/sluice/core/store/postgres"
 	"github.com/sluicehq/sluice/core/telemetry"
 	"github.com/sluicehq/sluice/plugins/host"
 	"github.com/sluicehq/sluice/sinks"
@@ -97,6 +98,10 @@ func openStore(c config.Store, log *slog.Logger) (store.Store, error) {
 	switch c.Driver {
 	case "embedded":
 		return embedded.Open(c.Path, embedded.Options{Logger: log})
+	case "postgres":
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, MaxConns: c.MaxConns, Logger: log})
 	}
 	return nil, fmt.Errorf("store driver %q is not available", c.Driver)
 }
@@ -168,6 +173,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	go store.RunRetention(bg, st, cfg.Store.Retention.D(), store.RetentionOptions{Logger: log})
+	go mgr.Watch(bg) // a shared store: follow what other nodes change
 	consumeCtx, stopConsumers := context.WithCancel(context.Background())
 	defer stopConsumers()
 	var consumers sync.WaitGroup

@@ -69,9 +69,12 @@ type Key struct {
 
 // Store selects and tunes the event store.
 type Store struct {
-	Driver        string   `yaml:"driver"`
-	Path          string   `yaml:"path,omitempty"`
+	Driver string `yaml:"driver"`
+	Path   string `yaml:"path,omitempty"`
+	// DSN and MaxConns are the postgres driver's: the connection string (masked whole when printed) and the
+	// pool size per node (default 20).
 	DSN           string   `yaml:"dsn,omitempty" secret:"true"`
+	MaxConns      int      `yaml:"max_conns,omitempty"`
 	Retention     Duration `yaml:"retention"`
 	EncryptionKey string   `yaml:"encryption_key,omitempty" secret:"true"`
 	// PreviousEncryptionKeys still open secrets sealed before a key rotation; at startup Sluice re-seals
