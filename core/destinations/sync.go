@@ -29,10 +29,18 @@ func (m *Manager) Watch(ctx context.Context) {
 }
 
 // Sync brings the running destinations in line with what the store holds: API destinations and operational
-// states written by another node. It writes nothing but the skips of a destination disabled elsewhere.
+// states written by another node. It writes nothing but the skips of a destination disabled elsewhere. Like
+// every change, it decides under m.change and stops or starts lanes after releasing it.
 func (m *Manager) Sync(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	var ops []*laneOp
+	defer func() { m.q.run(ctx, ops) }()
+	add := func(op *laneOp) {
+		if op != nil {
+			ops = append(ops, op)
+		}
+	}
+	m.change.Lock()
+	defer m.change.Unlock()
 	if m.cfg == nil {
 		return nil // not started
 	}
@@ -47,7 +55,7 @@ func (m *Manager) Sync(ctx context.Context) error {
 	var next []*entry
 	for _, e := range m.entries {
 		if e.source != SourceAPI {
-			m.syncState(ctx, e, states)
+			add(m.syncState(ctx, e, states))
 			next = append(next, e)
 		}
 	}
@@ -69,29 +77,26 @@ func (m *Manager) Sync(ctx context.Context) error {
 			continue
 		}
 		if prev != nil && prev.name == ne.name && prev.fingerprint == ne.fingerprint {
+			m.mu.Lock()
 			prev.spec, prev.retiring, prev.updated = ne.spec, ne.retiring, ne.updated
-			m.syncState(ctx, prev, states)
+			m.mu.Unlock()
+			add(m.syncState(ctx, prev, states))
 			next = append(next, prev)
 			continue
 		}
 		// New here, or changed: the lane is built again from the stored definition.
-		if prev != nil && prev.running && (!ne.enabled || prev.name != ne.name) {
-			if err := m.opts.Dispatcher.Remove(ctx, prev.name); err != nil {
-				m.log.Warn("close sink", "destination", prev.name, "err", err)
-			}
-			prev.running = false
+		swap := prev != nil && prev.running && prev.name == ne.name
+		if prev != nil && prev.running && !(swap && ne.enabled) {
+			add(m.stop(prev, "", false))
 		}
 		if ne.enabled {
-			dd, err := m.build(ctx, m.cfg, ne)
-			if err != nil {
+			if dd, err := m.build(ctx, m.cfg, ne); err != nil {
 				m.log.Warn("start destination changed by another node", "destination", ne.name, "err", err)
-			} else if prev != nil && prev.running {
-				if err := m.opts.Dispatcher.Replace(ctx, dd); err != nil {
-					m.log.Warn("replace lane", "destination", ne.name, "err", err)
+				if swap {
+					add(m.stop(prev, "", false))
 				}
-				ne.running = true
 			} else {
-				m.opts.Dispatcher.Add(dd)
+				add(m.startLane(dd, swap))
 				ne.running = true
 			}
 		}
@@ -99,23 +104,21 @@ func (m *Manager) Sync(ctx context.Context) error {
 	}
 	// Deleted on another node (which ended their pending deliveries).
 	for _, e := range old {
-		if e.running {
-			if err := m.opts.Dispatcher.Remove(ctx, e.name); err != nil {
-				m.log.Warn("close sink", "destination", e.name, "err", err)
-			}
-		}
-		m.removed(e.name)
+		add(m.stop(e, "", true))
 	}
+	m.mu.Lock()
 	m.entries = next
+	m.mu.Unlock()
 	m.publishRouter()
 	m.scheduleRetirement()
 	return nil
 }
 
-// syncState starts or stops an entry's lane as its stored state says. Callers hold m.mu.
-func (m *Manager) syncState(ctx context.Context, e *entry, states map[string]store.DestinationState) {
+// syncState decides to start or stop an entry's lane as its stored state says. Callers hold m.change and run
+// the op once it is released.
+func (m *Manager) syncState(ctx context.Context, e *entry, states map[string]store.DestinationState) *laneOp {
 	if e.cfgDisabled {
-		return
+		return nil
 	}
 	st, ok := states[e.name]
 	want := !ok || st.Enabled
@@ -124,14 +127,19 @@ func (m *Manager) syncState(ctx context.Context, e *entry, states map[string]sto
 		dd, err := m.build(ctx, m.cfg, e)
 		if err != nil {
 			m.log.Warn("start destination enabled by another node", "destination", e.name, "err", err)
-			return
+			return nil
 		}
-		m.opts.Dispatcher.Add(dd)
+		m.mu.Lock()
 		e.enabled, e.running, e.reason = true, true, ""
+		m.mu.Unlock()
+		return m.startLane(dd, false)
 	case !want && e.enabled:
+		m.mu.Lock()
 		e.enabled, e.reason = false, st.Reason
+		m.mu.Unlock()
 		// Its pending deliveries were skipped by the node that disabled it; skipping again catches those
 		// appended here since.
-		m.stop(ctx, e, "destination disabled: "+st.Reason)
+		return m.stop(e, "destination disabled: "+st.Reason, false)
 	}
+	return nil
 }

@@ -25,8 +25,8 @@ func TestSyncFollowsAnotherNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	disp := dispatch.New(a.st, dispatch.Options{Poll: 50 * time.Millisecond})
-	b := destinations.New(destinations.Options{Store: a.st, Dispatcher: disp, Build: builder(), Box: box})
-	in := intake.New(a.st, disp, intake.NewRouter(nil), intake.Options{DedupeWindow: time.Hour})
+	b := destinations.New(destinations.Options{Store: a.st, Dispatcher: disp, Lanes: lanes(), Box: box})
+	in := intake.New(a.st, disp, nil, intake.Options{DedupeWindow: time.Hour})
 	if err := b.Start(context.Background(), cfg, in); err != nil {
 		t.Fatal(err)
 	}
