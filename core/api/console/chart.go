@@ -18,7 +18,7 @@ func chart(s Series) template.HTML {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="Deliveries per minute over the last hour: %d delivered, %d failed attempts, busiest minute %d">`,
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" preserveAspectRatio="none" role="img" aria-label="Deliveries per minute over the last hour: %d delivered, %d failed attempts, busiest minute %d">`,
 		w, h+1, w, h+1, s.TotalDelivered(), s.TotalFailed(), top)
 	fmt.Fprintf(&b, `<line class="axis" x1="0" y1="%d" x2="%d" y2="%d"/>`, h, w, h)
 	for i := range s.Delivered {

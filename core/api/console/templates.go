@@ -55,4 +55,18 @@ var funcs = template.FuncMap{
 	"string": func(b []byte) string { return string(b) },
 	"join":   strings.Join,
 	"list":   func(xs ...string) []string { return xs },
+	// sentence ends a field description with a full stop, so a "Default: …" after it reads well.
+	"sentence": func(s string) string {
+		s = strings.TrimSpace(s)
+		if s == "" || strings.HasSuffix(s, ".") || strings.HasSuffix(s, ")") && strings.HasSuffix(strings.TrimSuffix(s, ")"), ".") {
+			return s
+		}
+		return s + "."
+	},
+	"plural": func(n int, one, many string) string {
+		if n == 1 {
+			return one
+		}
+		return many
+	},
 }
