@@ -177,6 +177,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs.RegisterOnShutdown(srv.CloseStreams) // the console's live tails would hold the drain to its deadline
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	srv.SetReady(true)

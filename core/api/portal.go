@@ -35,8 +35,17 @@ func (s *Server) mountConsole(mux *http.ServeMux, opts Options) {
 	c := console.New(console.Options{Store: opts.Store, Intake: opts.Intake, Destinations: opts.Destinations,
 		Lookup: func(key string) (Principal, bool) { return s.keys().Lookup(key) }, Sinks: opts.Sinks,
 		Activity: opts.Activity, Config: opts.Console, PortalSecret: s.portalSecret})
+	s.console = c
 	mux.Handle("/console/", c)
 	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+}
+
+// CloseStreams ends the console's live tail streams, which would otherwise hold a graceful shutdown until its
+// deadline; register it with http.Server.RegisterOnShutdown.
+func (s *Server) CloseStreams() {
+	if s.console != nil {
+		s.console.Close()
+	}
 }
 
 // createPortalLink serves POST /v1/portal-links {"tenant", "ttl"?, "read_only"?}: a signed, expiring console

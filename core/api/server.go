@@ -64,6 +64,7 @@ type Server struct {
 
 	consoleCfg   config.Console
 	portalSecret []byte
+	console      *console.Console
 }
 
 type readyCheck struct {

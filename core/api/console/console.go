@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/core/api/authz"
@@ -52,7 +53,15 @@ type Console struct {
 	csp      string
 	xfo      string
 	mux      *http.ServeMux
+	// closing ends the live tails' streams (Close): a server shutting down waits for every request, and a
+	// stream never ends by itself.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// Close ends every live tail stream now and refuses new ones; pages keep working. Call it when the HTTP
+// server starts shutting down (http.Server.RegisterOnShutdown).
+func (c *Console) Close() { c.closeOnce.Do(func() { close(c.closing) }) }
 
 // pageNames are the templates under templates/, each rendered inside layout.html.
 var pageNames = []string{"login", "overview", "destinations", "destination", "form", "secret", "events", "event",
@@ -75,7 +84,8 @@ func New(opts Options) *Console {
 	if opts.Config.SessionTTL <= 0 {
 		opts.Config.SessionTTL = config.Duration(12 * time.Hour)
 	}
-	c := &Console{opts: opts, log: opts.Logger, now: opts.Now, sessions: newSessions(), pages: map[string]*template.Template{}}
+	c := &Console{opts: opts, log: opts.Logger, now: opts.Now, sessions: newSessions(), pages: map[string]*template.Template{},
+		closing: make(chan struct{})}
 	for _, name := range pageNames {
 		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets,
 			"templates/layout.html", "templates/parts.html", "templates/"+name+".html"))

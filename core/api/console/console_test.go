@@ -1,6 +1,8 @@
 package console_test
 
 import (
+	"bufio"
+	"context"
 	"html"
 	"net/http"
 	"net/url"
@@ -501,3 +503,53 @@ func formValues(body string) url.Values {
 func strconvItoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func htmlUnescape(s string) string { return html.UnescapeString(s) }
+
+// TestLiveStream reads the live tail's event stream as the SSE extension does: a tenant's stream carries its
+// tenant's new events only, and CloseStreams (server shutdown) ends it.
+func TestLiveStream(t *testing.T) {
+	h := newHarness(t)
+	c := h.signIn(acmeKey)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.http.URL+"/console/live/stream?after=0", nil)
+	res, err := c.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	globex := h.publish("order.created", "globex", `{"order": {"id": "g-1"}}`)
+	acme := h.publish("order.created", "acme", `{"order": {"id": "a-1"}}`)
+	sc := bufio.NewScanner(res.Body)
+	var event string
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, globex) {
+			t.Fatalf("acme's stream carried globex's event: %s", line)
+		}
+		if strings.HasPrefix(line, "event: ") {
+			event = strings.TrimPrefix(line, "event: ")
+		}
+		if strings.HasPrefix(line, "data: ") && strings.Contains(line, acme) {
+			break
+		}
+	}
+	if event != "event" {
+		t.Fatalf("SSE event name %q (the page swaps on \"event\")", event)
+	}
+	h.srv.CloseStreams()
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), globex) {
+			t.Fatalf("acme's stream carried globex's event")
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("the stream did not end cleanly after CloseStreams: %v", err)
+	}
+	// A new stream after shutdown began answers 204: the browser does not reconnect.
+	if p := c.get("/console/live/stream"); p.status != http.StatusNoContent {
+		t.Fatalf("stream after close: %d", p.status)
+	}
+}

@@ -204,6 +204,13 @@ func (c *Console) liveStream(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
 	topic := strings.TrimSpace(r.URL.Query().Get("topic"))
 	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	select {
+	case <-c.closing:
+		// Shutting down: 204 tells the SSE client not to reconnect.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	default:
+	}
 	rc := http.NewResponseController(w)
 	// A stream outlives the server's write timeout by design; the client reconnects if it drops.
 	_ = rc.SetWriteDeadline(time.Time{})
@@ -261,6 +268,8 @@ func (c *Console) liveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-r.Context().Done():
+			return
+		case <-c.closing:
 			return
 		case <-wake:
 		case <-poll.C:
