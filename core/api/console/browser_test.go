@@ -314,7 +314,7 @@ func TestBrowserReader(t *testing.T) {
 	ctx := browser(t, 1280, 900)
 	signInBrowser(t, ctx, h, readerKey)
 	hook := h.destID("yaml-hook")
-	for _, path := range []string{"/console/", "/console/destinations/" + hook, "/console/events/" + id} {
+	for _, path := range []string{"/console/", "/console/events/" + id, "/console/destinations/" + hook} {
 		do(t, ctx, chromedp.Navigate(h.http.URL+path), chromedp.WaitVisible(chromedp.CSS("main h1")))
 		n := eval[int](t, ctx, `document.querySelectorAll('main form[method="post"], main a[href$="/edit"], main a[href$="/replay"], main a[href$="/new"]').length`)
 		if n != 0 {
