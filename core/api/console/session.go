@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/core/api/authz"
+	"github.com/sluicehq/sluice/core/intake"
 )
 
 // Sessions are kept server-side, in memory: the cookie holds only a random id. Signing out or removing the
@@ -138,7 +139,12 @@ func (c *Console) session(need string, h http.HandlerFunc) http.HandlerFunc {
 			c.fail(w, r, nil, http.StatusUnauthorized, "Your session has ended; sign in again.")
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+		ctx := context.WithValue(r.Context(), sessionKey{}, s)
+		if s.principal.Tenant != "" {
+			// As for a tenant's key on /v1: whatever the services publish for this request is the tenant's.
+			ctx = intake.WithTenant(ctx, s.principal.Tenant)
+		}
+		r = r.WithContext(ctx)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !validCSRF(r, s.csrf) {
 			c.fail(w, r, nil, http.StatusForbidden, "This form has expired or did not come from this console (CSRF token missing or wrong). Reload the page and try again.")
 			return
