@@ -72,6 +72,9 @@ func New(opts Options) *Console {
 	if opts.Activity == nil {
 		opts.Activity = NewActivity()
 	}
+	if opts.Sinks == nil {
+		opts.Sinks = sinks.NewRegistry()
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

@@ -511,7 +511,7 @@ func TestLiveStream(t *testing.T) {
 	c := h.signIn(acmeKey)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.http.URL+"/console/live/stream?after=0", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.http.URL+"/console/live/stream", nil)
 	res, err := c.c.Do(req)
 	if err != nil {
 		t.Fatal(err)

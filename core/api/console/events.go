@@ -174,11 +174,12 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err, 0, "")
 		return
 	}
-	var after int64
+	// The stream continues after the newest row shown, named by its event id (the store's sequence counts
+	// every tenant's events, so it never leaves the server).
+	q := url.Values{}
 	if len(rows) > 0 {
-		after = rows[0].Seq
+		q.Set("after", rows[0].Event.ID)
 	}
-	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
 	if topic != "" {
 		q.Set("topic", topic)
 	}
@@ -203,7 +204,7 @@ func scopedEvents(p authz.Principal, topic string, limit int) store.EventFilter 
 func (c *Console) liveStream(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
 	topic := strings.TrimSpace(r.URL.Query().Get("topic"))
-	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	afterID := r.URL.Query().Get("after")
 	select {
 	case <-c.closing:
 		// Shutting down: 204 tells the SSE client not to reconnect.
@@ -221,6 +222,23 @@ func (c *Console) liveStream(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(": live tail\n\n"))
 	if err := rc.Flush(); err != nil {
 		return
+	}
+	// Start after the event the page showed last; when it is no longer among the newest, from now.
+	var after int64
+	if afterID != "" {
+		rows, err := c.opts.Store.ListEvents(r.Context(), scopedEvents(p, topic, 100))
+		if err != nil {
+			return
+		}
+		if len(rows) > 0 {
+			after = rows[0].Seq
+		}
+		for _, row := range rows {
+			if row.Event.ID == afterID {
+				after = row.Seq
+				break
+			}
+		}
 	}
 	row := c.pages["live"].Lookup("row")
 	poll := time.NewTicker(3 * time.Second)
@@ -244,7 +262,8 @@ func (c *Console) liveStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			var msg bytes.Buffer
-			msg.WriteString("event: event\nid: " + strconv.FormatInt(rows[i].Seq, 10) + "\n")
+			// No "id:" line: the store's sequence counts every tenant's events, which a tenant must not learn.
+			msg.WriteString("event: event\n")
 			for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 				msg.WriteString("data: " + line + "\n")
 			}
