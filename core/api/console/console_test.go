@@ -379,6 +379,14 @@ func TestRetryAndReplay(t *testing.T) {
 	if !strings.Contains(p.body, "<strong>0</strong>") || strings.Contains(p.body, `id="confirm"`) {
 		t.Fatalf("empty replay:\n%s", p.body)
 	}
+	// The confirmation as htmx sends it (token in the header): the form's range still applies.
+	req, _ := http.NewRequest(http.MethodPost, h.http.URL+"/console/destinations/"+hook+"/replay",
+		strings.NewReader(url.Values{"status": {"failed"}, "until": {"2001-01-01T00:00"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-CSRF-Token", c.csrf)
+	if p := c.do(req); p.status != http.StatusOK || !strings.Contains(p.body, "Requeued 0 deliveries") {
+		t.Fatalf("replay of an empty range with the header token: %d\n%s", p.status, p.body)
+	}
 	p = c.post("/console/destinations/"+hook+"/replay", url.Values{"status": {"failed"}, "since": {since}})
 	if p.status != http.StatusOK || !strings.Contains(p.body, "Requeued 2 deliveries") {
 		t.Fatalf("replay: %d\n%s", p.status, p.body)

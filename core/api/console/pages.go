@@ -301,6 +301,11 @@ const maxReplayCount = 100000
 func parseReplay(r *http.Request, f *replayForm) (store.ReplayFilter, error) {
 	q := r.URL.Query()
 	if r.Method == http.MethodPost {
+		// Parsed here, not by the CSRF check: htmx sends the token as a header, and the form is unread then.
+		r.Body = http.MaxBytesReader(nil, r.Body, 1<<20)
+		if err := r.ParseForm(); err != nil {
+			return store.ReplayFilter{}, &fieldError{"form", "could not be read"}
+		}
 		q = r.PostForm
 	}
 	f.Since, f.Until = q.Get("since"), q.Get("until")
