@@ -55,6 +55,7 @@ var funcs = template.FuncMap{
 	"string": func(b []byte) string { return string(b) },
 	"join":   strings.Join,
 	"list":   func(xs ...string) []string { return xs },
+	"spaced": func(s string) string { return strings.Replace(s, "T", " ", 1) },
 	// sentence ends a field description with a full stop, so a "Default: …" after it reads well.
 	"sentence": func(s string) string {
 		s = strings.TrimSpace(s)
