@@ -270,7 +270,7 @@ func openBox(c config.Store) (*seal.Box, error) {
 // observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher, and to the
 // console's activity counter.
 type observer struct {
-	m *(*telemetry.Metrics)
+	m **telemetry.Metrics
 	a *console.Activity
 }
 
