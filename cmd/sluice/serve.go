@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/core/api"
+	"github.com/sluicehq/sluice/core/api/console"
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
@@ -149,20 +150,21 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	// removes the lane); the callbacks close over mgr, set just below.
 	var mgr *destinations.Manager
 	var metrics *telemetry.Metrics
+	activity := console.NewActivity() // the console's last hour and live tail
 	disp := dispatch.New(st, dispatch.Options{Logger: log,
 		OnDisabled: func(name, reason string) { mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
-		Observer:   observer{&metrics},
+		Observer:   observer{&metrics, activity},
 	})
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
-		OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
+		OnRemoved: func(name string) { metrics.Forget(name); activity.Forget(name) }, Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
 		Topics: cfg.Topics, ValidateTopics: cfg.Intake.ValidateTopics, Logger: log,
-		OnAccepted:    metrics.EventsAccepted,
+		OnAccepted:    func(n int) { metrics.EventsAccepted(n); activity.Accepted(n) },
 		Subscriptions: mgr.Subscriptions(),
 	})
 	if err := mgr.Start(ctx, cfg, in); err != nil {
@@ -185,7 +187,8 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		}()
 	}
 	srv := api.New(api.Options{Store: st, Intake: in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: mgr,
-		Metrics: metrics.Handler()})
+		Metrics: metrics.Handler(), Console: cfg.Console, Sinks: cfg.Registry, Activity: activity,
+		PortalSecret: api.PortalKey(cfg.Store)})
 	if servePlugins != nil {
 		srv.AddCheck("plugins", servePlugins.Check)
 	}
@@ -195,6 +198,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs.RegisterOnShutdown(srv.CloseStreams) // the console's live tails would hold the drain to its deadline
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	srv.SetReady(true)
@@ -284,11 +288,16 @@ func openBox(c config.Store) (*seal.Box, error) {
 	return seal.New(keys)
 }
 
-// observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher.
-type observer struct{ m **telemetry.Metrics }
+// observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher, and to the
+// console's activity counter.
+type observer struct {
+	m **telemetry.Metrics
+	a *console.Activity
+}
 
 func (o observer) Observe(destination, outcome string, took time.Duration) {
 	if m := *o.m; m != nil {
 		m.Observe(destination, outcome, took)
 	}
+	o.a.Observe(destination, outcome, took)
 }

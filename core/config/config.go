@@ -20,6 +20,7 @@ type Config struct {
 	Destinations []Destination `yaml:"destinations"`
 	Plugins      []Plugin      `yaml:"plugins,omitempty"`
 	Telemetry    Telemetry     `yaml:"telemetry"`
+	Console      Console       `yaml:"console"`
 
 	// File is the path the config was loaded from.
 	File string `yaml:"-"`
@@ -270,5 +271,6 @@ func Defaults() *Config {
 			},
 		},
 		Telemetry: Telemetry{Log: Log{Level: "info", Format: "json"}},
+		Console:   Console{Enabled: true, SessionTTL: Duration(12 * 3600e9)},
 	}
 }

@@ -117,6 +117,8 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 		l.validateDestination(fmt.Sprintf("destinations[%d]", i), &c.Destinations[i], seen, reg)
 	}
 
+	l.validateConsole(&c.Console)
+
 	switch c.Telemetry.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
