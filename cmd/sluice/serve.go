@@ -168,7 +168,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 			},
 			Policy: dispatch.Policy{Timeout: defPol.Timeout, Concurrency: defPol.Concurrency,
 				Schedule: defPol.Schedule, Jitter: defPol.Jitter, RatePerSecond: defPol.RatePerSecond,
-				Burst: defPol.Burst, BreakerFailures: defPol.BreakerFailures},
+				Burst: defPol.Burst, Breaker: dispatch.BreakerPolicy(defPol.Breaker)},
 		},
 	})
 	if err := mgr.Start(ctx, cfg, in); err != nil {
@@ -275,7 +275,7 @@ func laneBuilder(guard *netguard.Guard) destinations.Builder {
 		}
 		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{
 			Timeout: pol.Timeout, Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter,
-			RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, BreakerFailures: pol.BreakerFailures,
+			RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, Breaker: dispatch.BreakerPolicy(pol.Breaker),
 		}, Prepare: prepareFor(d), Ordered: d.OrderingKey != ""}, nil
 	}
 }

@@ -205,7 +205,7 @@ func laneBuilder() destinations.Builder {
 			return dispatch.Destination{}, err
 		}
 		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{Timeout: pol.Timeout,
-			Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter, BreakerFailures: pol.BreakerFailures},
+			Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter, Breaker: dispatch.BreakerPolicy(pol.Breaker)},
 			Ordered: d.OrderingKey != ""}, nil
 	}
 }

@@ -12,8 +12,8 @@ type Policy struct {
 	// RatePerSecond and Burst limit sends (0 = unlimited).
 	RatePerSecond float64
 	Burst         int
-	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
-	BreakerFailures int
+	// Breaker is when the lane's circuit breaker opens and how it probes.
+	Breaker BreakerPolicy
 	// AutoDisableAfter disables the destination after that many consecutive deliveries ended failed (0 = never).
 	AutoDisableAfter int
 }
@@ -21,12 +21,9 @@ type Policy struct {
 // PolicyFor resolves d's policy against the delivery defaults.
 func (c *Config) PolicyFor(d *Destination) Policy {
 	p := Policy{Timeout: c.Delivery.Timeout.D(), Concurrency: c.Delivery.Concurrency,
-		BreakerFailures: c.Delivery.Breaker.Failures, AutoDisableAfter: c.Delivery.AutoDisableAfter}
+		Breaker: c.Delivery.Breaker.resolve(d.Breaker), AutoDisableAfter: c.Delivery.AutoDisableAfter}
 	if d.AutoDisableAfter != nil {
 		p.AutoDisableAfter = *d.AutoDisableAfter
-	}
-	if d.Breaker != nil {
-		p.BreakerFailures = d.Breaker.Failures
 	}
 	if d.RateLimit != nil {
 		p.RatePerSecond, p.Burst = d.RateLimit.PerSecond, max(d.RateLimit.Burst, 1)

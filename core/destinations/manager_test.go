@@ -124,7 +124,7 @@ func builder() destinations.Builder {
 			return dispatch.Destination{}, err
 		}
 		return dispatch.Destination{Name: d.Name, Sink: sink, Policy: dispatch.Policy{Timeout: pol.Timeout,
-			Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter, BreakerFailures: pol.BreakerFailures}}, nil
+			Concurrency: pol.Concurrency, Schedule: pol.Schedule, Jitter: pol.Jitter, Breaker: dispatch.BreakerPolicy(pol.Breaker)}}, nil
 	}
 }
 
