@@ -76,7 +76,9 @@ func build(t *testing.T, pkg, name string) string {
 	return p
 }
 
-func sluiceBinary(t *testing.T) string { return build(t, "github.com/sluicehq/sluice/cmd/sluice", "sluice") }
+func sluiceBinary(t *testing.T) string {
+	return build(t, "github.com/sluicehq/sluice/cmd/sluice", "sluice")
+}
 
 var (
 	portMu sync.Mutex
@@ -385,8 +387,10 @@ func (l *load) run(ctx context.Context, workers, limit int) {
 	wg.Wait()
 }
 
-func (l *load) publish(ctx context.Context, id string) {
-	body, _ := json.Marshal(map[string]any{"id": id, "topic": "fault.test", "data": map[string]any{"n": id}})
+func (l *load) publish(ctx context.Context, id string) { l.publishTopic(ctx, id, "fault.test") }
+
+func (l *load) publishTopic(ctx context.Context, id, topic string) {
+	body, _ := json.Marshal(map[string]any{"id": id, "topic": topic, "data": map[string]any{"n": id}})
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+l.addr+"/v1/events", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer faults-key")
