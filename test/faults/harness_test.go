@@ -25,6 +25,8 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 var fullFlag = flag.Bool("faults.full", false, "run the full fault suite (also SLUICE_FAULTS_FULL=1)")
@@ -360,8 +362,10 @@ type load struct {
 	next         atomic.Int64
 	acked        sync.Map // id → time of the 202
 	nAcked       atomic.Int64
-	// refusedAt, when set, is called with each non-202 answer (status 0 = no answer).
+	// onAnswer, when set, hears every answer (status 0 = no answer).
 	onAnswer func(sent time.Time, status int, h http.Header)
+	// pace, when set, limits how fast events are published (an offered load rather than as fast as possible).
+	pace *rate.Limiter
 }
 
 func newLoad(addr, prefix string) *load { return &load{addr: addr, prefix: prefix} }
@@ -376,6 +380,9 @@ func (l *load) run(ctx context.Context, workers, limit int) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
+				if l.pace != nil && l.pace.Wait(ctx) != nil {
+					return
+				}
 				i := l.next.Add(1) - 1
 				if limit > 0 && i >= int64(limit) {
 					return
