@@ -22,17 +22,18 @@ var defaultBreaker = BreakerPolicy{Window: 30 * time.Second, MinAttempts: 20, Fa
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// watched returns a control that has watched its destination for a whole window, with one success at t0, and
-// the time one window later (when the success has left the window).
+// watched returns a control that has watched its destination for a whole window, and a time when the window
+// holds exactly one attempt, a success.
 func watched(b BreakerPolicy) (*control, time.Time) {
 	c := newControl(Policy{Breaker: b})
 	c.record(false, 1, 0, t0)
+	c.record(false, 1, 0, t0.Add(b.Window-time.Millisecond))
 	return c, t0.Add(b.Window + time.Second)
 }
 
 func TestBreakerOpensAtRatioOverWindow(t *testing.T) {
 	c, now := watched(defaultBreaker)
-	c.record(false, 4, 0, now)
+	c.record(false, 3, 0, now)
 	// 4 successes then failures: the 16th makes 16 of 20 (0.8) and opens it, not the 15th (15 of 19).
 	for k := 1; k <= 16; k++ {
 		changed := c.record(false, 0, 1, now.Add(time.Duration(k)*time.Millisecond))
@@ -62,15 +63,32 @@ func TestBreakerOldAttemptsLeaveTheWindow(t *testing.T) {
 
 func TestBreakerNeedsMinAttempts(t *testing.T) {
 	c, now := watched(defaultBreaker)
-	for k := range 19 {
+	for k := range 18 {
 		c.record(false, 0, 1, now.Add(time.Duration(k)*time.Second))
 	}
 	if c.isOpen() {
-		t.Fatal("open after 19 attempts; min_attempts is 20")
+		t.Fatal("open after 19 attempts (18 failed); min_attempts is 20")
 	}
-	c.record(false, 0, 1, now.Add(19*time.Second))
+	c.record(false, 0, 1, now.Add(18*time.Second))
 	if !c.isOpen() {
 		t.Fatal("not open after 20 failed attempts in the window")
+	}
+}
+
+func TestBreakerWaitsAfterQuiet(t *testing.T) {
+	// A lane idle for longer than a window watches again: a burst of failures after the quiet spell is judged
+	// only once a whole window of it has been seen.
+	c, now := watched(defaultBreaker)
+	now = now.Add(time.Hour)
+	c.record(false, 0, 50, now)
+	if c.isOpen() {
+		t.Fatal("opened on a burst right after an hour without attempts")
+	}
+	for k := 1; k <= 30; k++ {
+		c.record(false, 0, 1, now.Add(time.Duration(k)*time.Second))
+		if open := c.isOpen(); open != (k == 30) {
+			t.Fatalf("%ds after the burst: open %v; want it to open once a whole window (30s) was watched", k, open)
+		}
 	}
 }
 
@@ -205,7 +223,6 @@ func clockRig(t *testing.T, c *clock, dests ...Destination) *rig {
 // TestBreakerIgnoresEventFailures: deliveries failed by their own event (a transform error, a value the sink
 // cannot encode) never open the breaker, however many.
 func TestBreakerIgnoresEventFailures(t *testing.T) {
-	var ck clock
 	sink := newProbeSink(func(id string, _ int) error {
 		switch {
 		case strings.HasPrefix(id, "enc"):
@@ -221,26 +238,32 @@ func TestBreakerIgnoresEventFailures(t *testing.T) {
 		}
 		return nil
 	}
-	r := clockRig(t, &ck, Destination{Name: "d", Sink: sink, Prepare: prepare, Policy: Policy{Timeout: time.Second,
-		Concurrency: 4, Schedule: []time.Duration{time.Second}, Breaker: defaultBreaker}})
+	r := newRig(t, t.TempDir(), Destination{Name: "d", Sink: sink, Prepare: prepare, Policy: Policy{Timeout: time.Second,
+		Concurrency: 4, Schedule: []time.Duration{time.Hour}, Breaker: defaultBreaker}})
+	c := r.disp.lanes["d"].ctl
+	counted := func() (tries, fails int) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i := range windowSlots {
+			tries, fails = tries+c.tries[i], fails+c.fails[i]
+		}
+		return tries, fails
+	}
 	r.publish("ok", 1, "d")
 	r.waitStatus("ok-0000", store.Delivered)
-	ck.skip(time.Minute) // the lane has watched a whole window: 20 failures counted would open it now
 	r.publish("bad", 30, "d")
 	r.publish("enc", 30, "d")
 	for i := range 30 {
 		r.waitStatus(fmt.Sprintf("bad-%04d", i), store.Failed)
 		r.waitStatus(fmt.Sprintf("enc-%04d", i), store.Failed)
 	}
-	if n := r.disp.lanes["d"].ctl.timesOpened(); n != 0 {
-		t.Fatalf("the breaker opened %d times on failures caused by the events", n)
+	if tries, fails := counted(); tries != 1 || fails != 0 {
+		t.Fatalf("the breaker counted %d attempts, %d failed; want only the one success: failures caused by the events do not count", tries, fails)
 	}
-	// The same count of failures that speak of the destination's health does open it.
+	// Failures that speak of the destination's health do count.
 	r.publish("down", 30, "d")
-	waitFor(t, "the breaker to open on 503s", l(r).ctl.isOpen)
+	waitFor(t, "30 failures counted", func() bool { _, f := counted(); return f == 30 })
 }
-
-func l(r *rig) *lane { return r.disp.lanes["d"] }
 
 // TestBreakerProbePrefersAttempted: with the breaker open and a backlog whose oldest due deliveries were never
 // tried, the probe is a delivery that was attempted before.

@@ -10,9 +10,9 @@ import (
 // BreakerPolicy is when a lane's circuit breaker opens and how it probes while open. The zero value never
 // opens.
 type BreakerPolicy struct {
-	// Window is how far back attempts are judged; a breaker that has not yet watched a whole window (a new
-	// lane, or one that just closed) does not open, so a start-up burst of first-attempt failures whose retries
-	// are not due yet is not mistaken for an outage.
+	// Window is how far back attempts are judged; a breaker that has not yet watched a whole window of
+	// attempts (a new lane, one idle for a window, or one that just closed) does not open, so a burst of
+	// first-attempt failures whose retries are not due yet is not mistaken for an outage.
 	Window time.Duration
 	// MinAttempts is the fewest attempts within Window that can open the breaker (0 = never opens).
 	MinAttempts int
@@ -140,7 +140,7 @@ func (c *control) dropProbe() {
 // advance moves the window to now, emptying the buckets that fell out of it. Call with mu held.
 func (c *control) advance(now time.Time) {
 	if c.headAt.IsZero() {
-		c.headAt, c.watchedSince = now, now
+		c.headAt = now
 		return
 	}
 	steps := int(now.Sub(c.headAt) / c.slot)
@@ -164,6 +164,11 @@ func (c *control) record(probe bool, ok, failed int, now time.Time) (changed boo
 		return false
 	}
 	c.advance(now)
+	if c.attempts() == 0 {
+		// Nothing in the window (a new lane, or one idle for a window): watching starts again, so a burst after
+		// a quiet spell is judged only once a whole window of it has been seen.
+		c.watchedSince = now
+	}
 	c.tries[c.head] += ok + failed
 	c.fails[c.head] += failed
 	switch {
@@ -209,12 +214,20 @@ func (c *control) shouldOpen(now time.Time) bool {
 	if now.Sub(c.watchedSince) < c.bp.Window {
 		return false
 	}
-	tries, fails := 0, 0
-	for i := range windowSlots {
-		tries += c.tries[i]
-		fails += c.fails[i]
+	tries, fails := c.attempts(), 0
+	for _, f := range c.fails {
+		fails += f
 	}
 	return tries >= c.bp.MinAttempts && float64(fails) >= c.bp.FailureRatio*float64(tries)
+}
+
+// attempts is how many attempts the window holds. Call with mu held.
+func (c *control) attempts() int {
+	n := 0
+	for _, t := range c.tries {
+		n += t
+	}
+	return n
 }
 
 // timesOpened reports how often the breaker opened.

@@ -61,6 +61,11 @@ func TestDiskFull(t *testing.T) {
 	})
 	waitFor(t, "/readyz to fail on the full disk", 30*time.Second, func() bool { return !n.ready() })
 	notReady := time.Since(fullAt)
+	// The disk stays full a while under load (publishers keep retrying): still not ready at the end of it.
+	time.Sleep(pick(2*time.Second, 30*time.Second)) // the fault's length, not a wait for a signal
+	if n.ready() {
+		t.Fatalf("/readyz passed with the store's disk still full")
+	}
 	ackedWhileFull := ld.nAcked.Load()
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
