@@ -113,8 +113,10 @@ func TestBreaker(t *testing.T) {
 		return nil
 	})
 	sink.hold = 2 * time.Millisecond
-	schedule := []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond,
-		20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}
+	schedule := make([]time.Duration, 30)
+	for i := range schedule {
+		schedule[i] = 20 * time.Millisecond
+	}
 	r := newRig(t, t.TempDir(), Destination{Name: "d", Sink: sink, Policy: Policy{Timeout: time.Second, Concurrency: 8,
 		Schedule: schedule, Breaker: quickBreaker(3)}})
 	r.publish("e", 40, "d")
@@ -188,9 +190,13 @@ func TestBreakerProbeWithBatchingSink(t *testing.T) {
 	down := true
 	sink := &batchSink{got: map[string]int{}, tried: map[string]int{}, linger: 30 * time.Millisecond}
 	gate := &gatedBatch{batchSink: sink, down: func() bool { mu.Lock(); defer mu.Unlock(); return down }}
+	// Retries enough to outlast the window the breaker watches before it opens, at any speed (-race).
+	schedule := make([]time.Duration, 30)
+	for i := range schedule {
+		schedule[i] = 20 * time.Millisecond
+	}
 	r := newRig(t, t.TempDir(), Destination{Name: "d", Sink: gate, Policy: Policy{Timeout: time.Second, Concurrency: 4,
-		Schedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond,
-			20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}, Breaker: quickBreaker(2)}})
+		Schedule: schedule, Breaker: quickBreaker(2)}})
 	r.publish("e", 30, "d")
 	waitFor(t, "the breaker to open", r.disp.lanes["d"].ctl.isOpen)
 	r.publish("f", 30, "d")
@@ -222,8 +228,8 @@ func TestShutdownTwice(t *testing.T) {
 	}
 }
 
-// quickBreaker opens after a 40ms window in which at least n attempts all failed, and probes every 10ms.
+// quickBreaker opens after a 100ms window in which at least n attempts all failed, and probes every 10ms.
 func quickBreaker(n int) BreakerPolicy {
-	return BreakerPolicy{Window: 40 * time.Millisecond, MinAttempts: n, FailureRatio: 1, ProbeInterval: 10 * time.Millisecond,
+	return BreakerPolicy{Window: 100 * time.Millisecond, MinAttempts: n, FailureRatio: 1, ProbeInterval: 10 * time.Millisecond,
 		MaxProbeInterval: 20 * time.Millisecond}
 }
