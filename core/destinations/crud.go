@@ -59,6 +59,9 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
 	}
+	if p := m.confine(d, spec, tenant); p != nil {
+		return View{}, p
+	}
 	if p := m.vet(d); p != nil {
 		return View{}, p
 	}
@@ -195,14 +198,25 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	if n, ok := patch["name"]; ok && n != e.name {
 		return View{}, refuse(ErrInvalid, "name", "cannot change after creation (it is %q); create a new destination instead", e.name)
 	}
-	if t, ok := patch["tenant"]; ok && t != nil && t != e.tenant && !(t == "" && e.tenant == "") {
-		return View{}, refuse(ErrInvalid, "tenant", "cannot change after creation")
+	// A destination's tenant is immutable: null (merge-patch removal) would make it tenant-less, receiving
+	// every tenant's events.
+	if t, ok := patch["tenant"]; ok && !(t == e.tenant || (t == nil && e.tenant == "")) {
+		return View{}, refuse(ErrInvalid, "tenant", "cannot change after creation (it is %q); create a new destination instead", e.tenant)
 	}
 	unmaskSecrets(m.cfgRegistry(), patch, e.spec)
 	spec := mergePatch(deepCopy(e.spec), patch).(map[string]any)
+	// The tenant the router uses is the one stored at create, whatever the patch did to the spec.
+	if e.tenant != "" {
+		spec["tenant"] = e.tenant
+	} else {
+		delete(spec, "tenant")
+	}
 	d, ferrs := m.parse(m.cfg, spec, e.retiring)
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
+	}
+	if p := m.confine(d, spec, tenant); p != nil {
+		return View{}, p
 	}
 	if p := m.vet(d); p != nil {
 		return View{}, p
