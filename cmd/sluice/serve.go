@@ -110,6 +110,9 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		// Profiling on a separate, opt-in listener: never on the API port.
 		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, pprofMux())) }()
 	}
+	if err := checkExposure(cfg); err != nil {
+		return err
+	}
 	st, err := openStore(cfg.Store, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -173,7 +176,9 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		_ = disp.Shutdown(context.Background())
 		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: min(10*time.Second, cfg.Server.ReadTimeout.D()),
+		ReadTimeout: cfg.Server.ReadTimeout.D(), WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	srv.SetReady(true)
@@ -270,4 +275,35 @@ func (o observer) Observe(destination, outcome string, took time.Duration) {
 	if m := *o.m; m != nil {
 		m.Observe(destination, outcome, took)
 	}
+}
+
+// MinKeyLength is the shortest API key serve accepts on a listener beyond loopback.
+const MinKeyLength = 24
+
+// checkExposure refuses to listen beyond loopback with a weak key: anyone who can reach the port could guess
+// a short key or the example's dev-admin-key.
+func checkExposure(cfg *config.Config) error {
+	host, _, err := net.SplitHostPort(cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	if isLoopback(host) {
+		return nil
+	}
+	for i, k := range cfg.Auth.Keys {
+		if k.Key == "dev-admin-key" || len(k.Key) < MinKeyLength {
+			return fmt.Errorf("auth.keys[%d].key (%s): refusing to listen on %s (beyond loopback) with a key shorter than %d characters or the example's dev-admin-key; "+
+				"set a long random key, e.g. SLUICE_ADMIN_KEY=$(openssl rand -base64 32), or listen on 127.0.0.1", i, k.Name, cfg.Server.Listen, MinKeyLength)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen host binds loopback only (an empty host or 0.0.0.0 binds every address).
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -181,7 +181,17 @@ func principal(ctx context.Context) Principal {
 	return p
 }
 
+// readyz answers ready or not ready; the reason (store errors, plugin names) only to a request with a valid
+// key, as it tells an outsider what runs inside.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	_, known := s.keys().Lookup(strings.TrimSpace(token))
+	writeJSON := func(w http.ResponseWriter, status int, body map[string]string) {
+		if !known {
+			delete(body, "reason")
+		}
+		writeJSON(w, status, body)
+	}
 	if !s.ready.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting or draining"})
 		return
