@@ -135,12 +135,26 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	disp := dispatch.New(st, dispatch.Options{Logger: log,
 		OnDisabled: func(name, reason string) { mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
-		Observer:   observer{&metrics},
+		Observer:   observer{m: &metrics, label: func(id string) string { return mgr.MetricLabel(id) }},
 	})
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
-		OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
-	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
+		OnRemoved: func(name string) {
+			// Per-run subscriptions share one series ("inline"): one ending does not end it.
+			if !strings.HasPrefix(name, destinations.RunPrefix) {
+				metrics.Forget(name)
+			}
+		}, Logger: log})
+	pending := func(ctx context.Context) (map[string]int64, error) {
+		// The store counts by destination id; the metrics label by name.
+		byID, err := st.PendingCounts(ctx)
+		out := make(map[string]int64, len(byID))
+		for id, n := range byID {
+			out[mgr.MetricLabel(id)] += n
+		}
+		return out, err
+	}
+	metrics = telemetry.New(telemetry.Options{Pending: pending, Destinations: mgr.Enabled})
 
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
@@ -269,11 +283,15 @@ func openBox(c config.Store) (*seal.Box, error) {
 }
 
 // observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher.
-type observer struct{ m **telemetry.Metrics }
+// The dispatcher names destinations by id; label turns one into its metrics label.
+type observer struct {
+	m     **telemetry.Metrics
+	label func(id string) string
+}
 
 func (o observer) Observe(destination, outcome string, took time.Duration) {
 	if m := *o.m; m != nil {
-		m.Observe(destination, outcome, took)
+		m.Observe(o.label(destination), outcome, took)
 	}
 }
 

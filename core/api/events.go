@@ -124,14 +124,14 @@ func (s *Server) visible(tenant string) func(name string) bool {
 	if s.dests == nil {
 		return func(string) bool { return false }
 	}
-	names := s.dests.Names(tenant)
-	return func(name string) bool { return slices.Contains(names, name) }
+	ids := s.dests.IDs(tenant)
+	return func(id string) bool { return slices.Contains(ids, id) }
 }
 
 // deliveryView renders a delivery; withAttempts adds the attempt list (always a list then, maybe empty).
 func (s *Server) deliveryView(d store.Delivery, log []store.Attempt, withAttempts bool) deliveryJSON {
 	j := deliveryJSON{
-		ID: formatID(d.ID), EventID: d.EventID, Destination: destRef{ID: s.ref(d.Destination), Name: d.Destination},
+		ID: formatID(d.ID), EventID: d.EventID, Destination: destRef{ID: d.Destination, Name: s.label(d.Destination)},
 		Status: d.Status, AttemptCount: d.Attempts, Test: d.Test, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 		LastError: d.LastError,
 	}
@@ -153,12 +153,12 @@ func (s *Server) deliveryView(d store.Delivery, log []store.Attempt, withAttempt
 	return j
 }
 
-// ref returns a destination name's id (the name itself when no manager is wired, or it is gone).
-func (s *Server) ref(name string) string {
+// label returns a destination id's name (the id itself when no manager is wired, or it is gone).
+func (s *Server) label(id string) string {
 	if s.dests == nil {
-		return name
+		return id
 	}
-	return s.dests.Ref(name)
+	return s.dests.Label(id)
 }
 
 func formatID(id int64) string { return strconv.FormatInt(id, 10) }

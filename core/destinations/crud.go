@@ -95,9 +95,9 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 		return View{}, err
 	}
 	if !enabled {
-		_ = m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: false, Reason: e.reason, UpdatedAt: now})
+		_ = m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.id, Enabled: false, Reason: e.reason, UpdatedAt: now})
 	} else {
-		_ = m.opts.Store.DeleteDestinationState(ctx, e.name)
+		_ = m.opts.Store.DeleteDestinationState(ctx, e.id)
 		ops = append(ops, m.startLane(dd, false))
 		e.running = true
 	}
@@ -269,7 +269,7 @@ func (m *Manager) Delete(ctx context.Context, idOrName, tenant string) error {
 		return err
 	}
 	ops = append(ops, m.stop(e, "destination deleted", true))
-	_ = m.opts.Store.DeleteDestinationState(ctx, e.name)
+	_ = m.opts.Store.DeleteDestinationState(ctx, e.id)
 	m.mu.Lock()
 	m.entries = slices.DeleteFunc(slices.Clone(m.entries), func(x *entry) bool { return x == e })
 	m.mu.Unlock()
@@ -311,7 +311,7 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 		if err != nil {
 			return refuse(ErrInvalid, "config", "cannot start the destination: %v", err)
 		}
-		if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: true, UpdatedAt: now}); err != nil {
+		if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.id, Enabled: true, UpdatedAt: now}); err != nil {
 			*ops = append(*ops, &laneOp{discard: dd.Sink})
 			return err
 		}
@@ -322,7 +322,7 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 		m.log.Info("destination enabled", "destination", e.name)
 		return nil
 	}
-	if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: false, Reason: reason, UpdatedAt: now}); err != nil {
+	if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.id, Enabled: false, Reason: reason, UpdatedAt: now}); err != nil {
 		return err
 	}
 	m.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/core/config"
@@ -23,6 +24,8 @@ import (
 type Publisher interface {
 	Publish(ctx context.Context, evs []event.Event) ([]intake.Result, error)
 	SetRouter(r *match.Router)
+	// Settle waits for the publishes routing with a table since replaced (see intake.Intake.Settle).
+	Settle()
 }
 
 // Options wire a Manager.
@@ -61,6 +64,8 @@ type Manager struct {
 
 	q    *laneQueue
 	runs *runs
+	// labels maps every destination id to its name (rebuilt with the router).
+	labels atomic.Pointer[map[string]string]
 }
 
 type entry struct {
@@ -198,7 +203,7 @@ func (m *Manager) yamlEntries(cfg *config.Config, states map[string]store.Destin
 			cfgDisabled: !d.IsEnabled(), enabled: d.IsEnabled()}
 		if e.cfgDisabled {
 			e.reason = "enabled: false in " + cfg.File
-		} else if st, ok := states[d.Name]; ok && !st.Enabled {
+		} else if st, ok := states[e.id]; ok && !st.Enabled {
 			e.enabled, e.reason = false, st.Reason
 		}
 		e.fingerprint = fingerprint(cfg, d)
@@ -234,7 +239,7 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 		return nil, false, fmt.Errorf("no longer valid: %v", joinFieldErrors(ferrs))
 	}
 	e.dest = d
-	if st, ok := states[rec.Name]; ok && !st.Enabled {
+	if st, ok := states[rec.ID]; ok && !st.Enabled {
 		e.enabled, e.reason = false, st.Reason
 	}
 	e.fingerprint = fingerprint(cfg, d)
@@ -315,8 +320,11 @@ func (m *Manager) persist(ctx context.Context, e *entry) error {
 }
 
 // build makes the lane of an entry.
+// The lane, like the delivery rows it works on, is keyed by the destination's immutable id, never its name.
 func (m *Manager) build(ctx context.Context, cfg *config.Config, e *entry) (dispatch.Destination, error) {
-	return m.opts.Lanes.Build(ctx, cfg.Registry, e.dest, PolicyFor(cfg, e.dest))
+	dd, err := m.opts.Lanes.Build(ctx, cfg.Registry, e.dest, PolicyFor(cfg, e.dest))
+	dd.Name = e.id
+	return dd, err
 }
 
 // fingerprint identifies what a lane is built from, so a reload replaces only lanes that changed.
@@ -340,24 +348,27 @@ func (m *Manager) publishRouter() {
 		return
 	}
 	routes := make([]match.Route, 0, len(m.entries))
+	labels := make(map[string]string, len(m.entries))
 	for _, e := range m.entries {
+		labels[e.id] = e.name
 		if e.enabled {
-			routes = append(routes, routeOf(e.dest))
+			routes = append(routes, routeOf(e.id, e.dest))
 		}
 	}
+	m.labels.Store(&labels)
 	m.pub.SetRouter(match.NewRouter(routes))
 }
 
-// routeOf is a destination as the router sees it.
-func routeOf(d *config.Destination) match.Route {
-	return match.Route{Name: d.Name, Topics: d.TopicsMatch, Filter: d.FilterMatch, Tenant: d.Tenant, Scope: d.Scope,
+// routeOf is a destination as the router sees it: named by its id, the key of its deliveries.
+func routeOf(id string, d *config.Destination) match.Route {
+	return match.Route{Name: id, Topics: d.TopicsMatch, Filter: d.FilterMatch, Tenant: d.Tenant, Scope: d.Scope,
 		OrderingKey: d.OrderingKey, Block: d.OrderingKey != "" && d.Ordering != nil && d.Ordering.OnFailure == "block"}
 }
 
 // stop decides to remove an entry's lane and end its pending deliveries as skipped; forget also tells
 // Options.OnRemoved. Callers hold m.change and run the op once it is released.
 func (m *Manager) stop(e *entry, reason string, forget bool) *laneOp {
-	op := m.q.decide(&laneOp{name: e.name, stop: e.running, skip: reason, forget: forget})
+	op := m.q.decide(&laneOp{name: e.id, label: e.name, stop: e.running, skip: reason, forget: forget})
 	m.mu.Lock()
 	e.running = false
 	m.mu.Unlock()
@@ -370,10 +381,28 @@ func (m *Manager) startLane(dd dispatch.Destination, replace bool) *laneOp {
 	return m.q.decide(&laneOp{name: dd.Name, start: &dd, replace: replace})
 }
 
-// find returns the entry with this id (or name) that tenant may see; tenant "" sees all.
+// find returns the entry with this id (or, failing that, name) that tenant may see; tenant "" sees all. An id
+// wins over a name, so a destination named like another's id cannot shadow it.
 func (m *Manager) find(idOrName, tenant string) *entry {
+	e := m.findID(idOrName, tenant)
+	if e != nil {
+		return e
+	}
 	for _, e := range m.entries {
-		if e.id == idOrName || e.name == idOrName {
+		if e.name == idOrName {
+			if tenant != "" && e.tenant != tenant {
+				return nil
+			}
+			return e
+		}
+	}
+	return nil
+}
+
+// findID returns the entry with this id that tenant may see.
+func (m *Manager) findID(id, tenant string) *entry {
+	for _, e := range m.entries {
+		if e.id == id {
 			if tenant != "" && e.tenant != tenant {
 				return nil
 			}
@@ -420,16 +449,38 @@ func (m *Manager) Names(tenant string) []string {
 	return out
 }
 
-// Ref returns the id of a destination name (the name itself for YAML ones and for names no longer known).
-func (m *Manager) Ref(name string) (id string) {
+// IDs returns the ids of the destinations tenant may see ("" = all) — the delivery log's scope. A
+// deleted destination's deliveries are out of every tenant key's scope.
+func (m *Manager) IDs(tenant string) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	out := []string{}
 	for _, e := range m.entries {
-		if e.name == name {
-			return e.id
+		if tenant == "" || e.tenant == tenant {
+			out = append(out, e.id)
 		}
 	}
-	return name
+	return out
+}
+
+// Label returns the name of the destination with this id (the id itself for one no longer known, and for a
+// per-run subscription, whose id is its name). It reads a snapshot, so it is cheap on hot paths.
+func (m *Manager) Label(id string) string {
+	if l := m.labels.Load(); l != nil {
+		if n, ok := (*l)[id]; ok {
+			return n
+		}
+	}
+	return id
+}
+
+// MetricLabel is the destination label of the metrics of the destination with this id: its name, and one
+// shared value for every per-run subscription (they come and go by the thousand).
+func (m *Manager) MetricLabel(id string) string {
+	if strings.HasPrefix(id, RunPrefix) {
+		return "inline"
+	}
+	return m.Label(id)
 }
 
 // Enabled maps every destination name to whether it is enabled (for metrics).

@@ -67,7 +67,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 	for _, old := range m.entries {
 		if !slices.ContainsFunc(next, func(e *entry) bool { return e.name == old.name }) {
 			ops = append(ops, m.stop(old, "destination removed from "+cfg.File, true))
-			_ = m.opts.Store.DeleteDestinationState(ctx, old.name)
+			_ = m.opts.Store.DeleteDestinationState(ctx, old.id)
 			m.log.Info("destination removed by reload", "destination", old.name)
 		}
 	}

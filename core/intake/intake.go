@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,9 @@ type Intake struct {
 	subs    Subscriptions // nil: per-run subscriptions are refused
 	opts    Options
 	closed  atomic.Bool
+	// routing is held (read) by every Publish from routing to the end of its append, so Settle can wait for
+	// the publishes that routed with a table since replaced.
+	routing sync.RWMutex
 }
 
 // Options tune intake.
@@ -71,6 +75,14 @@ func New(st store.Store, disp *dispatch.Dispatcher, r *match.Router, opts Option
 // SetRouter swaps the routing table (config reload).
 func (in *Intake) SetRouter(r *match.Router) { in.router.Store(r) }
 
+// Settle returns once every Publish that was routing when it was called has stored its rows. After a routing
+// table without a destination is set, Settle and then ending the destination's pending deliveries leaves
+// none behind: no publish still holding the old table can add one later.
+func (in *Intake) Settle() {
+	in.routing.Lock()
+	in.routing.Unlock() //nolint:staticcheck // an empty critical section: the point is the wait
+}
+
 // Close refuses further publishes.
 func (in *Intake) Close() { in.closed.Store(true) }
 
@@ -104,6 +116,8 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	if in.closed.Load() {
 		return nil, ErrClosed
 	}
+	in.routing.RLock()
+	defer in.routing.RUnlock()
 	r := in.router.Load()
 	batch := make([]store.NewEvent, len(evs))
 	// tickets holds, per event and destination, the lane place reserved for a delivery leased at birth. The

@@ -13,6 +13,9 @@
 //   - Delivery ids grow in the order the rows are made, and events have a store sequence (EventSummary.Seq)
 //     that grows in the order they were appended: the lists' cursors count on both.
 //   - Event data, metadata and scope are kept byte for byte (Data is not re-encoded).
+//   - A "destination" here (NewEvent.Destinations, Delivery.Destination, Claim's destination, filters,
+//     DestinationState.Name) is the destination's immutable id, never its name: a new destination reusing a
+//     deleted one's name starts with an empty history. Drivers treat it as an opaque string.
 //   - After Close every call fails (Close itself may be called again and returns nil).
 package store
 
@@ -182,6 +185,7 @@ type RetiringSecret struct {
 // DestinationState is the operational state of a destination (YAML or API), kept apart from its definition:
 // disabled over the API, by auto-disable or by a 410.
 type DestinationState struct {
+	// Name is the destination's id (a YAML destination's id is its name).
 	Name      string
 	Enabled   bool
 	Reason    string

@@ -138,6 +138,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: create schema: %w", path, err)
 	}
+	if err := upgrade(wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade data: %w", path, err)
+	}
 	rdb, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		wdb.Close()
@@ -194,6 +198,47 @@ func migrate(db *sql.DB) error {
 		}
 	}
 	return nil
+}
+
+// version is the data version (PRAGMA user_version) this build writes:
+//
+//	1: deliveries and destination states are keyed by the destination's id, not its name.
+const version = 1
+
+// upgrade rewrites the data of a database an earlier version wrote, one version step at a time, each in one
+// transaction with its version bump. A database schema just created has nothing to rewrite.
+func upgrade(db *sql.DB) error {
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v >= version {
+		return nil
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if v < 1 {
+		// Earlier versions keyed an API destination's deliveries and state by its name, so a new destination
+		// reusing a deleted one's name inherited its history. Rows of live API destinations move to their id;
+		// rows of names no longer known stay under the name, which no API destination id can equal.
+		for _, q := range []string{
+			`UPDATE deliveries SET destination = (SELECT id FROM destinations WHERE name = deliveries.destination)
+			   WHERE destination IN (SELECT name FROM destinations)`,
+			`UPDATE destination_states SET name = (SELECT id FROM destinations WHERE destinations.name = destination_states.name)
+			   WHERE name IN (SELECT name FROM destinations)`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("key deliveries by destination id: %w", err)
+			}
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // ErrClosed is returned by calls made after Close.
