@@ -12,8 +12,8 @@ import (
 // or replacing a lane waits for its attempts in flight, and closing a sink may wait on the network, so no
 // lock of the Manager is held across either.
 type laneOp struct {
-	name    string // the destination's id: the key of its lane and deliveries
-	label   string // its name, for Options.OnRemoved
+	name    string                // the destination's id: the key of its lane and deliveries
+	label   string                // its name, for Options.OnRemoved
 	start   *dispatch.Destination // a lane to start (Add), or to swap in (Replace) when replace
 	replace bool
 	stop    bool   // stop the running lane (Remove)
