@@ -89,10 +89,22 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // getEvent serves GET /v1/events/{id}: the event with its deliveries. A tenant key gets 404 for another
-// tenant's event and sees only the deliveries to its own destinations.
+// tenant's event and sees only the deliveries to its own destinations. Event ids are per tenant: a tenant key
+// reads its own tenant's; a tenant-less key picks one with ?tenant= (without it, the first appended).
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.store.Event(r.Context(), r.PathValue("id"))
 	p := principal(r.Context())
+	var (
+		rec *store.EventRecord
+		err error
+	)
+	switch t, set := r.URL.Query()["tenant"]; {
+	case p.Tenant != "":
+		rec, err = s.store.TenantEvent(r.Context(), p.Tenant, r.PathValue("id"))
+	case set:
+		rec, err = s.store.TenantEvent(r.Context(), t[0], r.PathValue("id"))
+	default:
+		rec, err = s.store.Event(r.Context(), r.PathValue("id"))
+	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && p.Tenant != "" && rec.Event.Tenant != p.Tenant) {
 		writeError(w, notFound("event"))
 		return

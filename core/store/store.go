@@ -246,7 +246,8 @@ type ReplayFilter struct {
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share
-	// commits. An event id seen within the dedupe window is a duplicate: stored once, answered Duplicate
+	// commits. Event ids are per tenant: (Tenant, ID) identifies an event, and two tenants' events with the
+	// same id are two events. An event (tenant, id) seen within the dedupe window is a duplicate: stored once, answered Duplicate
 	// (also when the same id comes twice in one call, or from concurrent calls: exactly one caller is
 	// answered as the first). A new delivery is pending, due at the store's now, or leased until now+Lease
 	// when NewEvent.Leased says so. The error is for the call as a whole (nothing was stored); an event
@@ -273,8 +274,11 @@ type Store interface {
 	// SkipPending ends the pending deliveries of a destination, leased or not, as skipped with LastError set
 	// to reason (it was disabled or removed), and returns how many. A late outcome for one is ignored.
 	SkipPending(ctx context.Context, destination, reason string) (int, error)
-	// Event returns one event with its deliveries and attempts; ErrNotFound if unknown.
+	// Event returns one event with its deliveries and attempts; ErrNotFound if unknown. Event ids are unique
+	// per tenant: when tenants share an id, the first appended of them is returned (TenantEvent picks one).
 	Event(ctx context.Context, id string) (*EventRecord, error)
+	// TenantEvent returns the event of this tenant ("" = tenant-less) with this id, as Event does.
+	TenantEvent(ctx context.Context, tenant, id string) (*EventRecord, error)
 	// PutSubscription creates a subscription or replaces the one of the same Name, durably.
 	PutSubscription(ctx context.Context, sub Subscription) error
 	// Subscriptions returns every stored subscription (expired ones too: acting on ExpiresAt is the caller's

@@ -142,6 +142,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: upgrade data: %w", path, err)
 	}
+	// An upgrade may have rebuilt a table without its indexes.
+	if _, err := wdb.Exec(schema); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: create schema: %w", path, err)
+	}
 	rdb, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		wdb.Close()
@@ -203,7 +208,8 @@ func migrate(db *sql.DB) error {
 // version is the data version (PRAGMA user_version) this build writes:
 //
 //	1: deliveries and destination states are keyed by the destination's id, not its name.
-const version = 1
+//	2: event ids are unique per tenant, not across tenants.
+const version = 2
 
 // upgrade rewrites the data of a database an earlier version wrote, one version step at a time, each in one
 // transaction with its version bump. A database schema just created has nothing to rewrite.
@@ -232,6 +238,21 @@ func upgrade(db *sql.DB) error {
 		} {
 			if _, err := tx.Exec(q); err != nil {
 				return fmt.Errorf("key deliveries by destination id: %w", err)
+			}
+		}
+	}
+	if v < 2 {
+		// events.id was UNIQUE across tenants, so one tenant's id blocked (or deduplicated against) another's.
+		// SQLite cannot drop a column constraint: rebuild the table; Open recreates its indexes.
+		for _, q := range []string{
+			strings.Replace(eventsTable, "CREATE TABLE IF NOT EXISTS events (", "CREATE TABLE events_v2 (", 1),
+			`INSERT INTO events_v2 (seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data)
+			   SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data FROM events`,
+			`DROP TABLE events`,
+			`ALTER TABLE events_v2 RENAME TO events`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("make event ids unique per tenant: %w", err)
 			}
 		}
 	}

@@ -28,8 +28,8 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		return st
 	}
 	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data)
-		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`)
-	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ?`)
+		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
+	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ? AND tenant = ?`)
 	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
 		ordering_key, ordering_block, test) VALUES (?,?,?,'pending',?,?,?,?,?,?,?)`)
 	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
@@ -40,7 +40,7 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
 		ORDER BY next_at LIMIT 1`)
 	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data
-		FROM events WHERE id = ?`)
+		FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
 	s.readDeliveries = prep(r, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
@@ -74,7 +74,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			res[i].ID = ev.ID
 			if n, _ := r.RowsAffected(); n == 0 {
 				var seq, received int64
-				if err := find.QueryRowContext(ctx, ev.ID).Scan(&seq, &received); err != nil {
+				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received); err != nil {
 					return fmt.Errorf("find duplicate event: %w", err)
 				}
 				if now.Sub(fromNanos(received)) > opts.DedupeWindow {
@@ -302,6 +302,15 @@ func (s *Store) SkipPending(ctx context.Context, destination, reason string) (in
 
 // Event implements store.Store.
 func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error) {
+	return s.event(ctx, id, false, "")
+}
+
+// TenantEvent implements store.Store.
+func (s *Store) TenantEvent(ctx context.Context, tenant, id string) (*store.EventRecord, error) {
+	return s.event(ctx, id, true, tenant)
+}
+
+func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant string) (*store.EventRecord, error) {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -311,7 +320,7 @@ func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error
 	var seq, t, received int64
 	var md, sc, data []byte
 	ev := &rec.Event
-	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
+	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id, byTenant, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
 		&ev.CorrelationID, &md, &sc, &data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound

@@ -142,6 +142,51 @@ func (s *suite) dedupe(t *testing.T) {
 	}
 }
 
+// tenantIDs: event ids are per tenant. The same id from two tenants is two events, each with its own
+// deliveries, neither a duplicate of the other; within one tenant it is a duplicate as always. TenantEvent
+// reads one tenant's; Event reads the first appended; a delivery list by event id finds both.
+func (s *suite) tenantIDs(t *testing.T) {
+	e := s.store(t)
+	ofTenant := func(tenant, dest string) store.NewEvent {
+		ev := newEvent("shared")
+		ev.Tenant = tenant
+		ev.Data = []byte(`{"tenant":"` + tenant + `"}`)
+		return store.NewEvent{Event: ev, Destinations: []string{dest}}
+	}
+	a := e.append([]store.NewEvent{ofTenant("acme", "dst-a")})
+	b := e.append([]store.NewEvent{ofTenant("globex", "dst-b"), ofTenant("", "dst-c")})
+	for i, r := range append(a, b...) {
+		if r.Duplicate || r.Err != nil || len(r.Deliveries) != 1 {
+			t.Fatalf("event %d: the same id from another tenant must be a new event: %+v", i, r)
+		}
+	}
+	if b[0].Deliveries[0].Destination != "dst-b" {
+		t.Fatalf("globex's event got %+v, want its own delivery to dst-b", b[0].Deliveries)
+	}
+	again := e.append([]store.NewEvent{ofTenant("globex", "dst-x")})
+	if !again[0].Duplicate || again[0].Deliveries[0].ID != b[0].Deliveries[0].ID {
+		t.Fatalf("the same (tenant, id) again: %+v, want globex's first as a duplicate", again[0])
+	}
+	for _, tenant := range []string{"acme", "globex", ""} {
+		rec, err := e.st.TenantEvent(ctx, tenant, "shared")
+		if err != nil {
+			t.Fatalf("TenantEvent(%q): %v", tenant, err)
+		}
+		if rec.Event.Tenant != tenant || string(rec.Event.Data) != `{"tenant":"`+tenant+`"}` || len(rec.Deliveries) != 1 {
+			t.Fatalf("TenantEvent(%q) = %+v", tenant, rec)
+		}
+	}
+	if _, err := e.st.TenantEvent(ctx, "initech", "shared"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TenantEvent of a tenant without that id: %v, want ErrNotFound", err)
+	}
+	if rec := e.event("shared"); rec.Event.Tenant != "acme" {
+		t.Fatalf("Event of a shared id = tenant %q, want the first appended (acme)", rec.Event.Tenant)
+	}
+	if got := e.walkDeliveries(store.DeliveryFilter{EventID: "shared"}); len(got) != 3 {
+		t.Fatalf("deliveries of event id shared: %d, want 3 (one per tenant)", len(got))
+	}
+}
+
 // durable: what was appended, completed and configured is there after Close and a fresh open; leases too,
 // until ReleaseLeases.
 func (s *suite) durable(t *testing.T) {

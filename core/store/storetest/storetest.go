@@ -17,6 +17,7 @@ import (
 const (
 	CaseAppend          = "Append"
 	CaseDedupe          = "Dedupe"
+	CaseTenantIDs       = "TenantIDs"
 	CaseDurable         = "Durable"
 	CaseClaim           = "Claim"
 	CaseLease           = "Lease"
@@ -80,6 +81,7 @@ func Run(t *testing.T, f Features, open Open) {
 	}{
 		{CaseAppend, s.appendRead},
 		{CaseDedupe, s.dedupe},
+		{CaseTenantIDs, s.tenantIDs},
 		{CaseDurable, s.durable},
 		{CaseClaim, s.claim},
 		{CaseLease, s.lease},
