@@ -109,6 +109,11 @@ func (r *Router) Route(ev *Event) []Match {
 		m := Match{Name: rt.Name}
 		if rt.key != nil {
 			m.Key, m.Block = orderingValue(rt.key, ev, getDoc), rt.Block
+			// On a destination shared by tenants, keys are per tenant: one tenant's blocked or slow key never
+			// holds back another tenant's events that happen to carry the same value.
+			if m.Key != "" && rt.Tenant == "" && ev.Tenant != "" {
+				m.Key = ev.Tenant + "/" + m.Key
+			}
 		}
 		out = append(out, m)
 	}
