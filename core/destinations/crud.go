@@ -160,6 +160,11 @@ func (m *Manager) nameTaken(name, id string) error {
 	return nil
 }
 
+// brokenRefusal answers a change to a destination that could not be loaded.
+func (m *Manager) brokenRefusal(e *entry) error {
+	return refuse(ErrInvalid, "", "destination %q %s; delete it and create it again", e.name, e.reason)
+}
+
 // readOnly answers a change to a YAML destination.
 func (m *Manager) readOnly(e *entry) error {
 	return refuse(ErrReadOnly, "", "destination %q is defined in %s; change it there and reload (YAML destinations are read-only over the API)", e.name, m.cfg.File)
@@ -182,6 +187,9 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	}
 	if e.source != SourceAPI {
 		return View{}, m.readOnly(e)
+	}
+	if e.broken {
+		return View{}, m.brokenRefusal(e)
 	}
 	var enable *bool
 	if v, ok := patch["enabled"]; ok {
@@ -304,6 +312,9 @@ func (m *Manager) SetEnabled(ctx context.Context, idOrName, tenant string, on bo
 func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason string, ops *[]*laneOp) error {
 	if on == e.enabled {
 		return nil
+	}
+	if on && e.broken {
+		return m.brokenRefusal(e)
 	}
 	now := m.opts.Now().UTC()
 	if on {

@@ -82,6 +82,16 @@ type entry struct {
 	reason      string
 	fingerprint string
 	running     bool
+	// broken: a stored API destination that could not be loaded or started; it stays disabled (reason says
+	// why) and can only be deleted.
+	broken bool
+}
+
+// brokenEntry stands for a stored API destination that cannot be loaded.
+func brokenEntry(rec store.DestinationRecord, err error) *entry {
+	return &entry{id: rec.ID, name: rec.Name, tenant: rec.Tenant, typ: rec.Type, source: SourceAPI,
+		dest:    &config.Destination{Name: rec.Name, Type: rec.Type, Tenant: rec.Tenant},
+		created: rec.CreatedAt, updated: rec.UpdatedAt, broken: true, reason: "cannot be loaded: " + err.Error()}
 }
 
 // New returns a Manager; call Start.
@@ -141,7 +151,10 @@ func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) 
 	for _, rec := range recs {
 		e, stale, err := m.apiEntry(cfg, rec, states)
 		if err != nil {
-			return fmt.Errorf("API destination %s (%s): %w", rec.Name, rec.ID, err)
+			// One broken stored destination must not keep the server (and every other tenant) down: it loads
+			// disabled, with the reason shown, until someone deletes it.
+			m.log.Error("API destination cannot be loaded; it stays disabled", "destination", rec.Name, "id", rec.ID, "err", err)
+			e, stale = brokenEntry(rec, err), false
 		}
 		if file, ok := taken[e.name]; ok {
 			return fmt.Errorf("destination name %q is used both in %s and by API destination %s; rename one", e.name, file, e.id)
@@ -158,6 +171,11 @@ func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) 
 	for _, e := range entries {
 		if e.enabled {
 			dd, err := m.build(ctx, cfg, e)
+			if err != nil && e.source == SourceAPI {
+				m.log.Error("API destination cannot start; it stays disabled", "destination", e.name, "id", e.id, "err", err)
+				e.enabled, e.broken, e.reason = false, true, "cannot start: "+err.Error()
+				continue
+			}
 			if err != nil {
 				m.stopAll(ctx, entries)
 				return fmt.Errorf("destination %s: %w", e.name, err)

@@ -36,6 +36,11 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 		if names[old.name] {
 			return fmt.Errorf("destinations: %q is already an API destination (%s); rename it in %s or delete the API one first", old.name, old.id, cfg.File)
 		}
+		if old.broken {
+			e := *old
+			next = append(next, &e)
+			continue
+		}
 		d, ferrs := m.parse(cfg, old.spec, old.retiring)
 		if ferrs != nil {
 			return fmt.Errorf("API destination %s is not valid under the new config: %v", old.name, joinFieldErrors(ferrs))

@@ -1,0 +1,80 @@
+package destinations_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// TestBrokenStoredDestinationLoadsDisabled: a stored API destination that no longer parses does not stop the
+// server: it loads disabled with the reason shown, the others run, and it can be deleted.
+func TestBrokenStoredDestinationLoadsDisabled(t *testing.T) {
+	dir := t.TempDir()
+	rcv := newReceiver(t, 204)
+	key := bytes.Repeat([]byte{1}, 32)
+	s := start(t, dir, conf(t, dir, "1h", 0, "1h", yamlDest("yaml-d", rcv.URL, "*")), key)
+	if err := s.st.PutDestination(context.Background(), store.DestinationRecord{ID: "dst_broken", Name: "broken",
+		Type: "webhook", Spec: []byte(`{"name":"broken","type":"webhook","config":{"url":"not a url"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+
+	s = start(t, dir, conf(t, dir, "1h", 0, "1h", yamlDest("yaml-d", rcv.URL, "*")), key)
+	v, err := s.mgr.Get("dst_broken", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Enabled || v.DisabledReason == "" {
+		t.Fatalf("broken destination: enabled=%v reason=%q, want disabled with a reason", v.Enabled, v.DisabledReason)
+	}
+	if _, err := s.mgr.SetEnabled(context.Background(), "dst_broken", "", true, ""); err == nil {
+		t.Fatal("enabling a broken destination succeeded")
+	}
+	s.publish("case.status_updated")
+	waitFor(t, "the healthy destination's delivery", func() bool { return rcv.count("") == 1 })
+	if err := s.mgr.Delete(context.Background(), "dst_broken", ""); err != nil {
+		t.Fatalf("delete a broken destination: %v", err)
+	}
+}
+
+// TestReusedNameStartsWithEmptyHistory: a new API destination with a deleted one's name has a new id and
+// sees none of its predecessor's deliveries, which ended skipped when it was deleted.
+func TestReusedNameStartsWithEmptyHistory(t *testing.T) {
+	dir := t.TempDir()
+	rcv := newReceiver(t, 503)
+	s := start(t, dir, conf(t, dir, "1h", 0, "1h"), bytes.Repeat([]byte{1}, 32))
+	body := []byte(fmt.Sprintf(`{"name":"hook","type":"webhook","topics":["*"],"config":{"url":%q}}`, rcv.URL))
+	old, err := s.mgr.Create(context.Background(), body, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := s.publish("case.status_updated")
+	waitFor(t, "the first attempt", func() bool { return rcv.count("") == 1 })
+	if err := s.mgr.Delete(context.Background(), old.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.st.Event(context.Background(), ev)
+	if err != nil || len(rec.Deliveries) != 1 || rec.Deliveries[0].Status != store.Skipped || rec.Deliveries[0].Destination != old.ID {
+		t.Fatalf("the deleted destination's delivery: %+v %v, want skipped under its id", rec, err)
+	}
+	reborn, err := s.mgr.Create(context.Background(), body, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reborn.ID == old.ID {
+		t.Fatalf("the new destination reuses the old id %s", old.ID)
+	}
+	mine, err := s.st.ListDeliveries(context.Background(), store.DeliveryFilter{Destinations: []string{reborn.ID}})
+	if err != nil || len(mine) != 0 {
+		t.Fatalf("the new destination's history: %+v %v, want empty", mine, err)
+	}
+	if _, err := s.mgr.Retry(context.Background(), rec.Deliveries[0].ID, ""); err == nil {
+		t.Fatal("retry of the predecessor's delivery succeeded")
+	}
+	if n, err := s.mgr.Replay(context.Background(), reborn.ID, "", store.ReplayFilter{}); err != nil || n != 0 {
+		t.Fatalf("replay on the new destination requeued %d (%v), want 0", n, err)
+	}
+}
