@@ -3,6 +3,7 @@ package destinations
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -87,6 +88,11 @@ type entry struct {
 	broken bool
 }
 
+// keyError is a stored secret the configured keys cannot open: the operator's problem, not the destination's.
+type keyError struct{ error }
+
+func (e keyError) Unwrap() error { return e.error }
+
 // brokenEntry stands for a stored API destination that cannot be loaded.
 func brokenEntry(rec store.DestinationRecord, err error) *entry {
 	return &entry{id: rec.ID, name: rec.Name, tenant: rec.Tenant, typ: rec.Type, source: SourceAPI,
@@ -150,6 +156,10 @@ func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) 
 	}
 	for _, rec := range recs {
 		e, stale, err := m.apiEntry(cfg, rec, states)
+		if errors.As(err, new(keyError)) {
+			// The operator's key cannot open the secrets: every API destination is affected, so say so now.
+			return fmt.Errorf("API destination %s (%s): %w", rec.Name, rec.ID, err)
+		}
 		if err != nil {
 			// One broken stored destination must not keep the server (and every other tenant) down: it loads
 			// disabled, with the reason shown, until someone deletes it.
@@ -242,13 +252,13 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 	for _, r := range rec.Retiring {
 		pt, st, err := m.opts.Box.Open(r.Secret)
 		if err != nil {
-			return nil, false, err
+			return nil, false, keyError{err}
 		}
 		stale = stale || st
 		e.retiring = append(e.retiring, store.RetiringSecret{Secret: pt, Until: r.Until})
 	}
 	if st, err := m.openSecrets(spec); err != nil {
-		return nil, false, err
+		return nil, false, keyError{err}
 	} else if st {
 		stale = true
 	}
