@@ -108,6 +108,15 @@ func TestErrors(t *testing.T) {
 		{"bad role and missing key", "auth:\n  keys:\n    - {name: a, role: root}\n", []string{
 			`f.yaml:3:7: auth.keys[0].key: is required`, `f.yaml:3:23: auth.keys[0].role: "root" is not a role`}},
 		{"no keys", "server: {listen: 127.0.0.1:1}\n", []string{`auth.keys: at least one key is required`}},
+		{"unbounded settings", base + `delivery: {timeout: 1h}
+destinations:
+  - {name: a, type: webhook, timeout: 10m, concurrency: 5000, retry: {schedule: [1s, 200h]}, config: {url: "https://x.example/h", signing: none}}
+`, []string{`delivery.timeout: must be a positive duration of at most 5m0s`, `destinations[0].timeout: must be a positive duration of at most 5m0s`,
+			`destinations[0].concurrency: must be between 1 and 1024`, `destinations[0].retry.schedule[1]: must be a positive duration of at most 168h0m0s`}},
+		{"server timeouts and api policy", base + `server: {read_timeout: 0s}
+api: {destinations: {tenant_types: [nope], bucket_prefixes: ["file://./data/x", "nourl"]}}
+`, []string{`server.read_timeout: must be a duration between 1s and 1h`, `api.destinations.tenant_types[0]: "nope" is not a sink type`,
+			`api.destinations.bucket_prefixes[0]: "file://./data/x" is inside store.path`, `api.destinations.bucket_prefixes[1]: "nourl" is not a URL prefix`}},
 		{"unset env", base + "store: {path: \"${NOPE}\"}\n", []string{`f.yaml:3:15: environment variable NOPE is not set`}},
 		{"bad cidr", base + "delivery: {network: {allow_cidrs: [10.0.0.0/40]}}\n", []string{`f.yaml:3:36: delivery.network.allow_cidrs[0]:`}},
 		{"destination problems reported together", base + `destinations:

@@ -88,9 +88,7 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	}
 	l.validateIntake(&c.Intake)
 
-	if c.Delivery.Timeout <= 0 {
-		l.errorf("delivery.timeout", "must be a positive duration such as 15s")
-	}
+	l.checkTimeout("delivery.timeout", c.Delivery.Timeout, false)
 	l.checkConcurrency("delivery.concurrency", c.Delivery.Concurrency, false)
 	l.checkRetry("delivery.retry", &c.Delivery.Retry)
 	if c.Delivery.Breaker.Failures < 0 {
@@ -263,6 +261,7 @@ func (l *loader) validateDestination(p string, d *Destination, seen map[string]b
 		l.errorf(p+".breaker.failures", "must be 0 (never open) or more consecutive failures")
 	}
 	l.checkConcurrency(p+".concurrency", d.Concurrency, true)
+	l.checkTimeout(p+".timeout", d.Timeout, true)
 
 	if d.Type == "" {
 		l.errorf(p+".type", "is required; one of: %s", strings.Join(reg.Types(), ", "))
@@ -332,6 +331,23 @@ func (l *loader) matchErrors(p string, err error) {
 	l.errorf(p, "%v", err)
 }
 
+// Bounds of per-destination settings: a destination (an API one is a tenant's) cannot hold a connection,
+// a delivery row or a worker for longer than these.
+const (
+	MaxTimeout       = 5 * time.Minute
+	MaxRetryInterval = 7 * 24 * time.Hour
+	MaxRetries       = 100
+)
+
+func (l *loader) checkTimeout(p string, d Duration, optional bool) {
+	if optional && d == 0 {
+		return
+	}
+	if d <= 0 || d.D() > MaxTimeout {
+		l.errorf(p, "must be a positive duration of at most %s, such as 15s", MaxTimeout)
+	}
+}
+
 func (l *loader) checkConcurrency(p string, n int, optional bool) {
 	if optional && n == 0 {
 		return
@@ -353,13 +369,19 @@ func (l *loader) checkRetry(p string, r *Retry) {
 		if e.Max < e.Base {
 			l.errorf(p+".exponential.max", "must be at least base (%s)", e.Base)
 		}
-		if e.Attempts < 0 || e.Attempts > 1000 {
-			l.errorf(p+".exponential.attempts", "must be between 0 and 1000 retries")
+		if e.Max.D() > MaxRetryInterval {
+			l.errorf(p+".exponential.max", "must be at most %s", MaxRetryInterval)
+		}
+		if e.Attempts < 0 || e.Attempts > MaxRetries {
+			l.errorf(p+".exponential.attempts", "must be between 0 and %d retries", MaxRetries)
 		}
 	}
+	if len(r.Schedule) > MaxRetries {
+		l.errorf(p+".schedule", "has %d retries; at most %d", len(r.Schedule), MaxRetries)
+	}
 	for i, d := range r.Schedule {
-		if d <= 0 {
-			l.errorf(fmt.Sprintf("%s.schedule[%d]", p, i), "must be a positive duration such as 5s")
+		if d <= 0 || d.D() > MaxRetryInterval {
+			l.errorf(fmt.Sprintf("%s.schedule[%d]", p, i), "must be a positive duration of at most %s, such as 5s", MaxRetryInterval)
 		}
 	}
 	if r.Jitter != nil && (*r.Jitter < 0 || *r.Jitter > 1) {
