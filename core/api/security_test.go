@@ -232,4 +232,3 @@ func TestTenantPatchWaitingOnItsInFlightAttemptDoesNotFreezeOtherTenants(t *test
 		t.Fatalf("acme's patch: %d", st)
 	}
 }
-
