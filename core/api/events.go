@@ -20,7 +20,7 @@ type eventJSON struct {
 	Metadata      map[string]string `json:"metadata,omitempty"`
 	Scope         map[string]string `json:"scope,omitempty"`
 	CorrelationID string            `json:"correlation_id,omitempty"`
-	Data          json.RawMessage   `json:"data"`
+	Data          json.RawMessage   `json:"data,omitempty"`
 	ReceivedAt    time.Time         `json:"received_at"`
 	Deliveries    *[]deliveryJSON   `json:"deliveries,omitempty"`
 }
@@ -75,17 +75,61 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Tenant, f.TenantSet = t, true
 	}
-	rows, err := s.store.ListEvents(r.Context(), f)
+	withData := false
+	switch v := q.Get("include"); v {
+	case "":
+	case "data":
+		withData = true
+	default:
+		writeError(w, badParam("include", "must be data (or absent for summaries), got %q", v))
+		return
+	}
+	rows, more, err := s.eventRows(r, f, lp.limit+1)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
+	writeJSON(w, http.StatusOK, pageOfMore(rows, more, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
 		func(row store.EventSummary) eventJSON {
 			ev := row.Event
-			return eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
-				Scope: ev.Scope, CorrelationID: ev.CorrelationID, Data: ev.Data, ReceivedAt: row.ReceivedAt}
+			j := eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
+				Scope: ev.Scope, CorrelationID: ev.CorrelationID, ReceivedAt: row.ReceivedAt}
+			if withData {
+				j.Data = ev.Data
+			}
+			return j
 		}))
+}
+
+// eventRows reads up to want events of f in chunks small enough that a chunk of the largest events intake
+// accepts stays near maxPageBytes, and stops once the rows read pass it: a list of big events costs one page
+// of memory, not limit times the largest event.
+// more reports that it stopped for size with more rows possibly left.
+func (s *Server) eventRows(r *http.Request, f store.EventFilter, want int) (out []store.EventSummary, more bool, err error) {
+	chunk := want
+	if s.intake != nil && s.intake.MaxBodyBytes() > 0 {
+		chunk = int(min(int64(want), max(maxPageBytes/s.intake.MaxBodyBytes(), 2)))
+	}
+	size := 0
+	for len(out) < want {
+		f.Limit = min(chunk, want-len(out))
+		rows, err := s.store.ListEvents(r.Context(), f)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, rows...)
+		for _, row := range rows {
+			size += len(row.Event.Data)
+		}
+		if len(rows) < f.Limit {
+			return out, false, nil
+		}
+		if size > maxPageBytes {
+			return out, len(out) < want, nil
+		}
+		f.Before = rows[len(rows)-1].Seq
+	}
+	return out, false, nil
 }
 
 // getEvent serves GET /v1/events/{id}: the event with its deliveries. A tenant key gets 404 for another

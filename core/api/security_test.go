@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,4 +232,41 @@ func TestTenantPatchWaitingOnItsInFlightAttemptDoesNotFreezeOtherTenants(t *test
 	if st := <-patched; st != http.StatusOK {
 		t.Fatalf("acme's patch: %d", st)
 	}
+}
+
+func TestReaderCannotMakeOneListRequestCostGigabytes(t *testing.T) {
+	h := newHarness(t)
+	big := strings.Repeat("x", 900<<10)
+	for i := 0; i < 12; i++ {
+		h.publish(publisherKey, map[string]any{"topic": "order.created", "data": map[string]any{"blob": big}})
+	}
+	// Summaries by default: no data at all.
+	sum := h.must(http.StatusOK, "GET", "/v1/events?limit=1000", readerKey, nil)
+	if len(sum.body) > 64<<10 || strings.Contains(string(sum.body), `"data":{`) {
+		t.Fatalf("a summary list is %d bytes / carries data", len(sum.body))
+	}
+	// With data, pages stop near 8 MB and the cursor walks the rest without gaps or repeats.
+	seen, pages, cursor := map[string]bool{}, 0, ""
+	for {
+		r := h.must(http.StatusOK, "GET", "/v1/events?include=data&limit=1000&cursor="+cursor, readerKey, nil)
+		if len(r.body) > 9<<20 {
+			t.Fatalf("a page of %d bytes", len(r.body))
+		}
+		out := r.json(t)
+		for _, e := range out["data"].([]any) {
+			id := e.(map[string]any)["id"].(string)
+			if seen[id] {
+				t.Fatalf("event %s on two pages", id)
+			}
+			seen[id] = true
+		}
+		pages++
+		if cursor = out["next_cursor"].(string); cursor == "" {
+			break
+		}
+	}
+	if len(seen) != 12 || pages < 2 {
+		t.Fatalf("walked %d events in %d pages, want 12 in more than one", len(seen), pages)
+	}
+	h.must(http.StatusBadRequest, "GET", "/v1/events?include=everything", readerKey, nil)
 }
