@@ -151,7 +151,8 @@ type InlineSubscriptions struct {
 	TTL Duration `yaml:"ttl"`
 	// MaxPerCorrelation caps the subscriptions one correlation id may hold (default 10).
 	MaxPerCorrelation int `yaml:"max_per_correlation"`
-	// MaxActive caps the live subscriptions of all tenants together, and of any one tenant (default 10000).
+	// MaxActive caps the live subscriptions of all tenants together (default 10000); one tenant may hold at
+	// most half of it.
 	MaxActive int `yaml:"max_active"`
 }
 

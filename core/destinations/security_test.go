@@ -3,9 +3,13 @@ package destinations_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/sluicehq/sluice/core/destinations"
+	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -76,5 +80,47 @@ func TestReusedNameStartsWithEmptyHistory(t *testing.T) {
 	}
 	if n, err := s.mgr.Replay(context.Background(), reborn.ID, "", store.ReplayFilter{}); err != nil || n != 0 {
 		t.Fatalf("replay on the new destination requeued %d (%v), want 0", n, err)
+	}
+}
+
+// TestTenantCannotExhaustInlineSubscriptionsOrShareCorrelationIDs: acme's subscriptions under a correlation id
+// neither count against globex's under the same id, nor receive globex's events; one tenant may hold at most
+// half of max_active, and beyond the cap registrations answer ErrBusy (429).
+func TestTenantCannotExhaustInlineSubscriptionsOrShareCorrelationIDs(t *testing.T) {
+	dir := t.TempDir()
+	rcv := newReceiver(t, 204)
+	cfg := parse(t, dir, "intake: {inline_subscriptions: {enabled: true, ttl: 1h, max_per_correlation: 1, max_active: 4}}\n"+
+		fmt.Sprintf(base, testKey, "1h", 0, "1h", ""))
+	s := start(t, dir, cfg)
+	sub := func(tenant, path string) string {
+		return fmt.Sprintf(`{"topic":"case.x","tenant":%q,"correlation_id":"run","data":{},"subscriptions":[{"url":%q,"topics":["*"]}]}`,
+			tenant, rcv.URL+path)
+	}
+	if _, err := publishJSON(s, sub("acme", "/acme-1")); err != nil {
+		t.Fatal(err)
+	}
+	// globex's first subscription under the same correlation id is its own first, not acme's second.
+	if _, err := publishJSON(s, sub("globex", "/globex-1")); err != nil {
+		t.Fatalf("globex under acme's correlation id: %v", err)
+	}
+	// acme may take half of max_active (2): a second run, then no more.
+	if _, err := publishJSON(s, strings.Replace(sub("acme", "/acme-2"), `"run"`, `"run-2"`, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := publishJSON(s, strings.Replace(sub("acme", "/acme-3"), `"run"`, `"run-3"`, 1))
+	if !errors.Is(err, intake.ErrBusy) {
+		t.Fatalf("acme's third live subscription: %v, want ErrBusy", err)
+	}
+	// A globex event of run reaches globex's subscription only.
+	if _, err := publishJSON(s, `{"id":"g-ev","topic":"case.x","tenant":"globex","correlation_id":"run","data":{}}`); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.st.TenantEvent(context.Background(), "globex", "g-ev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := destinations.SubscriptionName("run", "globex", rcv.URL+"/globex-1", []string{"*"})
+	if len(rec.Deliveries) != 1 || rec.Deliveries[0].Destination != want {
+		t.Fatalf("globex's event went to %+v, want only globex's subscription %s", rec.Deliveries, want)
 	}
 }
