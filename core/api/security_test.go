@@ -270,3 +270,23 @@ func TestReaderCannotMakeOneListRequestCostGigabytes(t *testing.T) {
 	}
 	h.must(http.StatusBadRequest, "GET", "/v1/events?include=everything", readerKey, nil)
 }
+
+func TestEventsPublishedWhileDisabledAreKeptForReplay(t *testing.T) {
+	h := newHarness(t)
+	rcv := newReceiver(t)
+	d := h.createHook(acmeKey, "acme-hook", rcv.URL, map[string]any{"topics": []string{"order.*"}})
+	id := d["id"].(string)
+	h.must(http.StatusOK, "POST", "/v1/destinations/"+id+"/disable", acmeKey, nil)
+	ev := h.publish(acmeKey, map[string]any{"topic": "order.created", "data": map[string]any{}})
+	dl := h.deliveryOf(ev, "acme-hook")
+	if dl == nil || dl["status"] != "skipped" || dl["last_error"] != "destination disabled" {
+		t.Fatalf("delivery while disabled: %v, want skipped (destination disabled)", dl)
+	}
+	h.must(http.StatusOK, "POST", "/v1/destinations/"+id+"/enable", acmeKey, nil)
+	r := h.must(http.StatusAccepted, "POST", "/v1/destinations/"+id+"/replay", acmeKey, map[string]any{"status": "skipped"}).json(t)
+	if r["requeued"] != float64(1) {
+		list := h.must(http.StatusOK, "GET", "/v1/deliveries?destination="+id, acmeKey, nil)
+		t.Fatalf("replay requeued %v, want 1: %s", r["requeued"], list.body)
+	}
+	waitFor(t, "the replayed event", func() bool { return len(rcv.got(ev)) == 1 })
+}

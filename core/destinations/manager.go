@@ -379,8 +379,14 @@ func (m *Manager) publishRouter() {
 	labels := make(map[string]string, len(m.entries))
 	for _, e := range m.entries {
 		labels[e.id] = e.name
-		if e.enabled {
+		switch {
+		case e.enabled:
 			routes = append(routes, routeOf(e.id, e.dest))
+		case !e.broken:
+			// Its events get skipped rows, for a replay once it is enabled again.
+			rt := routeOf(e.id, e.dest)
+			rt.Disabled = true
+			routes = append(routes, rt)
 		}
 	}
 	m.labels.Store(&labels)

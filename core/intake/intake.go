@@ -138,14 +138,22 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 				matches = append(matches, match.Match{Name: name})
 			}
 		}
-		matches = slices.DeleteFunc(matches, func(m match.Match) bool { return !in.disp.Accepting(m.Name) })
+		matches = slices.DeleteFunc(matches, func(m match.Match) bool { return !m.Disabled && !in.disp.Accepting(m.Name) })
 		dests := make([]string, len(matches))
 		leased := make([]bool, len(matches))
 		tickets[i] = make([]dispatch.Ticket, len(matches))
-		var keys []string
+		var keys, skipped []string
 		var block []bool
 		for j, m := range matches {
 			dests[j] = m.Name
+			if m.Disabled {
+				// Kept as skipped, so a replay after the destination is enabled again sends it.
+				if skipped == nil {
+					skipped = make([]string, len(matches))
+				}
+				skipped[j] = "destination disabled"
+				continue
+			}
 			if m.Key != "" {
 				if keys == nil {
 					keys, block = make([]string, len(matches)), make([]bool, len(matches))
@@ -157,7 +165,7 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 			tickets[i][j] = in.disp.Reserve(m.Name)
 			leased[j] = tickets[i][j].Reserved()
 		}
-		batch[i] = store.NewEvent{Event: *ev, Destinations: dests, Leased: leased, OrderingKeys: keys, OrderingBlock: block}
+		batch[i] = store.NewEvent{Event: *ev, Destinations: dests, Leased: leased, OrderingKeys: keys, OrderingBlock: block, Skipped: skipped}
 	}
 	release := func(i int) {
 		for _, t := range tickets[i] {

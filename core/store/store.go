@@ -61,6 +61,10 @@ type NewEvent struct {
 	// replayed is pending again and holds the later ones until it ends.
 	OrderingKeys  []string
 	OrderingBlock []bool
+	// Skipped holds, per destination (same index), a reason to make the delivery skipped at birth ("" =
+	// pending as usual): an event that matched a disabled destination still gets its row, with LastError the
+	// reason, so a replay after re-enabling sends it. A skipped row is never claimed and holds no key back.
+	Skipped []string
 	// Test marks the deliveries as test sends (POST /v1/destinations/{id}/test): they show in the delivery
 	// log with test set.
 	Test bool

@@ -31,7 +31,7 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
 	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ? AND tenant = ?`)
 	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
-		ordering_key, ordering_block, test) VALUES (?,?,?,'pending',?,?,?,?,?,?,?)`)
+		ordering_key, ordering_block, test, last_error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`)
 	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
@@ -110,13 +110,17 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				if j < len(ne.OrderingBlock) && ne.OrderingBlock[j] {
 					block = 1
 				}
-				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, nanos(next), leased, nanos(now), nanos(now), key, block, test)
+				status, reason := store.Pending, ""
+				if j < len(ne.Skipped) && ne.Skipped[j] != "" {
+					status, reason, next, leased, key, block = store.Skipped, ne.Skipped[j], now, 0, "", 0
+				}
+				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, string(status), nanos(next), leased, nanos(now), nanos(now), key, block, test, reason)
 				if err != nil {
 					return fmt.Errorf("insert delivery: %w", err)
 				}
 				id, _ := r.LastInsertId()
-				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: store.Pending,
-					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test}
+				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: status,
+					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
 			}
 		}
 		return nil

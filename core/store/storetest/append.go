@@ -187,6 +187,36 @@ func (s *suite) tenantIDs(t *testing.T) {
 	}
 }
 
+// bornSkipped: a delivery NewEvent.Skipped names is stored skipped with the reason, is never claimed, counts
+// as nothing pending, holds no ordering key back, and a replay sends it like any skipped one.
+func (s *suite) bornSkipped(t *testing.T) {
+	e := s.store(t)
+	ne := store.NewEvent{Event: newEvent("off"), Destinations: []string{"on", "off"}, Skipped: []string{"", "destination disabled"},
+		OrderingKeys: []string{"k", "k"}}
+	res := e.append([]store.NewEvent{ne})
+	on, off := res[0].Deliveries[0], res[0].Deliveries[1]
+	if on.Status != store.Pending || off.Status != store.Skipped || off.LastError != "destination disabled" {
+		t.Fatalf("deliveries: %+v, want pending and skipped (destination disabled)", res[0].Deliveries)
+	}
+	if rec := e.event("off"); rec.Deliveries[1].Status != store.Skipped || rec.Deliveries[1].LastError != "destination disabled" {
+		t.Fatalf("stored: %+v", rec.Deliveries[1])
+	}
+	if jobs, err := e.st.Claim(ctx, "off", e.clock.Now().Add(time.Hour), time.Minute, 10); err != nil || len(jobs) != 0 {
+		t.Fatalf("Claim of a born-skipped delivery: %+v %v", jobs, err)
+	}
+	if counts, err := e.st.PendingCounts(ctx); err != nil || counts["off"] != 0 {
+		t.Fatalf("PendingCounts: %v %v", counts, err)
+	}
+	// A later event of the same key to the same destination is not held back by the skipped one.
+	e.append([]store.NewEvent{{Event: newEvent("next"), Destinations: []string{"off"}, OrderingKeys: []string{"k"}}})
+	if jobs, err := e.st.Claim(ctx, "off", e.clock.Now().Add(time.Hour), time.Minute, 10); err != nil || len(jobs) != 1 || jobs[0].Event.ID != "next" {
+		t.Fatalf("Claim after a skipped delivery of the same key: %+v %v", jobs, err)
+	}
+	if n, err := e.st.Replay(ctx, store.ReplayFilter{Destination: "off", Statuses: []store.Status{store.Skipped}}, e.clock.Now()); err != nil || n != 1 {
+		t.Fatalf("Replay of the born-skipped delivery: %d %v", n, err)
+	}
+}
+
 // durable: what was appended, completed and configured is there after Close and a fresh open; leases too,
 // until ReleaseLeases.
 func (s *suite) durable(t *testing.T) {

@@ -18,6 +18,7 @@ const (
 	CaseAppend          = "Append"
 	CaseDedupe          = "Dedupe"
 	CaseTenantIDs       = "TenantIDs"
+	CaseBornSkipped     = "BornSkipped"
 	CaseDurable         = "Durable"
 	CaseClaim           = "Claim"
 	CaseLease           = "Lease"
@@ -82,6 +83,7 @@ func Run(t *testing.T, f Features, open Open) {
 		{CaseAppend, s.appendRead},
 		{CaseDedupe, s.dedupe},
 		{CaseTenantIDs, s.tenantIDs},
+		{CaseBornSkipped, s.bornSkipped},
 		{CaseDurable, s.durable},
 		{CaseClaim, s.claim},
 		{CaseLease, s.lease},
