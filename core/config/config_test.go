@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/bucket"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
@@ -208,4 +210,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error is not config.Errors: %v", err)
 		}
 	})
+}
+
+// TestBucketNeverWritesIntoTheStore: a YAML bucket destination whose file:// directory is the store's (or
+// inside it) is refused at validation.
+func TestBucketNeverWritesIntoTheStore(t *testing.T) {
+	dir := t.TempDir()
+	src := fmt.Sprintf(base+`store: {path: %s}
+destinations:
+  - {name: b, type: bucket, topics: ["*"], config: {url: "file://%s"}}
+`, filepath.Join(dir, "data"), filepath.Join(dir, "data", "exports"))
+	_, err := config.Parse("f.yaml", []byte(src), noEnv, sinks.NewRegistry(webhook.Spec, bucket.Spec))
+	if err == nil || !strings.Contains(err.Error(), "destinations[0].config.url: writes inside store.path") {
+		t.Fatalf("a bucket into the store directory: %v", err)
+	}
+	ok := fmt.Sprintf(base+`store: {path: %s}
+destinations:
+  - {name: b, type: bucket, topics: ["*"], config: {url: "file://%s"}}
+`, filepath.Join(dir, "data"), filepath.Join(dir, "exports"))
+	if _, err := config.Parse("f.yaml", []byte(ok), noEnv, sinks.NewRegistry(webhook.Spec, bucket.Spec)); err != nil {
+		t.Fatalf("a bucket beside the store: %v", err)
+	}
 }

@@ -124,3 +124,24 @@ func TestTenantCannotExhaustInlineSubscriptionsOrShareCorrelationIDs(t *testing.
 		t.Fatalf("globex's event went to %+v, want only globex's subscription %s", rec.Deliveries, want)
 	}
 }
+
+// TestPerRunDestinationsShareOneMetricsLabel: per-run subscriptions, which come and go by the thousand, all
+// label their metrics "inline"; other destinations by their name, found from their id.
+func TestPerRunDestinationsShareOneMetricsLabel(t *testing.T) {
+	dir := t.TempDir()
+	s := start(t, dir, conf(t, dir, "1h", 0, "1h", yamlDest("yaml-d", "http://127.0.0.1:1/h", "*")), bytes.Repeat([]byte{1}, 32))
+	d, err := s.mgr.Create(context.Background(), []byte(`{"name":"api-d","type":"webhook","topics":["*"],"config":{"url":"http://127.0.0.1:1/h"}}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{
+		destinations.SubscriptionName("run-1", "acme", "http://x/h", []string{"*"}): "inline",
+		destinations.SubscriptionName("run-2", "", "http://y/h", []string{"*"}):     "inline",
+		d.ID:     "api-d",
+		"yaml-d": "yaml-d",
+	} {
+		if got := s.mgr.MetricLabel(id); got != want {
+			t.Errorf("MetricLabel(%s) = %q, want %q", id, got, want)
+		}
+	}
+}
