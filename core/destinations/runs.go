@@ -272,6 +272,10 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 
 // end ends a subscription in the store: its pending deliveries are skipped, its row deleted.
 func (r *runs) end(ctx context.Context, name, reason string) error {
+	// A publish that matched the subscription before it was unindexed may still be appending its row.
+	if r.m.pub != nil {
+		r.m.pub.Settle()
+	}
 	if _, err := r.m.opts.Store.SkipPending(ctx, name, reason); err != nil {
 		return fmt.Errorf("end inline subscription %s: %w", name, err)
 	}
