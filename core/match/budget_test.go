@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTransformBudgetFailsTheEvaluationNotTheProcess: expressions that would build gigabytes fail their
@@ -36,5 +37,22 @@ func TestTransformBudgetFailsTheEvaluationNotTheProcess(t *testing.T) {
 	big := map[string]any{"data": strings.Repeat("y", 1<<15)}
 	if _, err := tr.Apply(big); err == nil || !strings.Contains(err.Error(), "exceeds") {
 		t.Fatalf("a 512-fold copy of 32 KiB: %v, want the output bound", err)
+	}
+}
+
+// TestTransformTimeBudgetRefusesCallsPastTheDeadline: once an evaluation's time is up, every further function
+// call fails it.
+func TestTransformTimeBudgetRefusesCallsPastTheDeadline(t *testing.T) {
+	tr, err := CompileTransform("length(data)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := &budgetCaller{inner: tr.caller, deadline: time.Now().Add(-time.Second)}
+	if _, err := late.CallFunction("length", []any{"abc"}); err == nil || !strings.Contains(err.Error(), "time budget") {
+		t.Fatalf("a call past the deadline: %v", err)
+	}
+	onTime := &budgetCaller{inner: tr.caller, deadline: time.Now().Add(time.Hour)}
+	if v, err := onTime.CallFunction("length", []any{"abc"}); err != nil || v != 3.0 {
+		t.Fatalf("a call in time: %v %v", v, err)
 	}
 }

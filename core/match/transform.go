@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	jmespath "github.com/jmespath-community/go-jmespath"
 	"github.com/jmespath-community/go-jmespath/pkg/functions"
+	"github.com/jmespath-community/go-jmespath/pkg/interpreter"
 	"github.com/jmespath-community/go-jmespath/pkg/parsing"
 )
 
@@ -26,6 +28,8 @@ const (
 	MaxTransformArray = 100_000
 	// MaxTransformOutput bounds the encoded result.
 	MaxTransformOutput = 8 << 20
+	// TransformTime bounds one evaluation's time (checked at each function call).
+	TransformTime = 250 * time.Millisecond
 )
 
 // errBudget is the error of an evaluation that would exceed its budget.
@@ -163,8 +167,9 @@ func encodedSize(v any, limit int) int {
 // Transform is a compiled JMESPath expression that reshapes an event before a destination receives it. It is
 // applied to the event document {id, topic, time, tenant, metadata, data} and safe for concurrent use.
 type Transform struct {
-	expr string
-	jp   jmespath.JMESPath
+	expr   string
+	ast    parsing.ASTNode
+	caller interpreter.FunctionCaller
 }
 
 // CompileTransform parses a JMESPath expression. Syntax errors, and calls of functions JMESPath does not
@@ -177,12 +182,6 @@ func CompileTransform(expr string) (*Transform, error) {
 		return nil, fmt.Errorf("is %d bytes; a transform may be at most %d", len(expr), MaxTransformExpr)
 	}
 	ast, err := jmespath.NewParser().Parse(expr)
-	if err == nil {
-		if g := growth(ast); g > MaxTransformGrowth {
-			return nil, fmt.Errorf("could multiply its input %d times (multi-selects in a row); at most %d is allowed (in %q)", g, MaxTransformGrowth, expr)
-		}
-	}
-	jp, err := jmespath.Compile(expr, budgetedFunctions...)
 	if err != nil {
 		var se jmespath.SyntaxError
 		if errors.As(err, &se) {
@@ -191,7 +190,10 @@ func CompileTransform(expr string) (*Transform, error) {
 		}
 		return nil, fmt.Errorf("not a JMESPath expression: %v", err)
 	}
-	t := &Transform{expr: expr, jp: jp}
+	if g := growth(ast); g > MaxTransformGrowth {
+		return nil, fmt.Errorf("could multiply its input %d times (multi-selects in a row); at most %d is allowed (in %q)", g, MaxTransformGrowth, expr)
+	}
+	t := &Transform{expr: expr, ast: ast, caller: interpreter.NewFunctionCaller(budgetedFunctions...)}
 	// Unknown functions are only found while evaluating: evaluate once against an empty event, where every
 	// field is null, and keep only the errors that a real event cannot make disappear.
 	if _, err := t.search(map[string]any{}); err != nil && strings.Contains(err.Error(), "unknown function") {
@@ -231,5 +233,20 @@ func (t *Transform) search(doc map[string]any) (v any, err error) {
 			v, err = nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
-	return t.jp.Search(doc)
+	// The time budget is checked at every function call; what runs between calls is bounded by growth.
+	b := &budgetCaller{inner: t.caller, deadline: time.Now().Add(TransformTime)}
+	return interpreter.NewInterpreter(doc, b, nil).Execute(t.ast, doc)
+}
+
+// budgetCaller calls JMESPath functions for one evaluation, refusing once its time is up.
+type budgetCaller struct {
+	inner    interpreter.FunctionCaller
+	deadline time.Time
+}
+
+func (b *budgetCaller) CallFunction(name string, args []any) (any, error) {
+	if time.Now().After(b.deadline) {
+		return nil, fmt.Errorf("%s: exceeds the transform's time budget (%s)", name, TransformTime)
+	}
+	return b.inner.CallFunction(name, args)
 }
