@@ -290,3 +290,22 @@ func TestEventsPublishedWhileDisabledAreKeptForReplay(t *testing.T) {
 	}
 	waitFor(t, "the replayed event", func() bool { return len(rcv.got(ev)) == 1 })
 }
+
+func TestTenantCannotLearnOtherTenantsDestinationNamesFromAClash(t *testing.T) {
+	h := newHarness(t)
+	g := h.createHook(globexKey, "hook", newReceiver(t).URL, nil)
+	// acme may use the same name: no 409 tells it globex has one.
+	a := h.createHook(acmeKey, "hook", newReceiver(t).URL, nil)
+	if a["id"] == g["id"] {
+		t.Fatal("two tenants' destinations share an id")
+	}
+	// Within a tenant a name is still unique.
+	h.must(http.StatusConflict, "POST", "/v1/destinations", acmeKey, map[string]any{"name": "hook", "type": "webhook",
+		"topics": []string{"*"}, "config": map[string]any{"url": "http://127.0.0.1:1/x"}})
+	// Each finds its own by name.
+	for key, id := range map[string]any{acmeKey: a["id"], globexKey: g["id"]} {
+		if got := h.must(http.StatusOK, "GET", "/v1/destinations/hook", key, nil).json(t)["id"]; got != id {
+			t.Fatalf("GET /v1/destinations/hook found %v, want the key's own %v", got, id)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	if p := m.vet(d); p != nil {
 		return View{}, p
 	}
-	if p := m.nameTaken(d.Name, ""); p != nil {
+	if p := m.nameTaken(d.Name, d.Tenant, ""); p != nil {
 		return View{}, p
 	}
 	now := m.opts.Now().UTC()
@@ -90,7 +90,7 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 			ops = append(ops, &laneOp{discard: dd.Sink})
 		}
 		if errors.Is(err, store.ErrConflict) {
-			return View{}, refuse(ErrConflict, "name", "name %q is taken by another destination", d.Name)
+			return View{}, refuse(ErrConflict, "name", "name %q is taken by another destination of this tenant", d.Name)
 		}
 		return View{}, err
 	}
@@ -145,10 +145,11 @@ func (m *Manager) checkSealable(e *entry) error {
 		"this destination holds a secret, and %v", seal.ErrNoKey)
 }
 
-// nameTaken says whether another destination (not id) uses name.
-func (m *Manager) nameTaken(name, id string) error {
+// nameTaken says whether another destination (not id) uses name where tenant would clash with it: names are
+// per tenant (a clash never tells a tenant another's names), and YAML names are taken for everyone.
+func (m *Manager) nameTaken(name, tenant, id string) error {
 	for _, e := range m.entries {
-		if e.name != name || e.id == id {
+		if e.name != name || e.id == id || (e.source != SourceConfig && e.tenant != tenant) {
 			continue
 		}
 		where := "another API destination"

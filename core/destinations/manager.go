@@ -66,7 +66,8 @@ type Manager struct {
 	q    *laneQueue
 	runs *runs
 	// labels maps every destination id to its name (rebuilt with the router).
-	labels atomic.Pointer[map[string]string]
+	labels       atomic.Pointer[map[string]string]
+	metricLabels atomic.Pointer[map[string]string]
 }
 
 type entry struct {
@@ -175,7 +176,6 @@ func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) 
 				return fmt.Errorf("re-seal API destination %s: %w", e.name, err)
 			}
 		}
-		taken[e.name] = "the API"
 		entries = append(entries, e)
 	}
 	for _, e := range entries {
@@ -377,8 +377,10 @@ func (m *Manager) publishRouter() {
 	}
 	routes := make([]match.Route, 0, len(m.entries))
 	labels := make(map[string]string, len(m.entries))
+	metricLabels := make(map[string]string, len(m.entries))
 	for _, e := range m.entries {
 		labels[e.id] = e.name
+		metricLabels[e.id] = e.label()
 		switch {
 		case e.enabled:
 			routes = append(routes, routeOf(e.id, e.dest))
@@ -390,6 +392,7 @@ func (m *Manager) publishRouter() {
 		}
 	}
 	m.labels.Store(&labels)
+	m.metricLabels.Store(&metricLabels)
 	m.pub.SetRouter(match.NewRouter(routes))
 }
 
@@ -402,7 +405,7 @@ func routeOf(id string, d *config.Destination) match.Route {
 // stop decides to remove an entry's lane and end its pending deliveries as skipped; forget also tells
 // Options.OnRemoved. Callers hold m.change and run the op once it is released.
 func (m *Manager) stop(e *entry, reason string, forget bool) *laneOp {
-	op := m.q.decide(&laneOp{name: e.id, label: e.name, stop: e.running, skip: reason, forget: forget})
+	op := m.q.decide(&laneOp{name: e.id, label: e.label(), stop: e.running, skip: reason, forget: forget})
 	m.mu.Lock()
 	e.running = false
 	m.mu.Unlock()
@@ -422,15 +425,21 @@ func (m *Manager) find(idOrName, tenant string) *entry {
 	if e != nil {
 		return e
 	}
+	// Names are per tenant: a tenant key finds its own; a tenant-less key prefers a YAML or tenant-less
+	// destination, else the first tenant's of that name (ids are unambiguous).
+	var found *entry
 	for _, e := range m.entries {
-		if e.name == idOrName {
-			if tenant != "" && e.tenant != tenant {
-				return nil
-			}
+		if e.name != idOrName || (tenant != "" && e.tenant != tenant) {
+			continue
+		}
+		if tenant != "" || e.source == SourceConfig || e.tenant == "" {
 			return e
 		}
+		if found == nil {
+			found = e
+		}
 	}
-	return nil
+	return found
 }
 
 // findID returns the entry with this id that tenant may see.
@@ -514,7 +523,12 @@ func (m *Manager) MetricLabel(id string) string {
 	if strings.HasPrefix(id, RunPrefix) {
 		return "inline"
 	}
-	return m.Label(id)
+	if l := m.metricLabels.Load(); l != nil {
+		if n, ok := (*l)[id]; ok {
+			return n
+		}
+	}
+	return id
 }
 
 // Enabled maps every destination name to whether it is enabled (for metrics).
@@ -523,9 +537,17 @@ func (m *Manager) Enabled() map[string]bool {
 	defer m.mu.RUnlock()
 	out := make(map[string]bool, len(m.entries))
 	for _, e := range m.entries {
-		out[e.name] = e.enabled
+		out[e.label()] = e.enabled
 	}
 	return out
+}
+
+// label names an entry in metrics: tenants may share names, so a tenant's destination is tenant/name.
+func (e *entry) label() string {
+	if e.tenant != "" && e.source == SourceAPI {
+		return e.tenant + "/" + e.name
+	}
+	return e.name
 }
 
 // view renders an entry. Callers hold m.mu or m.change.

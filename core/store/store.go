@@ -314,8 +314,8 @@ type Store interface {
 	// with none are absent).
 	PendingCounts(ctx context.Context) (map[string]int64, error)
 
-	// PutDestination creates or replaces (by ID) an API destination. A Name used by another ID answers
-	// ErrConflict and stores nothing; an empty ID or Name is an error. A zero UpdatedAt is the store's now; a
+	// PutDestination creates or replaces (by ID) an API destination. Names are unique per tenant: a Name
+	// another ID of the same Tenant uses answers ErrConflict and stores nothing (another tenant's is no clash); an empty ID or Name is an error. A zero UpdatedAt is the store's now; a
 	// zero CreatedAt is the store's now on create and the stored one on replace.
 	PutDestination(ctx context.Context, d DestinationRecord) error
 	// DeleteDestination removes an API destination; ErrNotFound if unknown.

@@ -209,7 +209,8 @@ func migrate(db *sql.DB) error {
 //
 //	1: deliveries and destination states are keyed by the destination's id, not its name.
 //	2: event ids are unique per tenant, not across tenants.
-const version = 2
+//	3: API destination names are unique per tenant, not across tenants.
+const version = 3
 
 // upgrade rewrites the data of a database an earlier version wrote, one version step at a time, each in one
 // transaction with its version bump. A database schema just created has nothing to rewrite.
@@ -253,6 +254,19 @@ func upgrade(db *sql.DB) error {
 		} {
 			if _, err := tx.Exec(q); err != nil {
 				return fmt.Errorf("make event ids unique per tenant: %w", err)
+			}
+		}
+	}
+	if v < 3 {
+		for _, q := range []string{
+			strings.Replace(destinationsTable, "CREATE TABLE IF NOT EXISTS destinations (", "CREATE TABLE destinations_v3 (", 1),
+			`INSERT INTO destinations_v3 (id, name, tenant, type, spec, retiring, created_at, updated_at)
+			   SELECT id, name, tenant, type, spec, retiring, created_at, updated_at FROM destinations`,
+			`DROP TABLE destinations`,
+			`ALTER TABLE destinations_v3 RENAME TO destinations`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("make destination names unique per tenant: %w", err)
 			}
 		}
 	}

@@ -87,16 +87,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
   created_at     INTEGER NOT NULL,
   expires_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS destinations (
-  id         TEXT PRIMARY KEY,
-  name       TEXT NOT NULL UNIQUE,
-  tenant     TEXT NOT NULL DEFAULT '',
-  type       TEXT NOT NULL,
-  spec       BLOB,
-  retiring   BLOB,
-  created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-);
+` + destinationsTable + `
+CREATE UNIQUE INDEX IF NOT EXISTS destinations_tenant_name ON destinations(tenant, name);
 CREATE TABLE IF NOT EXISTS destination_states (
   name       TEXT PRIMARY KEY,
   enabled    INTEGER NOT NULL,
@@ -104,3 +96,17 @@ CREATE TABLE IF NOT EXISTS destination_states (
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `
+
+// destinationsTable holds API destinations. Names are unique per tenant (destinations_tenant_name), so a
+// tenant never learns another's names from a clash.
+const destinationsTable = `
+CREATE TABLE IF NOT EXISTS destinations (
+  id         TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  tenant     TEXT NOT NULL DEFAULT '',
+  type       TEXT NOT NULL,
+  spec       BLOB,
+  retiring   BLOB,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);`

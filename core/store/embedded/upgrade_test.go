@@ -71,6 +71,10 @@ func TestUpgradeKeysDeliveriesByDestinationID(t *testing.T) {
 	if len(states) != 1 || states[0].Name != "dst_1" || states[0].Reason != "paused" {
 		t.Fatalf("states after upgrade: %+v, want hook's state under dst_1", states)
 	}
+	// Names became unique per tenant.
+	if err := s.PutDestination(ctx, store.DestinationRecord{ID: "dst_2", Name: "hook", Tenant: "acme", Type: "webhook", Spec: []byte(`{}`)}); err != nil {
+		t.Fatalf("acme's hook beside the tenant-less hook after upgrade: %v", err)
+	}
 	// A second open changes nothing more (the version is recorded).
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
