@@ -186,6 +186,8 @@ func (l *statusList) UnmarshalJSON(b []byte) error {
 // replayDestination serves /replay: {since?, until?, status?} requeues the destination's final deliveries
 // created in [since, until) with one of the statuses (default: every final status). Answers 202 {"requeued"}.
 func (s *Server) replayDestination(w http.ResponseWriter, r *http.Request) {
+	// A large replay requeues in many small transactions; its answer may come after server.write_timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(15 * time.Minute))
 	var body struct {
 		Since  string     `json:"since"`
 		Until  string     `json:"until"`
