@@ -396,8 +396,10 @@ func validOrderingKey(s string) bool { return orderingPath.MatchString(s) }
 // validateAPI checks api.destinations: known sink types, and bucket prefixes that are URLs outside the store.
 func (l *loader) validateAPI(c *Config, reg *sinks.Registry) {
 	ad := &c.API.Destinations
+	// The default ([webhook]) is not checked: a registry without webhook (plugins only) keeps it harmlessly.
+	_, set := l.index["api.destinations.tenant_types"]
 	for i, t := range ad.TenantTypes {
-		if _, ok := reg.Lookup(t); !ok {
+		if _, ok := reg.Lookup(t); !ok && set {
 			l.errorf(fmt.Sprintf("api.destinations.tenant_types[%d]", i), "%q is not a sink type; see sluice sinks", t)
 		}
 	}
