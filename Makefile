@@ -7,7 +7,7 @@ PKGS    := ./...
 # tool the plugin tests read NATS streams with (so Sluice's go.mod needs no NATS client).
 SUBMODS := plugins/sdk plugins/examples/nats plugins/host/testdata/jetstream
 
-.PHONY: build run test test-integration bench lint fuzz proto docs faults clean
+.PHONY: build run test test-integration bench lint fuzz fuzz-short proto docs faults clean
 
 build: ## a static binary in bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
@@ -34,12 +34,22 @@ lint: ## gofmt, go vet, and a tidy go.mod
 	@# every go.mod must be tidy; go.sum lines that only dependencies' own tests need are reported, not failed on.
 	GO=$(GO) .ci/tidy-check
 
+# Every fuzz target of the modules, as package:Target (plugins/sdk is a module of its own: run from there).
+FUZZ_TARGETS = ./core/match:FuzzCompile ./core/match:FuzzTopics ./core/config:FuzzParse ./core/intake:FuzzDecode \
+	./core/api:FuzzDecodeEvent ./core/api:FuzzCloudEvents ./sinks/webhook:FuzzVerifyStandard plugins/sdk:./template:FuzzTemplate
+
 fuzz: ## each fuzz target for FUZZTIME (default 30s)
-	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $${FUZZTIME:-30s} ./core/match
-	$(GO) test -run '^$$' -fuzz '^FuzzTopics$$' -fuzztime $${FUZZTIME:-30s} ./core/match
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s} ./core/config
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $${FUZZTIME:-30s} ./core/intake
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyStandard$$' -fuzztime $${FUZZTIME:-30s} ./sinks/webhook
+	@for t in $(FUZZ_TARGETS); do \
+	  case $$t in \
+	    plugins/sdk:*) rest=$${t#plugins/sdk:}; pkg=$${rest%%:*}; name=$${rest##*:}; dir=plugins/sdk ;; \
+	    *) pkg=$${t%%:*}; name=$${t##*:}; dir=. ;; \
+	  esac; \
+	  echo "== fuzz $$name ($$dir $$pkg)"; \
+	  (cd $$dir && $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $${FUZZTIME:-30s} $$pkg) || exit 1; \
+	done
+
+fuzz-short: ## every fuzz target briefly (CI): 3s each
+	@FUZZTIME=3s $(MAKE) --no-print-directory fuzz
 
 faults: ## the full fault suite against the real binary (kill -9, outages, broker restart, full disk, ...); prints a table
 	$(GO) test -count=1 -v -timeout 90m ./test/faults/... -faults.full

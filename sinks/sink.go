@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"net"
 	"time"
 
@@ -63,6 +64,19 @@ type Limiter interface {
 
 // Permanent marks err as a failure that retrying cannot fix (bad request, unknown queue, oversized event).
 func Permanent(err error) error { return sinkapi.Permanent(err) }
+
+// EventError marks err as caused by the event itself (a transform that fails on it, a value the sink cannot
+// encode): the delivery fails permanently, and the failure says nothing about the destination's health — it
+// never counts toward the breaker or auto-disable, so one tenant's poison events cannot disable a destination
+// others share.
+func EventError(err error) error { return eventError{Permanent(err)} }
+
+type eventError struct{ error }
+
+func (e eventError) Unwrap() error { return e.error }
+
+// IsEventError reports whether err (or an error it wraps) was marked by EventError.
+func IsEventError(err error) bool { return errors.As(err, new(eventError)) }
 
 // Retryable marks err as transient; after > 0 asks for at least that delay before the next attempt.
 func Retryable(err error, after time.Duration) error { return sinkapi.Retryable(err, after) }

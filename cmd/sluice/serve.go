@@ -116,6 +116,9 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		// Profiling on a separate, opt-in listener: never on the API port.
 		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, pprofMux())) }()
 	}
+	if err := checkExposure(cfg); err != nil {
+		return err
+	}
 	stopTracing, tracing, err := telemetry.SetupTracing(ctx, buildVersion())
 	if err != nil {
 		return err
@@ -154,12 +157,27 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	disp := dispatch.New(st, dispatch.Options{Logger: log,
 		OnDisabled: func(name, reason string) { mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
-		Observer:   observer{&metrics, activity},
+		Observer:   observer{m: &metrics, a: activity, label: func(id string) string { return mgr.MetricLabel(id) }},
 	})
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
-		OnRemoved: func(name string) { metrics.Forget(name); activity.Forget(name) }, Logger: log})
-	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
+		OnRemoved: func(name string) {
+			activity.Forget(name)
+			// Per-run subscriptions share one series ("inline"): one ending does not end it.
+			if !strings.HasPrefix(name, destinations.RunPrefix) {
+				metrics.Forget(name)
+			}
+		}, Logger: log})
+	pending := func(ctx context.Context) (map[string]int64, error) {
+		// The store counts by destination id; the metrics label by name.
+		byID, err := st.PendingCounts(ctx)
+		out := make(map[string]int64, len(byID))
+		for id, n := range byID {
+			out[mgr.MetricLabel(id)] += n
+		}
+		return out, err
+	}
+	metrics = telemetry.New(telemetry.Options{Pending: pending, Destinations: mgr.Enabled})
 
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
@@ -197,7 +215,9 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		_ = disp.Shutdown(context.Background())
 		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: min(10*time.Second, cfg.Server.ReadTimeout.D()),
+		ReadTimeout: cfg.Server.ReadTimeout.D(), WriteTimeout: cfg.Server.WriteTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	hs.RegisterOnShutdown(srv.CloseStreams) // the console's live tails would hold the drain to its deadline
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
@@ -291,15 +311,47 @@ func openBox(c config.Store) (*seal.Box, error) {
 }
 
 // observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher, and to the
-// console's activity counter.
+// console's activity counter. The dispatcher names destinations by id; label turns one into its metrics label.
 type observer struct {
-	m **telemetry.Metrics
-	a *console.Activity
+	m     **telemetry.Metrics
+	a     *console.Activity
+	label func(id string) string
 }
 
 func (o observer) Observe(destination, outcome string, took time.Duration) {
 	if m := *o.m; m != nil {
-		m.Observe(destination, outcome, took)
+		m.Observe(o.label(destination), outcome, took)
 	}
 	o.a.Observe(destination, outcome, took)
+}
+
+// MinKeyLength is the shortest API key serve accepts on a listener beyond loopback.
+const MinKeyLength = 24
+
+// checkExposure refuses to listen beyond loopback with a weak key: anyone who can reach the port could guess
+// a short key or the example's dev-admin-key.
+func checkExposure(cfg *config.Config) error {
+	host, _, err := net.SplitHostPort(cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	if isLoopback(host) {
+		return nil
+	}
+	for i, k := range cfg.Auth.Keys {
+		if k.Key == "dev-admin-key" || len(k.Key) < MinKeyLength {
+			return fmt.Errorf("auth.keys[%d].key (%s): refusing to listen on %s (beyond loopback) with a key shorter than %d characters or the example's dev-admin-key; "+
+				"set a long random key, e.g. SLUICE_ADMIN_KEY=$(openssl rand -base64 32), or listen on 127.0.0.1", i, k.Name, cfg.Server.Listen, MinKeyLength)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen host binds loopback only (an empty host or 0.0.0.0 binds every address).
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

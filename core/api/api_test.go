@@ -661,9 +661,14 @@ func TestReadyzFailsWhenStoreUnusable(t *testing.T) {
 	if err := h.st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r := h.must(http.StatusServiceUnavailable, "GET", "/readyz", "", nil)
+	r := h.must(http.StatusServiceUnavailable, "GET", "/readyz", readerKey, nil)
 	if !strings.Contains(string(r.body), "store") {
 		t.Fatalf("/readyz with a closed store does not name it: %s", r.body)
+	}
+	// Without a key the answer says only that it is not ready.
+	r = h.must(http.StatusServiceUnavailable, "GET", "/readyz", "", nil)
+	if strings.Contains(string(r.body), "store") || strings.Contains(string(r.body), "reason") {
+		t.Fatalf("/readyz without a key tells why: %s", r.body)
 	}
 }
 

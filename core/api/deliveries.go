@@ -37,24 +37,24 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	tenant := principal(r.Context()).Tenant
 	if v := q.Get("destination"); v != "" {
-		// An id or a name of a live destination; otherwise the value is taken as the name of one that is gone
+		// An id or a name of a live destination; otherwise the value is taken as the id of one that is gone
 		// (its deliveries stay in the log) — which a tenant key cannot see, as it is no longer its own.
-		name := v
+		id := v
 		if view, err := s.dests.Get(v, tenant); err == nil {
-			name = view.Name
+			id = view.ID
 		}
-		f.Destinations = []string{name}
+		f.Destinations = []string{id}
 	}
 	if v := q.Get("tenant"); v != "" {
 		// Deliveries to that tenant's destinations; a tenant key asking for another tenant gets none.
 		scope := []string{}
 		if tenant == "" || v == tenant {
-			scope = s.dests.Names(v)
+			scope = s.dests.IDs(v)
 		}
 		f.Destinations = within(f.Destinations, scope)
 	}
 	if tenant != "" {
-		f.Destinations = within(f.Destinations, s.dests.Names(tenant))
+		f.Destinations = within(f.Destinations, s.dests.IDs(tenant))
 	}
 	rows, err := s.store.ListDeliveries(r.Context(), f)
 	if err != nil {

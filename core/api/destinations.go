@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"time"
 
+	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/store"
@@ -104,6 +106,9 @@ func (s *Server) setEnabled(w http.ResponseWriter, r *http.Request, on bool) {
 // testDestination serves /test: an empty body sends the catalog example of the destination's topic, or the
 // body's {"topic", "data", "metadata"?}. The answer is the delivery with its attempt, marked test.
 func (s *Server) testDestination(w http.ResponseWriter, r *http.Request) {
+	// The answer waits for one attempt, which may take up to the largest per-destination timeout: longer than
+	// server.write_timeout allows other answers.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(config.MaxTimeout + time.Minute))
 	var body struct {
 		Topic    *string           `json:"topic"`
 		Data     json.RawMessage   `json:"data"`
@@ -181,6 +186,8 @@ func (l *statusList) UnmarshalJSON(b []byte) error {
 // replayDestination serves /replay: {since?, until?, status?} requeues the destination's final deliveries
 // created in [since, until) with one of the statuses (default: every final status). Answers 202 {"requeued"}.
 func (s *Server) replayDestination(w http.ResponseWriter, r *http.Request) {
+	// A large replay requeues in many small transactions; its answer may come after server.write_timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(15 * time.Minute))
 	var body struct {
 		Since  string     `json:"since"`
 		Until  string     `json:"until"`

@@ -37,6 +37,7 @@ var statusOf = []struct {
 	{intake.ErrUnsupportedMedia, http.StatusUnsupportedMediaType, "unsupported_media_type"},
 	{intake.ErrSchemaMismatch, http.StatusUnprocessableEntity, "schema_mismatch"},
 	{intake.ErrLimit, http.StatusUnprocessableEntity, "subscription_limit"},
+	{intake.ErrBusy, http.StatusTooManyRequests, "too_many_subscriptions"},
 	{intake.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 	{intake.ErrClosed, http.StatusServiceUnavailable, "unavailable"},
 	{store.ErrIDReused, http.StatusConflict, "conflict"},

@@ -21,7 +21,7 @@ type eventJSON struct {
 	Metadata      map[string]string `json:"metadata,omitempty"`
 	Scope         map[string]string `json:"scope,omitempty"`
 	CorrelationID string            `json:"correlation_id,omitempty"`
-	Data          json.RawMessage   `json:"data"`
+	Data          json.RawMessage   `json:"data,omitempty"`
 	ReceivedAt    time.Time         `json:"received_at"`
 	Deliveries    *[]deliveryJSON   `json:"deliveries,omitempty"`
 }
@@ -76,24 +76,80 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Tenant, f.TenantSet = t, true
 	}
-	rows, err := s.store.ListEvents(r.Context(), f)
+	withData := false
+	switch v := q.Get("include"); v {
+	case "":
+	case "data":
+		withData = true
+	default:
+		writeError(w, badParam("include", "must be data (or absent for summaries), got %q", v))
+		return
+	}
+	rows, more, err := s.eventRows(r, f, lp.limit+1)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
+	writeJSON(w, http.StatusOK, pageOfMore(rows, more, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
 		func(row store.EventSummary) eventJSON {
 			ev := row.Event
-			return eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
-				Scope: ev.Scope, CorrelationID: ev.CorrelationID, Data: ev.Data, ReceivedAt: row.ReceivedAt}
+			j := eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
+				Scope: ev.Scope, CorrelationID: ev.CorrelationID, ReceivedAt: row.ReceivedAt}
+			if withData {
+				j.Data = ev.Data
+			}
+			return j
 		}))
 }
 
+// eventRows reads up to want events of f in chunks small enough that a chunk of the largest events intake
+// accepts stays near maxPageBytes, and stops once the rows read pass it: a list of big events costs one page
+// of memory, not limit times the largest event.
+// more reports that it stopped for size with more rows possibly left.
+func (s *Server) eventRows(r *http.Request, f store.EventFilter, want int) (out []store.EventSummary, more bool, err error) {
+	chunk := want
+	if s.intake != nil && s.intake.MaxBodyBytes() > 0 {
+		chunk = int(min(int64(want), max(maxPageBytes/s.intake.MaxBodyBytes(), 2)))
+	}
+	size := 0
+	for len(out) < want {
+		f.Limit = min(chunk, want-len(out))
+		rows, err := s.store.ListEvents(r.Context(), f)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, rows...)
+		for _, row := range rows {
+			size += len(row.Event.Data)
+		}
+		if len(rows) < f.Limit {
+			return out, false, nil
+		}
+		if size > maxPageBytes {
+			return out, len(out) < want, nil
+		}
+		f.Before = rows[len(rows)-1].Seq
+	}
+	return out, false, nil
+}
+
 // getEvent serves GET /v1/events/{id}: the event with its deliveries. A tenant key gets 404 for another
-// tenant's event and sees only the deliveries to its own destinations.
+// tenant's event and sees only the deliveries to its own destinations. Event ids are per tenant: a tenant key
+// reads its own tenant's; a tenant-less key picks one with ?tenant= (without it, the first appended).
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.store.Event(r.Context(), r.PathValue("id"))
 	p := principal(r.Context())
+	var (
+		rec *store.EventRecord
+		err error
+	)
+	switch t, set := r.URL.Query()["tenant"]; {
+	case p.Tenant != "":
+		rec, err = s.store.TenantEvent(r.Context(), p.Tenant, r.PathValue("id"))
+	case set:
+		rec, err = s.store.TenantEvent(r.Context(), t[0], r.PathValue("id"))
+	default:
+		rec, err = s.store.Event(r.Context(), r.PathValue("id"))
+	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !authz.Sees(p, rec.Event.Tenant)) {
 		writeError(w, notFound("event"))
 		return
@@ -125,14 +181,14 @@ func (s *Server) visible(tenant string) func(name string) bool {
 	if s.dests == nil {
 		return func(string) bool { return false }
 	}
-	names := s.dests.Names(tenant)
-	return func(name string) bool { return slices.Contains(names, name) }
+	ids := s.dests.IDs(tenant)
+	return func(id string) bool { return slices.Contains(ids, id) }
 }
 
 // deliveryView renders a delivery; withAttempts adds the attempt list (always a list then, maybe empty).
 func (s *Server) deliveryView(d store.Delivery, log []store.Attempt, withAttempts bool) deliveryJSON {
 	j := deliveryJSON{
-		ID: formatID(d.ID), EventID: d.EventID, Destination: destRef{ID: s.ref(d.Destination), Name: d.Destination},
+		ID: formatID(d.ID), EventID: d.EventID, Destination: destRef{ID: d.Destination, Name: s.label(d.Destination)},
 		Status: d.Status, AttemptCount: d.Attempts, Test: d.Test, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 		LastError: d.LastError,
 	}
@@ -154,12 +210,12 @@ func (s *Server) deliveryView(d store.Delivery, log []store.Attempt, withAttempt
 	return j
 }
 
-// ref returns a destination name's id (the name itself when no manager is wired, or it is gone).
-func (s *Server) ref(name string) string {
+// label returns a destination id's name (the id itself when no manager is wired, or it is gone).
+func (s *Server) label(id string) string {
 	if s.dests == nil {
-		return name
+		return id
 	}
-	return s.dests.Ref(name)
+	return s.dests.Label(id)
 }
 
 func formatID(id int64) string { return strconv.FormatInt(id, 10) }

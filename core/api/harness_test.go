@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/core/store/embedded"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/bucket"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
@@ -151,7 +152,7 @@ func newHarness(t *testing.T) *harness {
 	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(file, []byte(src), func(string) (string, bool) { return "", false }, sinks.NewRegistry(webhook.Spec))
+	cfg, err := config.Parse(file, []byte(src), func(string) (string, bool) { return "", false }, sinks.NewRegistry(webhook.Spec, bucket.Spec))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

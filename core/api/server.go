@@ -197,7 +197,17 @@ func principal(ctx context.Context) Principal {
 	return p
 }
 
+// readyz answers ready or not ready; the reason (store errors, plugin names) only to a request with a valid
+// key, as it tells an outsider what runs inside.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	_, known := s.keys().Lookup(strings.TrimSpace(token))
+	writeJSON := func(w http.ResponseWriter, status int, body map[string]string) {
+		if !known {
+			delete(body, "reason")
+		}
+		writeJSON(w, status, body)
+	}
 	if !s.ready.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting or draining"})
 		return
@@ -247,17 +257,36 @@ type page struct {
 	NextCursor string `json:"next_cursor"`
 }
 
+// maxPageBytes is about the most one list answer holds: a page ends before it passes it (with at least one
+// row), and next_cursor continues from there, so no request costs more than this whatever limit asks.
+const maxPageBytes = 8 << 20
+
 // pageOf renders one page of a list the store answered with up to limit+1 rows: the extra row only says a
-// next page exists, whose cursor is the position of the last row shown.
+// next page exists, whose cursor is the position of the last row shown. A page also ends before it passes
+// maxPageBytes.
 func pageOf[R, J any](rows []R, limit int, pos func(R) int64, view func(R) J) page {
+	return pageOfMore(rows, false, limit, pos, view)
+}
+
+// pageOfMore is pageOf for rows that end early although more may follow (more): the page then has a cursor.
+func pageOfMore[R, J any](rows []R, more bool, limit int, pos func(R) int64, view func(R) J) page {
 	next := ""
 	if len(rows) > limit {
 		rows = rows[:limit]
 		next = encodeCursor(pos(rows[len(rows)-1]))
+	} else if more && len(rows) > 0 {
+		next = encodeCursor(pos(rows[len(rows)-1]))
 	}
 	out := make([]J, 0, len(rows))
-	for _, r := range rows {
-		out = append(out, view(r))
+	size := 0
+	for i, r := range rows {
+		v := view(r)
+		b, _ := json.Marshal(v)
+		if size += len(b) + 1; size > maxPageBytes && i > 0 {
+			next = encodeCursor(pos(rows[i-1]))
+			break
+		}
+		out = append(out, v)
 	}
 	return page{Data: out, NextCursor: next}
 }

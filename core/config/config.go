@@ -16,6 +16,7 @@ type Config struct {
 	Server       Server        `yaml:"server"`
 	Auth         Auth          `yaml:"auth"`
 	Store        Store         `yaml:"store"`
+	API          API           `yaml:"api"`
 	Intake       Intake        `yaml:"intake"`
 	Delivery     Delivery      `yaml:"delivery"`
 	Topics       []Topic       `yaml:"topics"`
@@ -48,6 +49,29 @@ type Server struct {
 	Listen string `yaml:"listen"`
 	// ShutdownTimeout bounds how long SIGTERM waits for in-flight deliveries.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// ReadTimeout bounds reading a whole request, body included (a slow body cannot hold a connection).
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing an answer.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a kept-alive connection that sends nothing for this long.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// API is the operator's policy for what the HTTP API may do beyond the keys' roles.
+type API struct {
+	Destinations APIDestinations `yaml:"destinations"`
+}
+
+// APIDestinations confines destinations created over the API (DESIGN §9).
+type APIDestinations struct {
+	// TenantTypes are the sink types a tenant key may create (a tenant-less admin key may create every type).
+	TenantTypes []string `yaml:"tenant_types"`
+	// BucketPrefixes are the URL prefixes an API bucket destination may write under; empty allows every
+	// cloud bucket and no file:// URL.
+	BucketPrefixes []string `yaml:"bucket_prefixes"`
+	// AmbientCredentials lets API destinations use the gateway's own cloud credentials (environment,
+	// instance role); false makes them carry their own keys in config.
+	AmbientCredentials bool `yaml:"ambient_credentials"`
 }
 
 // Auth lists the API keys.
@@ -133,6 +157,9 @@ type InlineSubscriptions struct {
 	TTL Duration `yaml:"ttl"`
 	// MaxPerCorrelation caps the subscriptions one correlation id may hold (default 10).
 	MaxPerCorrelation int `yaml:"max_per_correlation"`
+	// MaxActive caps the live subscriptions of all tenants together (default 10000); one tenant may hold at
+	// most half of it.
+	MaxActive int `yaml:"max_active"`
 }
 
 // HTTPIntake tunes POST /v1/events.
@@ -306,10 +333,12 @@ type Log struct {
 func Defaults() *Config {
 	jitter := 0.2
 	return &Config{
-		Server: Server{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(30e9)},
-		Store:  Store{Driver: "embedded", Path: "./data", Retention: Duration(168 * 3600e9)},
+		Server: Server{Listen: "127.0.0.1:8080", ShutdownTimeout: Duration(30e9),
+			ReadTimeout: Duration(30e9), WriteTimeout: Duration(30e9), IdleTimeout: Duration(120e9)},
+		API:   API{Destinations: APIDestinations{TenantTypes: []string{"webhook"}, BucketPrefixes: []string{}}},
+		Store: Store{Driver: "embedded", Path: "./data", Retention: Duration(168 * 3600e9)},
 		Intake: Intake{HTTP: HTTPIntake{MaxBodyBytes: 1 << 20}, DedupeWindow: Duration(24 * 3600e9),
-			InlineSubscriptions: InlineSubscriptions{TTL: Duration(24 * 3600e9), MaxPerCorrelation: 10}},
+			InlineSubscriptions: InlineSubscriptions{TTL: Duration(24 * 3600e9), MaxPerCorrelation: 10, MaxActive: 10000}},
 		Delivery: Delivery{
 			Timeout:     Duration(15e9),
 			Concurrency: 16,

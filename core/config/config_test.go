@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/bucket"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
@@ -108,6 +110,15 @@ func TestErrors(t *testing.T) {
 		{"bad role and missing key", "auth:\n  keys:\n    - {name: a, role: root}\n", []string{
 			`f.yaml:3:7: auth.keys[0].key: is required`, `f.yaml:3:23: auth.keys[0].role: "root" is not a role`}},
 		{"no keys", "server: {listen: 127.0.0.1:1}\n", []string{`auth.keys: at least one key is required`}},
+		{"unbounded settings", base + `delivery: {timeout: 1h}
+destinations:
+  - {name: a, type: webhook, timeout: 10m, concurrency: 5000, retry: {schedule: [1s, 200h]}, config: {url: "https://x.example/h", signing: none}}
+`, []string{`delivery.timeout: must be a positive duration of at most 5m0s`, `destinations[0].timeout: must be a positive duration of at most 5m0s`,
+			`destinations[0].concurrency: must be between 1 and 1024`, `destinations[0].retry.schedule[1]: must be a positive duration of at most 168h0m0s`}},
+		{"server timeouts and api policy", base + `server: {read_timeout: 0s}
+api: {destinations: {tenant_types: [nope], bucket_prefixes: ["file://./data/x", "nourl"]}}
+`, []string{`server.read_timeout: must be a duration between 1s and 1h`, `api.destinations.tenant_types[0]: "nope" is not a sink type`,
+			`api.destinations.bucket_prefixes[0]: "file://./data/x" is inside store.path`, `api.destinations.bucket_prefixes[1]: "nourl" is not a URL prefix`}},
 		{"unset env", base + "store: {path: \"${NOPE}\"}\n", []string{`f.yaml:3:15: environment variable NOPE is not set`}},
 		{"bad cidr", base + "delivery: {network: {allow_cidrs: [10.0.0.0/40]}}\n", []string{`f.yaml:3:36: delivery.network.allow_cidrs[0]:`}},
 		{"destination problems reported together", base + `destinations:
@@ -199,4 +210,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error is not config.Errors: %v", err)
 		}
 	})
+}
+
+// TestBucketNeverWritesIntoTheStore: a YAML bucket destination whose file:// directory is the store's (or
+// inside it) is refused at validation.
+func TestBucketNeverWritesIntoTheStore(t *testing.T) {
+	dir := t.TempDir()
+	src := fmt.Sprintf(base+`store: {path: %s}
+destinations:
+  - {name: b, type: bucket, topics: ["*"], config: {url: "file://%s"}}
+`, filepath.Join(dir, "data"), filepath.Join(dir, "data", "exports"))
+	_, err := config.Parse("f.yaml", []byte(src), noEnv, sinks.NewRegistry(webhook.Spec, bucket.Spec))
+	if err == nil || !strings.Contains(err.Error(), "destinations[0].config.url: writes inside store.path") {
+		t.Fatalf("a bucket into the store directory: %v", err)
+	}
+	ok := fmt.Sprintf(base+`store: {path: %s}
+destinations:
+  - {name: b, type: bucket, topics: ["*"], config: {url: "file://%s"}}
+`, filepath.Join(dir, "data"), filepath.Join(dir, "exports"))
+	if _, err := config.Parse("f.yaml", []byte(ok), noEnv, sinks.NewRegistry(webhook.Spec, bucket.Spec)); err != nil {
+		t.Fatalf("a bucket beside the store: %v", err)
+	}
 }

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/netguard"
@@ -19,6 +22,16 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		l.errorf("server.listen", "must be host:port such as 127.0.0.1:8080 (%v)", err)
 	}
+
+	for _, t := range []struct {
+		path string
+		d    Duration
+	}{{"server.read_timeout", c.Server.ReadTimeout}, {"server.write_timeout", c.Server.WriteTimeout}, {"server.idle_timeout", c.Server.IdleTimeout}} {
+		if t.d <= 0 || t.d.D() > time.Hour {
+			l.errorf(t.path, "must be a duration between 1s and 1h such as 30s (an unbounded timeout lets slow clients hold connections)")
+		}
+	}
+	l.validateAPI(c, reg)
 
 	if len(c.Auth.Keys) == 0 {
 		l.errorf("auth.keys", "at least one key is required; every /v1 route needs one, e.g. {name: admin, key: \"${SLUICE_ADMIN_KEY}\", role: admin}")
@@ -75,9 +88,7 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	}
 	l.validateIntake(&c.Intake)
 
-	if c.Delivery.Timeout <= 0 {
-		l.errorf("delivery.timeout", "must be a positive duration such as 15s")
-	}
+	l.checkTimeout("delivery.timeout", c.Delivery.Timeout, false)
 	l.checkConcurrency("delivery.concurrency", c.Delivery.Concurrency, false)
 	l.checkRetry("delivery.retry", &c.Delivery.Retry)
 	l.checkBreaker("delivery.breaker", &c.Delivery.Breaker, false)
@@ -113,6 +124,9 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	seen := map[string]bool{}
 	for i := range c.Destinations {
 		l.validateDestination(fmt.Sprintf("destinations[%d]", i), &c.Destinations[i], seen, reg)
+		if dir, ok := FileBucketDir(&c.Destinations[i]); ok && c.Store.Path != "" && UnderStore(dir, c.Store.Path) {
+			l.errorf(fmt.Sprintf("destinations[%d].config.url", i), "writes inside store.path %q; no bucket sink may write to the store directory, pick another directory", c.Store.Path)
+		}
 	}
 
 	l.validateConsole(&c.Console)
@@ -247,6 +261,7 @@ func (l *loader) validateDestination(p string, d *Destination, seen map[string]b
 		l.checkBreaker(p+".breaker", d.Breaker, true)
 	}
 	l.checkConcurrency(p+".concurrency", d.Concurrency, true)
+	l.checkTimeout(p+".timeout", d.Timeout, true)
 
 	if d.Type == "" {
 		l.errorf(p+".type", "is required; one of: %s", strings.Join(reg.Types(), ", "))
@@ -316,6 +331,23 @@ func (l *loader) matchErrors(p string, err error) {
 	l.errorf(p, "%v", err)
 }
 
+// Bounds of per-destination settings: a destination (an API one is a tenant's) cannot hold a connection,
+// a delivery row or a worker for longer than these.
+const (
+	MaxTimeout       = 5 * time.Minute
+	MaxRetryInterval = 7 * 24 * time.Hour
+	MaxRetries       = 100
+)
+
+func (l *loader) checkTimeout(p string, d Duration, optional bool) {
+	if optional && d == 0 {
+		return
+	}
+	if d <= 0 || d.D() > MaxTimeout {
+		l.errorf(p, "must be a positive duration of at most %s, such as 15s", MaxTimeout)
+	}
+}
+
 func (l *loader) checkConcurrency(p string, n int, optional bool) {
 	if optional && n == 0 {
 		return
@@ -337,13 +369,19 @@ func (l *loader) checkRetry(p string, r *Retry) {
 		if e.Max < e.Base {
 			l.errorf(p+".exponential.max", "must be at least base (%s)", e.Base)
 		}
-		if e.Attempts < 0 || e.Attempts > 1000 {
-			l.errorf(p+".exponential.attempts", "must be between 0 and 1000 retries")
+		if e.Max.D() > MaxRetryInterval {
+			l.errorf(p+".exponential.max", "must be at most %s", MaxRetryInterval)
+		}
+		if e.Attempts < 0 || e.Attempts > MaxRetries {
+			l.errorf(p+".exponential.attempts", "must be between 0 and %d retries", MaxRetries)
 		}
 	}
+	if len(r.Schedule) > MaxRetries {
+		l.errorf(p+".schedule", "has %d retries; at most %d", len(r.Schedule), MaxRetries)
+	}
 	for i, d := range r.Schedule {
-		if d <= 0 {
-			l.errorf(fmt.Sprintf("%s.schedule[%d]", p, i), "must be a positive duration such as 5s")
+		if d <= 0 || d.D() > MaxRetryInterval {
+			l.errorf(fmt.Sprintf("%s.schedule[%d]", p, i), "must be a positive duration of at most %s, such as 5s", MaxRetryInterval)
 		}
 	}
 	if r.Jitter != nil && (*r.Jitter < 0 || *r.Jitter > 1) {
@@ -379,4 +417,75 @@ func (l *loader) checkBreaker(path string, b *Breaker, inherits bool) {
 	if f := b.Failures; f != nil && *f < 0 {
 		l.errorf(path+".failures", "(deprecated: use min_attempts and failure_ratio) must be 0 (never open) or more failures")
 	}
+}
+
+// validateAPI checks api.destinations: known sink types, and bucket prefixes that are URLs outside the store.
+func (l *loader) validateAPI(c *Config, reg *sinks.Registry) {
+	ad := &c.API.Destinations
+	// The default ([webhook]) is not checked: a registry without webhook (plugins only) keeps it harmlessly.
+	_, set := l.index["api.destinations.tenant_types"]
+	for i, t := range ad.TenantTypes {
+		if _, ok := reg.Lookup(t); !ok && set {
+			l.errorf(fmt.Sprintf("api.destinations.tenant_types[%d]", i), "%q is not a sink type; see sluice sinks", t)
+		}
+	}
+	for i, p := range ad.BucketPrefixes {
+		path := fmt.Sprintf("api.destinations.bucket_prefixes[%d]", i)
+		scheme, rest, ok := strings.Cut(p, "://")
+		if !ok || scheme == "" || rest == "" {
+			l.errorf(path, "%q is not a URL prefix; use e.g. s3://bucket/prefix/ or file:///var/lib/exports/", p)
+			continue
+		}
+		if scheme == "file" && c.Store.Path != "" && UnderStore(rest, c.Store.Path) {
+			l.errorf(path, "%q is inside store.path; no bucket sink may write to the store directory", p)
+		}
+	}
+}
+
+// UnderStore reports whether a local path is the store directory or inside it (or contains it): no bucket sink
+// may write there, whoever configured it.
+func UnderStore(path, storePath string) bool {
+	a, err1 := filepath.Abs(path)
+	b, err2 := filepath.Abs(storePath)
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	a, b = filepath.Clean(a), filepath.Clean(b)
+	within := func(x, dir string) bool {
+		rel, err := filepath.Rel(dir, x)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	return within(a, b) || within(b, a)
+}
+
+// BucketURL returns the url of a bucket destination's config (ok false for other types or before decoding).
+func BucketURL(d *Destination) (string, bool) {
+	if d.Type != "bucket" || d.SinkConfig == nil {
+		return "", false
+	}
+	v := reflect.ValueOf(d.SinkConfig)
+	for v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return "", false
+	}
+	f := v.FieldByName("URL")
+	if !f.IsValid() || f.Kind() != reflect.String {
+		return "", false
+	}
+	return f.String(), true
+}
+
+// FileBucketDir returns the directory a file:// bucket destination writes to.
+func FileBucketDir(d *Destination) (string, bool) {
+	raw, ok := BucketURL(d)
+	if !ok {
+		return "", false
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "file" {
+		return "", false
+	}
+	return u.Path, true
 }

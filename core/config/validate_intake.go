@@ -66,6 +66,9 @@ func (l *loader) validateIntake(in *Intake) {
 	if s.MaxPerCorrelation < 1 || s.MaxPerCorrelation > 1000 {
 		l.errorf("intake.inline_subscriptions.max_per_correlation", "must be between 1 and 1000 subscriptions per correlation id")
 	}
+	if s.MaxActive < 1 || s.MaxActive > 1_000_000 {
+		l.errorf("intake.inline_subscriptions.max_active", "must be between 1 and 1000000 live subscriptions")
+	}
 }
 
 // validateTopic compiles a catalog entry's schema and checks its example against it.

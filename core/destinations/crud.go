@@ -59,10 +59,13 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
 	}
+	if p := m.confine(d, spec, tenant); p != nil {
+		return View{}, p
+	}
 	if p := m.vet(d); p != nil {
 		return View{}, p
 	}
-	if p := m.nameTaken(d.Name, ""); p != nil {
+	if p := m.nameTaken(d.Name, d.Tenant, ""); p != nil {
 		return View{}, p
 	}
 	now := m.opts.Now().UTC()
@@ -87,14 +90,14 @@ func (m *Manager) Create(ctx context.Context, body []byte, tenant string) (View,
 			ops = append(ops, &laneOp{discard: dd.Sink})
 		}
 		if errors.Is(err, store.ErrConflict) {
-			return View{}, refuse(ErrConflict, "name", "name %q is taken by another destination", d.Name)
+			return View{}, refuse(ErrConflict, "name", "name %q is taken by another destination of this tenant", d.Name)
 		}
 		return View{}, err
 	}
 	if !enabled {
-		_ = m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: false, Reason: e.reason, UpdatedAt: now})
+		_ = m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.id, Enabled: false, Reason: e.reason, UpdatedAt: now})
 	} else {
-		_ = m.opts.Store.DeleteDestinationState(ctx, e.name)
+		_ = m.opts.Store.DeleteDestinationState(ctx, e.id)
 		ops = append(ops, m.startLane(dd, false))
 		e.running = true
 	}
@@ -142,10 +145,11 @@ func (m *Manager) checkSealable(e *entry) error {
 		"this destination holds a secret, and %v", seal.ErrNoKey)
 }
 
-// nameTaken says whether another destination (not id) uses name.
-func (m *Manager) nameTaken(name, id string) error {
+// nameTaken says whether another destination (not id) uses name where tenant would clash with it: names are
+// per tenant (a clash never tells a tenant another's names), and YAML names are taken for everyone.
+func (m *Manager) nameTaken(name, tenant, id string) error {
 	for _, e := range m.entries {
-		if e.name != name || e.id == id {
+		if e.name != name || e.id == id || (e.source != SourceConfig && e.tenant != tenant) {
 			continue
 		}
 		where := "another API destination"
@@ -155,6 +159,11 @@ func (m *Manager) nameTaken(name, id string) error {
 		return refuse(ErrConflict, "name", "name %q is taken by %s; pick another name", name, where)
 	}
 	return nil
+}
+
+// brokenRefusal answers a change to a destination that could not be loaded.
+func (m *Manager) brokenRefusal(e *entry) error {
+	return refuse(ErrInvalid, "", "destination %q %s; delete it and create it again", e.name, e.reason)
 }
 
 // readOnly answers a change to a YAML destination.
@@ -180,6 +189,9 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	if e.source != SourceAPI {
 		return View{}, m.readOnly(e)
 	}
+	if e.broken {
+		return View{}, m.brokenRefusal(e)
+	}
 	var enable *bool
 	if v, ok := patch["enabled"]; ok {
 		b, isBool := v.(bool)
@@ -195,14 +207,25 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 	if n, ok := patch["name"]; ok && n != e.name {
 		return View{}, refuse(ErrInvalid, "name", "cannot change after creation (it is %q); create a new destination instead", e.name)
 	}
-	if t, ok := patch["tenant"]; ok && t != nil && t != e.tenant && !(t == "" && e.tenant == "") {
-		return View{}, refuse(ErrInvalid, "tenant", "cannot change after creation")
+	// A destination's tenant is immutable: null (merge-patch removal) would make it tenant-less, receiving
+	// every tenant's events.
+	if t, ok := patch["tenant"]; ok && !(t == e.tenant || (t == nil && e.tenant == "")) {
+		return View{}, refuse(ErrInvalid, "tenant", "cannot change after creation (it is %q); create a new destination instead", e.tenant)
 	}
 	unmaskSecrets(m.cfgRegistry(), patch, e.spec)
 	spec := mergePatch(deepCopy(e.spec), patch).(map[string]any)
+	// The tenant the router uses is the one stored at create, whatever the patch did to the spec.
+	if e.tenant != "" {
+		spec["tenant"] = e.tenant
+	} else {
+		delete(spec, "tenant")
+	}
 	d, ferrs := m.parse(m.cfg, spec, e.retiring)
 	if ferrs != nil {
 		return View{}, invalidDestination(ferrs)
+	}
+	if p := m.confine(d, spec, tenant); p != nil {
+		return View{}, p
 	}
 	if p := m.vet(d); p != nil {
 		return View{}, p
@@ -255,7 +278,7 @@ func (m *Manager) Delete(ctx context.Context, idOrName, tenant string) error {
 		return err
 	}
 	ops = append(ops, m.stop(e, "destination deleted", true))
-	_ = m.opts.Store.DeleteDestinationState(ctx, e.name)
+	_ = m.opts.Store.DeleteDestinationState(ctx, e.id)
 	m.mu.Lock()
 	m.entries = slices.DeleteFunc(slices.Clone(m.entries), func(x *entry) bool { return x == e })
 	m.mu.Unlock()
@@ -291,13 +314,16 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 	if on == e.enabled {
 		return nil
 	}
+	if on && e.broken {
+		return m.brokenRefusal(e)
+	}
 	now := m.opts.Now().UTC()
 	if on {
 		dd, err := m.build(ctx, m.cfg, e)
 		if err != nil {
 			return refuse(ErrInvalid, "config", "cannot start the destination: %v", err)
 		}
-		if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: true, UpdatedAt: now}); err != nil {
+		if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.id, Enabled: true, UpdatedAt: now}); err != nil {
 			*ops = append(*ops, &laneOp{discard: dd.Sink})
 			return err
 		}
@@ -308,7 +334,7 @@ func (m *Manager) setEnabled(ctx context.Context, e *entry, on bool, reason stri
 		m.log.Info("destination enabled", "destination", e.name)
 		return nil
 	}
-	if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.name, Enabled: false, Reason: reason, UpdatedAt: now}); err != nil {
+	if err := m.opts.Store.SetDestinationState(ctx, store.DestinationState{Name: e.id, Enabled: false, Reason: reason, UpdatedAt: now}); err != nil {
 		return err
 	}
 	m.mu.Lock()

@@ -3,10 +3,12 @@ package destinations
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/core/config"
@@ -23,6 +25,8 @@ import (
 type Publisher interface {
 	Publish(ctx context.Context, evs []event.Event) ([]intake.Result, error)
 	SetRouter(r *match.Router)
+	// Settle waits for the publishes routing with a table since replaced (see intake.Intake.Settle).
+	Settle()
 }
 
 // Options wire a Manager.
@@ -61,6 +65,9 @@ type Manager struct {
 
 	q    *laneQueue
 	runs *runs
+	// labels maps every destination id to its name (rebuilt with the router).
+	labels       atomic.Pointer[map[string]string]
+	metricLabels atomic.Pointer[map[string]string]
 }
 
 type entry struct {
@@ -77,6 +84,21 @@ type entry struct {
 	reason      string
 	fingerprint string
 	running     bool
+	// broken: a stored API destination that could not be loaded or started; it stays disabled (reason says
+	// why) and can only be deleted.
+	broken bool
+}
+
+// keyError is a stored secret the configured keys cannot open: the operator's problem, not the destination's.
+type keyError struct{ error }
+
+func (e keyError) Unwrap() error { return e.error }
+
+// brokenEntry stands for a stored API destination that cannot be loaded.
+func brokenEntry(rec store.DestinationRecord, err error) *entry {
+	return &entry{id: rec.ID, name: rec.Name, tenant: rec.Tenant, typ: rec.Type, source: SourceAPI,
+		dest:    &config.Destination{Name: rec.Name, Type: rec.Type, Tenant: rec.Tenant},
+		created: rec.CreatedAt, updated: rec.UpdatedAt, broken: true, reason: "cannot be loaded: " + err.Error()}
 }
 
 // New returns a Manager; call Start.
@@ -135,8 +157,15 @@ func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) 
 	}
 	for _, rec := range recs {
 		e, stale, err := m.apiEntry(cfg, rec, states)
-		if err != nil {
+		if errors.As(err, new(keyError)) {
+			// The operator's key cannot open the secrets: every API destination is affected, so say so now.
 			return fmt.Errorf("API destination %s (%s): %w", rec.Name, rec.ID, err)
+		}
+		if err != nil {
+			// One broken stored destination must not keep the server (and every other tenant) down: it loads
+			// disabled, with the reason shown, until someone deletes it.
+			m.log.Error("API destination cannot be loaded; it stays disabled", "destination", rec.Name, "id", rec.ID, "err", err)
+			e, stale = brokenEntry(rec, err), false
 		}
 		if file, ok := taken[e.name]; ok {
 			return fmt.Errorf("destination name %q is used both in %s and by API destination %s; rename one", e.name, file, e.id)
@@ -147,12 +176,16 @@ func (m *Manager) start(ctx context.Context, cfg *config.Config, pub Publisher) 
 				return fmt.Errorf("re-seal API destination %s: %w", e.name, err)
 			}
 		}
-		taken[e.name] = "the API"
 		entries = append(entries, e)
 	}
 	for _, e := range entries {
 		if e.enabled {
 			dd, err := m.build(ctx, cfg, e)
+			if err != nil && e.source == SourceAPI {
+				m.log.Error("API destination cannot start; it stays disabled", "destination", e.name, "id", e.id, "err", err)
+				e.enabled, e.broken, e.reason = false, true, "cannot start: "+err.Error()
+				continue
+			}
 			if err != nil {
 				m.stopAll(ctx, entries)
 				return fmt.Errorf("destination %s: %w", e.name, err)
@@ -198,7 +231,7 @@ func (m *Manager) yamlEntries(cfg *config.Config, states map[string]store.Destin
 			cfgDisabled: !d.IsEnabled(), enabled: d.IsEnabled()}
 		if e.cfgDisabled {
 			e.reason = "enabled: false in " + cfg.File
-		} else if st, ok := states[d.Name]; ok && !st.Enabled {
+		} else if st, ok := states[e.id]; ok && !st.Enabled {
 			e.enabled, e.reason = false, st.Reason
 		}
 		e.fingerprint = fingerprint(cfg, d)
@@ -219,13 +252,13 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 	for _, r := range rec.Retiring {
 		pt, st, err := m.opts.Box.Open(r.Secret)
 		if err != nil {
-			return nil, false, err
+			return nil, false, keyError{err}
 		}
 		stale = stale || st
 		e.retiring = append(e.retiring, store.RetiringSecret{Secret: pt, Until: r.Until})
 	}
 	if st, err := m.openSecrets(spec); err != nil {
-		return nil, false, err
+		return nil, false, keyError{err}
 	} else if st {
 		stale = true
 	}
@@ -234,7 +267,7 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 		return nil, false, fmt.Errorf("no longer valid: %v", joinFieldErrors(ferrs))
 	}
 	e.dest = d
-	if st, ok := states[rec.Name]; ok && !st.Enabled {
+	if st, ok := states[rec.ID]; ok && !st.Enabled {
 		e.enabled, e.reason = false, st.Reason
 	}
 	e.fingerprint = fingerprint(cfg, d)
@@ -315,8 +348,11 @@ func (m *Manager) persist(ctx context.Context, e *entry) error {
 }
 
 // build makes the lane of an entry.
+// The lane, like the delivery rows it works on, is keyed by the destination's immutable id, never its name.
 func (m *Manager) build(ctx context.Context, cfg *config.Config, e *entry) (dispatch.Destination, error) {
-	return m.opts.Lanes.Build(ctx, cfg.Registry, e.dest, PolicyFor(cfg, e.dest))
+	dd, err := m.opts.Lanes.Build(ctx, cfg.Registry, e.dest, PolicyFor(cfg, e.dest))
+	dd.Name = e.id
+	return dd, err
 }
 
 // fingerprint identifies what a lane is built from, so a reload replaces only lanes that changed.
@@ -340,24 +376,36 @@ func (m *Manager) publishRouter() {
 		return
 	}
 	routes := make([]match.Route, 0, len(m.entries))
+	labels := make(map[string]string, len(m.entries))
+	metricLabels := make(map[string]string, len(m.entries))
 	for _, e := range m.entries {
-		if e.enabled {
-			routes = append(routes, routeOf(e.dest))
+		labels[e.id] = e.name
+		metricLabels[e.id] = e.label()
+		switch {
+		case e.enabled:
+			routes = append(routes, routeOf(e.id, e.dest))
+		case !e.broken:
+			// Its events get skipped rows, for a replay once it is enabled again.
+			rt := routeOf(e.id, e.dest)
+			rt.Disabled = true
+			routes = append(routes, rt)
 		}
 	}
+	m.labels.Store(&labels)
+	m.metricLabels.Store(&metricLabels)
 	m.pub.SetRouter(match.NewRouter(routes))
 }
 
-// routeOf is a destination as the router sees it.
-func routeOf(d *config.Destination) match.Route {
-	return match.Route{Name: d.Name, Topics: d.TopicsMatch, Filter: d.FilterMatch, Tenant: d.Tenant, Scope: d.Scope,
+// routeOf is a destination as the router sees it: named by its id, the key of its deliveries.
+func routeOf(id string, d *config.Destination) match.Route {
+	return match.Route{Name: id, Topics: d.TopicsMatch, Filter: d.FilterMatch, Tenant: d.Tenant, Scope: d.Scope,
 		OrderingKey: d.OrderingKey, Block: d.OrderingKey != "" && d.Ordering != nil && d.Ordering.OnFailure == "block"}
 }
 
 // stop decides to remove an entry's lane and end its pending deliveries as skipped; forget also tells
 // Options.OnRemoved. Callers hold m.change and run the op once it is released.
 func (m *Manager) stop(e *entry, reason string, forget bool) *laneOp {
-	op := m.q.decide(&laneOp{name: e.name, stop: e.running, skip: reason, forget: forget})
+	op := m.q.decide(&laneOp{name: e.id, label: e.label(), stop: e.running, skip: reason, forget: forget})
 	m.mu.Lock()
 	e.running = false
 	m.mu.Unlock()
@@ -370,10 +418,34 @@ func (m *Manager) startLane(dd dispatch.Destination, replace bool) *laneOp {
 	return m.q.decide(&laneOp{name: dd.Name, start: &dd, replace: replace})
 }
 
-// find returns the entry with this id (or name) that tenant may see; tenant "" sees all.
+// find returns the entry with this id (or, failing that, name) that tenant may see; tenant "" sees all. An id
+// wins over a name, so a destination named like another's id cannot shadow it.
 func (m *Manager) find(idOrName, tenant string) *entry {
+	e := m.findID(idOrName, tenant)
+	if e != nil {
+		return e
+	}
+	// Names are per tenant: a tenant key finds its own; a tenant-less key prefers a YAML or tenant-less
+	// destination, else the first tenant's of that name (ids are unambiguous).
+	var found *entry
 	for _, e := range m.entries {
-		if e.id == idOrName || e.name == idOrName {
+		if e.name != idOrName || (tenant != "" && e.tenant != tenant) {
+			continue
+		}
+		if tenant != "" || e.source == SourceConfig || e.tenant == "" {
+			return e
+		}
+		if found == nil {
+			found = e
+		}
+	}
+	return found
+}
+
+// findID returns the entry with this id that tenant may see.
+func (m *Manager) findID(id, tenant string) *entry {
+	for _, e := range m.entries {
+		if e.id == id {
 			if tenant != "" && e.tenant != tenant {
 				return nil
 			}
@@ -420,16 +492,43 @@ func (m *Manager) Names(tenant string) []string {
 	return out
 }
 
-// Ref returns the id of a destination name (the name itself for YAML ones and for names no longer known).
-func (m *Manager) Ref(name string) (id string) {
+// IDs returns the ids of the destinations tenant may see ("" = all) — the delivery log's scope. A
+// deleted destination's deliveries are out of every tenant key's scope.
+func (m *Manager) IDs(tenant string) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	out := []string{}
 	for _, e := range m.entries {
-		if e.name == name {
-			return e.id
+		if tenant == "" || e.tenant == tenant {
+			out = append(out, e.id)
 		}
 	}
-	return name
+	return out
+}
+
+// Label returns the name of the destination with this id (the id itself for one no longer known, and for a
+// per-run subscription, whose id is its name). It reads a snapshot, so it is cheap on hot paths.
+func (m *Manager) Label(id string) string {
+	if l := m.labels.Load(); l != nil {
+		if n, ok := (*l)[id]; ok {
+			return n
+		}
+	}
+	return id
+}
+
+// MetricLabel is the destination label of the metrics of the destination with this id: its name, and one
+// shared value for every per-run subscription (they come and go by the thousand).
+func (m *Manager) MetricLabel(id string) string {
+	if strings.HasPrefix(id, RunPrefix) {
+		return "inline"
+	}
+	if l := m.metricLabels.Load(); l != nil {
+		if n, ok := (*l)[id]; ok {
+			return n
+		}
+	}
+	return id
 }
 
 // Enabled maps every destination name to whether it is enabled (for metrics).
@@ -438,9 +537,17 @@ func (m *Manager) Enabled() map[string]bool {
 	defer m.mu.RUnlock()
 	out := make(map[string]bool, len(m.entries))
 	for _, e := range m.entries {
-		out[e.name] = e.enabled
+		out[e.label()] = e.enabled
 	}
 	return out
+}
+
+// label names an entry in metrics: tenants may share names, so a tenant's destination is tenant/name.
+func (e *entry) label() string {
+	if e.tenant != "" && e.source == SourceAPI {
+		return e.tenant + "/" + e.name
+	}
+	return e.name
 }
 
 // view renders an entry. Callers hold m.mu or m.change.

@@ -23,7 +23,7 @@ func (m *Manager) OnDisabled(name, reason string) {
 	defer func() { m.q.run(ctx, ops) }()
 	m.change.Lock()
 	defer m.change.Unlock()
-	e := m.find(name, "")
+	e := m.findID(name, "")
 	if e == nil || !e.enabled {
 		return
 	}
@@ -40,17 +40,17 @@ func (m *Manager) OnFailed(job store.Job, att store.Attempt) {
 		return
 	}
 	m.mu.RLock()
-	e := m.find(job.Delivery.Destination, "")
-	id, tenant := job.Delivery.Destination, ""
+	e := m.findID(job.Delivery.Destination, "")
+	id, name, tenant := job.Delivery.Destination, job.Delivery.Destination, ""
 	if e != nil {
-		id, tenant = e.id, e.tenant
+		name, tenant = e.name, e.tenant
 	}
 	m.mu.RUnlock()
 	data := map[string]any{
 		"delivery_id": fmt.Sprint(job.Delivery.ID),
 		"event_id":    job.Event.ID,
 		"topic":       job.Event.Topic,
-		"destination": map[string]string{"id": id, "name": job.Delivery.Destination},
+		"destination": map[string]string{"id": id, "name": name},
 		"attempts":    att.N,
 		"error":       att.Error,
 	}

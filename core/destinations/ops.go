@@ -26,7 +26,7 @@ func (m *Manager) Test(ctx context.Context, idOrName, tenant string, ev *event.E
 		m.mu.RUnlock()
 		return nil, refuse(ErrDisabled, "", "destination %q is disabled (%s); enable it before testing", e.name, e.reason)
 	}
-	name, destTenant := e.name, e.tenant
+	id, name, destTenant := e.id, e.name, e.tenant
 	var test event.Event
 	if ev != nil {
 		test = *ev
@@ -49,7 +49,7 @@ func (m *Manager) Test(ctx context.Context, idOrName, tenant string, ev *event.E
 	if test.Tenant == "" {
 		test.Tenant = destTenant
 	}
-	res, err := m.opts.Store.Append(ctx, []store.NewEvent{{Event: test, Destinations: []string{name}, Leased: []bool{true}, Test: true}},
+	res, err := m.opts.Store.Append(ctx, []store.NewEvent{{Event: test, Destinations: []string{id}, Leased: []bool{true}, Test: true}},
 		store.AppendOptions{Lease: dispatch.FreshLease})
 	if err != nil {
 		return nil, err
@@ -61,7 +61,7 @@ func (m *Manager) Test(ctx context.Context, idOrName, tenant string, ev *event.E
 		return nil, refuse(ErrConflict, "id", "an event with this id was already stored; omit id to have one generated")
 	}
 	dl := res[0].Deliveries[0]
-	if _, err := m.opts.Dispatcher.Attempt(ctx, name, store.Job{Delivery: dl, Event: test}); err != nil {
+	if _, err := m.opts.Dispatcher.Attempt(ctx, id, store.Job{Delivery: dl, Event: test}); err != nil {
 		if errors.Is(err, dispatch.ErrNoLane) {
 			return nil, refuse(ErrDisabled, "", "destination %q was disabled meanwhile", name)
 		}
@@ -107,10 +107,10 @@ func (m *Manager) exampleFor(e *entry) (event.Event, bool) {
 func (m *Manager) Replay(ctx context.Context, idOrName, tenant string, f store.ReplayFilter) (int, error) {
 	m.mu.RLock()
 	e := m.find(idOrName, tenant)
-	var name string
+	var id, name string
 	running := false
 	if e != nil {
-		name, running = e.name, e.running
+		id, name, running = e.id, e.name, e.running
 	}
 	m.mu.RUnlock()
 	if e == nil {
@@ -119,12 +119,12 @@ func (m *Manager) Replay(ctx context.Context, idOrName, tenant string, f store.R
 	if !running {
 		return 0, refuse(ErrDisabled, "", "destination %q is disabled; enable it before replaying", name)
 	}
-	f.Destination = name
+	f.Destination = id
 	n, err := m.opts.Store.Replay(ctx, f, m.opts.Now())
 	if err != nil {
 		return n, err
 	}
-	m.opts.Dispatcher.Poke(name)
+	m.opts.Dispatcher.Poke(id)
 	m.log.Info("deliveries replayed", "destination", name, "requeued", n)
 	return n, nil
 }
@@ -139,14 +139,14 @@ func (m *Manager) Retry(ctx context.Context, id int64, tenant string) (store.Del
 		return store.Delivery{}, err
 	}
 	m.mu.RLock()
-	e := m.find(rec.Destination, tenant)
+	e := m.findID(rec.Destination, tenant)
 	running := e != nil && e.running
 	m.mu.RUnlock()
 	if e == nil {
 		if tenant != "" {
 			return store.Delivery{}, refuse(ErrNotFound, "", "no delivery with this id")
 		}
-		return store.Delivery{}, refuse(ErrGone, "", "destination %q no longer exists", rec.Destination)
+		return store.Delivery{}, refuse(ErrGone, "", "destination %s no longer exists", rec.Destination)
 	}
 	if !running {
 		return store.Delivery{}, refuse(ErrDisabled, "", "destination %q is disabled; enable it before retrying", e.name)

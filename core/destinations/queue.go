@@ -12,7 +12,8 @@ import (
 // or replacing a lane waits for its attempts in flight, and closing a sink may wait on the network, so no
 // lock of the Manager is held across either.
 type laneOp struct {
-	name    string
+	name    string                // the destination's id: the key of its lane and deliveries
+	label   string                // its name, for Options.OnRemoved
 	start   *dispatch.Destination // a lane to start (Add), or to swap in (Replace) when replace
 	replace bool
 	stop    bool   // stop the running lane (Remove)
@@ -66,6 +67,11 @@ func (q *laneQueue) run(ctx context.Context, ops []*laneOp) {
 			d.Add(*op.start)
 		}
 		if op.skip != "" {
+			// A publish that routed before the destination left the table may still be appending a pending
+			// row for it: let those finish first, so no pending delivery outlives the destination.
+			if m.pub != nil {
+				m.pub.Settle()
+			}
 			if n, err := m.opts.Store.SkipPending(ctx, op.name, op.skip); err != nil {
 				m.log.Error("skip pending deliveries", "destination", op.name, "err", err)
 			} else if n > 0 {
@@ -76,7 +82,7 @@ func (q *laneQueue) run(ctx context.Context, ops []*laneOp) {
 			op.then(ctx)
 		}
 		if op.forget && m.opts.OnRemoved != nil {
-			m.opts.OnRemoved(op.name)
+			m.opts.OnRemoved(op.label)
 		}
 		if op.discard != nil {
 			_ = op.discard.Close(ctx)

@@ -36,6 +36,11 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 		if names[old.name] {
 			return fmt.Errorf("destinations: %q is already an API destination (%s); rename it in %s or delete the API one first", old.name, old.id, cfg.File)
 		}
+		if old.broken {
+			e := *old
+			next = append(next, &e)
+			continue
+		}
 		d, ferrs := m.parse(cfg, old.spec, old.retiring)
 		if ferrs != nil {
 			return fmt.Errorf("API destination %s is not valid under the new config: %v", old.name, joinFieldErrors(ferrs))
@@ -44,14 +49,15 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 		e.dest, e.fingerprint = d, fingerprint(cfg, d)
 		next = append(next, &e)
 	}
+	// By id: tenants' API destinations may share a name (a YAML destination's id is its name).
 	prev := map[string]*entry{}
 	for _, e := range m.entries {
-		prev[e.name] = e
+		prev[e.id] = e
 	}
 	// Build every lane that has to change first: a sink that cannot be built leaves everything as it was.
 	built := map[string]dispatch.Destination{}
 	for _, e := range next {
-		old := prev[e.name]
+		old := prev[e.id]
 		if !e.enabled || (old != nil && old.running && old.fingerprint == e.fingerprint) {
 			continue
 		}
@@ -62,18 +68,18 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 			}
 			return fmt.Errorf("destination %s: %w", e.name, err)
 		}
-		built[e.name] = dd
+		built[e.id] = dd
 	}
 	for _, old := range m.entries {
-		if !slices.ContainsFunc(next, func(e *entry) bool { return e.name == old.name }) {
+		if !slices.ContainsFunc(next, func(e *entry) bool { return e.id == old.id }) {
 			ops = append(ops, m.stop(old, "destination removed from "+cfg.File, true))
-			_ = m.opts.Store.DeleteDestinationState(ctx, old.name)
+			_ = m.opts.Store.DeleteDestinationState(ctx, old.id)
 			m.log.Info("destination removed by reload", "destination", old.name)
 		}
 	}
 	for _, e := range next {
-		old := prev[e.name]
-		switch dd, ok := built[e.name]; {
+		old := prev[e.id]
+		switch dd, ok := built[e.id]; {
 		case ok && old != nil && old.running:
 			ops = append(ops, m.startLane(dd, true))
 			e.running = true

@@ -25,6 +25,9 @@ func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret str
 	if e.source != SourceAPI {
 		return View{}, "", m.readOnly(e)
 	}
+	if e.broken {
+		return View{}, "", m.brokenRefusal(e)
+	}
 	c, _ := e.spec["config"].(map[string]any)
 	if e.typ != "webhook" || c == nil || c["signing"] == webhook.SigningNone {
 		return View{}, "", refuse(ErrNoSecret, "", "destination %q does not sign its deliveries; only signing webhooks have secrets to rotate", e.name)

@@ -34,7 +34,9 @@ type runs struct {
 	on    bool
 	ttl   time.Duration
 	max   int
-	pol   dispatch.Policy
+	// maxActive caps the live subscriptions of all tenants together and of each tenant alone.
+	maxActive int
+	pol       dispatch.Policy
 	// byName and byCorr index the live subscriptions.
 	byName map[string]*runSub
 	byCorr map[string][]*runSub
@@ -87,7 +89,20 @@ func (r *runs) Register(ctx context.Context, ev *event.Event, reqs []intake.Subs
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	r.mu.RLock()
-	on, have := r.on, len(r.byCorr[ev.CorrelationID])
+	// Correlation ids are per tenant: another tenant's subscriptions under the same id neither count here
+	// nor show in the refusal.
+	on, have := r.on, 0
+	for _, s := range r.byCorr[ev.CorrelationID] {
+		if s.Tenant == ev.Tenant {
+			have++
+		}
+	}
+	active, tenantActive := len(r.byName), 0
+	for _, s := range r.byName {
+		if s.Tenant == ev.Tenant {
+			tenantActive++
+		}
+	}
 	r.mu.RUnlock()
 	if !on {
 		return intake.SubscriptionsOff(prefix)
@@ -116,6 +131,13 @@ func (r *runs) Register(ctx context.Context, ev *event.Event, reqs []intake.Subs
 			continue
 		}
 		if old == nil {
+			// One tenant may hold at most half of the cap, so it cannot take every slot from the others.
+			if active >= r.maxActive || (ev.Tenant != "" && tenantActive >= max(r.maxActive/2, 1)) {
+				return &intake.Error{Kind: intake.ErrBusy, Field: p,
+					Msg: "too many live inline subscriptions (intake.inline_subscriptions.max_active); retry once some expire"}
+			}
+			active++
+			tenantActive++
 			if have >= r.max {
 				return &intake.Error{Kind: intake.ErrLimit, Field: p,
 					Msg: fmt.Sprintf("correlation id %q already has %d subscriptions, the most intake.inline_subscriptions.max_per_correlation allows", ev.CorrelationID, have)}
@@ -188,7 +210,10 @@ func (r *runs) unindex(name string) {
 func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 	c := cfg.Intake.InlineSubscriptions
 	r.mu.Lock()
-	r.on, r.ttl, r.max = c.Enabled, c.TTL.D(), c.MaxPerCorrelation
+	r.on, r.ttl, r.max, r.maxActive = c.Enabled, c.TTL.D(), c.MaxPerCorrelation, c.MaxActive
+	if r.maxActive <= 0 {
+		r.maxActive = 10000
+	}
 	if r.ttl <= 0 {
 		r.ttl = 24 * time.Hour
 	}
@@ -247,6 +272,10 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 
 // end ends a subscription in the store: its pending deliveries are skipped, its row deleted.
 func (r *runs) end(ctx context.Context, name, reason string) error {
+	// A publish that matched the subscription before it was unindexed may still be appending its row.
+	if r.m.pub != nil {
+		r.m.pub.Settle()
+	}
 	if _, err := r.m.opts.Store.SkipPending(ctx, name, reason); err != nil {
 		return fmt.Errorf("end inline subscription %s: %w", name, err)
 	}

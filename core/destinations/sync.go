@@ -85,7 +85,7 @@ func (m *Manager) Sync(ctx context.Context) error {
 			continue
 		}
 		// New here, or changed: the lane is built again from the stored definition.
-		swap := prev != nil && prev.running && prev.name == ne.name
+		swap := prev != nil && prev.running
 		if prev != nil && prev.running && !(swap && ne.enabled) {
 			add(m.stop(prev, "", false))
 		}
@@ -120,7 +120,7 @@ func (m *Manager) syncState(ctx context.Context, e *entry, states map[string]sto
 	if e.cfgDisabled {
 		return nil
 	}
-	st, ok := states[e.name]
+	st, ok := states[e.id]
 	want := !ok || st.Enabled
 	switch {
 	case want && !e.enabled:

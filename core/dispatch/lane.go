@@ -459,7 +459,11 @@ func (l *lane) deliver(batch []store.Job) {
 		gone = gone || class == sinks.ClassGone
 		log := l.log.With("event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n, "class", class.String())
 		if out.Status == store.Failed {
-			failures++
+			// A failure the event caused (poison) says nothing about the destination: it does not count
+			// toward auto-disable.
+			if !sinks.IsEventError(err) {
+				failures++
+			}
 			log.Warn("delivery failed", "err", err)
 			l.d.observe(l.dest.Name, OutcomeFailed, took)
 		} else {
@@ -494,15 +498,21 @@ func (l *lane) deliver(batch []store.Job) {
 	l.d.complete(completion{lane: l, outs: outs, jobs: batch, retry: retry, disable: disable})
 }
 
-// prepare readies one job's event for the sink; an error is permanent (it is about this event).
-func (l *lane) prepare(j store.Job) (event.Event, error) {
+// prepare readies one job's event for the sink; an error is permanent (it is about this event). A panic in the
+// hook (a tenant's transform meeting an event nobody foresaw) fails this delivery, never the process.
+func (l *lane) prepare(j store.Job) (ev event.Event, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ev, err = event.Event{}, sinks.EventError(fmt.Errorf("preparing the event failed: %v", r))
+		}
+	}()
 	if max := l.limits.MaxEventBytes; max > 0 && len(j.Event.Data) > max {
-		return event.Event{}, sinks.Permanent(fmt.Errorf("event data is %d bytes; this destination takes at most %d", len(j.Event.Data), max))
+		return event.Event{}, sinks.EventError(fmt.Errorf("event data is %d bytes; this destination takes at most %d", len(j.Event.Data), max))
 	}
-	ev := j.Event
+	ev = j.Event
 	if l.dest.Prepare != nil {
 		if err := l.dest.Prepare(&ev); err != nil {
-			return event.Event{}, sinks.Permanent(err)
+			return event.Event{}, sinks.EventError(err)
 		}
 	}
 	return ev, nil

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -63,6 +65,13 @@ func toEvent(ctx context.Context, in *input, prefix string) (event.Event, error)
 		}
 		ev.Time = t.UTC()
 	}
+	// Metadata may travel as headers (webhook, AMQP, CloudEvents): a CR/LF or other control byte would split or
+	// smuggle a header at every destination, so it is refused here, once.
+	for _, k := range slices.Sorted(maps.Keys(in.Metadata)) {
+		if !headerSafe(k) || !headerSafe(in.Metadata[k]) {
+			return ev, invalid(prefix+"metadata."+k, "contains a control character (CR, LF, NUL, ...) that cannot travel in a header; remove it")
+		}
+	}
 	ev.Metadata, ev.Scope, ev.CorrelationID = in.Metadata, in.Scope, in.CorrelationID
 	ev.Tenant = in.Tenant
 	if t, ok := ctx.Value(tenantKey{}).(string); ok && t != "" {
@@ -75,6 +84,16 @@ func toEvent(ctx context.Context, in *input, prefix string) (event.Event, error)
 		}
 	}
 	return ev, nil
+}
+
+// headerSafe reports whether s may be a header field value (RFC 9110: no control characters but tab).
+func headerSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func validID(id string) bool {

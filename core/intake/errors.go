@@ -22,6 +22,8 @@ var (
 	ErrUnsupportedMedia = errors.New("unsupported media type")
 	// ErrLimit: a per-run subscription would exceed a configured cap.
 	ErrLimit = errors.New("subscription limit")
+	// ErrBusy: the live per-run subscriptions are at intake.inline_subscriptions.max_active; later, some expire.
+	ErrBusy = errors.New("too many live subscriptions")
 	// ErrUnavailable: not the event's fault (the store could not record something); retry later.
 	ErrUnavailable = errors.New("unavailable")
 )

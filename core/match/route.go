@@ -21,6 +21,9 @@ type Route struct {
 	OrderingKey string
 	// Block: a final failure holds back later events of the same key.
 	Block bool
+	// Disabled: the destination is disabled; events it matches are answered with Match.Disabled set, so
+	// their delivery rows are kept (skipped) for a replay after it is enabled again.
+	Disabled bool
 }
 
 // Event is what the router reads of an event.
@@ -39,6 +42,8 @@ type Match struct {
 	// field); Block says whether a final failure blocks later events of the key.
 	Key   string
 	Block bool
+	// Disabled: the destination is disabled (Route.Disabled).
+	Disabled bool
 }
 
 // Router matches events to destinations. It is immutable; a change builds a new one.
@@ -106,9 +111,14 @@ func (r *Router) Route(ev *Event) []Match {
 				continue // intake validated data as JSON, so an error cannot happen
 			}
 		}
-		m := Match{Name: rt.Name}
-		if rt.key != nil {
+		m := Match{Name: rt.Name, Disabled: rt.Disabled}
+		if rt.key != nil && !rt.Disabled {
 			m.Key, m.Block = orderingValue(rt.key, ev, getDoc), rt.Block
+			// On a destination shared by tenants, keys are per tenant: one tenant's blocked or slow key never
+			// holds back another tenant's events that happen to carry the same value.
+			if m.Key != "" && rt.Tenant == "" && ev.Tenant != "" {
+				m.Key = ev.Tenant + "/" + m.Key
+			}
 		}
 		out = append(out, m)
 	}

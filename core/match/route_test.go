@@ -82,11 +82,38 @@ func TestRouterDecodesOncePerEvent(t *testing.T) {
 	ev := &Event{Topic: "case.updated", Tenant: "acme", Metadata: map[string]string{"k": "v"},
 		Doc: docOf(`{"case": {"id": 42, "status": "approved"}}`, &calls)}
 	got := r.Route(ev)
-	want := []Match{{"a", "42", false}, {"b", "42", true}, {"c", "42", false}, {"by-tenant", "acme", false}, {"by-meta", "v", false}}
+	// The routes are tenant-less (shared by tenants), so each key is the event's tenant's.
+	want := []Match{{"a", "acme/42", false, false}, {"b", "acme/42", true, false}, {"c", "acme/42", false, false}, {"by-tenant", "acme/acme", false, false}, {"by-meta", "acme/v", false, false}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Route = %+v, want %+v", got, want)
 	}
 	if calls != 1 {
 		t.Fatalf("the data was decoded %d times for one event, want 1", calls)
+	}
+}
+
+// TestOrderingKeysPerTenantOnSharedDestinations: on a destination shared by tenants, two tenants' events with
+// the same key value get different keys (neither waits on the other); a tenant's own destination and
+// tenant-less events keep the value as it is.
+func TestOrderingKeysPerTenantOnSharedDestinations(t *testing.T) {
+	topics, _ := CompileTopics([]string{"*"})
+	r := NewRouter([]Route{{Name: "shared", Topics: topics, OrderingKey: "metadata.k"},
+		{Name: "own", Topics: topics, Tenant: "acme", OrderingKey: "metadata.k"}})
+	key := func(tenant, dest string) string {
+		for _, m := range r.Route(&Event{Topic: "x", Tenant: tenant, Metadata: map[string]string{"k": "c-1"}}) {
+			if m.Name == dest {
+				return m.Key
+			}
+		}
+		return "(no match)"
+	}
+	if a, g := key("acme", "shared"), key("globex", "shared"); a == g {
+		t.Fatalf("acme and globex share the ordering key %q on a shared destination", a)
+	}
+	if got := key("acme", "own"); got != "c-1" {
+		t.Fatalf("key on acme's own destination = %q, want c-1", got)
+	}
+	if got := key("", "shared"); got != "c-1" {
+		t.Fatalf("key of a tenant-less event = %q, want c-1", got)
 	}
 }

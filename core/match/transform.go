@@ -5,15 +5,171 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	jmespath "github.com/jmespath-community/go-jmespath"
+	"github.com/jmespath-community/go-jmespath/pkg/functions"
+	"github.com/jmespath-community/go-jmespath/pkg/interpreter"
+	"github.com/jmespath-community/go-jmespath/pkg/parsing"
 )
+
+// A transform's budget (DESIGN §9): an expression stored by a tenant runs on every event its destination
+// receives, so what one evaluation may build is bounded, and exceeding a bound fails that delivery (an event
+// error), never the process. Panics inside the evaluator are recovered per evaluation (search).
+const (
+	// MaxTransformExpr bounds the expression's length.
+	MaxTransformExpr = 16 << 10
+	// MaxTransformGrowth bounds the product of the widths of the expression's multi-selects: how many times
+	// over it can repeat its input.
+	MaxTransformGrowth = 1024
+	// MaxTransformString bounds a string any one function returns (pad, replace, join, ...).
+	MaxTransformString = 1 << 20
+	// MaxTransformArray bounds an array any one function returns.
+	MaxTransformArray = 100_000
+	// MaxTransformOutput bounds the encoded result.
+	MaxTransformOutput = 8 << 20
+	// TransformTime bounds one evaluation's time (checked at each function call).
+	TransformTime = 250 * time.Millisecond
+)
+
+// errBudget is the error of an evaluation that would exceed its budget.
+var errBudget = errors.New("exceeds the transform's memory budget")
+
+// budgetedFunctions replace JMESPath's built-in functions with ones that refuse to build oversized strings
+// and arrays: arguments that ask for more are refused before the work, results are checked after.
+var budgetedFunctions = func() []functions.FunctionEntry {
+	defs := functions.GetDefaultFunctions()
+	out := make([]functions.FunctionEntry, 0, len(defs))
+	for _, f := range defs {
+		name, h := f.Name, f.Handler
+		f.Handler = func(args []any) (any, error) {
+			if estimate(name, args) > MaxTransformString {
+				return nil, fmt.Errorf("%s: %w", name, errBudget)
+			}
+			v, err := h(args)
+			if err != nil {
+				return v, err
+			}
+			switch r := v.(type) {
+			case string:
+				if len(r) > MaxTransformString {
+					return nil, fmt.Errorf("%s: %w", name, errBudget)
+				}
+			case []any:
+				if len(r) > MaxTransformArray {
+					return nil, fmt.Errorf("%s: %w", name, errBudget)
+				}
+			}
+			return v, nil
+		}
+		out = append(out, f)
+	}
+	return out
+}()
+
+// estimate is the size a growing string function would build from args (0 for others).
+func estimate(name string, args []any) int {
+	str := func(i int) string {
+		if i < len(args) {
+			s, _ := args[i].(string)
+			return s
+		}
+		return ""
+	}
+	num := func(i int) float64 {
+		if i < len(args) {
+			n, _ := args[i].(float64)
+			return n
+		}
+		return 0
+	}
+	switch name {
+	case "pad_left", "pad_right":
+		if w := num(1); w > MaxTransformString {
+			return MaxTransformString + 1
+		}
+	case "replace":
+		subj, old, repl := str(0), str(1), str(2)
+		if old == "" {
+			return len(subj) + (len(subj)+1)*len(repl)
+		}
+		return len(subj) + (len(subj)/len(old))*len(repl)
+	case "join":
+		total := 0
+		if list, ok := (func() ([]any, bool) {
+			if len(args) > 1 {
+				l, ok := args[1].([]any)
+				return l, ok
+			}
+			return nil, false
+		})(); ok {
+			for _, x := range list {
+				s, _ := x.(string)
+				total += len(s) + len(str(0))
+				if total > MaxTransformString {
+					return total
+				}
+			}
+		}
+		return total
+	}
+	return 0
+}
+
+// growth is the product of the widths of an expression's multi-selects: a bound on how many times over its
+// result can repeat its input.
+func growth(n parsing.ASTNode) int {
+	g := 1
+	if n.NodeType == parsing.ASTMultiSelectList || n.NodeType == parsing.ASTMultiSelectHash {
+		g = max(len(n.Children), 1)
+	}
+	for _, c := range n.Children {
+		g *= growth(c)
+		if g > MaxTransformGrowth {
+			return g
+		}
+	}
+	return g
+}
+
+// encodedSize approximates the JSON encoding size of v, stopping once it passes limit (so measuring a value
+// that shares itself many times costs at most limit).
+func encodedSize(v any, limit int) int {
+	n := 0
+	var walk func(v any)
+	walk = func(v any) {
+		if n > limit {
+			return
+		}
+		switch x := v.(type) {
+		case string:
+			n += len(x) + 2
+		case []any:
+			n += 2
+			for _, e := range x {
+				walk(e)
+				n++
+			}
+		case map[string]any:
+			n += 2
+			for k, e := range x {
+				n += len(k) + 4
+				walk(e)
+			}
+		default:
+			n += 8
+		}
+	}
+	walk(v)
+	return n
+}
 
 // Transform is a compiled JMESPath expression that reshapes an event before a destination receives it. It is
 // applied to the event document {id, topic, time, tenant, metadata, data} and safe for concurrent use.
 type Transform struct {
-	expr string
-	jp   jmespath.JMESPath
+	expr   string
+	ast    parsing.ASTNode
+	caller interpreter.FunctionCaller
 }
 
 // CompileTransform parses a JMESPath expression. Syntax errors, and calls of functions JMESPath does not
@@ -22,7 +178,10 @@ func CompileTransform(expr string) (*Transform, error) {
 	if strings.TrimSpace(expr) == "" {
 		return nil, errors.New("is empty; write a JMESPath expression such as \"data\" or \"{id: id, status: data.case.status}\", or remove transform")
 	}
-	jp, err := jmespath.Compile(expr)
+	if len(expr) > MaxTransformExpr {
+		return nil, fmt.Errorf("is %d bytes; a transform may be at most %d", len(expr), MaxTransformExpr)
+	}
+	ast, err := jmespath.NewParser().Parse(expr)
 	if err != nil {
 		var se jmespath.SyntaxError
 		if errors.As(err, &se) {
@@ -31,7 +190,10 @@ func CompileTransform(expr string) (*Transform, error) {
 		}
 		return nil, fmt.Errorf("not a JMESPath expression: %v", err)
 	}
-	t := &Transform{expr: expr, jp: jp}
+	if g := growth(ast); g > MaxTransformGrowth {
+		return nil, fmt.Errorf("could multiply its input %d times (multi-selects in a row); at most %d is allowed (in %q)", g, MaxTransformGrowth, expr)
+	}
+	t := &Transform{expr: expr, ast: ast, caller: interpreter.NewFunctionCaller(budgetedFunctions...)}
 	// Unknown functions are only found while evaluating: evaluate once against an empty event, where every
 	// field is null, and keep only the errors that a real event cannot make disappear.
 	if _, err := t.search(map[string]any{}); err != nil && strings.Contains(err.Error(), "unknown function") {
@@ -51,6 +213,11 @@ func (t *Transform) Apply(doc map[string]any) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transform %q: %v", t.expr, err)
 	}
+	// The result may share one value many times over (["@", "@"] repeated): its encoding is measured, within
+	// the budget, before it is made.
+	if n := encodedSize(v, MaxTransformOutput+1); n > MaxTransformOutput {
+		return nil, fmt.Errorf("transform %q: result exceeds %d bytes", t.expr, MaxTransformOutput)
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("transform %q: result is not JSON: %v", t.expr, err)
@@ -66,5 +233,20 @@ func (t *Transform) search(doc map[string]any) (v any, err error) {
 			v, err = nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
-	return t.jp.Search(doc)
+	// The time budget is checked at every function call; what runs between calls is bounded by growth.
+	b := &budgetCaller{inner: t.caller, deadline: time.Now().Add(TransformTime)}
+	return interpreter.NewInterpreter(doc, b, nil).Execute(t.ast, doc)
+}
+
+// budgetCaller calls JMESPath functions for one evaluation, refusing once its time is up.
+type budgetCaller struct {
+	inner    interpreter.FunctionCaller
+	deadline time.Time
+}
+
+func (b *budgetCaller) CallFunction(name string, args []any) (any, error) {
+	if time.Now().After(b.deadline) {
+		return nil, fmt.Errorf("%s: exceeds the transform's time budget (%s)", name, TransformTime)
+	}
+	return b.inner.CallFunction(name, args)
 }

@@ -13,6 +13,9 @@
 //   - Delivery ids grow in the order the rows are made, and events have a store sequence (EventSummary.Seq)
 //     that grows in the order they were appended: the lists' cursors count on both.
 //   - Event data, metadata and scope are kept byte for byte (Data is not re-encoded).
+//   - A "destination" here (NewEvent.Destinations, Delivery.Destination, Claim's destination, filters,
+//     DestinationState.Name) is the destination's immutable id, never its name: a new destination reusing a
+//     deleted one's name starts with an empty history. Drivers treat it as an opaque string.
 //   - After Close every call fails (Close itself may be called again and returns nil).
 //
 // May import: core/event.
@@ -66,6 +69,10 @@ type NewEvent struct {
 	// replayed is pending again and holds the later ones until it ends.
 	OrderingKeys  []string
 	OrderingBlock []bool
+	// Skipped holds, per destination (same index), a reason to make the delivery skipped at birth ("" =
+	// pending as usual): an event that matched a disabled destination still gets its row, with LastError the
+	// reason, so a replay after re-enabling sends it. A skipped row is never claimed and holds no key back.
+	Skipped []string
 	// Test marks the deliveries as test sends (POST /v1/destinations/{id}/test): they show in the delivery
 	// log with test set.
 	Test bool
@@ -190,6 +197,7 @@ type RetiringSecret struct {
 // DestinationState is the operational state of a destination (YAML or API), kept apart from its definition:
 // disabled over the API, by auto-disable or by a 410.
 type DestinationState struct {
+	// Name is the destination's id (a YAML destination's id is its name).
 	Name      string
 	Enabled   bool
 	Reason    string
@@ -260,17 +268,11 @@ type Leader interface {
 	Leading() bool
 }
 
-// TenantEvents is implemented by a store whose event ids dedupe per tenant (postgres), where two tenants may
-// use the same id: EventOf reads one tenant's event ("" = tenant-less), where Event answers the newest of any
-// tenant's. A tenant-confined reader should use it when the store has it.
-type TenantEvents interface {
-	EventOf(ctx context.Context, tenant, id string) (*EventRecord, error)
-}
-
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share
-	// commits. An event id seen within the dedupe window is a duplicate: stored once, answered Duplicate
+	// commits. Event ids are per tenant: (Tenant, ID) identifies an event, and two tenants' events with the
+	// same id are two events. An event (tenant, id) seen within the dedupe window is a duplicate: stored once, answered Duplicate
 	// (also when the same id comes twice in one call, or from concurrent calls: exactly one caller is
 	// answered as the first). A new delivery is pending, due at the store's now, or leased until now+Lease
 	// when NewEvent.Leased says so. The error is for the call as a whole (nothing was stored); an event
@@ -303,8 +305,11 @@ type Store interface {
 	// SkipPending ends the pending deliveries of a destination, leased or not, as skipped with LastError set
 	// to reason (it was disabled or removed), and returns how many. A late outcome for one is ignored.
 	SkipPending(ctx context.Context, destination, reason string) (int, error)
-	// Event returns one event with its deliveries and attempts; ErrNotFound if unknown.
+	// Event returns one event with its deliveries and attempts; ErrNotFound if unknown. Event ids are unique
+	// per tenant: when tenants share an id, the first appended of them is returned (TenantEvent picks one).
 	Event(ctx context.Context, id string) (*EventRecord, error)
+	// TenantEvent returns the event of this tenant ("" = tenant-less) with this id, as Event does.
+	TenantEvent(ctx context.Context, tenant, id string) (*EventRecord, error)
 	// PutSubscription creates a subscription or replaces the one of the same Name, durably.
 	PutSubscription(ctx context.Context, sub Subscription) error
 	// Subscriptions returns every stored subscription (expired ones too: acting on ExpiresAt is the caller's
@@ -336,8 +341,8 @@ type Store interface {
 	// with none are absent).
 	PendingCounts(ctx context.Context) (map[string]int64, error)
 
-	// PutDestination creates or replaces (by ID) an API destination. A Name used by another ID answers
-	// ErrConflict and stores nothing; an empty ID or Name is an error. A zero UpdatedAt is the store's now; a
+	// PutDestination creates or replaces (by ID) an API destination. Names are unique per tenant: a Name
+	// another ID of the same Tenant uses answers ErrConflict and stores nothing (another tenant's is no clash); an empty ID or Name is an error. A zero UpdatedAt is the store's now; a
 	// zero CreatedAt is the store's now on create and the stored one on replace.
 	PutDestination(ctx context.Context, d DestinationRecord) error
 	// DeleteDestination removes an API destination; ErrNotFound if unknown.

@@ -337,7 +337,8 @@ func webhookDest(name string, rc *receiver, extra ...string) string {
 }
 
 // baseConfig is a config with the listen address and store path left as %[1]s and %[2]s, a retry schedule
-// long enough to outlast every fault here, and the destinations given.
+// long enough to outlast every fault here (100 retries, at most 2s apart: over three minutes), and the
+// destinations given.
 func baseConfig(delivery, extra, dests string) string {
 	return `server: {listen: "%[1]s", shutdown_timeout: 20s}
 auth:
@@ -345,7 +346,7 @@ auth:
 store: {path: "%[2]s"}
 delivery:
   timeout: 5s
-  retry: {exponential: {base: 200ms, max: 1s, attempts: 600}, jitter: 0.1}
+  retry: {exponential: {base: 200ms, max: 2s, attempts: 100}, jitter: 0.1}
   network: {allow_cidrs: [127.0.0.0/8]}
 ` + delivery + `
 telemetry:

@@ -89,8 +89,13 @@ func New(opts Options) *Console {
 	}
 	c := &Console{opts: opts, log: opts.Logger, now: opts.Now, sessions: newSessions(), pages: map[string]*template.Template{},
 		closing: make(chan struct{})}
+	// The store keys deliveries by destination id; pages show the name.
+	pageFuncs := template.FuncMap{"destName": func(id string) string { return id }}
+	if opts.Destinations != nil {
+		pageFuncs["destName"] = opts.Destinations.Label
+	}
 	for _, name := range pageNames {
-		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets,
+		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).Funcs(pageFuncs).ParseFS(assets,
 			"templates/layout.html", "templates/parts.html", "templates/"+name+".html"))
 	}
 	sub, err := fs.Sub(assets, "static")

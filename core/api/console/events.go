@@ -21,7 +21,7 @@ type eventFilters struct {
 	Topic, Tenant, Status, Destination, Since, Until string
 	Cursor                                           int64
 	AskTenant                                        bool
-	Names                                            []string // destinations the principal may filter by
+	Names                                            []string // ids of the destinations the principal may filter by
 }
 
 type eventsPage struct {
@@ -38,7 +38,7 @@ func (c *Console) listEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := eventFilters{Topic: strings.TrimSpace(q.Get("topic")), Tenant: strings.TrimSpace(q.Get("tenant")),
 		Status: q.Get("status"), Destination: q.Get("destination"), Since: q.Get("since"), Until: q.Get("until"),
-		AskTenant: p.Tenant == "", Names: c.visibleNames(p)}
+		AskTenant: p.Tenant == "", Names: c.visibleIDs(p)}
 	page := eventsPage{F: f}
 	since, err1 := parseFormTime(f.Since, "since")
 	until, err2 := parseFormTime(f.Until, "until")
@@ -75,7 +75,7 @@ func (c *Console) listEvents(w http.ResponseWriter, r *http.Request) {
 		if f.Tenant != "" {
 			scope = nil
 			if authz.Sees(p, f.Tenant) {
-				scope = c.opts.Destinations.Names(f.Tenant)
+				scope = c.opts.Destinations.IDs(f.Tenant)
 			}
 		}
 		df.Destinations = []string{}
@@ -139,7 +139,17 @@ type eventDetail struct {
 
 func (c *Console) showEvent(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
-	rec, err := c.opts.Store.Event(r.Context(), r.PathValue("id"))
+	// Event ids are per tenant: a tenant principal reads its own tenant's; others may pick one with ?tenant=.
+	var rec *store.EventRecord
+	var err error
+	switch t, set := r.URL.Query()["tenant"]; {
+	case p.Tenant != "":
+		rec, err = c.opts.Store.TenantEvent(r.Context(), p.Tenant, r.PathValue("id"))
+	case set:
+		rec, err = c.opts.Store.TenantEvent(r.Context(), t[0], r.PathValue("id"))
+	default:
+		rec, err = c.opts.Store.Event(r.Context(), r.PathValue("id"))
+	}
 	if err == nil && !authz.Sees(p, rec.Event.Tenant) {
 		err = store.ErrNotFound
 	}
@@ -147,7 +157,7 @@ func (c *Console) showEvent(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err, 0, "")
 		return
 	}
-	names := c.visibleNames(p)
+	names := c.visibleIDs(p)
 	d := eventDetail{Rec: rec, Data: prettyData(rec.Event.Data), Retried: r.URL.Query().Get("retried")}
 	for _, dr := range rec.Deliveries {
 		if c.sees(p, names, dr.Destination) {

@@ -226,8 +226,13 @@ func (h *harness) deliveryOf(id, destination string) store.DeliveryRecord {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	// Deliveries follow the destination's id; tests name destinations by name.
+	v, err := h.mgr.Get(destination, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	for _, d := range rec.Deliveries {
-		if d.Destination == destination {
+		if d.Destination == v.ID {
 			return d
 		}
 	}

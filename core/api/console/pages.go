@@ -18,8 +18,9 @@ import (
 // Every page asks the same service layer as /v1 and scopes by the session's principal exactly as the /v1
 // handlers do: a tenant's session lists its own tenant's things only, and another tenant's id is "not found".
 
-func (c *Console) visibleNames(p authz.Principal) []string {
-	return c.opts.Destinations.Names(p.Tenant)
+// visibleIDs are the ids of the destinations p may see: the delivery log follows ids, never names.
+func (c *Console) visibleIDs(p authz.Principal) []string {
+	return c.opts.Destinations.IDs(p.Tenant)
 }
 
 // sees reports whether p may see deliveries to destination name (the same rule as GET /v1/deliveries/{id}).
@@ -46,9 +47,9 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	var rows []destRow
 	var total destRow
 	for _, v := range c.opts.Destinations.List(p.Tenant) {
-		row := destRow{V: v, Pending: pending[v.Name], Hour: c.opts.Activity.Hour(v.Name)}
+		row := destRow{V: v, Pending: pending[v.ID], Hour: c.opts.Activity.Hour(v.ID)}
 		row.Chart = chart(row.Hour)
-		recent, err := c.opts.Store.ListDeliveries(r.Context(), store.DeliveryFilter{Destinations: []string{v.Name}, Limit: 20})
+		recent, err := c.opts.Store.ListDeliveries(r.Context(), store.DeliveryFilter{Destinations: []string{v.ID}, Limit: 20})
 		if err == nil {
 			for _, d := range recent {
 				if d.LastError != "" && d.Status != store.Delivered {
@@ -91,7 +92,7 @@ func (c *Console) showDestination(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec, _ := json.MarshalIndent(v, "", "  ")
-	ds, err := c.opts.Store.ListDeliveries(r.Context(), store.DeliveryFilter{Destinations: []string{v.Name}, Limit: 25})
+	ds, err := c.opts.Store.ListDeliveries(r.Context(), store.DeliveryFilter{Destinations: []string{v.ID}, Limit: 25})
 	if err != nil {
 		c.fail(w, r, err, 0, "")
 		return
@@ -372,7 +373,7 @@ func (c *Console) replayPreview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Query().Has("count") {
-		if f.Count, f.More, err = c.countReplay(r, v.Name, rf); err != nil {
+		if f.Count, f.More, err = c.countReplay(r, v.ID, rf); err != nil {
 			c.fail(w, r, err, 0, "")
 			return
 		}

@@ -160,7 +160,7 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 
 	if f.EventID != "" {
 		// An event has a handful of deliveries: find them by event, filter the rest.
-		where = append(where, "event_seq = (SELECT seq FROM events WHERE id = ?)")
+		where = append(where, "event_seq IN (SELECT seq FROM events WHERE id = ?)")
 		args = append(args, f.EventID)
 		if f.Destinations != nil {
 			where = append(where, "destination IN ("+placeholders(len(f.Destinations))+")")

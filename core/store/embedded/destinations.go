@@ -31,7 +31,7 @@ func (s *Store) PutDestination(ctx context.Context, d store.DestinationRecord) e
 		// shares with others (see Store.commit).
 		refused = nil
 		var other string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM destinations WHERE name = ? AND id != ?`, d.Name, d.ID).Scan(&other)
+		err := tx.QueryRowContext(ctx, `SELECT id FROM destinations WHERE name = ? AND tenant = ? AND id != ?`, d.Name, d.Tenant, d.ID).Scan(&other)
 		if err == nil {
 			refused = fmt.Errorf("destination name %q is already used by destination %s: %w", d.Name, other, store.ErrConflict)
 			return nil

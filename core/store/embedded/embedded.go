@@ -138,6 +138,16 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: create schema: %w", path, err)
 	}
+	if err := upgrade(wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade data: %w", path, err)
+	}
+	// An upgrade may have rebuilt a table without its indexes.
+	if _, err := wdb.Exec(schema); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: create schema: %w", path, err)
+	}
+	// After the upgrades, which may rebuild events from its original definition.
 	if err := addTraceparent(wdb); err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
@@ -215,6 +225,77 @@ func addTraceparent(db *sql.DB) error {
 		return fmt.Errorf("add events.traceparent: %w", err)
 	}
 	return nil
+}
+
+// version is the data version (PRAGMA user_version) this build writes:
+//
+//	1: deliveries and destination states are keyed by the destination's id, not its name.
+//	2: event ids are unique per tenant, not across tenants.
+//	3: API destination names are unique per tenant, not across tenants.
+const version = 3
+
+// upgrade rewrites the data of a database an earlier version wrote, one version step at a time, each in one
+// transaction with its version bump. A database schema just created has nothing to rewrite.
+func upgrade(db *sql.DB) error {
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v >= version {
+		return nil
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if v < 1 {
+		// Earlier versions keyed an API destination's deliveries and state by its name, so a new destination
+		// reusing a deleted one's name inherited its history. Rows of live API destinations move to their id;
+		// rows of names no longer known stay under the name, which no API destination id can equal.
+		for _, q := range []string{
+			`UPDATE deliveries SET destination = (SELECT id FROM destinations WHERE name = deliveries.destination)
+			   WHERE destination IN (SELECT name FROM destinations)`,
+			`UPDATE destination_states SET name = (SELECT id FROM destinations WHERE destinations.name = destination_states.name)
+			   WHERE name IN (SELECT name FROM destinations)`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("key deliveries by destination id: %w", err)
+			}
+		}
+	}
+	if v < 2 {
+		// events.id was UNIQUE across tenants, so one tenant's id blocked (or deduplicated against) another's.
+		// SQLite cannot drop a column constraint: rebuild the table; Open recreates its indexes.
+		for _, q := range []string{
+			strings.Replace(eventsTable, "CREATE TABLE IF NOT EXISTS events (", "CREATE TABLE events_v2 (", 1),
+			`INSERT INTO events_v2 (seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data)
+			   SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data FROM events`,
+			`DROP TABLE events`,
+			`ALTER TABLE events_v2 RENAME TO events`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("make event ids unique per tenant: %w", err)
+			}
+		}
+	}
+	if v < 3 {
+		for _, q := range []string{
+			strings.Replace(destinationsTable, "CREATE TABLE IF NOT EXISTS destinations (", "CREATE TABLE destinations_v3 (", 1),
+			`INSERT INTO destinations_v3 (id, name, tenant, type, spec, retiring, created_at, updated_at)
+			   SELECT id, name, tenant, type, spec, retiring, created_at, updated_at FROM destinations`,
+			`DROP TABLE destinations`,
+			`ALTER TABLE destinations_v3 RENAME TO destinations`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return fmt.Errorf("make destination names unique per tenant: %w", err)
+			}
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // ErrClosed is returned by calls made after Close.

@@ -58,6 +58,13 @@ func TestMigrateOldDatabase(t *testing.T) {
 			if jobs, err := s.Claim(ctx, "d", time.Now(), time.Minute, 10); err != nil || len(jobs) != 1 || jobs[0].Delivery.RetryBase != 2 || jobs[0].Event.ID != "old" {
 				t.Fatalf("claim after upgrade: %+v %v", jobs, err)
 			}
+			// Event ids became unique per tenant: the tenant-less "old" does not hold the id for acme.
+			if res := mustAppend(t, s, []store.NewEvent{{Event: newEvent("old"), Destinations: []string{"d2"}}}); res[0].Duplicate || res[0].Err != nil {
+				t.Fatalf("acme's event old after upgrade: %+v, want a new event", res[0])
+			}
+			if rec, err := s.TenantEvent(ctx, "", "old"); err != nil || len(rec.Deliveries) != 1 {
+				t.Fatalf("the tenant-less old after upgrade: %+v %v", rec, err)
+			}
 			res := mustAppend(t, s, []store.NewEvent{{Event: newEvent("new"), Destinations: []string{"d"}, Test: true}})
 			if list, err := s.ListDeliveries(ctx, store.DeliveryFilter{Destinations: []string{"d"}}); err != nil || len(list) != 2 || !list[0].Test || list[0].ID != res[0].Deliveries[0].ID {
 				t.Fatalf("list after upgrade: %+v %v", list, err)

@@ -28,10 +28,10 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		return st
 	}
 	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`)
-	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ?`)
+		traceparent) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
+	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ? AND tenant = ?`)
 	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
-		ordering_key, ordering_block, test) VALUES (?,?,?,'pending',?,?,?,?,?,?,?)`)
+		ordering_key, ordering_block, test, last_error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`)
 	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
@@ -40,7 +40,7 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
 		ORDER BY next_at LIMIT 1`)
 	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent FROM events WHERE id = ?`)
+		traceparent FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
 	s.readDeliveries = prep(r, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
@@ -74,7 +74,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			res[i].ID = ev.ID
 			if n, _ := r.RowsAffected(); n == 0 {
 				var seq, received int64
-				if err := find.QueryRowContext(ctx, ev.ID).Scan(&seq, &received); err != nil {
+				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received); err != nil {
 					return fmt.Errorf("find duplicate event: %w", err)
 				}
 				if now.Sub(fromNanos(received)) > opts.DedupeWindow {
@@ -110,13 +110,17 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				if j < len(ne.OrderingBlock) && ne.OrderingBlock[j] {
 					block = 1
 				}
-				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, nanos(next), leased, nanos(now), nanos(now), key, block, test)
+				status, reason := store.Pending, ""
+				if j < len(ne.Skipped) && ne.Skipped[j] != "" {
+					status, reason, next, leased, key, block = store.Skipped, ne.Skipped[j], now, 0, "", 0
+				}
+				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, string(status), nanos(next), leased, nanos(now), nanos(now), key, block, test, reason)
 				if err != nil {
 					return fmt.Errorf("insert delivery: %w", err)
 				}
 				id, _ := r.LastInsertId()
-				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: store.Pending,
-					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test}
+				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: status,
+					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
 			}
 		}
 		return nil
@@ -304,6 +308,15 @@ func (s *Store) SkipPending(ctx context.Context, destination, reason string) (in
 
 // Event implements store.Store.
 func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error) {
+	return s.event(ctx, id, false, "")
+}
+
+// TenantEvent implements store.Store.
+func (s *Store) TenantEvent(ctx context.Context, tenant, id string) (*store.EventRecord, error) {
+	return s.event(ctx, id, true, tenant)
+}
+
+func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant string) (*store.EventRecord, error) {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -314,7 +327,7 @@ func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error
 	var md, sc, data []byte
 	var tp sql.NullString
 	ev := &rec.Event
-	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
+	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id, byTenant, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
 		&ev.CorrelationID, &md, &sc, &data, &tp)
 	ev.Traceparent = tp.String
 	if errors.Is(err, sql.ErrNoRows) {

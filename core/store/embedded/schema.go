@@ -15,10 +15,15 @@ package embedded
 //     failure, yet lists "what failed" without walking every delivered row.
 //   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
 //     retention finds old events by events_received and their deliveries by deliveries_event.
-const schema = `
+const schema = eventsTable + `
+CREATE UNIQUE INDEX IF NOT EXISTS events_id_tenant ON events(id, tenant);` + rest
+
+// eventsTable is the events table. An event id is unique per tenant (events_id_tenant, which by leading with
+// the id also finds an id across tenants).
+const eventsTable = `
 CREATE TABLE IF NOT EXISTS events (
   seq            INTEGER PRIMARY KEY,
-  id             TEXT NOT NULL UNIQUE,
+  id             TEXT NOT NULL,
   topic          TEXT NOT NULL,
   tenant         TEXT NOT NULL DEFAULT '',
   time           INTEGER NOT NULL,
@@ -27,7 +32,9 @@ CREATE TABLE IF NOT EXISTS events (
   metadata       BLOB,
   scope          BLOB,
   data           BLOB NOT NULL
-);
+);`
+
+const rest = `
 CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
 CREATE INDEX IF NOT EXISTS events_topic ON events(topic, seq);
 CREATE INDEX IF NOT EXISTS events_tenant ON events(tenant, seq) WHERE tenant != '';
@@ -80,16 +87,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
   created_at     INTEGER NOT NULL,
   expires_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS destinations (
-  id         TEXT PRIMARY KEY,
-  name       TEXT NOT NULL UNIQUE,
-  tenant     TEXT NOT NULL DEFAULT '',
-  type       TEXT NOT NULL,
-  spec       BLOB,
-  retiring   BLOB,
-  created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-);
+` + destinationsTable + `
+CREATE UNIQUE INDEX IF NOT EXISTS destinations_tenant_name ON destinations(tenant, name);
 CREATE TABLE IF NOT EXISTS destination_states (
   name       TEXT PRIMARY KEY,
   enabled    INTEGER NOT NULL,
@@ -97,3 +96,17 @@ CREATE TABLE IF NOT EXISTS destination_states (
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `
+
+// destinationsTable holds API destinations. Names are unique per tenant (destinations_tenant_name), so a
+// tenant never learns another's names from a clash.
+const destinationsTable = `
+CREATE TABLE IF NOT EXISTS destinations (
+  id         TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  tenant     TEXT NOT NULL DEFAULT '',
+  type       TEXT NOT NULL,
+  spec       BLOB,
+  retiring   BLOB,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);`

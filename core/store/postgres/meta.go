@@ -36,7 +36,7 @@ func (s *Store) PutDestination(ctx context.Context, d store.DestinationRecord) e
 	err := s.write(ctx, &op{changed: true, fn: func(ctx context.Context, tx pgx.Tx) error {
 		refused = nil
 		var other string
-		err := tx.QueryRow(ctx, `SELECT id FROM destinations WHERE name = $1 AND id <> $2`, d.Name, d.ID).Scan(&other)
+		err := tx.QueryRow(ctx, `SELECT id FROM destinations WHERE name = $1 AND tenant = $3 AND id <> $2`, d.Name, d.ID, d.Tenant).Scan(&other)
 		if err == nil {
 			refused = fmt.Errorf("destination name %q is already used by destination %s: %w", d.Name, other, store.ErrConflict)
 			return nil

@@ -82,7 +82,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 		leased, leaseUntil = leased[:0], nanos(now.Add(opts.Lease))
 		n := len(evs)
 		tenants, ids, topics := make([]string, n), make([]string, n), make([]string, n)
-		times, corr := make([]int64, n), make([]string, n)
+		times, corr, traces := make([]int64, n), make([]string, n), make([]*string, n)
 		mds, scs, datas := make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		for i := range evs {
 			ev := &evs[i].Event
@@ -92,15 +92,18 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			if datas[i] == nil {
 				datas[i] = []byte{}
 			}
+			if ev.Traceparent != "" {
+				traces[i] = &ev.Traceparent
+			}
 		}
 		type key struct{ tenant, id string }
-		rows, err := tx.Query(ctx, `INSERT INTO events (tenant, id, topic, time, received_at, correlation_id, metadata, scope, data)
-			SELECT t, i, tp, tm, $5, c, m, sc, d
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[])
-			  AS u(t, i, tp, tm, c, m, sc, d)
+		rows, err := tx.Query(ctx, `INSERT INTO events (tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
+			SELECT t, i, tp, tm, $5, c, m, sc, d, tr
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[])
+			  AS u(t, i, tp, tm, c, m, sc, d, tr)
 			ON CONFLICT (tenant, id) DO NOTHING
 			RETURNING seq, tenant, id`,
-			tenants, ids, topics, times, nanos(now), corr, mds, scs, datas)
+			tenants, ids, topics, times, nanos(now), corr, mds, scs, datas, traces)
 		if err != nil {
 			return fmt.Errorf("insert events: %w", err)
 		}
@@ -132,7 +135,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 		}
 		// Deliveries of the new events, one insert.
 		var dSeq []int64
-		var dEv, dDest, dKey []string
+		var dEv, dDest, dKey, dWhy []string
 		var dNext []int64
 		var dLeased, dBlock []bool
 		var dTok []int64
@@ -153,19 +156,27 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				if j < len(ne.OrderingBlock) {
 					b = ne.OrderingBlock[j]
 				}
+				why := ""
+				if j < len(ne.Skipped) && ne.Skipped[j] != "" {
+					// Born skipped: never claimed, holds no key back, counts as nothing pending.
+					why, next, l, tok, k, b = ne.Skipped[j], nanos(now), false, 0, "", false
+				}
+				dWhy = append(dWhy, why)
 				dSeq, dEv, dDest, dKey = append(dSeq, owner[i]), append(dEv, ne.Event.ID), append(dDest, dest), append(dKey, k)
 				dNext, dLeased, dBlock, dTok = append(dNext, next), append(dLeased, l), append(dBlock, b), append(dTok, tok)
 			}
 		}
 		if len(dSeq) > 0 {
 			c := counts{}
-			for _, d := range dDest {
-				c.add(d, 1)
+			for k, d := range dDest {
+				if dWhy[k] == "" {
+					c.add(d, 1)
+				}
 			}
 			if err := c.apply(ctx, tx); err != nil {
 				return err
 			}
-			if err := s.insertDeliveries(ctx, tx, now, evs, res, owner, &leased, dSeq, dEv, dDest, dKey, dNext, dLeased, dBlock, dTok); err != nil {
+			if err := s.insertDeliveries(ctx, tx, now, evs, res, owner, &leased, dSeq, dEv, dDest, dKey, dWhy, dNext, dLeased, dBlock, dTok); err != nil {
 				return err
 			}
 		}
@@ -188,7 +199,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 
 // insertDeliveries inserts the delivery rows of the new events in one statement and answers them in res.
 func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, evs []store.NewEvent, res []store.AppendResult,
-	owner []int64, leased *[]int64, dSeq []int64, dEv, dDest, dKey []string, dNext []int64, dLeased, dBlock []bool, dTok []int64) error {
+	owner []int64, leased *[]int64, dSeq []int64, dEv, dDest, dKey, dWhy []string, dNext []int64, dLeased, dBlock []bool, dTok []int64) error {
 	{
 		// Test is per event; a call mixing test and real events (none does) would need it per row.
 		tests := make([]bool, len(dSeq))
@@ -203,13 +214,14 @@ func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 			}
 		}
 		rows, err := tx.Query(ctx, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token,
-				claim_node, created_at, updated_at, ordering_key, ordering_block, test)
-			SELECT s, e, d, 'pending', n, l, t, CASE WHEN l THEN $11::bigint ELSE 0 END, $9, $9, k, b, x
-			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::bigint[], $7::text[], $8::bool[], $10::bool[])
-			  WITH ORDINALITY AS u(s, e, d, n, l, t, k, b, x, ord)
+				claim_node, created_at, updated_at, ordering_key, ordering_block, test, last_error)
+			SELECT s, e, d, CASE WHEN w = '' THEN 'pending' ELSE 'skipped' END, n, l, t, CASE WHEN l THEN $11::bigint ELSE 0 END,
+				$9, $9, k, b, x, w
+			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::bigint[], $7::text[], $8::bool[], $10::bool[], $12::text[])
+			  WITH ORDINALITY AS u(s, e, d, n, l, t, k, b, x, w, ord)
 			ORDER BY ord
 			RETURNING id, event_seq, destination`,
-			dSeq, dEv, dDest, dNext, dLeased, dTok, dKey, dBlock, nanos(now), tests, s.nodeID)
+			dSeq, dEv, dDest, dNext, dLeased, dTok, dKey, dBlock, nanos(now), tests, s.nodeID, dWhy)
 		if err != nil {
 			return fmt.Errorf("insert deliveries: %w", err)
 		}
@@ -240,8 +252,13 @@ func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, 
 			ne := &evs[i]
 			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
 			for j := range ne.Destinations {
-				res[i].Deliveries[j] = store.Delivery{ID: dIDs[k], EventID: ne.Event.ID, Destination: dDest[k], Status: store.Pending,
-					NextAt: fromNanos(dNext[k]), CreatedAt: now.UTC(), UpdatedAt: now.UTC(), OrderingKey: dKey[k], Test: ne.Test}
+				status := store.Pending
+				if dWhy[k] != "" {
+					status = store.Skipped
+				}
+				res[i].Deliveries[j] = store.Delivery{ID: dIDs[k], EventID: ne.Event.ID, Destination: dDest[k], Status: status,
+					NextAt: fromNanos(dNext[k]), CreatedAt: now.UTC(), UpdatedAt: now.UTC(), OrderingKey: dKey[k], Test: ne.Test,
+					LastError: dWhy[k]}
 				if dLeased[k] {
 					*leased = append(*leased, dIDs[k])
 				}
@@ -464,7 +481,7 @@ func splitCols(cols string) []string {
 
 // events reads events by seq.
 func (s *Store) events(ctx context.Context, seqs []int64) (map[int64]event.Event, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data
+	rows, err := s.pool.Query(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data, traceparent
 		FROM events WHERE seq = ANY($1)`, seqs)
 	if err != nil {
 		return nil, err
@@ -475,8 +492,12 @@ func (s *Store) events(ctx context.Context, seqs []int64) (map[int64]event.Event
 		var seq, t int64
 		var ev event.Event
 		var md, sc, data []byte
-		if err := rows.Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &ev.CorrelationID, &md, &sc, &data); err != nil {
+		var tp *string
+		if err := rows.Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &ev.CorrelationID, &md, &sc, &data, &tp); err != nil {
 			return nil, err
+		}
+		if tp != nil {
+			ev.Traceparent = *tp
 		}
 		ev.Time, ev.Metadata, ev.Scope, ev.Data = fromNanos(t), unmarshalMap(md), unmarshalMap(sc), data
 		out[seq] = ev
@@ -702,16 +723,14 @@ func (s *Store) SkipPending(ctx context.Context, destination, reason string) (in
 	return int(n), err
 }
 
-var _ store.TenantEvents = (*Store)(nil)
-
-// Event implements store.Store. Ids dedupe per tenant, so two tenants may use one id; the newest is answered
-// (EventOf reads one tenant's).
+// Event implements store.Store. Ids dedupe per tenant, so two tenants may use one id; the first appended is
+// answered (TenantEvent reads one tenant's).
 func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error) {
 	return s.event(ctx, nil, id)
 }
 
-// EventOf implements store.TenantEvents.
-func (s *Store) EventOf(ctx context.Context, tenant, id string) (*store.EventRecord, error) {
+// TenantEvent implements store.Store.
+func (s *Store) TenantEvent(ctx context.Context, tenant, id string) (*store.EventRecord, error) {
 	return s.event(ctx, &tenant, id)
 }
 
@@ -721,9 +740,13 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		var seq, t, received int64
 		var md, sc, data []byte
 		ev := &rec.Event
-		err := tx.QueryRow(ctx, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data
-			FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) ORDER BY seq DESC LIMIT 1`, id, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
-			&ev.CorrelationID, &md, &sc, &data)
+		var tp *string
+		err := tx.QueryRow(ctx, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data, traceparent
+			FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) ORDER BY seq LIMIT 1`, id, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
+			&ev.CorrelationID, &md, &sc, &data, &tp)
+		if tp != nil {
+			ev.Traceparent = *tp
+		}
 		if errors.Is(err, pgx.ErrNoRows) {
 			return store.ErrNotFound
 		}

@@ -308,15 +308,34 @@ func (s *Store) commit(ctx context.Context, group []*op) {
 		}
 	}
 	for _, o := range group {
-		errs, err := s.runTx(ctx, []*op{o})
-		if err == nil {
-			if err = errs[0]; err == nil {
-				s.committed([]*op{o})
-				continue
+		var err error
+		// PostgreSQL aborts one of two transactions that wait on each other's rows (two writers inserting the
+		// same event ids in opposite orders) and says to run it again: nothing of it was written.
+		for try := 1; ; try++ {
+			var errs []error
+			if errs, err = s.runTx(ctx, []*op{o}); err == nil {
+				err = errs[0]
 			}
+			if err == nil || !rerunnable(err) || try == maxReruns {
+				break
+			}
+		}
+		if err == nil {
+			s.committed([]*op{o})
+			continue
 		}
 		o.done <- err
 	}
+}
+
+// maxReruns bounds how often one operation runs again after PostgreSQL aborted it as a deadlock victim.
+const maxReruns = 5
+
+// rerunnable reports whether PostgreSQL aborted the transaction to break a deadlock or a serialization
+// conflict: the transaction wrote nothing and succeeds when run again.
+func rerunnable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 func (s *Store) committed(group []*op) {

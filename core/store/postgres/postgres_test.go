@@ -108,13 +108,13 @@ func TestAppendDedupePerTenant(t *testing.T) {
 	if err != nil || !errors.Is(late[0].Err, store.ErrIDReused) {
 		t.Fatalf("append outside the window = %+v, %v; want ErrIDReused", late, err)
 	}
-	if rec, err := s.EventOf(ctx, "acme", "e1"); err != nil || rec.Event.Tenant != "acme" {
+	if rec, err := s.TenantEvent(ctx, "acme", "e1"); err != nil || rec.Event.Tenant != "acme" {
 		t.Fatalf("acme's e1 = %+v, %v", rec, err)
 	}
-	if rec, err := s.EventOf(ctx, "", "e1"); err != nil || rec.Event.Tenant != "" {
+	if rec, err := s.TenantEvent(ctx, "", "e1"); err != nil || rec.Event.Tenant != "" {
 		t.Fatalf("tenant-less e1 = %+v, %v", rec, err)
 	}
-	if _, err := s.EventOf(ctx, "other", "e1"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.TenantEvent(ctx, "other", "e1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("another tenant's e1: %v, want ErrNotFound", err)
 	}
 	rec, err := s.Event(ctx, "e1")

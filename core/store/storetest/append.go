@@ -30,7 +30,8 @@ func sameEvent(t *testing.T, got, want event.Event) {
 func (s *suite) appendRead(t *testing.T) {
 	e := s.store(t)
 	e1 := newEvent("e1")
-	e1.Data = json.RawMessage(`{"case": {"id":"c-1"},  "n": 1.50}`) // kept byte for byte, not normalised
+	e1.Data = json.RawMessage(`{"case": {"id":"c-1"},  "n": 1.50}`)            // kept byte for byte, not normalised
+	e1.Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" // forwarded to receivers later
 	e2 := newEvent("e2")
 	e2.Tenant, e2.CorrelationID, e2.Metadata, e2.Scope = "", "", nil, nil
 	e3 := newEvent("e3")
@@ -139,6 +140,81 @@ func (s *suite) dedupe(t *testing.T) {
 	e.clock.Advance(time.Second)
 	if r, _ := e.st.Append(ctx, to(nil, "e2"), store.AppendOptions{}); !errors.Is(r[0].Err, store.ErrIDReused) {
 		t.Fatalf("zero window: %+v, want ErrIDReused", r[0])
+	}
+}
+
+// tenantIDs: event ids are per tenant. The same id from two tenants is two events, each with its own
+// deliveries, neither a duplicate of the other; within one tenant it is a duplicate as always. TenantEvent
+// reads one tenant's; Event reads the first appended; a delivery list by event id finds both.
+func (s *suite) tenantIDs(t *testing.T) {
+	e := s.store(t)
+	ofTenant := func(tenant, dest string) store.NewEvent {
+		ev := newEvent("shared")
+		ev.Tenant = tenant
+		ev.Data = []byte(`{"tenant":"` + tenant + `"}`)
+		return store.NewEvent{Event: ev, Destinations: []string{dest}}
+	}
+	a := e.append([]store.NewEvent{ofTenant("acme", "dst-a")})
+	b := e.append([]store.NewEvent{ofTenant("globex", "dst-b"), ofTenant("", "dst-c")})
+	for i, r := range append(a, b...) {
+		if r.Duplicate || r.Err != nil || len(r.Deliveries) != 1 {
+			t.Fatalf("event %d: the same id from another tenant must be a new event: %+v", i, r)
+		}
+	}
+	if b[0].Deliveries[0].Destination != "dst-b" {
+		t.Fatalf("globex's event got %+v, want its own delivery to dst-b", b[0].Deliveries)
+	}
+	again := e.append([]store.NewEvent{ofTenant("globex", "dst-x")})
+	if !again[0].Duplicate || again[0].Deliveries[0].ID != b[0].Deliveries[0].ID {
+		t.Fatalf("the same (tenant, id) again: %+v, want globex's first as a duplicate", again[0])
+	}
+	for _, tenant := range []string{"acme", "globex", ""} {
+		rec, err := e.st.TenantEvent(ctx, tenant, "shared")
+		if err != nil {
+			t.Fatalf("TenantEvent(%q): %v", tenant, err)
+		}
+		if rec.Event.Tenant != tenant || string(rec.Event.Data) != `{"tenant":"`+tenant+`"}` || len(rec.Deliveries) != 1 {
+			t.Fatalf("TenantEvent(%q) = %+v", tenant, rec)
+		}
+	}
+	if _, err := e.st.TenantEvent(ctx, "initech", "shared"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TenantEvent of a tenant without that id: %v, want ErrNotFound", err)
+	}
+	if rec := e.event("shared"); rec.Event.Tenant != "acme" {
+		t.Fatalf("Event of a shared id = tenant %q, want the first appended (acme)", rec.Event.Tenant)
+	}
+	if got := e.walkDeliveries(store.DeliveryFilter{EventID: "shared"}); len(got) != 3 {
+		t.Fatalf("deliveries of event id shared: %d, want 3 (one per tenant)", len(got))
+	}
+}
+
+// bornSkipped: a delivery NewEvent.Skipped names is stored skipped with the reason, is never claimed, counts
+// as nothing pending, holds no ordering key back, and a replay sends it like any skipped one.
+func (s *suite) bornSkipped(t *testing.T) {
+	e := s.store(t)
+	ne := store.NewEvent{Event: newEvent("off"), Destinations: []string{"on", "off"}, Skipped: []string{"", "destination disabled"},
+		OrderingKeys: []string{"k", "k"}}
+	res := e.append([]store.NewEvent{ne})
+	on, off := res[0].Deliveries[0], res[0].Deliveries[1]
+	if on.Status != store.Pending || off.Status != store.Skipped || off.LastError != "destination disabled" {
+		t.Fatalf("deliveries: %+v, want pending and skipped (destination disabled)", res[0].Deliveries)
+	}
+	if rec := e.event("off"); rec.Deliveries[1].Status != store.Skipped || rec.Deliveries[1].LastError != "destination disabled" {
+		t.Fatalf("stored: %+v", rec.Deliveries[1])
+	}
+	if jobs, err := e.st.Claim(ctx, "off", e.clock.Now().Add(time.Hour), time.Minute, 10); err != nil || len(jobs) != 0 {
+		t.Fatalf("Claim of a born-skipped delivery: %+v %v", jobs, err)
+	}
+	if counts, err := e.st.PendingCounts(ctx); err != nil || counts["off"] != 0 {
+		t.Fatalf("PendingCounts: %v %v", counts, err)
+	}
+	// A later event of the same key to the same destination is not held back by the skipped one.
+	e.append([]store.NewEvent{{Event: newEvent("next"), Destinations: []string{"off"}, OrderingKeys: []string{"k"}}})
+	if jobs, err := e.st.Claim(ctx, "off", e.clock.Now().Add(time.Hour), time.Minute, 10); err != nil || len(jobs) != 1 || jobs[0].Event.ID != "next" {
+		t.Fatalf("Claim after a skipped delivery of the same key: %+v %v", jobs, err)
+	}
+	if n, err := e.st.Replay(ctx, store.ReplayFilter{Destination: "off", Statuses: []store.Status{store.Skipped}}, e.clock.Now()); err != nil || n != 1 {
+		t.Fatalf("Replay of the born-skipped delivery: %d %v", n, err)
 	}
 }
 

@@ -30,14 +30,22 @@ func (s *suite) destinations(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, []store.DestinationRecord{b, a}) {
 		t.Fatalf("oldest first:\n got %+v\nwant %+v (%v)", got, []store.DestinationRecord{b, a}, err)
 	}
-	// A name taken by another id clashes; the stored one is unchanged.
+	// A name another id of the same tenant uses clashes; the stored one is unchanged.
 	clash := b
-	clash.Name = "alpha"
+	clash.Name, clash.Tenant = "alpha", "acme"
 	if err := e.st.PutDestination(ctx, clash); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("name clash: %v, want ErrConflict", err)
 	}
 	if got, _ := e.st.Destinations(ctx); !reflect.DeepEqual(got, []store.DestinationRecord{b, a}) {
 		t.Fatalf("a refused put changed the stored destinations: %+v", got)
+	}
+	// Names are per tenant: another tenant (or the tenant-less) may use acme's name.
+	other := store.DestinationRecord{ID: "dst_g", Name: "alpha", Tenant: "globex", Type: "webhook", Spec: []byte(`{}`), CreatedAt: T0, UpdatedAt: T0}
+	if err := e.st.PutDestination(ctx, other); err != nil {
+		t.Fatalf("globex's alpha beside acme's: %v", err)
+	}
+	if err := e.st.DeleteDestination(ctx, "dst_g"); err != nil {
+		t.Fatal(err)
 	}
 	// Replace by id: rename, new spec, no retiring secrets, creation time kept when not given.
 	a2 := store.DestinationRecord{ID: "dst_a", Name: "alpha-2", Tenant: "acme", Type: "webhook", Spec: []byte(`{"url":"y"}`), UpdatedAt: T0.Add(2 * time.Minute)}

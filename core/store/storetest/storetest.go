@@ -17,6 +17,8 @@ import (
 const (
 	CaseAppend          = "Append"
 	CaseDedupe          = "Dedupe"
+	CaseTenantIDs       = "TenantIDs"
+	CaseBornSkipped     = "BornSkipped"
 	CaseDurable         = "Durable"
 	CaseClaim           = "Claim"
 	CaseLease           = "Lease"
@@ -80,6 +82,8 @@ func Run(t *testing.T, f Features, open Open) {
 	}{
 		{CaseAppend, s.appendRead},
 		{CaseDedupe, s.dedupe},
+		{CaseTenantIDs, s.tenantIDs},
+		{CaseBornSkipped, s.bornSkipped},
 		{CaseDurable, s.durable},
 		{CaseClaim, s.claim},
 		{CaseLease, s.lease},
