@@ -135,6 +135,9 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		Observer:   observer{&metrics},
 	})
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
+	proxy, _ := netguard.ParseProxy(cfg.Delivery.Network.Proxy) // validated by the loader
+	runsAllow, _ := netguard.ParseCIDRs(cfg.Intake.InlineSubscriptions.AllowCIDRs)
+	lanes.SetNetwork(netguard.NewDialer(guard, proxy), netguard.NewDialer(netguard.New(runsAllow), proxy))
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
 		OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})

@@ -34,6 +34,9 @@ type Plugin struct {
 	// SHA256 pins the binary: Sluice refuses to launch a file with another digest.
 	SHA256        string `yaml:"sha256,omitempty"`
 	AllowUnpinned bool   `yaml:"allow_unpinned,omitempty"`
+	// Env names the environment variables passed to the plugin (e.g. AWS_REGION); nothing else of Sluice's
+	// environment reaches it.
+	Env []string `yaml:"env,omitempty"`
 }
 
 // PluginLoader launches the plugins a config declares and returns their sink specs. errs maps a plugin's
@@ -112,6 +115,14 @@ type AMQPIntake struct {
 	TopicFrom string `yaml:"topic_from"`
 	// DeadLetterExchange receives malformed messages, with the reason in the x-sluice-reject-reason header.
 	DeadLetterExchange string `yaml:"dead_letter_exchange,omitempty"`
+	// Tenant binds the consumer to one tenant: every event it accepts belongs to it.
+	Tenant string `yaml:"tenant,omitempty"`
+	// AllowTenantFromMessage lets a message body name its tenant (a consumer without Tenant only); off, a
+	// message that names one is dead-lettered.
+	AllowTenantFromMessage bool `yaml:"allow_tenant_from_message,omitempty"`
+	// AllowSubscriptions lets a message body register per-run subscriptions; off, one that carries them is
+	// dead-lettered.
+	AllowSubscriptions bool `yaml:"allow_subscriptions,omitempty"`
 }
 
 // AMQPBinding binds the queue to an exchange under routing keys.
@@ -127,6 +138,9 @@ type InlineSubscriptions struct {
 	TTL Duration `yaml:"ttl"`
 	// MaxPerCorrelation caps the subscriptions one correlation id may hold (default 10).
 	MaxPerCorrelation int `yaml:"max_per_correlation"`
+	// AllowCIDRs opens holes in the SSRF guard for per-run subscription URLs only (default none: a publisher
+	// must not reach what destinations configured by the operator may).
+	AllowCIDRs []string `yaml:"allow_cidrs,omitempty"`
 }
 
 // HTTPIntake tunes POST /v1/events.
@@ -184,6 +198,9 @@ type Breaker struct {
 type Network struct {
 	// AllowCIDRs opens holes in the SSRF guard (loopback, private ranges, ...).
 	AllowCIDRs []string `yaml:"allow_cidrs"`
+	// Proxy is the HTTP proxy every delivery goes through (http://host:port); proxy variables from the
+	// environment are ignored. Targets are still checked by the guard before the proxy is asked.
+	Proxy string `yaml:"proxy,omitempty" secret:"url"`
 }
 
 // Topic is one entry of the topic catalog.

@@ -3,7 +3,6 @@ package bucket
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,24 +29,16 @@ import (
 // newTransport is the HTTP transport for a cloud bucket: it dials through the sink's dialer (the SSRF guard),
 // since an s3 endpoint is whatever address the config names.
 func newTransport(env sinks.Env) *http.Transport {
-	dial := env.Dial
-	if dial == nil {
-		// Only tests build a sink without the guard; the server always passes one.
-		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		dial = d.DialContext
-	}
-	return &http.Transport{
-		// Proxy settings from the environment are honoured: reaching a cloud API through an egress proxy is
-		// common. The guard then judges the proxy's address, which the operator chose.
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dial,
+	// Proxy variables from the environment are ignored: a proxy is delivery.network.proxy, and the bucket's
+	// host is judged by the guard before it is asked.
+	return env.HTTPTransport(&http.Transport{
 		MaxIdleConns:          64,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
-	}
+	}, nil)
 }
 
 // openS3 opens an s3:// URL the way gocloud.dev's s3blob does, but with the dispatcher in charge of retries,

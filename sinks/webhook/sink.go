@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/internal/classify"
 )
@@ -62,6 +62,9 @@ type Config struct {
 	// source, and any other event says sluice.
 	Source  string         `yaml:"source,omitempty" desc:"CloudEvents source (cloudevents formats); default: the source the event arrived with, else sluice"`
 	Timeout sinks.Duration `yaml:"timeout,omitempty" desc:"per-attempt timeout; 0 uses the destination's timeout (15s when neither is set)"`
+	// Proxy overrides delivery.network.proxy for this destination; the URL's host is still checked by the
+	// SSRF guard before the proxy is asked.
+	Proxy string `yaml:"proxy,omitempty" secret:"url" desc:"HTTP proxy for this destination (http://host:port), in place of delivery.network.proxy; https is tunnelled with CONNECT"`
 }
 
 // NewConfig returns a Config with its defaults filled in.
@@ -175,6 +178,9 @@ func (c *Config) Validate() error {
 	if c.Timeout < 0 {
 		add("timeout", "must not be negative")
 	}
+	if _, err := netguard.ParseProxy(c.Proxy); err != nil {
+		add("proxy", "%v", err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -249,17 +255,9 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		s.headers.Set("Content-Type", "application/json")
 	}
 
-	dial := env.Dial
-	if dial == nil {
-		// Only tests build a sink without the guard; the server always passes one.
-		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		dial = d.DialContext
-	}
-	s.transport = &http.Transport{
-		// Proxy stays nil: a proxy from HTTP_PROXY would be dialled instead of the destination, and the guard
-		// would judge the proxy's address rather than the one the request is for.
-		Proxy:       nil,
-		DialContext: dial,
+	proxy, _ := netguard.ParseProxy(cfg.Proxy) // validated above
+	// HTTPTransport ignores HTTP_PROXY: only the configured proxy is used, and the target is judged first.
+	s.transport = env.HTTPTransport(&http.Transport{
 		// The dispatcher runs up to `concurrency` attempts per destination at once; keep that many warm
 		// connections so steady traffic does not reconnect (and re-handshake TLS) on every attempt.
 		MaxIdleConns:          256,
@@ -270,7 +268,7 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		ForceAttemptHTTP2:     true,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
 		// Responses are only excerpted for the attempt log; decompression is fine but bounded by the reader.
-	}
+	}, proxy)
 	s.client = &http.Client{
 		Transport: s.transport,
 		// A redirect would be followed to an address the operator never configured; 3xx is a permanent
