@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/sinktest"
 	"gopkg.in/yaml.v3"
@@ -181,7 +182,11 @@ func newThroughHost(t testing.TB, spec sinks.Spec, block string) sinks.Sink {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
-	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), UserAgent: "Sluice/test", Timeout: 10 * time.Second})
+	// The plugin dials through sdk.Dialer under the policy the host sends: loopback allowed, as a config
+	// with delivery.network.allow_cidrs: [127.0.0.0/8] would.
+	allow, _ := netguard.ParseCIDRs([]string{"127.0.0.0/8"})
+	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), UserAgent: "Sluice/test", Timeout: 10 * time.Second,
+		Network: netguard.NewDialer(netguard.New(allow), nil)})
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}

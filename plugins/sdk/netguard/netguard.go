@@ -91,6 +91,14 @@ func normalize(p netip.Prefix) netip.Prefix {
 	return netip.PrefixFrom(a, p.Bits()).Masked()
 }
 
+// Setting returns the config key refusals name as the allow list (DefaultSetting unless Named).
+func (g *Guard) Setting() string {
+	if g.setting == "" {
+		return DefaultSetting
+	}
+	return g.setting
+}
+
 // Allowed returns the allow list in effect (normalised), for logs and `validate --print`.
 func (g *Guard) Allowed() []netip.Prefix {
 	return append([]netip.Prefix(nil), g.allow...)
