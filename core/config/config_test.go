@@ -200,3 +200,36 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// validate --print masks webhook headers values and the secret parts of URLs (userinfo, query values).
+func TestPrintMasksURLAndHeaderSecrets(t *testing.T) {
+	src := base + `delivery:
+  network: {proxy: "http://proxyuser:proxypass-1@10.0.0.5:3128"}
+destinations:
+  - name: hook
+    type: webhook
+    topics: ["*"]
+    config:
+      url: https://hookuser:hookpass-1@example.com/x?token=qtoken-secret
+      signing: none
+      headers: {Authorization: "Bearer hdr-secret-81f0"}
+`
+	cfg, err := config.Parse("f.yaml", []byte(src), noEnv, reg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cfg.Masked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hookuser", "hookpass-1", "qtoken-secret", "hdr-secret-81f0", "proxyuser", "proxypass-1"} {
+		if strings.Contains(string(out), secret) {
+			t.Errorf("--print shows %q:\n%s", secret, out)
+		}
+	}
+	for _, kept := range []string{"@example.com/x?token=…cret", "Authorization: …81f0", "@10.0.0.5:3128"} {
+		if !strings.Contains(string(out), kept) {
+			t.Errorf("--print lacks %q:\n%s", kept, out)
+		}
+	}
+}

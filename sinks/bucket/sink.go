@@ -41,7 +41,7 @@ var Spec = sinks.Register("bucket", "NDJSON objects in S3 (or an S3-compatible s
 
 // Config is a bucket destination's `config` block.
 type Config struct {
-	URL       string         `yaml:"url" required:"true" desc:"where objects go: s3://BUCKET?region=eu-west-1 (S3-compatible servers: add &endpoint=https://…&use_path_style=true), gs://BUCKET or file:///DIR"`
+	URL       string         `yaml:"url" required:"true" secret:"url" desc:"where objects go: s3://BUCKET?region=eu-west-1 (S3-compatible servers: add &endpoint=https://…&use_path_style=true), gs://BUCKET or file:///DIR"`
 	Key       string         `yaml:"key" default:"{topic}/{yyyy}/{mm}/{dd}/{hh}/{batch_id}.ndjson" desc:"object key template; it must contain {batch_id} (or {id}) so objects never overwrite each other; with gzip, .gz is appended unless the key ends in .gz"`
 	MaxEvents int            `yaml:"max_events" default:"1000" desc:"most events in one batch of objects"`
 	MaxBytes  int            `yaml:"max_bytes" default:"8388608" desc:"most bytes of event data in one batch of objects (8 MiB)"`

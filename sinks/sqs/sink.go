@@ -46,9 +46,9 @@ var Spec = sinks.Register("sqs", "Amazon SQS queue (standard or FIFO), batched w
 
 // Config is an sqs destination's `config` block.
 type Config struct {
-	QueueURL string `yaml:"queue_url" required:"true" desc:"the queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders (a name ending in .fifo is a FIFO queue)"`
+	QueueURL string `yaml:"queue_url" required:"true" secret:"url" desc:"the queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders (a name ending in .fifo is a FIFO queue)"`
 	Region   string `yaml:"region,omitempty" desc:"AWS region; default: the one in queue_url's host (sqs.REGION.amazonaws.com), else us-east-1"`
-	Endpoint string `yaml:"endpoint,omitempty" desc:"API endpoint override for SQS-compatible servers, e.g. http://127.0.0.1:9324; default: AWS's endpoint for the region, or queue_url's scheme and host when that is not an AWS host"`
+	Endpoint string `yaml:"endpoint,omitempty" secret:"url" desc:"API endpoint override for SQS-compatible servers, e.g. http://127.0.0.1:9324; default: AWS's endpoint for the region, or queue_url's scheme and host when that is not an AWS host"`
 	// Credentials: both or neither. Without them the AWS default chain applies (environment, shared config
 	// files, web identity, ECS/EC2 roles).
 	AccessKeyID     string `yaml:"access_key_id,omitempty" secret:"true" desc:"static access key id; give it with secret_access_key, or leave both out to use the AWS default credential chain"`

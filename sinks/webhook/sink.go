@@ -50,9 +50,9 @@ var Spec = sinks.Register("webhook", "signed HTTP POST to a URL (Standard Webhoo
 
 // Config is a webhook destination's `config` block.
 type Config struct {
-	URL     string            `yaml:"url" required:"true" desc:"absolute http or https URL to deliver to"`
+	URL     string            `yaml:"url" required:"true" secret:"url" desc:"absolute http or https URL to deliver to"`
 	Method  string            `yaml:"method" default:"POST" desc:"HTTP method: POST, PUT or PATCH"`
-	Headers map[string]string `yaml:"headers,omitempty" desc:"extra request headers; may not set webhook-id, webhook-timestamp, webhook-signature, content-type or the signature header"`
+	Headers map[string]string `yaml:"headers,omitempty" secret:"true" desc:"extra request headers; may not set webhook-id, webhook-timestamp, webhook-signature, content-type or the signature header"`
 	Secrets []string          `yaml:"secrets,omitempty" secret:"true" desc:"signing secrets, newest first; every one signs each request so receivers can rotate (standard: whsec_ + base64 of 24–64 bytes, from sluice secret)"`
 	Signing string            `yaml:"signing" default:"standard" desc:"standard (Standard Webhooks), hmac-sha256-hex or none"`
 	// SignatureHeader carries the hex signature when Signing is hmac-sha256-hex.

@@ -1,7 +1,7 @@
 // Package schema is the one reflective layer over a sink's config struct. The struct's tags are the spec:
 //
 //	`yaml:"name"` (`,inline` merges a nested struct's keys), `desc:"…"`, `default:"…"`, `required:"true"`,
-//	`secret:"true"`
+//	`secret:"true"`, `secret:"url"` (only the URL's userinfo and query values are secret)
 //
 // and from them this package checks a YAML block (unknown keys, wrong types, with their paths and lines),
 // fills defaults, reports missing required fields, describes the fields (`sluice sinks describe`, the docs)
@@ -180,8 +180,20 @@ func describe(t reflect.Type, prefix string) []Field {
 	return out
 }
 
-// isSecret is the one place that decides, for a struct field, whether its values are secret.
-func isSecret(f reflect.StructField) bool { return f.Tag.Get("secret") == "true" }
+// isSecret is the one place that decides, for a struct field, whether its values are (or hold) secrets:
+// `secret:"true"` (the whole value, and every element or map value under it) or `secret:"url"` (a URL whose
+// userinfo and query values are secret, see MaskURL).
+func isSecret(f reflect.StructField) bool { return secretKind(f) != "" }
+
+func secretKind(f reflect.StructField) string {
+	switch f.Tag.Get("secret") {
+	case "true":
+		return kindWhole
+	case "url":
+		return kindURL
+	}
+	return ""
+}
 
 func typeName(t reflect.Type) string {
 	t = deref(t)
