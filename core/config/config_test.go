@@ -233,3 +233,34 @@ destinations:
 		}
 	}
 }
+
+// The egress and trust keys are validated with their paths.
+func TestEgressKeysValidated(t *testing.T) {
+	src := base + `delivery:
+  network: {proxy: "https://proxy:3128"}
+intake:
+  inline_subscriptions: {allow_cidrs: [10.1.2.3/8]}
+  amqp:
+    - {url: "amqp://localhost", queue: q, tenant: acme, allow_tenant_from_message: true}
+plugins:
+  - {name: p, path: /bin/true, allow_unpinned: true, env: [AWS_REGION, "A=1", SLUICE_ADMIN_KEY]}
+`
+	_, err := config.Parse("f.yaml", []byte(src), noEnv, reg())
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`delivery.network.proxy: "https://proxy:3128" is not a proxy URL`,
+		`intake.inline_subscriptions.allow_cidrs[0]:`,
+		`intake.amqp[0].allow_tenant_from_message: a consumer bound to tenant "acme"`,
+		`plugins[0].env[1]: "A=1" is not a variable name`,
+		`plugins[0].env[2]: "SLUICE_ADMIN_KEY": Sluice's own variables`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "plugins[0].env[0]") {
+		t.Errorf("a valid env name was refused:\n%v", err)
+	}
+}
