@@ -60,6 +60,13 @@ func (s *Sink) send(ctx context.Context, e *event.Event) error {
 	if err != nil {
 		return sinks.Permanent(err)
 	}
+	// The body and the response excerpt count against the process-wide in-flight budget until the answer
+	// is read; past it, attempts wait here (a cancelled wait is not a failed delivery).
+	held, err := s.budget.Acquire(ctx, int64(len(body))+excerptBytes)
+	if err != nil {
+		return err
+	}
+	defer s.budget.Release(held)
 	attemptCtx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(attemptCtx, s.method, s.url, bytes.NewReader(body))

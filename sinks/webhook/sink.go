@@ -196,6 +196,7 @@ type Sink struct {
 	timeout   time.Duration
 	transport *http.Transport
 	client    *http.Client
+	budget    *sinks.Budget // bytes of in-flight attempts, shared by every sink (sinks.InFlight)
 	now       func() time.Time
 }
 
@@ -219,6 +220,7 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		headers:   http.Header{},
 		userAgent: env.UserAgent,
 		timeout:   cfg.Timeout.D(),
+		budget:    sinks.InFlight,
 		now:       time.Now,
 	}
 	if u, err := url.Parse(cfg.URL); err == nil {
