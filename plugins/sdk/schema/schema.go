@@ -174,7 +174,7 @@ func describe(t reflect.Type, prefix string) []Field {
 			Default:     f.Tag.Get("default"),
 			Required:    f.Tag.Get("required") == "true",
 			Secret:      isSecret(f),
-			Description: f.Tag.Get("desc"),
+			Description: describeSecret(f),
 		})
 	}
 	return out
@@ -184,6 +184,15 @@ func describe(t reflect.Type, prefix string) []Field {
 // `secret:"true"` (the whole value, and every element or map value under it) or `secret:"url"` (a URL whose
 // userinfo and query values are secret, see MaskURL).
 func isSecret(f reflect.StructField) bool { return secretKind(f) != "" }
+
+// describeSecret is a field's description, saying which parts of a secret:"url" field are secret.
+func describeSecret(f reflect.StructField) string {
+	d := f.Tag.Get("desc")
+	if secretKind(f) == kindURL {
+		d = strings.TrimSpace(d + " (secret: the userinfo and query values)")
+	}
+	return d
+}
 
 func secretKind(f reflect.StructField) string {
 	switch f.Tag.Get("secret") {
