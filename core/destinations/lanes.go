@@ -56,6 +56,8 @@ func (l *Lanes) Build(ctx context.Context, reg *sinks.Registry, d *config.Destin
 	if err != nil {
 		return dispatch.Destination{}, err
 	}
+	// Attempt errors are stored, logged and shown by the API: none may quote a secret of the config.
+	sink = sinks.Scrub(sink, d.SinkConfig)
 	return dispatch.Destination{Name: d.Name, Sink: sink, Policy: pol, Prepare: prepareFor(d), Ordered: d.OrderingKey != ""}, nil
 }
 
@@ -87,8 +89,12 @@ func (l *Lanes) SubscriptionSink(ctx context.Context, sub store.Subscription, po
 	if err := checkURL(l.runs.Guard(), sub.URL); err != nil {
 		return nil, err
 	}
-	return webhook.New(ctx, wc, sinks.Env{Destination: sub.Name, Dial: l.runs.DialContext, Network: l.runs,
+	s, err := webhook.New(ctx, wc, sinks.Env{Destination: sub.Name, Dial: l.runs.DialContext, Network: l.runs,
 		UserAgent: l.userAgent, Timeout: pol.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	return sinks.Scrub(s, wc), nil
 }
 
 // checkURL refuses a URL whose host is an IP literal the SSRF guard refuses (names are checked when dialled,
