@@ -134,6 +134,8 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
 		Observer:   observer{&metrics},
 	})
+	// Set before any sink is built: every webhook sink shares this budget.
+	sinks.InFlight = sinks.NewBudget(cfg.Delivery.MaxInFlightBytes)
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
 	proxy, _ := netguard.ParseProxy(cfg.Delivery.Network.Proxy) // validated by the loader
 	runsAllow, _ := netguard.ParseCIDRs(cfg.Intake.InlineSubscriptions.AllowCIDRs)

@@ -159,6 +159,9 @@ type Delivery struct {
 	AutoDisableAfter int `yaml:"auto_disable_after"`
 	// RotationOverlap is how long a rotated-out signing secret keeps signing beside the new one.
 	RotationOverlap Duration `yaml:"rotation_overlap"`
+	// MaxInFlightBytes bounds the request bytes all in-flight webhook attempts hold together; attempts past
+	// it wait for room (default 256 MiB). Read at startup.
+	MaxInFlightBytes int64 `yaml:"max_inflight_bytes"`
 }
 
 // Retry is a retry policy: an explicit schedule of delays after the first attempt, or an exponential one.
@@ -276,6 +279,7 @@ func Defaults() *Config {
 			Breaker:          Breaker{Failures: 5},
 			AutoDisableAfter: 100,
 			RotationOverlap:  Duration(24 * 3600e9),
+			MaxInFlightBytes: 256 << 20,
 			Retry: Retry{
 				Schedule: []Duration{Duration(5e9), Duration(300e9), Duration(1800e9), Duration(7200e9),
 					Duration(5 * 3600e9), Duration(10 * 3600e9), Duration(14 * 3600e9), Duration(20 * 3600e9),

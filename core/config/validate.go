@@ -94,6 +94,9 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 			l.errorf(fmt.Sprintf("delivery.network.allow_cidrs[%d]", i), "%v", errs[0])
 		}
 	}
+	if c.Delivery.MaxInFlightBytes < 1<<20 {
+		l.errorf("delivery.max_inflight_bytes", "must be at least 1048576 (1 MiB); the default is 268435456 (256 MiB)")
+	}
 	if _, err := netguard.ParseProxy(c.Delivery.Network.Proxy); err != nil {
 		l.errorf("delivery.network.proxy", "%v", err)
 	}
