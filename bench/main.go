@@ -2,8 +2,13 @@
 // receivers and publishers on loopback, and reports throughput, latency, memory and CPU beside the machine's
 // own HTTP ceiling measured in the same run.
 //
-//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|fanout10|backlog] [-duration 20s]
-//	               [-publishers 64] [-rate 0] [-bin PATH] [-json]
+//	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog|
+//	                          single-pg|fanout10-pg|nodes3-pg] (or a comma-separated list)
+//	               [-duration 20s] [-publishers 64] [-rate 0] [-bin PATH] [-json] [-pg-dsn postgres://…]
+//
+// The -pg scenarios run Sluice on PostgreSQL (-pg-dsn, default $SLUICE_TEST_PG_DSN), each in a fresh schema
+// dropped afterwards; nodes3-pg runs three nodes on it with the publishers spread over them. Without a DSN
+// they are skipped.
 package main
 
 import (
@@ -63,11 +68,15 @@ type opts struct {
 	publishers int
 	receivers  int
 	batch      int     // events per request; > 1 uses the batch route
+	hookBatch  int     // events per webhook request; > 1 gives the destinations a batch block
 	rate       float64 // events/s across all publishers; 0 = as fast as possible
+	pgDSN      string  // run on PostgreSQL (a fresh schema) instead of the embedded store
+	nodes      int     // Sluice processes sharing the store (PostgreSQL only); 0 = 1
 }
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, http-ceiling, single, single-half, batch-intake, fanout10 or backlog")
+	scenario := flag.String("scenario", "all", "all, or a comma-separated list of http-ceiling, single, single-half, batch-intake, batch-webhook, fanout10, backlog, single-pg, fanout10-pg and nodes3-pg")
+	pgDSN := flag.String("pg-dsn", os.Getenv("SLUICE_TEST_PG_DSN"), "PostgreSQL for the -pg scenarios (each runs in a fresh schema)")
 	duration := flag.Duration("duration", 20*time.Second, "publishing time per scenario")
 	publishers := flag.Int("publishers", 64, "concurrent publishers")
 	rateCap := flag.Float64("rate", 0, "publishing rate in events/s across all publishers, open loop (0 = as fast as possible); single-half sets its own")
@@ -87,7 +96,7 @@ func main() {
 	var results []result
 	var ceiling float64
 	run := func(name string, f func() (result, error)) {
-		if *scenario != "all" && *scenario != name {
+		if *scenario != "all" && !slices.Contains(strings.Split(*scenario, ","), name) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "running %s for %v...\n", name, *duration)
@@ -140,10 +149,30 @@ func main() {
 	run("batch-intake", func() (result, error) {
 		return throughSluice(bin, opts{d: *duration, publishers: 8, batch: 100, rate: *rateCap})
 	})
+	run("batch-webhook", func() (result, error) {
+		// Batched end to end: events published 100 to a request and delivered 100 to a webhook request.
+		return throughSluice(bin, opts{d: *duration, publishers: 8, receivers: 1, batch: 100, hookBatch: 100, rate: *rateCap})
+	})
 	run("fanout10", func() (result, error) {
 		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap})
 	})
 	run("backlog", func() (result, error) { return backlog(bin, *backlogN) })
+	for _, pg := range []struct {
+		name string
+		o    opts
+	}{
+		{"single-pg", opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
+		{"fanout10-pg", opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
+		{"nodes3-pg", opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 3}},
+	} {
+		if *pgDSN == "" {
+			if *scenario == pg.name || *scenario == "all" {
+				fmt.Fprintf(os.Stderr, "skipping %s: no -pg-dsn (or SLUICE_TEST_PG_DSN)\n", pg.name)
+			}
+			continue
+		}
+		run(pg.name, func() (result, error) { return throughSluice(bin, pg.o) })
+	}
 
 	harnessRSS := peakRSS(os.Getpid())
 	fmt.Fprintf(os.Stderr, "harness peak RSS: %.0f MB\n", harnessRSS)
@@ -232,8 +261,14 @@ type receiver struct {
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	now := time.Now()
-	if i := bytes.Index(body, []byte(`"sent_ns":`)); i >= 0 {
-		rest := body[i+len(`"sent_ns":`):]
+	// A batched webhook carries several events: each one's sent_ns counts.
+	n := int64(0)
+	for rest := body; ; {
+		i := bytes.Index(rest, []byte(`"sent_ns":`))
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len(`"sent_ns":`):]
 		j := bytes.IndexAny(rest, ",}")
 		if j < 0 {
 			j = len(rest)
@@ -241,8 +276,9 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ns, err := strconv.ParseInt(string(bytes.TrimSpace(rest[:j])), 10, 64); err == nil {
 			rc.lat.record(now.Sub(time.Unix(0, ns)))
 		}
+		n++
 	}
-	rc.count.Add(1)
+	rc.count.Add(max(n, 1))
 	rc.last.Store(now.UnixNano())
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -345,44 +381,75 @@ func throughSluice(bin string, o opts) (result, error) {
 		rcs[i] = &receiver{}
 		addr, stop := serve(rcs[i])
 		defer stop()
-		fmt.Fprintf(&dests, "  - {name: r%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]}}\n", i, addr, secret)
+		extra := ""
+		if o.hookBatch > 1 {
+			extra = fmt.Sprintf(", batch: {max_events: %d, max_bytes: 1MB, max_wait: 200ms}", o.hookBatch)
+		}
+		fmt.Fprintf(&dests, "  - {name: r%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]%s}}\n", i, addr, secret, extra)
 	}
 	if receivers == 0 {
 		dests.WriteString("  []\n")
 	}
-	listen := freePort()
-	cfg := fmt.Sprintf(`server: {listen: %s}
+	storeBlock := fmt.Sprintf("{path: %s}", filepath.Join(dir, "data"))
+	nodes := max(o.nodes, 1)
+	if o.pgDSN != "" {
+		dsn, drop, err := pgSchema(o.pgDSN)
+		if err != nil {
+			return result{}, err
+		}
+		defer drop()
+		storeBlock = fmt.Sprintf("{driver: postgres, dsn: %q, max_conns: 20}", dsn)
+	}
+	var listens []string
+	var cmds []*exec.Cmd
+	defer func() {
+		for _, cmd := range cmds {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	for k := range nodes {
+		listen := freePort()
+		cfg := fmt.Sprintf(`server: {listen: %s}
 auth: {keys: [{name: bench, key: bench-key, role: admin}]}
-store: {path: %s}
+store: %s
 delivery: {concurrency: 32, network: {allow_cidrs: [127.0.0.0/8]}}
 telemetry: {log: {level: error}}
 destinations:
-%s`, listen, filepath.Join(dir, "data"), dests.String())
-	cfgPath := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return result{}, err
-	}
-	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	cmd.Stderr = os.Stderr
-	cmd.Env = os.Environ() // SLUICE_PPROF_ADDR=127.0.0.1:6060 profiles the server under load
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
+%s`, listen, storeBlock, dests.String())
+		cfgPath := filepath.Join(dir, fmt.Sprintf("sluice%d.yaml", k))
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return result{}, err
+		}
+		cmd := exec.Command(bin, "serve", "--config", cfgPath)
+		cmd.Stderr = os.Stderr
+		cmd.Env = os.Environ() // SLUICE_PPROF_ADDR=127.0.0.1:6060 profiles the server under load
+		if err := cmd.Start(); err != nil {
+			return result{}, err
+		}
+		cmds = append(cmds, cmd)
+		for i := 0; ; i++ {
+			resp, err := http.Get("http://" + listen + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
 			}
+			if i > 1500 {
+				return result{}, fmt.Errorf("sluice did not start")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if i > 300 {
-			return result{}, fmt.Errorf("sluice did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
+		listens = append(listens, listen)
 	}
-	cpu0 := cpuTime(cmd.Process.Pid)
+	cpu := func() (d time.Duration) {
+		for _, cmd := range cmds {
+			d += cpuTime(cmd.Process.Pid)
+		}
+		return d
+	}
+	cpu0 := cpu()
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
@@ -400,7 +467,8 @@ destinations:
 	}
 	stopWindows := windowSampler(count, start)
 	var wg sync.WaitGroup
-	for range publishers {
+	for p := range publishers {
+		listen := listens[p%len(listens)] // publishers spread over the nodes
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -457,7 +525,7 @@ destinations:
 	r := result{
 		Accepted: accepted.Load(), AcceptedPerS: float64(accepted.Load()) / pubEnd, Deliveries: delivered,
 		AcceptP99MS: acceptLat.percentile(0.99), E2EP50MS: lat.percentile(0.5), E2EP99MS: lat.percentile(0.99),
-		PeakRSSMB: peakRSS(cmd.Process.Pid), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
+		PeakRSSMB: rssOf(cmds), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
 		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows),
 	}
 	if r.MissedSends > 0 {
@@ -468,12 +536,20 @@ destinations:
 		r.DeliveredPerS = float64(delivered) / time.Unix(0, last).Sub(start).Seconds()
 	}
 	if r.Accepted > 0 {
-		r.CPUMicrosPerE = (cpuTime(cmd.Process.Pid) - cpu0).Seconds() * 1e6 / float64(r.Accepted)
+		r.CPUMicrosPerE = (cpu() - cpu0).Seconds() * 1e6 / float64(r.Accepted)
 	}
 	if delivered < want {
 		fmt.Fprintf(os.Stderr, "warning: %d of %d deliveries arrived before the drain deadline\n", delivered, want)
 	}
 	return r, nil
+}
+
+// rssOf is the peak RSS of the Sluice processes together (several nodes: their sum).
+func rssOf(cmds []*exec.Cmd) (mb float64) {
+	for _, cmd := range cmds {
+		mb += peakRSS(cmd.Process.Pid)
+	}
+	return mb
 }
 
 func peakRSS(pid int) float64 {

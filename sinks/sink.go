@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/core/event"
-	"github.com/sluicehq/sluice/core/netguard"
+	"github.com/sluicehq/sluice/plugins/sdk/netguard"
 	"github.com/sluicehq/sluice/plugins/sdk/schema"
 	"github.com/sluicehq/sluice/plugins/sdk/sinkapi"
 )
@@ -18,7 +18,8 @@ import (
 // retryable. context.Canceled is never a failed delivery: the dispatcher retries it later.
 type Sink interface {
 	Send(ctx context.Context, batch []event.Event) error
-	// Close releases connections. It must be safe to call after a failed Open or while a Send is running.
+	// Close releases connections. It must be safe to call while a Send is running, more than once, and on a
+	// sink whose New succeeded but that never sent (connections a sink dials lazily may not exist yet).
 	Close(ctx context.Context) error
 }
 

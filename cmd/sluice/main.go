@@ -35,6 +35,7 @@ Usage:
   sluice replay   [--server URL] [--key KEY] --destination NAME [--since T] [--until T] [--status S]
   sluice sinks    [--config FILE] [--json]   list sink types (built-in and the config's plugins)
   sluice sinks describe TYPE                 a sink's config fields
+  sluice migrate  --config FILE [--dry-run]  apply the PostgreSQL store's schema migrations
   sluice secret                              print a new whsec_ signing secret
   sluice version
 
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runReplay(ctx, rest, stdout, stderr)
 	case "sinks":
 		return runSinks(rest, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, stdout, stderr)
 	case "secret":
 		return runSecret(stdout, stderr)
 	case "version", "--version", "-v":

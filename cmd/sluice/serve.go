@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/core/api"
+	"github.com/sluicehq/sluice/core/api/console"
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
@@ -26,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/core/store/embedded"
+	"github.com/sluicehq/sluice/core/store/postgres"
 	"github.com/sluicehq/sluice/core/telemetry"
 	"github.com/sluicehq/sluice/plugins/host"
 	"github.com/sluicehq/sluice/sinks"
@@ -97,6 +99,10 @@ func openStore(c config.Store, log *slog.Logger) (store.Store, error) {
 	switch c.Driver {
 	case "embedded":
 		return embedded.Open(c.Path, embedded.Options{Logger: log})
+	case "postgres":
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, MaxConns: c.MaxConns, Logger: log})
 	}
 	return nil, fmt.Errorf("store driver %q is not available", c.Driver)
 }
@@ -110,6 +116,21 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		// Profiling on a separate, opt-in listener: never on the API port.
 		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, pprofMux())) }()
 	}
+	stopTracing, tracing, err := telemetry.SetupTracing(ctx, buildVersion())
+	if err != nil {
+		return err
+	}
+	if tracing {
+		log.Info("tracing on: exporting spans over OTLP/HTTP")
+	}
+	// Deferred first so it runs last: the spans of draining deliveries are flushed too.
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flush); err != nil {
+			log.Warn("tracing: flushing spans failed", "err", err)
+		}
+	}()
 	st, err := openStore(cfg.Store, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -129,10 +150,11 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	// removes the lane); the callbacks close over mgr, set just below.
 	var mgr *destinations.Manager
 	var metrics *telemetry.Metrics
+	activity := console.NewActivity() // the console's last hour and live tail
 	disp := dispatch.New(st, dispatch.Options{Logger: log,
 		OnDisabled: func(name, reason string) { mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
-		Observer:   observer{&metrics},
+		Observer:   observer{&metrics, activity},
 	})
 	// Set before any sink is built: every webhook sink shares this budget.
 	sinks.InFlight = sinks.NewBudget(cfg.Delivery.MaxInFlightBytes)
@@ -141,13 +163,13 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	runsAllow, _ := netguard.ParseCIDRs(cfg.Intake.InlineSubscriptions.AllowCIDRs)
 	lanes.SetNetwork(netguard.NewDialer(guard, proxy), netguard.NewDialer(netguard.New(runsAllow), proxy))
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
-		OnRemoved: func(name string) { metrics.Forget(name) }, Logger: log})
+		OnRemoved: func(name string) { metrics.Forget(name); activity.Forget(name) }, Logger: log})
 	metrics = telemetry.New(telemetry.Options{Pending: st.PendingCounts, Destinations: mgr.Enabled})
 
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,
 		Topics: cfg.Topics, ValidateTopics: cfg.Intake.ValidateTopics, Logger: log,
-		OnAccepted:    metrics.EventsAccepted,
+		OnAccepted:    func(n int) { metrics.EventsAccepted(n); activity.Accepted(n) },
 		Subscriptions: mgr.Subscriptions(),
 	})
 	if err := mgr.Start(ctx, cfg, in); err != nil {
@@ -158,6 +180,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	go store.RunRetention(bg, st, cfg.Store.Retention.D(), store.RetentionOptions{Logger: log})
+	go mgr.Watch(bg) // a shared store: follow what other nodes change
 	consumeCtx, stopConsumers := context.WithCancel(context.Background())
 	defer stopConsumers()
 	var consumers sync.WaitGroup
@@ -169,7 +192,8 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		}()
 	}
 	srv := api.New(api.Options{Store: st, Intake: in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: mgr,
-		Metrics: metrics.Handler()})
+		Metrics: metrics.Handler(), Console: cfg.Console, Sinks: cfg.Registry, Activity: activity,
+		PortalSecret: api.PortalKey(cfg.Store)})
 	if servePlugins != nil {
 		srv.AddCheck("plugins", servePlugins.Check)
 	}
@@ -179,6 +203,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs.RegisterOnShutdown(srv.CloseStreams) // the console's live tails would hold the drain to its deadline
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	srv.SetReady(true)
@@ -268,11 +293,16 @@ func openBox(c config.Store) (*seal.Box, error) {
 	return seal.New(keys)
 }
 
-// observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher.
-type observer struct{ m **telemetry.Metrics }
+// observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher, and to the
+// console's activity counter.
+type observer struct {
+	m **telemetry.Metrics
+	a *console.Activity
+}
 
 func (o observer) Observe(destination, outcome string, took time.Duration) {
 	if m := *o.m; m != nil {
 		m.Observe(destination, outcome, took)
 	}
+	o.a.Observe(destination, outcome, took)
 }

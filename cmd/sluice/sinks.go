@@ -185,6 +185,10 @@ func sinksMarkdown(reg *sinks.Registry) []byte {
 			}
 			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s |\n", f.Name, f.Type, def, req, sec, mdCell(f.Description))
 		}
+		// A sink may add prose its fields cannot carry (wire formats, answers it understands).
+		if n, ok := spec.Config().(interface{ DocNotes() string }); ok {
+			b.WriteString("\n" + strings.TrimSpace(n.DocNotes()) + "\n")
+		}
 	}
 	return b.Bytes()
 }

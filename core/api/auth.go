@@ -6,16 +6,13 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/sluicehq/sluice/core/api/authz"
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/intake"
 )
 
-// Principal is the key a request was made with.
-type Principal struct {
-	Name   string
-	Role   string
-	Tenant string
-}
+// Principal is the key a request was made with (the one type authz decides on).
+type Principal = authz.Principal
 
 // Keys authenticates bearer keys. Keys are compared as SHA-256 digests in constant time, so neither the
 // comparison time nor a timing side channel tells how much of a guess was right.
@@ -50,20 +47,6 @@ func (k *Keys) Lookup(key string) (Principal, bool) {
 	return found, ok
 }
 
-// can reports whether role may do what need asks: admin may do anything; publisher publishes and reads (a
-// publisher checking what became of its events is the common case); reader reads.
-func can(role, need string) bool {
-	switch role {
-	case config.RoleAdmin:
-		return true
-	case config.RolePublisher:
-		return need == config.RolePublisher || need == config.RoleReader
-	case config.RoleReader:
-		return need == config.RoleReader
-	}
-	return false
-}
-
 // require wraps h: a missing or unknown key is 401, a key whose role may not do this is 403. Authorization
 // runs before any validation of the request.
 func (s *Server) require(need string, h http.HandlerFunc) http.HandlerFunc {
@@ -83,9 +66,9 @@ func (s *Server) require(need string, h http.HandlerFunc) http.HandlerFunc {
 				Message: "unknown API key"})
 			return
 		}
-		if !can(p.Role, need) {
+		if err := authz.Authorize(p, need); err != nil {
 			writeError(w, &problem{Status: http.StatusForbidden, Code: "forbidden",
-				Message: "key " + p.Name + " has role " + p.Role + ", which may not do this (needs " + need + ")"})
+				Message: err.Error()})
 			return
 		}
 		ctx := r.Context()

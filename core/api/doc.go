@@ -8,6 +8,11 @@
 // {"error": {"code", "message", "field"?}}. The packages behind it answer domain errors; errors.go maps them to
 // statuses and codes in one table (statusOf).
 //
+// The web console (console/) is mounted at /console/ on the same port, with the same authorization (authz/: one
+// rule for roles and tenants, used by both); portal.go makes its tenant portal links (POST /v1/portal-links).
+//
 // A key with a tenant sees only its tenant: another tenant's event, delivery or destination answers 404, never
 // 403, so a key cannot learn what exists outside its tenant.
+//
+// Must not import: plugins/host, core/store/embedded, sinks/bucket, sinks/sqs, sinks/pubsub, sinks/rabbitmq.
 package api

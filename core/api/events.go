@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sluicehq/sluice/core/api/authz"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -93,7 +94,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	rec, err := s.store.Event(r.Context(), r.PathValue("id"))
 	p := principal(r.Context())
-	if errors.Is(err, store.ErrNotFound) || (err == nil && p.Tenant != "" && rec.Event.Tenant != p.Tenant) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !authz.Sees(p, rec.Event.Tenant)) {
 		writeError(w, notFound("event"))
 		return
 	}

@@ -18,7 +18,8 @@ var routes = []struct{ method, path string }{
 	{"PATCH", "/v1/destinations/{id}"}, {"DELETE", "/v1/destinations/{id}"},
 	{"POST", "/v1/destinations/{id}/enable"}, {"POST", "/v1/destinations/{id}/disable"},
 	{"POST", "/v1/destinations/{id}/test"}, {"POST", "/v1/destinations/{id}/rotate-secret"},
-	{"POST", "/v1/destinations/{id}/replay"}, {"GET", "/v1/topics"}, {"GET", "/v1/openapi.json"},
+	{"POST", "/v1/destinations/{id}/replay"}, {"GET", "/v1/topics"}, {"POST", "/v1/portal-links"},
+	{"GET", "/v1/openapi.json"},
 	{"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"},
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
+	"github.com/sluicehq/sluice/core/telemetry"
 )
 
 // The intake routes: the HTTP binding of intake. Reading the body (bounded), the content type and the
@@ -120,6 +121,9 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 		s.handleBatch(w, r)
 		return
 	}
+	ctx, span := telemetry.StartPublish(r.Context(), r.Header, "/v1/events")
+	defer span.End()
+	r = r.WithContext(ctx)
 	it, err := s.decodeEvent(r)
 	if err == nil {
 		err = s.intake.Admit(r.Context(), &it, "")
@@ -128,6 +132,7 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	intake.KeepTraceparent(&it.Event, r.Header.Get("Traceparent"))
 	res, err := s.intake.Publish(r.Context(), []event.Event{it.Event})
 	if err != nil {
 		s.unavailable(w, err)
@@ -143,6 +148,9 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 // handleBatch serves POST /v1/events/batch (`{"events": [...]}`, or a CloudEvents batch): every valid event
 // is stored; each gets its own answer.
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
+	ctx, span := telemetry.StartPublish(r.Context(), r.Header, r.URL.Path)
+	defer span.End()
+	r = r.WithContext(ctx)
 	decodeOne := intake.DecodeBatchEvent
 	field := "events"
 	var raws []json.RawMessage
@@ -199,6 +207,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 			answers[i] = answer{Status: p.Status, Error: p}
 			continue
 		}
+		intake.KeepTraceparent(&it.Event, r.Header.Get("Traceparent"))
 		evs = append(evs, it.Event)
 		idx = append(idx, i)
 	}

@@ -11,9 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/core/api/console"
+	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/store"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 // openAPIDoc is the checked-in OpenAPI 3.1 document of this API, served at GET /v1/openapi.json. It is
@@ -35,6 +38,14 @@ type Options struct {
 	Destinations *destinations.Manager
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
+	// Console is the console block of the config: when Enabled, /console/ is served (portal.go).
+	Console config.Console
+	// Sinks describes the sink types the console's destination forms offer.
+	Sinks *sinks.Registry
+	// Activity feeds the console's overview chart and live tail; nil counts nothing.
+	Activity *console.Activity
+	// PortalSecret signs portal links (PortalKey); empty makes a random one for this process.
+	PortalSecret []byte
 }
 
 // Server serves the HTTP API.
@@ -50,6 +61,10 @@ type Server struct {
 
 	checksMu sync.Mutex
 	checks   []readyCheck
+
+	consoleCfg   config.Console
+	portalSecret []byte
+	console      *console.Console
 }
 
 type readyCheck struct {
@@ -103,6 +118,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST /v1/destinations/{id}/replay", s.require(roleAdmin, s.replayDestination))
 
 	mux.HandleFunc("GET /v1/topics", s.require(roleReader, s.listTopics))
+	s.mountConsole(mux, opts)
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-cache")

@@ -20,6 +20,7 @@ type Config struct {
 	Destinations []Destination `yaml:"destinations"`
 	Plugins      []Plugin      `yaml:"plugins,omitempty"`
 	Telemetry    Telemetry     `yaml:"telemetry"`
+	Console      Console       `yaml:"console"`
 
 	// File is the path the config was loaded from.
 	File string `yaml:"-"`
@@ -72,9 +73,12 @@ type Key struct {
 
 // Store selects and tunes the event store.
 type Store struct {
-	Driver        string   `yaml:"driver"`
-	Path          string   `yaml:"path,omitempty"`
+	Driver string `yaml:"driver"`
+	Path   string `yaml:"path,omitempty"`
+	// DSN and MaxConns are the postgres driver's: the connection string (masked whole when printed) and the
+	// pool size per node (default 20).
 	DSN           string   `yaml:"dsn,omitempty" secret:"true"`
+	MaxConns      int      `yaml:"max_conns,omitempty"`
 	Retention     Duration `yaml:"retention"`
 	EncryptionKey string   `yaml:"encryption_key,omitempty" secret:"true"`
 	// PreviousEncryptionKeys still open secrets sealed before a key rotation; at startup Sluice re-seals
@@ -288,5 +292,6 @@ func Defaults() *Config {
 			},
 		},
 		Telemetry: Telemetry{Log: Log{Level: "info", Format: "json"}},
+		Console:   Console{Enabled: true, SessionTTL: Duration(12 * 3600e9)},
 	}
 }

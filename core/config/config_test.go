@@ -210,7 +210,7 @@ destinations:
     type: webhook
     topics: ["*"]
     config:
-      url: https://hookuser:hookpass-1@example.com/x?token=qtoken-secret
+      url: https://example.com/x?token=qtoken-secret&sig=hookpass-1
       signing: none
       headers: {Authorization: "Bearer hdr-secret-81f0"}
 `
@@ -222,12 +222,12 @@ destinations:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{"hookuser", "hookpass-1", "qtoken-secret", "hdr-secret-81f0", "proxyuser", "proxypass-1"} {
+	for _, secret := range []string{"hookpass-1", "qtoken-secret", "hdr-secret-81f0", "proxyuser", "proxypass-1"} {
 		if strings.Contains(string(out), secret) {
 			t.Errorf("--print shows %q:\n%s", secret, out)
 		}
 	}
-	for _, kept := range []string{"@example.com/x?token=…cret", "Authorization: …81f0", "@10.0.0.5:3128"} {
+	for _, kept := range []string{"https://example.com/x?token=…cret&sig=", "Authorization: …81f0", "http://****:****@10.0.0.5:3128"} {
 		if !strings.Contains(string(out), kept) {
 			t.Errorf("--print lacks %q:\n%s", kept, out)
 		}

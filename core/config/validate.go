@@ -52,7 +52,7 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 			l.errorf("store.path", "is required for the embedded store: a directory such as ./data")
 		}
 	case "postgres":
-		l.errorf("store.driver", "postgres is not available in this build yet; use embedded")
+		l.validatePostgres(c.Store)
 	default:
 		l.errorf("store.driver", "%q is not a store driver; use embedded or postgres", c.Store.Driver)
 	}
@@ -127,6 +127,8 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	for i := range c.Destinations {
 		l.validateDestination(fmt.Sprintf("destinations[%d]", i), &c.Destinations[i], seen, reg)
 	}
+
+	l.validateConsole(&c.Console)
 
 	switch c.Telemetry.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -17,4 +17,6 @@
 //
 // Refusals are *Error values whose Kind (ErrNotFound, ErrReadOnly, ErrConflict, ErrInvalid, ...) says why;
 // core/api maps them to HTTP statuses. destinations must not import net/http (nor core/api).
+//
+// Must not import: net/http, core/api, plugins/host, core/store/embedded.
 package destinations

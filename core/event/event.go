@@ -17,6 +17,10 @@ type Event struct {
 	Scope         map[string]string `json:"scope,omitempty"`
 	CorrelationID string            `json:"correlation_id,omitempty"`
 	Data          json.RawMessage   `json:"data"`
+	// Traceparent is the W3C trace context the event was published with (the traceparent HTTP header, or a
+	// CloudEvent's traceparent extension), stored with it and forwarded to webhook receivers so one trace spans
+	// publisher, Sluice and receiver. "" when the publisher sent none.
+	Traceparent string `json:"traceparent,omitempty"`
 
 	// Body, when a destination's transform set it, is what that destination receives in place of the
 	// envelope (queues, buckets, plugins) or of the data (webhooks). It is never stored.
@@ -87,4 +91,33 @@ func (e *Event) Doc() (map[string]any, error) {
 		"metadata": md,
 		"data":     data,
 	}, nil
+}
+
+// ValidTraceparent reports whether s is a W3C traceparent Sluice can store and forward: version 00's form
+// "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>", lowercase, with non-zero ids and no reserved flags.
+// Intake drops an invalid one rather than refusing the event: tracing is best effort and must never lose an
+// event.
+func ValidTraceparent(s string) bool {
+	if len(s) != 55 || s[0] != '0' || s[1] != '0' || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	zeroTrace, zeroSpan := true, true
+	for i := 3; i < 55; i++ {
+		c := s[i]
+		if i == 35 || i == 52 {
+			continue
+		}
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+		if c != '0' {
+			if i < 35 {
+				zeroTrace = false
+			} else if i < 52 {
+				zeroSpan = false
+			}
+		}
+	}
+	// Version 00 defines the two low flag bits (sampled, random); the others are reserved and must be zero.
+	return !zeroTrace && !zeroSpan && s[53] == '0' && s[54] <= '3'
 }

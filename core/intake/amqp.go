@@ -202,7 +202,9 @@ func (in *Intake) handleDeliveries(ctx context.Context, c config.AMQPIntake, bat
 			continue
 		}
 		m := msg{d: d, first: len(evs), n: len(items)}
+		tp, _ := d.Headers["traceparent"].(string)
 		for _, it := range items {
+			KeepTraceparent(&it.Event, tp)
 			evs = append(evs, it.Event)
 		}
 		msgs = append(msgs, m)

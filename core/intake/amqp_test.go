@@ -132,8 +132,9 @@ func TestAMQPIntake(t *testing.T) {
 	})
 	time.Sleep(200 * time.Millisecond)
 
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	b.publish(ex, "case.created", amqp.Publishing{MessageId: "m-1", ContentType: "application/json",
-		Body: []byte(`{"topic":"case.created","data":{"case":{"id":"c-1"}}}`)})
+		Headers: amqp.Table{"traceparent": tp}, Body: []byte(`{"topic":"case.created","data":{"case":{"id":"c-1"}}}`)})
 	b.publish(ex, "case.created", amqp.Publishing{ContentType: "application/cloudevents+json",
 		Body: []byte(`{"specversion":"1.0","id":"m-2","source":"urn:crm","type":"case.status_updated","data":{"case":{"status":"approved"}}}`)})
 	b.publish(ex, "case.created", amqp.Publishing{ContentType: "application/json", Body: []byte(`{"x":1}`),
@@ -153,6 +154,9 @@ func TestAMQPIntake(t *testing.T) {
 		}
 		return true
 	})
+	if rec, _ := f.st.Event(context.Background(), "m-1"); rec.Event.Traceparent != tp {
+		t.Fatalf("traceparent header over AMQP: stored %q", rec.Event.Traceparent)
+	}
 	rec, _ := f.st.Event(context.Background(), "m-3")
 	if rec.Event.Topic != "case.closed" || string(rec.Event.Data) != `{"x":1}` || rec.Event.Metadata[MetaCESource] != "urn:erp" {
 		t.Fatalf("binary CloudEvent over AMQP: %+v", rec.Event)

@@ -10,4 +10,7 @@
 // transport lives in core/api.
 //
 // intake must not import net/http (nor core/api or core/destinations): HTTP is core/api's.
+//
+// May import: core/config, core/dispatch, core/event, core/match, core/netguard, core/store, sinks, plugins/sdk/....
+// Must not import: net/http, core/destinations, core/api, sinks/webhook.
 package intake

@@ -13,6 +13,10 @@ import (
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/store"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Intake publishes events: match, append durably, hand to lanes.
@@ -97,6 +101,9 @@ type Result struct {
 	Err        error  `json:"-"`
 }
 
+// tracerName names intake's spans; the provider is the global one core/telemetry installs when tracing is on.
+const tracerName = "github.com/sluicehq/sluice"
+
 // Publish makes events durable with their delivery rows and returns once they are. Events must already be
 // decoded and admitted (DecodeEvent, Admit); operator events skip both. A nil error means every Result
 // without Err is durable.
@@ -152,8 +159,14 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	}
 	// Once queued for commit, the outcome must be waited for even if the caller gives up: deliveries leased at
 	// birth would otherwise wait for the lease to run out.
+	ctx, span := otel.Tracer(tracerName).Start(ctx, "sluice.store.commit",
+		trace.WithAttributes(attribute.Int("sluice.events", len(batch))))
 	res, err := in.store.Append(context.WithoutCancel(ctx), batch,
 		store.AppendOptions{DedupeWindow: in.opts.DedupeWindow, Lease: dispatch.FreshLease})
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 	if err != nil {
 		for i := range batch {
 			release(i)

@@ -121,4 +121,7 @@
 //
 // so a config loader can prefix its own location with Error.Prefixed, e.g.
 // destinations[0].filter.data.amount.$gt. Topic errors have paths "[i]".
+//
+// May import: nothing of Sluice's.
+// Must not import: net/http, net, os, os/exec, io/fs, database/sql.
 package match

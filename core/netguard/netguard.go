@@ -1,6 +1,8 @@
 // Package netguard is the gateway's name for the SSRF guard. The one implementation lives in the SDK module
 // (plugins/sdk/netguard) so that plugins apply the very same rules through sdk.Dialer; this package only
 // re-exports it for core and the built-in sinks.
+//
+// May import: plugins/sdk/....
 package netguard
 
 import (

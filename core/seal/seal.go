@@ -3,6 +3,9 @@
 // A sealed value is the text "sealed:v1:" followed by base64 of nonce||ciphertext, so it can sit in JSON where
 // the plaintext was. A Box holds the current key and any previous keys: it seals with the current key and
 // opens with whichever key sealed the value, which is how the key is rotated (see README, "Operating Sluice").
+//
+// May import: nothing of Sluice's.
+// Must not import: net/http.
 package seal
 
 import (

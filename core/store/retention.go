@@ -29,6 +29,8 @@ type RetentionOptions struct {
 // opts.Every; a round prunes batch after batch, pausing between them, until a batch comes back short. A
 // retention of zero (or less) keeps everything: RunRetention returns at once.
 //
+// On a shared store (Leader) only the leading node prunes.
+//
 // Events that still have a pending delivery are kept (Prune's contract); they go in a later round, once final.
 func RunRetention(ctx context.Context, st Store, retention time.Duration, opts RetentionOptions) {
 	if retention <= 0 {
@@ -51,8 +53,11 @@ func RunRetention(ctx context.Context, st Store, retention time.Duration, opts R
 	}
 	tick := time.NewTicker(opts.Every)
 	defer tick.Stop()
+	lead, shared := st.(Leader)
 	for {
-		pruneRound(ctx, st, retention, opts)
+		if !shared || lead.Leading() {
+			pruneRound(ctx, st, retention, opts)
+		}
 		select {
 		case <-ctx.Done():
 			return

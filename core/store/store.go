@@ -14,6 +14,9 @@
 //     that grows in the order they were appended: the lists' cursors count on both.
 //   - Event data, metadata and scope are kept byte for byte (Data is not re-encoded).
 //   - After Close every call fails (Close itself may be called again and returns nil).
+//
+// May import: core/event.
+// Must not import: net/http.
 package store
 
 import (
@@ -40,6 +43,11 @@ var ErrNotFound = errors.New("not found")
 // ErrConflict is returned when a write clashes with what is stored: a destination name already taken, or a
 // retry of a delivery that is being attempted right now.
 var ErrConflict = errors.New("conflict")
+
+// ErrUnavailable is returned when the store cannot be reached (a database server down or unreachable) or a
+// commit's outcome could not be learned: nothing was acknowledged, and the caller may try again later. The
+// HTTP API answers it 503 with Retry-After.
+var ErrUnavailable = errors.New("store unavailable")
 
 // ErrIDReused is returned by Append when an event id was already used outside the dedupe window.
 var ErrIDReused = errors.New("event id already used")
@@ -239,6 +247,26 @@ type ReplayFilter struct {
 	Statuses []Status
 }
 
+// Watcher is implemented by a store that several nodes share: Changes receives after another node changed API
+// destinations, destination states or subscriptions, so this node reloads them. The channel holds at most one
+// signal (several changes may come as one); it stops receiving when ctx ends.
+type Watcher interface {
+	Changes(ctx context.Context) <-chan struct{}
+}
+
+// Leader is implemented by a store that several nodes share: maintenance (retention) runs only on the node
+// Leading answers true for, and moves to another node when that one dies.
+type Leader interface {
+	Leading() bool
+}
+
+// TenantEvents is implemented by a store whose event ids dedupe per tenant (postgres), where two tenants may
+// use the same id: EventOf reads one tenant's event ("" = tenant-less), where Event answers the newest of any
+// tenant's. A tenant-confined reader should use it when the store has it.
+type TenantEvents interface {
+	EventOf(ctx context.Context, tenant, id string) (*EventRecord, error)
+}
+
 // Store is implemented by each driver. All methods are safe for concurrent use.
 type Store interface {
 	// Append stores events and their delivery rows, durably, before it returns. Concurrent callers share
@@ -253,7 +281,9 @@ type Store interface {
 	// chooses the oldest due first (by NextAt); the order of the returned jobs is not specified. A lease ends
 	// at now+lease: from then on (now >= that) the delivery is claimable again, and each job's Delivery.NextAt
 	// is that end. Ordering keys hold deliveries back as NewEvent.OrderingKeys says. A delivery whose event is
-	// gone (pruned) is not returned.
+	// gone (pruned) is not returned. A store several nodes share may keep a shorter lease in the database and
+	// renew it while this process lives, up to now+lease (postgres: Options.LeaseTTL), so a dead node's
+	// claims come back in seconds rather than when the lease asked for ends.
 	Claim(ctx context.Context, destination string, now time.Time, lease time.Duration, limit int) ([]Job, error)
 	// NextDue returns when the earliest unleased pending delivery of destination falls due (ok false if none).
 	// Leased deliveries are left out, even once their lease has ended: Claim finds those when it polls.
@@ -261,10 +291,14 @@ type Store interface {
 	// Complete records attempts and moves deliveries on (see Outcome). A delivery no longer pending is left
 	// as it is, and an unknown id is ignored. Leases are not checked: an outcome for a pending delivery is
 	// applied whoever holds its lease now, so of two workers whose leases overlapped (one ran out) the
-	// first to end the delivery wins and the other's outcome is ignored.
+	// first to end the delivery wins and the other's outcome is ignored. A store several nodes share
+	// (postgres) is stricter across processes: a node whose claim another node took over (its lease ran out)
+	// has its outcome ignored, since each claim carries a token.
 	Complete(ctx context.Context, outcomes []Outcome) error
 	// ReleaseLeases makes every leased pending delivery claimable again, due at the store's now; deliveries
 	// without a lease keep their NextAt. A single node calls it at startup, after a crash left leases behind.
+	// A store several nodes share (postgres) releases only the leases this process took: other nodes' are
+	// live, and a dead node's run out by themselves (so calling it at startup is harmless there).
 	ReleaseLeases(ctx context.Context) error
 	// SkipPending ends the pending deliveries of a destination, leased or not, as skipped with LastError set
 	// to reason (it was disabled or removed), and returns how many. A late outcome for one is ignored.

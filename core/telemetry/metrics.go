@@ -2,6 +2,8 @@
 //
 // Metrics keeps its own registry (never the global one), so several servers in one process — tests — do not
 // clash, and /metrics shows exactly what Sluice registered plus the Go and process collectors.
+//
+// May import: nothing of Sluice's.
 package telemetry
 
 import (

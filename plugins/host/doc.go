@@ -14,4 +14,7 @@
 //
 // host imports core/config, sinks and the SDK module's wire and schema packages; nothing but cmd/sluice
 // imports host.
+//
+// May import: core/config, core/event, core/match, core/netguard, sinks, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/intake, core/destinations, core/api.
 package host

@@ -12,4 +12,7 @@
 //
 // It imports the sink contract and core/event, and nothing else of Sluice's but core/netguard (to recognise a
 // guard refusal).
+//
+// May import: core/event, core/netguard, sinks, sinks/internal/..., sinks/template, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/config, core/intake, core/destinations, core/api.
 package pubsub

@@ -16,4 +16,7 @@
 // `metadata.<key>` for each metadata entry.
 //
 // It imports the sink contract, core/event, sinks/template and core/netguard (to recognise a guard refusal).
+//
+// May import: core/event, core/netguard, sinks, sinks/internal/..., sinks/template, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/config, core/intake, core/destinations, core/api.
 package rabbitmq

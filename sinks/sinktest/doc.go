@@ -15,4 +15,6 @@
 // back (the Outage case) without disturbing other tests that share the server.
 //
 // sinktest imports the sink contract and core/event; it is imported only by tests.
+//
+// May import: core/event, sinks, plugins/sdk/....
 package sinktest

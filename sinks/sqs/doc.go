@@ -7,4 +7,7 @@
 // fauxqs. The AWS SDK's own retries are off, because the dispatcher owns retries and their schedule; requests
 // dial through the sinks.Env dialer (the SSRF guard in production). It imports the sink contract, core/event,
 // sinks/template and core/netguard (to recognise a guard refusal), and nothing else of Sluice's.
+//
+// May import: core/event, core/netguard, sinks, sinks/internal/..., sinks/template, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/config, core/intake, core/destinations, core/api.
 package sqs

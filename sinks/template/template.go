@@ -1,6 +1,8 @@
 // Package template renders the name templates of Sluice's sinks (routing keys, message groups, object keys)
 // for Sluice's own events. The language and the renderer are plugins/sdk/template's, the one plugins use: see
 // its package doc for the placeholders.
+//
+// May import: core/event, plugins/sdk/template.
 package template
 
 import (

@@ -17,8 +17,19 @@ import (
 
 // The webhook sink passes the conformance suite against a verifying receiver behind a proxy that can cut it off.
 func TestConformance(t *testing.T) {
+	t.Run("single", func(t *testing.T) { conformance(t, false) })
+	t.Run("batched", func(t *testing.T) { conformance(t, true) })
+}
+
+func conformance(t *testing.T, batched bool) {
+	maxBatch := 1
+	var edit func(c *Config)
+	if batched {
+		maxBatch = 10
+		edit = func(c *Config) { c.Batch = &Batch{MaxEvents: 10} }
+	}
 	sinktest.Run(t, sinktest.Features{
-		MaxBatch:       1,
+		MaxBatch:       maxBatch,
 		BadCredentials: true,
 		Outage:         true,
 		Reasons: map[string]string{
@@ -28,7 +39,7 @@ func TestConformance(t *testing.T) {
 		New: func(t *testing.T) sinktest.Target {
 			rc := newConformanceReceiver(t)
 			proxy := sinktest.NewProxy(t, rc.Listener.Addr().String())
-			s := newSink(t, "http://"+proxy.Addr()+"/hooks", nil, sinks.Env{})
+			s := newSink(t, "http://"+proxy.Addr()+"/hooks", edit, sinks.Env{})
 			return sinktest.Target{
 				Sink:  s,
 				Read:  rc.read,
@@ -36,10 +47,17 @@ func TestConformance(t *testing.T) {
 				Start: func(*testing.T) { proxy.Start() },
 			}
 		},
+		// The receiver refuses a poisoned event in its 207 answer (batched) or with a 400 (single).
+		Poison: func(ev *event.Event) { ev.Data = json.RawMessage(`{"poison":true}`) },
 		// A secret the receiver does not know: it answers 401, which is permanent.
 		BadCredentials: func(t *testing.T) sinks.Sink {
 			rc := newConformanceReceiver(t)
-			return newSink(t, rc.URL, func(c *Config) { c.Secrets = []string{secretB} }, sinks.Env{})
+			return newSink(t, rc.URL, func(c *Config) {
+				if edit != nil {
+					edit(c)
+				}
+				c.Secrets = []string{secretB}
+			}, sinks.Env{})
 		},
 		CheckBody: func(t testing.TB, want *event.Event, got sinktest.Received) {
 			t.Helper()
@@ -82,13 +100,40 @@ func newConformanceReceiver(t *testing.T) *conformanceReceiver {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		var b struct {
+		type elem struct {
+			ID   string `json:"id"`
 			Type string `json:"type"`
+			Data struct {
+				Poison bool `json:"poison"`
+			} `json:"data"`
 		}
-		_ = json.Unmarshal(body, &b)
 		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		var elems []json.RawMessage
+		if json.Unmarshal(body, &elems) == nil {
+			// A batch: each element is one event, carrying its id; poisoned ones are refused in a 207.
+			var res BatchResults
+			for _, el := range elems {
+				var b elem
+				_ = json.Unmarshal(el, &b)
+				if b.Data.Poison {
+					res.Results = append(res.Results, BatchResult{ID: b.ID, Status: http.StatusBadRequest})
+					continue
+				}
+				res.Results = append(res.Results, BatchResult{ID: b.ID, Status: http.StatusOK})
+				rc.got = append(rc.got, sinktest.Received{ID: b.ID, Topic: b.Type, Body: el})
+			}
+			w.WriteHeader(http.StatusMultiStatus)
+			_ = json.NewEncoder(w).Encode(res)
+			return
+		}
+		var b elem
+		_ = json.Unmarshal(body, &b)
+		if b.Data.Poison {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
 		rc.got = append(rc.got, sinktest.Received{ID: r.Header.Get(HeaderID), Topic: b.Type, Body: body})
-		rc.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(rc.Close)

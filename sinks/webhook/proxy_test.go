@@ -87,7 +87,7 @@ func TestDeliveryThroughProxy(t *testing.T) {
 	withProxy := func(c *Config) { c.Proxy = p.URL }
 
 	s := newSink(t, rc.URL+"/hooks", withProxy, env)
-	s.transport.TLSClientConfig = rc.Client().Transport.(*http.Transport).TLSClientConfig
+	s.cur.Load().transport.TLSClientConfig = rc.Client().Transport.(*http.Transport).TLSClientConfig
 	if _, err := sendOne(t, s, testEvent()); err != nil {
 		t.Fatalf("delivery through the proxy: %v", err)
 	}
@@ -107,7 +107,7 @@ func TestDeliveryThroughProxy(t *testing.T) {
 	}
 
 	direct := newSink(t, rc.URL+"/hooks", nil, env)
-	direct.transport.TLSClientConfig = rc.Client().Transport.(*http.Transport).TLSClientConfig
+	direct.cur.Load().transport.TLSClientConfig = rc.Client().Transport.(*http.Transport).TLSClientConfig
 	if _, err := sendOne(t, direct, testEvent()); err != nil {
 		t.Fatalf("direct delivery: %v", err)
 	}

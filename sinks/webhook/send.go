@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/internal/classify"
@@ -25,16 +27,19 @@ const (
 	drainBytes   = 64 << 10
 )
 
-// Send delivers each event as its own request. With one event it returns that request's classified error;
-// with several (the dispatcher never batches more than Limits allows, but callers may) a *sinks.BatchError.
+// Send delivers each event as its own request, or, with a batch block, the batch in one request per url
+// (one, unless the url or headers are templates). With one event it returns that event's classified error;
+// with several a *sinks.BatchError unless all share the outcome.
 func (s *Sink) Send(ctx context.Context, batch []event.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	switch len(batch) {
-	case 0:
+	switch {
+	case len(batch) == 0:
 		return nil
-	case 1:
+	case s.batch != nil:
+		return s.sendBatches(ctx, batch)
+	case len(batch) == 1:
 		return s.send(ctx, &batch[0])
 	}
 	errs := make([]error, len(batch))
@@ -55,43 +60,139 @@ func (s *Sink) Send(ctx context.Context, batch []event.Event) error {
 	return &sinks.BatchError{Errs: errs}
 }
 
+// sendBatches groups the events by route and sends each group as one request.
+func (s *Sink) sendBatches(ctx context.Context, batch []event.Event) error {
+	errs := make([]error, len(batch))
+	type group struct {
+		r   route
+		evs []*event.Event
+		idx []int
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	for i := range batch {
+		r, err := s.route(&batch[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		g := byKey[r.key()]
+		if g == nil {
+			g = &group{r: r}
+			byKey[r.key()] = g
+			groups = append(groups, g)
+		}
+		g.evs, g.idx = append(g.evs, &batch[i]), append(g.idx, i)
+	}
+	for _, g := range groups {
+		gerrs := make([]error, len(g.evs))
+		if err := ctx.Err(); err != nil {
+			for k := range gerrs {
+				gerrs[k] = err
+			}
+		} else {
+			s.sendBatch(ctx, g.r, g.evs, gerrs)
+		}
+		for k, i := range g.idx {
+			errs[i] = gerrs[k]
+		}
+	}
+	if len(batch) == 1 {
+		return errs[0]
+	}
+	for _, err := range errs {
+		if err != nil {
+			return &sinks.BatchError{Errs: errs}
+		}
+	}
+	return nil
+}
+
 func (s *Sink) send(ctx context.Context, e *event.Event) error {
+	r, err := s.route(e)
+	if err != nil {
+		return err
+	}
 	body, err := s.body(e)
 	if err != nil {
 		return sinks.Permanent(err)
 	}
-	// The body and the response excerpt count against the process-wide in-flight budget until the answer
-	// is read; past it, attempts wait here (a cancelled wait is not a failed delivery).
+	ctx, span := s.startAttempt(ctx, []*event.Event{e})
+	defer span.End()
+	resp, _, err := s.exchange(ctx, span, r, e, e.ID, body, e.Traceparent)
+	if err == nil {
+		err = classifyResponse(resp, s.now())
+	}
+	endAttempt(span, resp, err)
+	return err
+}
+
+// exchange makes one request and reads the start of its answer (all of a 207's results). With OAuth2, a 401
+// drops the token it was sent with and the request is made once more with a fresh one. e is nil for a batch.
+// The response's body is closed; resp is nil when err is set.
+func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.Event, id string, body []byte,
+	traceparent string) (*http.Response, []byte, error) {
+	// The body and the answer's excerpt count against the process-wide in-flight budget until the answer has
+	// been read; past it, attempts wait here (a wait cut short is the context's error, not a failed delivery).
 	held, err := s.budget.Acquire(ctx, int64(len(body))+excerptBytes)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer s.budget.Release(held)
-	attemptCtx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(attemptCtx, s.method, s.url, bytes.NewReader(body))
-	if err != nil {
-		return sinks.Permanent(fmt.Errorf("build request: %v", classify.URLErrMsg(err)))
+	c := s.client()
+	for try := 0; ; try++ {
+		attemptCtx, cancel := context.WithTimeout(ctx, s.timeout)
+		req, err := http.NewRequestWithContext(attemptCtx, s.method, r.url, bytes.NewReader(body))
+		if err != nil {
+			cancel()
+			return nil, nil, sinks.Permanent(fmt.Errorf("build request: %v", classify.URLErrMsg(err)))
+		}
+		req.Header = s.header(e, id, s.now().Unix(), body)
+		for _, h := range r.header {
+			req.Header.Set(h[0], h[1])
+		}
+		setTraceparent(ctx, span, req.Header, traceparent)
+		var used any
+		if s.auth != nil {
+			if used, err = s.auth.apply(attemptCtx, req); err != nil {
+				cancel()
+				if ctxErr := ctx.Err(); ctxErr != nil {
+					return nil, nil, ctxErr
+				}
+				return nil, nil, err
+			}
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			defer cancel()
+			return nil, nil, s.transportError(ctx, attemptCtx, r.origin, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && try == 0 && s.auth != nil && s.auth.invalidate(used) {
+			// The token may have been revoked or expired early: fetch a new one and try once more.
+			readExcerpt(resp.Body)
+			cancel()
+			continue
+		}
+		var excerpt []byte
+		if resp.StatusCode == http.StatusMultiStatus && s.batch != nil {
+			excerpt = readAll(resp.Body, resultsBytes)
+			sinks.Note(ctx, resp.StatusCode, clipBytes(excerpt, excerptBytes))
+		} else {
+			excerpt = readExcerpt(resp.Body)
+			sinks.Note(ctx, resp.StatusCode, excerpt)
+		}
+		cancel()
+		return resp, excerpt, nil
 	}
-	req.Header = s.header(e, s.now().Unix(), body)
-
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return s.transportError(ctx, attemptCtx, err)
-	}
-	excerpt := readExcerpt(resp.Body)
-	sinks.Note(ctx, resp.StatusCode, excerpt)
-	return classifyResponse(resp, s.now())
 }
 
 // header returns the request headers for one attempt. The webhook-* names are written in the lowercase the
 // Standard Webhooks spec uses (HTTP/1.1 sends map keys as given); Content-Type and User-Agent stay canonical
-// because net/http looks them up that way and would otherwise add its own.
-func (s *Sink) header(e *event.Event, ts int64, body []byte) http.Header {
-	id := e.ID
+// because net/http looks them up that way and would otherwise add its own. e is nil for a batch, whose id is
+// the batch's.
+func (s *Sink) header(e *event.Event, id string, ts int64, body []byte) http.Header {
 	h := s.headers.Clone() // deep: the transport may add to a request's headers
-	switch s.cfg.Format {
-	case FormatCloudEvents:
+	if e != nil && s.cfg.Format == FormatCloudEvents {
 		// Binary mode: the attributes travel as ce-* headers, lowercase as the HTTP binding writes them.
 		h["ce-specversion"] = []string{ceSpecVersion}
 		h["ce-id"] = []string{id}
@@ -192,7 +293,7 @@ func (s *Sink) structured(e *event.Event, data []byte) ([]byte, error) {
 }
 
 // transportError classifies a request that got no HTTP answer.
-func (s *Sink) transportError(ctx, attemptCtx context.Context, err error) error {
+func (s *Sink) transportError(ctx, attemptCtx context.Context, origin string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		// The dispatcher cancelled or its deadline passed: not this destination's failure.
 		return ctxErr
@@ -202,15 +303,32 @@ func (s *Sink) transportError(ctx, attemptCtx context.Context, err error) error 
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	where := s.method + " " + s.origin
+	where := s.method + " " + origin
 	if refused := classify.Refused(where, err); refused != nil {
 		return refused
+	}
+	if cert := certProblem(err); cert != nil {
+		return sinks.Permanent(fmt.Errorf("%s: %w", where, cert))
 	}
 	if errors.Is(attemptCtx.Err(), context.DeadlineExceeded) {
 		return sinks.Retryable(fmt.Errorf("%s: no answer within %v: %w", where, s.timeout,
 			context.DeadlineExceeded), 0)
 	}
 	return sinks.Retryable(fmt.Errorf("%s: %w", where, err), 0)
+}
+
+// readAll reads up to max bytes of a response body and closes it.
+func readAll(body io.ReadCloser, max int64) []byte {
+	defer body.Close()
+	b, _ := io.ReadAll(io.LimitReader(body, max))
+	return b
+}
+
+func clipBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return bytes.Clone(b[:n])
+	}
+	return b
 }
 
 // readExcerpt returns the start of a response body for the attempt log and drains a bounded amount more, so

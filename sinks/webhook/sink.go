@@ -10,11 +10,13 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
-	"github.com/sluicehq/sluice/sinks/internal/classify"
+	"github.com/sluicehq/sluice/sinks/template"
 )
 
 // Signing modes.
@@ -50,9 +52,9 @@ var Spec = sinks.Register("webhook", "signed HTTP POST to a URL (Standard Webhoo
 
 // Config is a webhook destination's `config` block.
 type Config struct {
-	URL     string            `yaml:"url" required:"true" secret:"url" desc:"absolute http or https URL to deliver to"`
+	URL     string            `yaml:"url" required:"true" secret:"url" desc:"absolute http or https URL to deliver to; may be a template: {data.path}, {tenant}, {metadata.key}, {topic}, with :-default"`
 	Method  string            `yaml:"method" default:"POST" desc:"HTTP method: POST, PUT or PATCH"`
-	Headers map[string]string `yaml:"headers,omitempty" secret:"true" desc:"extra request headers; may not set webhook-id, webhook-timestamp, webhook-signature, content-type or the signature header"`
+	Headers map[string]string `yaml:"headers,omitempty" secret:"true" desc:"extra request headers, values may be templates like url; may not set webhook-id, webhook-timestamp, webhook-signature, content-type, traceparent, the signature header or (with auth) authorization"`
 	Secrets []string          `yaml:"secrets,omitempty" secret:"true" desc:"signing secrets, newest first; every one signs each request so receivers can rotate (standard: whsec_ + base64 of 24–64 bytes, from sluice secret)"`
 	Signing string            `yaml:"signing" default:"standard" desc:"standard (Standard Webhooks), hmac-sha256-hex or none"`
 	// SignatureHeader carries the hex signature when Signing is hmac-sha256-hex.
@@ -62,6 +64,10 @@ type Config struct {
 	// source, and any other event says sluice.
 	Source  string         `yaml:"source,omitempty" desc:"CloudEvents source (cloudevents formats); default: the source the event arrived with, else sluice"`
 	Timeout sinks.Duration `yaml:"timeout,omitempty" desc:"per-attempt timeout; 0 uses the destination's timeout (15s when neither is set)"`
+	// Auth, TLS and Batch are optional blocks: nil when the destination does not set them.
+	Auth  *Auth  `yaml:"auth,omitempty"`
+	TLS   *TLS   `yaml:"tls,omitempty"`
+	Batch *Batch `yaml:"batch,omitempty"`
 	// Proxy overrides delivery.network.proxy for this destination; the URL's host is still checked by the
 	// SSRF guard before the proxy is asked.
 	Proxy string `yaml:"proxy,omitempty" secret:"url" desc:"HTTP proxy for this destination (http://host:port), in place of delivery.network.proxy; https is tunnelled with CONNECT"`
@@ -93,6 +99,7 @@ var reservedHeaders = map[string]string{
 	"transfer-encoding": "the HTTP client sets it",
 	"connection":        "the HTTP client sets it",
 	"host":              "put the host in url",
+	"traceparent":       "Sluice forwards the event's trace context",
 }
 
 // Validate reports every problem of the block at once. It does no I/O and never shows a secret's value.
@@ -100,15 +107,19 @@ func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) { errs = append(errs, sinks.Errorf(path, format, args...)) }
 
-	switch u, err := url.Parse(c.URL); {
+	switch {
 	case c.URL == "":
 		add("url", "required; write an absolute URL such as https://example.com/hooks")
-	case err != nil:
-		add("url", "not a URL (%v); write it like https://example.com/hooks", classify.URLErrMsg(err))
-	case u.Scheme != "http" && u.Scheme != "https":
-		add("url", "must be an absolute http or https URL, such as https://example.com/hooks")
-	case u.Host == "" || u.Hostname() == "":
-		add("url", "has no host; write it like https://example.com/hooks")
+	case isTemplate(c.URL):
+		if _, err := template.Compile(c.URL); err != nil {
+			add("url", "%v", err)
+		} else if _, problem := checkURL(shape(c.URL)); problem != "" {
+			add("url", "%s (placeholders aside)", problem)
+		}
+	default:
+		if _, problem := checkURL(c.URL); problem != "" {
+			add("url", "%s", problem)
+		}
 	}
 
 	if !slices.Contains(validMethods, strings.ToUpper(c.Method)) {
@@ -172,7 +183,22 @@ func (c *Config) Validate() error {
 			add(path, "may not be set: it is the signature header")
 		case !validHeaderValue(c.Headers[name]):
 			add(path, "the value may not contain control characters such as newlines")
+		case c.Auth != nil && lower == "authorization":
+			add(path, "may not be set: auth sets it")
+		case isTemplate(c.Headers[name]):
+			if _, err := template.Compile(c.Headers[name]); err != nil {
+				add(path, "%v", err)
+			}
 		}
+	}
+	if c.Auth != nil {
+		c.Auth.validate(add)
+	}
+	if c.TLS != nil {
+		c.TLS.validate(add)
+	}
+	if c.Batch != nil {
+		c.validateBatch(add)
 	}
 
 	if c.Timeout < 0 {
@@ -184,20 +210,40 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Sink delivers events to one webhook URL.
+// Sink delivers events to one webhook URL (or one per event, when the url is a template).
 type Sink struct {
-	cfg       Config
-	url       string
-	origin    string // scheme://host[:port], what errors name instead of the full URL
-	method    string
-	signer    *signer // standard signing, one key per secret, newest first
-	headers   http.Header
-	userAgent string
-	timeout   time.Duration
+	cfg        Config
+	dest       string
+	url        string
+	origin     string // scheme://host[:port], what errors name instead of the full URL
+	urlT       *template.Template
+	hostSuffix string // the literal end of a templated url's host
+	headerT    []headerTemplate
+	method     string
+	signer     *signer // standard signing, one key per secret, newest first
+	headers    http.Header
+	userAgent  string
+	timeout    time.Duration
+	auth       authorizer // nil without auth
+	batch      *Batch     // nil: one event per request
+	env        sinks.Env
+	proxy      *url.URL      // this destination's proxy; nil uses delivery.network.proxy
+	budget     *sinks.Budget // bytes of in-flight attempts, shared by every sink (sinks.InFlight)
+	now        func() time.Time
+
+	// The receiver's client is rebuilt when the tls block's files change (reloadMu serialises that).
+	tls      *TLS
+	tlsFiles []string
+	reloadMu sync.Mutex
+	cur      atomic.Pointer[client]
+	token    *client // the token endpoint's client, nil without oauth2
+}
+
+// client is an HTTP client with its transport, and the stamp of the TLS files it was built from.
+type client struct {
 	transport *http.Transport
-	client    *http.Client
-	budget    *sinks.Budget // bytes of in-flight attempts, shared by every sink (sinks.InFlight)
-	now       func() time.Time
+	http      *http.Client
+	stamp     string
 }
 
 var (
@@ -205,7 +251,8 @@ var (
 	_ sinks.Limiter = (*Sink)(nil)
 )
 
-// New builds a webhook sink. It does no I/O: connections are opened by the first Send. ctx is not retained.
+// New builds a webhook sink. It opens no connection (the first Send does); it reads the tls block's files, so
+// a missing or broken certificate fails here, naming the field. ctx is not retained.
 func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 	if cfg == nil {
 		return nil, errors.New("webhook: nil config")
@@ -215,15 +262,24 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 	}
 	s := &Sink{
 		cfg:       *cfg,
+		dest:      env.Destination,
 		url:       cfg.URL,
 		method:    strings.ToUpper(cfg.Method),
 		headers:   http.Header{},
 		userAgent: env.UserAgent,
 		timeout:   cfg.Timeout.D(),
 		budget:    sinks.InFlight,
+		env:       env,
 		now:       time.Now,
 	}
-	if u, err := url.Parse(cfg.URL); err == nil {
+	s.proxy, _ = netguard.ParseProxy(cfg.Proxy) // validated above
+	if isTemplate(cfg.URL) {
+		s.urlT = template.MustCompile(cfg.URL) // compiled by Validate
+		s.hostSuffix = hostSuffix(cfg.URL)
+		if u, err := url.Parse(shape(cfg.URL)); err == nil {
+			s.origin = u.Scheme + "://" + u.Host
+		}
+	} else if u, err := url.Parse(cfg.URL); err == nil {
 		s.origin = u.Scheme + "://" + u.Host
 	}
 	s.cfg.Secrets = append([]string(nil), cfg.Secrets...)
@@ -243,23 +299,67 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		}
 		s.signer = newSigner(keys)
 	}
-	for k, v := range cfg.Headers {
-		s.headers.Set(k, v)
+	for _, k := range slices.Sorted(maps.Keys(cfg.Headers)) {
+		if v := cfg.Headers[k]; isTemplate(v) {
+			s.headerT = append(s.headerT, headerTemplate{name: http.CanonicalHeaderKey(k), t: template.MustCompile(v)})
+			continue
+		}
+		s.headers.Set(k, cfg.Headers[k])
 	}
 	// Headers that are the same on every request are set once here; each request clones them.
 	if _, custom := s.headers["User-Agent"]; !custom {
 		s.headers.Set("User-Agent", s.userAgent)
 	}
-	switch cfg.Format {
-	case FormatCloudEventsStructured:
+	switch {
+	case cfg.Batch != nil && cfg.Batch.filled().Format == BatchNDJSON:
+		s.headers.Set("Content-Type", "application/x-ndjson")
+	case cfg.Format == FormatCloudEventsStructured:
 		s.headers.Set("Content-Type", ceStructuredType)
 	default:
 		s.headers.Set("Content-Type", "application/json")
 	}
+	if cfg.Batch != nil {
+		b := cfg.Batch.filled()
+		s.batch = &b
+	}
 
-	proxy, _ := netguard.ParseProxy(cfg.Proxy) // validated above
-	// HTTPTransport ignores HTTP_PROXY: only the configured proxy is used, and the target is judged first.
-	s.transport = env.HTTPTransport(&http.Transport{
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLS != nil {
+		t := *cfg.TLS
+		s.tls, s.tlsFiles = &t, t.files()
+		stamp := stamp(s.tlsFiles)
+		tc, err := t.config()
+		if err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
+		base = tc
+		s.cur.Store(s.newClient(base, stamp))
+	} else {
+		s.cur.Store(s.newClient(base, ""))
+	}
+
+	if a := cfg.Auth; a != nil {
+		switch {
+		case a.OAuth2 != nil:
+			// The token endpoint is another server than the receiver: it gets the system roots, not tls.ca, and
+			// no client certificate. It is reached under the same network policy (guard and proxy).
+			s.token = s.newClient(&tls.Config{MinVersion: tls.VersionTLS12}, "")
+			s.auth = newTokenSource(a.OAuth2, s.token.http, s.timeout, func() time.Time { return s.now() })
+		case a.Basic != nil:
+			s.auth = basicAuth{a.Basic.Username, a.Basic.Password}
+		case a.Bearer != nil:
+			s.auth = bearerAuth{"Bearer " + a.Bearer.Token}
+		}
+	}
+	return s, nil
+}
+
+// newTransport builds the HTTP transport of every connection this sink makes, to the receiver and to an
+// OAuth2 token endpoint alike. It is the one place they are made: env's network policy dials through the SSRF
+// guard (every address checked at connect time) and through the configured proxy (the destination's own,
+// else delivery.network.proxy; HTTP_PROXY and friends are ignored), and bounds response headers.
+func (s *Sink) newTransport(tc *tls.Config) *http.Transport {
+	return s.env.HTTPTransport(&http.Transport{
 		// The dispatcher runs up to `concurrency` attempts per destination at once; keep that many warm
 		// connections so steady traffic does not reconnect (and re-handshake TLS) on every attempt.
 		MaxIdleConns:          256,
@@ -268,24 +368,63 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       tc,
 		// Responses are only excerpted for the attempt log; decompression is fine but bounded by the reader.
-	}, proxy)
-	s.client = &http.Client{
-		Transport: s.transport,
+	}, s.proxy)
+}
+
+func (s *Sink) newClient(tc *tls.Config, stamp string) *client {
+	t := s.newTransport(tc)
+	return &client{transport: t, stamp: stamp, http: &http.Client{
+		Transport: t,
 		// A redirect would be followed to an address the operator never configured; 3xx is a permanent
 		// failure instead (classify.go).
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return s, nil
+	}}
 }
 
-// Limits says a webhook carries one event per request.
-func (s *Sink) Limits() sinks.Limits { return sinks.Limits{MaxBatch: 1} }
+// client returns the receiver's client, rebuilt first when the tls block's files changed since it was built.
+// A file that does not load (say, a certificate written before its key) leaves the current client in use, and
+// is tried again on the next attempt.
+func (s *Sink) client() *client {
+	c := s.cur.Load()
+	if len(s.tlsFiles) == 0 {
+		return c
+	}
+	st := stamp(s.tlsFiles)
+	if st == c.stamp {
+		return c
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if c = s.cur.Load(); st == c.stamp {
+		return c
+	}
+	tc, err := s.tls.config()
+	if err != nil {
+		return c
+	}
+	nc := s.newClient(tc, st)
+	s.cur.Store(nc)
+	// Connections made with the old certificate finish what they carry; no new request uses them.
+	c.transport.CloseIdleConnections()
+	return nc
+}
+
+// Limits says a webhook carries one event per request, or fills batches up to the batch block's bounds.
+func (s *Sink) Limits() sinks.Limits {
+	if s.batch == nil {
+		return sinks.Limits{MaxBatch: 1}
+	}
+	return sinks.Limits{MaxBatch: s.batch.MaxEvents, MaxBatchBytes: int(s.batch.MaxBytes), Linger: s.batch.MaxWait.D()}
+}
 
 // Close drops idle connections. It is safe while a Send runs (that request finishes on its own connection).
 func (s *Sink) Close(context.Context) error {
-	s.transport.CloseIdleConnections()
+	s.cur.Load().transport.CloseIdleConnections()
+	if s.token != nil {
+		s.token.transport.CloseIdleConnections()
+	}
 	return nil
 }
 

@@ -216,7 +216,7 @@ func TestNewTimeoutAndUserAgent(t *testing.T) {
 	if s.userAgent != "Sluice/1.2.3" {
 		t.Errorf("user agent %q", s.userAgent)
 	}
-	if s.transport.Proxy != nil || s.transport.MaxIdleConnsPerHost < 16 || s.client.CheckRedirect == nil {
+	if c := s.cur.Load(); c.transport.Proxy != nil || c.transport.MaxIdleConnsPerHost < 16 || c.http.CheckRedirect == nil {
 		t.Error("transport must ignore env proxies, pool per host and not follow redirects")
 	}
 }

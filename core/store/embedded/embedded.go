@@ -138,6 +138,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: create schema: %w", path, err)
 	}
+	if err := addTraceparent(wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
+	}
 	rdb, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		wdb.Close()
@@ -192,6 +196,23 @@ func migrate(db *sql.DB) error {
 		if _, err := db.Exec(`ALTER TABLE deliveries ADD COLUMN ` + c.name + ` ` + c.def); err != nil {
 			return fmt.Errorf("add deliveries.%s: %w", c.name, err)
 		}
+	}
+	return nil
+}
+
+// addTraceparent is the migration step that adds events.traceparent (the W3C trace context an event arrived
+// with, forwarded to receivers). It runs after schema, on new and old databases alike, and is a step of its own
+// so it does not touch the tables schema creates. The column is nullable: most events carry no trace context.
+func addTraceparent(db *sql.DB) error {
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('events') WHERE name = 'traceparent'`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := db.Exec(`ALTER TABLE events ADD COLUMN traceparent TEXT`); err != nil {
+		return fmt.Errorf("add events.traceparent: %w", err)
 	}
 	return nil
 }

@@ -27,8 +27,8 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		st, err = db.Prepare(q)
 		return st
 	}
-	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data)
-		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`)
+	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
+		traceparent) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING`)
 	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ?`)
 	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
 		ordering_key, ordering_block, test) VALUES (?,?,?,'pending',?,?,?,?,?,?,?)`)
@@ -39,8 +39,8 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		VALUES (?,?,?,?,?,?,?)`)
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
 		ORDER BY next_at LIMIT 1`)
-	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data
-		FROM events WHERE id = ?`)
+	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
+		traceparent FROM events WHERE id = ?`)
 	s.readDeliveries = prep(r, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
@@ -67,7 +67,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			ev := &ne.Event
 			res[i] = store.AppendResult{}
 			r, err := ins.ExecContext(ctx, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
-				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data))
+				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent))
 			if err != nil {
 				return fmt.Errorf("insert event: %w", err)
 			}
@@ -205,8 +205,8 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		for seq := range seqs {
 			args = append(args, seq)
 		}
-		erows, err := tx.QueryContext(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data
-			FROM events WHERE seq IN (`+placeholders(len(args))+`)`, args...)
+		erows, err := tx.QueryContext(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data,
+			traceparent FROM events WHERE seq IN (`+placeholders(len(args))+`)`, args...)
 		if err != nil {
 			return fmt.Errorf("claim: read events: %w", err)
 		}
@@ -215,9 +215,11 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 			var seq, t int64
 			var ev event.Event
 			var md, sc, data []byte
-			if err := erows.Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &ev.CorrelationID, &md, &sc, &data); err != nil {
+			var tp sql.NullString
+			if err := erows.Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &ev.CorrelationID, &md, &sc, &data, &tp); err != nil {
 				return err
 			}
+			ev.Traceparent = tp.String
 			ev.Time, ev.Metadata, ev.Scope, ev.Data = fromNanos(t), unmarshalMap(md), unmarshalMap(sc), data
 			for _, k := range seqs[seq] {
 				jobs[k].Event = ev
@@ -310,9 +312,11 @@ func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error
 	var rec store.EventRecord
 	var seq, t, received int64
 	var md, sc, data []byte
+	var tp sql.NullString
 	ev := &rec.Event
 	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
-		&ev.CorrelationID, &md, &sc, &data)
+		&ev.CorrelationID, &md, &sc, &data, &tp)
+	ev.Traceparent = tp.String
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
@@ -346,3 +350,6 @@ func (s *Store) Event(ctx context.Context, id string) (*store.EventRecord, error
 	}
 	return &rec, rows.Err()
 }
+
+// nullString stores "" as NULL: most events carry no trace context, and NULL costs no bytes in the row.
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

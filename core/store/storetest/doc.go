@@ -29,4 +29,7 @@
 // failure injection (a disk that stops taking writes) and crash tests (kill -9 while appending).
 //
 // storetest imports core/store and core/event only; it is imported only by tests.
+//
+// May import: core/event, core/store.
+// Must not import: net/http.
 package storetest

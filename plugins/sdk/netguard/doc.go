@@ -13,4 +13,6 @@
 //
 // It imports only the standard library and lives in the SDK module so that plugins (through sdk.Dialer) apply
 // the very same rules as the gateway; core/netguard re-exports it for the gateway's packages.
+//
+// May import: nothing of Sluice's.
 package netguard

@@ -173,19 +173,15 @@ func describe(t reflect.Type, prefix string) []Field {
 			Type:        typeName(f.Type),
 			Default:     f.Tag.Get("default"),
 			Required:    f.Tag.Get("required") == "true",
-			Secret:      isSecret(f),
+			Secret:      secretKind(f) == kindWhole,
 			Description: describeSecret(f),
 		})
 	}
 	return out
 }
 
-// isSecret is the one place that decides, for a struct field, whether its values are (or hold) secrets:
-// `secret:"true"` (the whole value, and every element or map value under it) or `secret:"url"` (a URL whose
-// userinfo and query values are secret, see MaskURL).
-func isSecret(f reflect.StructField) bool { return secretKind(f) != "" }
-
-// describeSecret is a field's description, saying which parts of a secret:"url" field are secret.
+// describeSecret is a field's description, saying which parts of a secret:"url" field are secret. Such a field
+// is not described as Secret: its value is a URL to show (masked in part), not a value to hide whole.
 func describeSecret(f reflect.StructField) string {
 	d := f.Tag.Get("desc")
 	if secretKind(f) == kindURL {
@@ -194,6 +190,9 @@ func describeSecret(f reflect.StructField) string {
 	return d
 }
 
+// secretKind is the one place that decides, for a struct field, whether its values are (or hold) secrets:
+// `secret:"true"` (the whole value, and every element or map value under it) or `secret:"url"` (a URL whose
+// userinfo and query values are secret, see MaskURL). "" means not secret.
 func secretKind(f reflect.StructField) string {
 	switch f.Tag.Get("secret") {
 	case "true":

@@ -1,6 +1,8 @@
 // Package classify holds what every built-in sink does alike when it turns a failure into a delivery class:
 // a guard refusal is permanent, an HTTP status maps to a class the same way everywhere, an AWS answer's
 // status is read one way, and messages never quote a whole URL or an unbounded body.
+//
+// May import: core/event, core/netguard, sinks, plugins/sdk/....
 package classify
 
 import (

@@ -1,0 +1,368 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1001 // the API pages at most 1000 and asks for one more to see whether a next page exists
+	// replayBatch bounds how many deliveries one Replay transaction requeues.
+	replayBatch = 500
+	// defaultPruneBatch is used when Prune is called with a limit <= 0.
+	defaultPruneBatch = 500
+)
+
+func listLimit(n int) int {
+	if n <= 0 {
+		return defaultListLimit
+	}
+	return min(n, maxListLimit)
+}
+
+func checkStatus(st store.Status) error {
+	switch st {
+	case store.Pending, store.Delivered, store.Failed, store.Skipped:
+		return nil
+	}
+	return fmt.Errorf("unknown delivery status %q (want pending, delivered, failed or skipped)", st)
+}
+
+// args collects query arguments and hands out their placeholders.
+type args []any
+
+func (a *args) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// ListEvents implements store.Store.
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.EventSummary, error) {
+	var where []string
+	var a args
+	if f.Topic != "" {
+		where = append(where, "topic = "+a.add(f.Topic))
+	}
+	if f.TenantSet {
+		where = append(where, "tenant = "+a.add(f.Tenant))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "received_at >= "+a.add(nanos(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "received_at < "+a.add(nanos(f.Until)))
+	}
+	if f.Before > 0 {
+		where = append(where, "seq < "+a.add(f.Before))
+	}
+	q := `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data FROM events`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY seq DESC LIMIT ` + a.add(listLimit(f.Limit))
+	rows, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("list events: %w", err))
+	}
+	defer rows.Close()
+	out := []store.EventSummary{}
+	for rows.Next() {
+		var e store.EventSummary
+		var t, received int64
+		var md, sc, data []byte
+		ev := &e.Event
+		if err := rows.Scan(&e.Seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received, &ev.CorrelationID, &md, &sc, &data); err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		ev.Time, e.ReceivedAt = fromNanos(t), fromNanos(received)
+		ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(fmt.Errorf("list events: %w", err))
+	}
+	return out, nil
+}
+
+// ListDeliveries implements store.Store.
+func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.Delivery, error) {
+	limit := listLimit(f.Limit)
+	if f.Destinations != nil && len(f.Destinations) == 0 {
+		return []store.Delivery{}, nil
+	}
+	var where []string
+	var a args
+	if f.Status != "" {
+		if err := checkStatus(f.Status); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		// Inlined (it is checked) so the planner can use the partial indexes.
+		where = append(where, "status = '"+string(f.Status)+"'")
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "created_at >= "+a.add(nanos(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "created_at < "+a.add(nanos(f.Until)))
+	}
+	if f.Before > 0 {
+		where = append(where, "id < "+a.add(f.Before))
+	}
+	if f.EventID != "" {
+		where = append(where, "event_seq IN (SELECT seq FROM events WHERE id = "+a.add(f.EventID)+")")
+	}
+	if f.Destinations != nil {
+		seen := map[string]bool{}
+		var ds []string
+		for _, d := range f.Destinations {
+			if !seen[d] {
+				seen[d] = true
+				ds = append(ds, d)
+			}
+		}
+		where = append(where, "destination = ANY("+a.add(ds)+")")
+	}
+	q := `SELECT ` + deliveryCols + ` FROM deliveries`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY id DESC LIMIT ` + a.add(limit)
+	rows, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("list deliveries: %w", err))
+	}
+	defer rows.Close()
+	out := []store.Delivery{}
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(fmt.Errorf("list deliveries: %w", err))
+	}
+	slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(b.ID, a.ID) })
+	return out, nil
+}
+
+// Delivery implements store.Store.
+func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, error) {
+	var rec *store.DeliveryRecord
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		d, err := scanDelivery(tx.QueryRow(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = $1`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read delivery %d: %w", id, err)
+		}
+		rec = &store.DeliveryRecord{Delivery: d}
+		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
+			WHERE delivery_id = $1 ORDER BY n`, id)
+		if err != nil {
+			return fmt.Errorf("read attempts of delivery %d: %w", id, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			a, err := scanAttempt(rows)
+			if err != nil {
+				return fmt.Errorf("read attempts of delivery %d: %w", id, err)
+			}
+			rec.AttemptLog = append(rec.AttemptLog, a)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		return nil, unavailable(err)
+	}
+	return rec, nil
+}
+
+// Retry implements store.Store. A delivery under a live lease (some node is attempting it) answers
+// ErrConflict.
+func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Delivery, error) {
+	var d store.Delivery
+	var refused error
+	err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
+		d, refused = store.Delivery{}, nil
+		var status, dest string
+		var leased bool
+		var next int64
+		err := tx.QueryRow(ctx, `SELECT status, leased, next_at, destination FROM deliveries WHERE id = $1 FOR UPDATE`, id).Scan(&status, &leased, &next, &dest)
+		if errors.Is(err, pgx.ErrNoRows) {
+			refused = fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("retry delivery %d: %w", id, err)
+		}
+		if store.Status(status) == store.Pending && leased && next > nanos(s.opts.Now()) {
+			refused = fmt.Errorf("delivery %d is being attempted right now: %w", id, store.ErrConflict)
+			return nil
+		}
+		if store.Status(status) != store.Pending {
+			if err := (counts{dest: 1}).apply(ctx, tx); err != nil {
+				return err
+			}
+		}
+		d, err = scanDelivery(tx.QueryRow(ctx, `UPDATE deliveries SET status = 'pending', next_at = $1, leased = false,
+			claim_token = 0, retry_base = attempts, updated_at = $2 WHERE id = $3 RETURNING `+deliveryCols,
+			nanos(now), nanos(s.opts.Now()), id))
+		if err != nil {
+			return fmt.Errorf("retry delivery %d: %w", id, err)
+		}
+		return nil
+	}})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	return d, nil
+}
+
+// Replay implements store.Store, in transactions of at most replayBatch deliveries walking the destination's
+// deliveries by id; each checks the status again, so a pending delivery is never touched.
+func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time) (int, error) {
+	var sts []string
+	for _, st := range f.Statuses {
+		if err := checkStatus(st); err != nil {
+			return 0, fmt.Errorf("replay: %w", err)
+		}
+		if st != store.Pending && !slices.Contains(sts, string(st)) {
+			sts = append(sts, string(st))
+		}
+	}
+	if len(f.Statuses) == 0 {
+		sts = []string{"delivered", "failed", "skipped"}
+	}
+	if len(sts) == 0 {
+		return 0, nil
+	}
+	since, until := nanos(f.Since), nanos(f.Until)
+	if f.Until.IsZero() {
+		until = 1<<63 - 1
+	}
+	total := 0
+	var cursor int64
+	for {
+		var n int
+		var last int64
+		err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
+			n, last = 0, 0
+			rows, err := tx.Query(ctx, `WITH c AS (
+				  SELECT id FROM deliveries WHERE destination = $1 AND id > $2 AND status = ANY($3)
+				    AND created_at >= $4 AND created_at < $5 ORDER BY id LIMIT $6 FOR UPDATE)
+				UPDATE deliveries d SET status = 'pending', next_at = $7, leased = false, claim_token = 0,
+				  retry_base = d.attempts, updated_at = $8 FROM c WHERE d.id = c.id RETURNING d.id`,
+				f.Destination, cursor, sts, since, until, replayBatch, nanos(now), nanos(s.opts.Now()))
+			if err != nil {
+				return fmt.Errorf("replay %s: %w", f.Destination, err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				n, last = n+1, max(last, id)
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return counts{f.Destination: int64(n)}.apply(ctx, tx)
+		}})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < replayBatch {
+			return total, nil
+		}
+		cursor = last
+	}
+}
+
+// Prune implements store.Store: up to limit events received before cutoff whose deliveries are all final go,
+// with their deliveries and attempts, in one transaction.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		limit = defaultPruneBatch
+	}
+	var n int
+	err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
+		n = 0
+		rows, err := tx.Query(ctx, `DELETE FROM events WHERE seq IN (
+			  SELECT seq FROM events e WHERE received_at < $1
+			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
+			  ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING seq`, nanos(cutoff), limit)
+		if err != nil {
+			return fmt.Errorf("prune: delete events: %w", err)
+		}
+		var gone []int64
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				return err
+			}
+			gone = append(gone, seq)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("prune: delete events: %w", err)
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))`, gone); err != nil {
+			return fmt.Errorf("prune: delete attempts: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE event_seq = ANY($1)`, gone); err != nil {
+			return fmt.Errorf("prune: delete deliveries: %w", err)
+		}
+		n = len(gone)
+		return nil
+	}})
+	return n, err
+}
+
+// PendingCounts implements store.Store from the maintained counters (no rows are counted).
+func (s *Store) PendingCounts(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT destination, sum(n)::bigint FROM pending_counts GROUP BY destination HAVING sum(n) > 0`)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("count pending deliveries: %w", err))
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var dest string
+		var n int64
+		if err := rows.Scan(&dest, &n); err != nil {
+			return nil, fmt.Errorf("count pending deliveries: %w", err)
+		}
+		out[dest] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable(fmt.Errorf("count pending deliveries: %w", err))
+	}
+	return out, nil
+}

@@ -1,0 +1,482 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxConns = 20
+	// DefaultLeaseTTL is how long a lease outlives its holder's last renewal: a dead node's deliveries are
+	// claimable by the others this long after it died.
+	DefaultLeaseTTL = 30 * time.Second
+	// DefaultPoll is the polling backstop of change notifications.
+	DefaultPoll = time.Second
+)
+
+// Options tune the store. DSN is required.
+type Options struct {
+	DSN      string
+	MaxConns int
+	// Schema, when set, is created if missing and used as the search path (tests give each their own).
+	Schema string
+	Logger *slog.Logger
+	Now    func() time.Time
+	// LeaseTTL is how far a claim's lease reaches past its last renewal (see DefaultLeaseTTL); leases are
+	// renewed every LeaseTTL/3 while this process holds them, up to the lease the caller asked for. A negative
+	// value keeps every lease exactly as asked, unrenewed (the plain contract, for the conformance suite).
+	LeaseTTL time.Duration
+	// Writers is how many group commits may run at once (default MaxConns/4, at least 2).
+	Writers int
+	// MaxGroup bounds how many queued operations share one commit (default 256).
+	MaxGroup int
+	// Poll is how often the change version is read behind LISTEN/NOTIFY (default DefaultPoll).
+	Poll time.Duration
+	// LeaderEvery is how often a node that is not the leader tries to become it (default 2s).
+	LeaderEvery time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.Writers <= 0 {
+		o.Writers = max(2, o.MaxConns/4)
+	}
+	if o.MaxGroup <= 0 {
+		o.MaxGroup = 256
+	}
+	if o.Poll <= 0 {
+		o.Poll = DefaultPoll
+	}
+	if o.LeaderEvery <= 0 {
+		o.LeaderEvery = 2 * time.Second
+	}
+}
+
+func (o *Options) poolConfig() (*pgxpool.Config, error) {
+	if o.DSN == "" {
+		return nil, errors.New("store.dsn: is required for the postgres store: postgres://user:password@host:5432/db")
+	}
+	cfg, err := pgxpool.ParseConfig(o.DSN)
+	if err != nil {
+		// pgx's message may quote the DSN; say only what is wrong with it.
+		return nil, errors.New("store.dsn: is not a valid PostgreSQL connection string: use postgres://user:password@host:5432/db?sslmode=…")
+	}
+	cfg.MaxConns = int32(max(o.MaxConns, 1))
+	if o.Schema != "" {
+		cfg.ConnConfig.RuntimeParams["search_path"] = o.Schema
+	}
+	return cfg, nil
+}
+
+// Store is the PostgreSQL store.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+	ops  chan *op
+	wg   sync.WaitGroup
+	// node tells this process's change notifications from other nodes'.
+	node    string
+	channel string
+	// nodeID marks the leases this process takes; presence holds the advisory lock keyed by it while the
+	// process runs, which is how other nodes tell its leases from a dead node's.
+	nodeID   int64
+	presence *pgx.Conn
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	// closing is held (read) while an operation is queued and taken (write) to close: nothing is queued once
+	// the writers may have drained the queue for the last time.
+	closing sync.RWMutex
+	stop    context.CancelFunc
+
+	holds holds
+
+	commits, grouped atomic.Int64
+
+	changes changeHub
+	leader  leader
+
+	// beforeCommit, set by tests only, runs just before a group's COMMIT (to break its connection there).
+	beforeCommit func(tx pgx.Tx)
+}
+
+var _ store.Store = (*Store)(nil)
+
+type op struct {
+	fn func(ctx context.Context, tx pgx.Tx) error
+	// changed marks an operation other nodes must learn of (a hint is sent after its commit).
+	changed bool
+	// after runs once the commit is durable.
+	after func()
+	done  chan error
+}
+
+// Open connects, applies missing migrations (under an advisory lock) and starts the store's background work.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	opts.defaults()
+	cfg, err := opts.poolConfig()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := Migrate(ctx, opts, false); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("store: connect: %w", err))
+	}
+	schema := opts.Schema
+	if schema == "" {
+		if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+			pool.Close()
+			return nil, unavailable(fmt.Errorf("store: %w", err))
+		}
+	}
+	bg, stop := context.WithCancel(context.Background())
+	s := &Store{pool: pool, opts: opts, ops: make(chan *op, 4096), node: randomID(), channel: "sluice_changes." + schema,
+		closed: make(chan struct{}), stop: stop}
+	s.holds.m = map[int64]hold{}
+	s.nodeID = newToken()
+	if s.presence, err = s.takePresence(ctx); err != nil {
+		stop()
+		pool.Close()
+		return nil, err
+	}
+	s.changes.subs = map[chan struct{}]bool{}
+	if err := s.pool.QueryRow(ctx, `SELECT version FROM changes`).Scan(&s.changes.seen); err != nil {
+		stop()
+		pool.Close()
+		return nil, unavailable(fmt.Errorf("store: read change version: %w", err))
+	}
+	for range opts.Writers {
+		s.wg.Add(1)
+		go s.writer()
+	}
+	s.wg.Add(4)
+	go s.keepPresence(bg)
+	go s.renewLeases(bg)
+	go s.watch(bg, schema)
+	go s.lead(bg)
+	return s, nil
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x", b)
+}
+
+// newToken returns a claim token: random, non-zero (zero marks "no claim").
+func newToken() int64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		if t := int64(binary.LittleEndian.Uint64(b[:]) >> 1); t != 0 {
+			return t
+		}
+	}
+}
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("store is closed")
+
+// unavailable marks err as store.ErrUnavailable when it comes from a connection that failed rather than from
+// the server refusing a statement.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "57": // connection exception, operator intervention (shutdown, too many connections)
+			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		if pgErr.Code == "53300" { // too_many_connections
+			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		return err
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || errors.As(err, &ne) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
+}
+
+// write queues fn for the next group commit and waits until that commit is durable (or known failed).
+func (s *Store) write(ctx context.Context, o *op) error {
+	o.done = make(chan error, 1)
+	s.closing.RLock()
+	select {
+	case <-s.closed:
+		s.closing.RUnlock()
+		return ErrClosed
+	default:
+	}
+	select {
+	case s.ops <- o:
+		s.closing.RUnlock()
+	case <-ctx.Done():
+		s.closing.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued, the commit's outcome is what the caller must learn: wait for it regardless of ctx.
+	return <-o.done
+}
+
+// writer takes the operations queued, runs them in one transaction and commits them together. Several
+// writers run at once (Options.Writers): while one commits, the next group forms.
+func (s *Store) writer() {
+	defer s.wg.Done()
+	group := make([]*op, 0, s.opts.MaxGroup)
+	shard := newToken() // this writer's row of each pending counter
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.closed:
+			for {
+				select {
+				case o := <-s.ops:
+					o.done <- ErrClosed
+				default:
+					return
+				}
+			}
+		}
+		group = append(group[:0], first)
+	fill:
+		for len(group) < s.opts.MaxGroup {
+			select {
+			case o := <-s.ops:
+				group = append(group, o)
+			default:
+				break fill
+			}
+		}
+		s.commit(withShard(context.Background(), shard), group)
+	}
+}
+
+// commit runs a group in one transaction. Operations are re-runnable: if one fails, each runs again in its
+// own transaction, so one bad operation cannot fail its neighbours. A lost connection fails them all with
+// store.ErrUnavailable — unless the commit is found to have happened.
+func (s *Store) commit(ctx context.Context, group []*op) {
+	if len(group) > 1 {
+		errs, err := s.runTx(ctx, group)
+		if err == nil && errors.Join(errs...) == nil {
+			s.committed(group)
+			return
+		}
+		if err != nil && errors.Is(err, store.ErrUnavailable) {
+			for _, o := range group {
+				o.done <- err
+			}
+			return
+		}
+	}
+	for _, o := range group {
+		errs, err := s.runTx(ctx, []*op{o})
+		if err == nil {
+			if err = errs[0]; err == nil {
+				s.committed([]*op{o})
+				continue
+			}
+		}
+		o.done <- err
+	}
+}
+
+func (s *Store) committed(group []*op) {
+	s.commits.Add(1)
+	s.grouped.Add(int64(len(group)))
+	changed := false
+	for _, o := range group {
+		if o.after != nil {
+			o.after()
+		}
+		changed = changed || o.changed
+	}
+	if changed {
+		// The hint goes after the commit, on its own connection, never inside the hot transaction.
+		s.notify()
+	}
+	for _, o := range group {
+		o.done <- nil
+	}
+}
+
+// runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
+func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	// The transaction's id, to learn whether it committed if the connection drops during COMMIT.
+	var xid int64
+	if err := tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	errs = make([]error, len(ops))
+	failed := false
+	for i, o := range ops {
+		if errs[i] = o.fn(ctx, tx); errs[i] != nil {
+			errs[i] = unavailable(errs[i])
+			failed = true
+			if errors.Is(errs[i], store.ErrUnavailable) {
+				_ = tx.Rollback(ctx)
+				return nil, errs[i]
+			}
+			if len(ops) > 1 {
+				break
+			}
+		}
+	}
+	if failed {
+		_ = tx.Rollback(ctx)
+		return errs, nil
+	}
+	if s.beforeCommit != nil {
+		s.beforeCommit(tx)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && !errors.Is(unavailable(err), store.ErrUnavailable) {
+			return nil, fmt.Errorf("store: commit: %w", err) // the server refused it: nothing was written
+		}
+		// The connection broke (or the server went down) at COMMIT: it may have committed or not.
+		return s.resolve(xid, err, errs)
+	}
+	return errs, nil
+}
+
+// resolve learns whether transaction xid committed after the connection broke during COMMIT, asking on a
+// fresh connection for a while. Committed: the operations succeeded. Aborted or still unknown: they failed
+// (the caller was not told they were stored, and a publisher's retry with the same id is deduplicated if they
+// were).
+func (s *Store) resolve(xid int64, commitErr error, errs []error) ([]error, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: the outcome of a commit is unknown (%w)", store.ErrUnavailable, commitErr)
+		case <-wait.C:
+		}
+		var status *string
+		err := s.pool.QueryRow(ctx, `SELECT txid_status($1)`, xid).Scan(&status)
+		if err == nil && status != nil {
+			switch *status {
+			case "committed":
+				return errs, nil
+			case "aborted":
+				return nil, unavailable(fmt.Errorf("store: commit: %w", commitErr))
+			}
+		}
+		wait.Reset(200 * time.Millisecond)
+	}
+}
+
+// Stats reports how many commits the writers made and how many operations they carried.
+func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
+
+// Close stops background work and closes the pool.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closing.Lock()
+		close(s.closed)
+		s.closing.Unlock()
+		s.stop()
+		s.wg.Wait()
+		// Leases still held stay: they run out (Options.LeaseTTL), or the next node to start releases them.
+		if s.presence != nil {
+			s.presence.Close(context.Background())
+		}
+		s.pool.Close()
+	})
+	return nil
+}
+
+// Ping checks that the store is usable: a small durable write goes through the group commit, as an append.
+func (s *Store) Ping(ctx context.Context) error {
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO health (k, at) VALUES ('ping', $1) ON CONFLICT (k) DO UPDATE SET at = excluded.at`,
+			s.opts.Now().UnixNano())
+		return err
+	}})
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func marshalMap(m map[string]string) []byte {
+	if len(m) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func unmarshalMap(b []byte) map[string]string {
+	if len(b) == 0 {
+		return nil
+	}
+	var m map[string]string
+	_ = json.Unmarshal(b, &m)
+	return m
+}
