@@ -310,3 +310,28 @@ func BenchmarkNATSThroughHost(b *testing.B) {
 		})
 	}
 }
+
+// A plugin that dials through sdk.Dialer is held to the destination's network policy: under the default
+// guard (no allow_cidrs) the NATS server on loopback is refused inside the plugin, with the refusal's advice.
+func TestIntegrationPluginInsideTheGuard(t *testing.T) {
+	base := natsURL(t)
+	spec := loadThroughHost(t)
+	cfg := spec.Config()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("url: "+base+"\nsubject: guard.test\nconnect_timeout: 2s"), &n); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Content[0].Decode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), Timeout: 5 * time.Second,
+		Network: netguard.NewDialer(netguard.New(nil), nil)})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	err = s.Send(context.Background(), sinktest.Events("guard", 1))
+	if err == nil || !strings.Contains(err.Error(), "is loopback") || !strings.Contains(err.Error(), "delivery.network.allow_cidrs") {
+		t.Fatalf("send under the default guard = %v, want the loopback refusal", err)
+	}
+}
