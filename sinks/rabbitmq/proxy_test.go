@@ -54,8 +54,28 @@ func TestIntegrationThroughProxy(t *testing.T) {
 	}
 	waitMessages(t, b, 1)
 	mu.Lock()
-	defer mu.Unlock()
 	if len(seen) == 0 || seen[0] != "CONNECT "+hostPort(t, b.url) {
 		t.Fatalf("proxy saw %q, want a CONNECT to %s", seen, hostPort(t, b.url))
+	}
+	mu.Unlock()
+
+	// A destination's own proxy, with no global one.
+	c := b.config(b.url)
+	c.Proxy = proxy.URL
+	direct := netguard.NewDialer(netguard.New(allow), nil)
+	own, err := New(context.Background(), c, sinks.Env{Destination: "own-proxy", Timeout: 10 * time.Second,
+		Dial: direct.DialContext, Network: direct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = own.Close(context.Background()) })
+	if err := own.Send(context.Background(), sinktest.Events("own", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitMessages(t, b, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 {
+		t.Fatalf("proxy saw %q, want a second CONNECT for the destination's own proxy", seen)
 	}
 }
