@@ -7,7 +7,7 @@ PKGS    := ./...
 # tool the plugin tests read NATS streams with (so Sluice's go.mod needs no NATS client).
 SUBMODS := plugins/sdk plugins/examples/nats plugins/host/testdata/jetstream
 
-.PHONY: build run test test-integration bench lint fuzz proto docs clean
+.PHONY: build run test test-integration bench lint fuzz proto docs faults clean
 
 build: ## a static binary in bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
@@ -40,6 +40,9 @@ fuzz: ## each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-30s} ./core/config
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $${FUZZTIME:-30s} ./core/intake
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyStandard$$' -fuzztime $${FUZZTIME:-30s} ./sinks/webhook
+
+faults: ## the full fault suite against the real binary (kill -9, outages, broker restart, full disk, ...); prints a table
+	$(GO) test -count=1 -v -timeout 90m ./test/faults/... -faults.full
 
 docs: ## regenerate generated docs and golden files
 	$(GO) test ./core/config -run TestExampleGolden -update

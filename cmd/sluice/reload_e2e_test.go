@@ -268,25 +268,37 @@ func TestReloadByFileWrite(t *testing.T) {
 		t.Error("the added destination received events published before it existed")
 	}
 
-	// /metrics (no key) counts what happened, and a removed destination's series are gone.
-	resp, err := http.Get("http://" + c.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	metrics := string(b)
-	for _, want := range []string{
+	// /metrics (no key) counts what happened, and a removed destination's series are gone. A receiver sees an
+	// event before Sluice has recorded the outcome of sending it, so the counts are awaited, not read once.
+	want := []string{
 		`sluice_events_accepted_total 10`,
 		`sluice_deliveries_total{destination="keep",outcome="delivered"} 10`,
 		`sluice_deliveries_total{destination="added",outcome="delivered"} 5`,
 		`sluice_destination_enabled{destination="added"} 1`,
 		`sluice_pending_deliveries{destination="keep"} 0`,
-	} {
-		if !strings.Contains(metrics, want+"\n") {
-			t.Errorf("/metrics lacks %q", want)
-		}
 	}
+	var metrics string
+	var missing []string
+	last := ""
+	waitFor(t, "/metrics to count every recorded delivery", func() bool {
+		resp, err := http.Get("http://" + c.addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics, missing = string(b), nil
+		for _, w := range want {
+			if !strings.Contains(metrics, w+"\n") {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) > 0 && fmt.Sprint(missing) != last {
+			last = fmt.Sprint(missing)
+			t.Logf("/metrics lacks %s so far", last)
+		}
+		return len(missing) == 0
+	})
 	if strings.Contains(metrics, `destination="doomed"`) {
 		t.Error("/metrics still shows series of the removed destination")
 	}

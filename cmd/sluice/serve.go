@@ -243,10 +243,12 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	// Drain: refuse new events, finish requests in progress, then let attempts in flight finish (bounded).
 	log.Info("shutting down: draining in-flight deliveries", "timeout", cfg.Server.ShutdownTimeout.String())
 	srv.SetReady(false)
-	// AMQP consumers stop first: messages not yet stored stay unacknowledged and return to their queues.
+	// Intake closes at once, with readiness: from here every publish answers 503 (an AMQP message is requeued),
+	// so nothing is acknowledged after shutdown began but what was already being stored. Then the AMQP
+	// consumers stop: messages not yet stored stay unacknowledged and return to their queues.
+	in.Close()
 	stopConsumers()
 	consumers.Wait()
-	in.Close()
 	mgr.Close() // per-run subscriptions stop expiring: their lanes drain with the rest
 	drain, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.D())
 	defer cancel()

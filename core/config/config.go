@@ -1,6 +1,8 @@
 package config
 
 import (
+	"time"
+
 	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/sinks"
 	"gopkg.in/yaml.v3"
@@ -195,10 +197,61 @@ type Ordering struct {
 	OnFailure string `yaml:"on_failure"`
 }
 
-// Breaker stops a lane that keeps failing: after Failures consecutive failed attempts it sends one probe at a
-// time, at the retry schedule's pace, until one succeeds.
+// Breaker stops a lane whose destination keeps failing: when, over the last Window and at least MinAttempts
+// attempts, at least FailureRatio of them failed for the destination's health (timeouts, refusals, 5xx — never
+// a failure caused by the event itself), the lane holds its backlog in the store and sends one probe every
+// ProbeInterval, doubling up to MaxProbeInterval, until one succeeds. In a destination's block a field left
+// out (or 0) takes the delivery default.
 type Breaker struct {
-	Failures int `yaml:"failures"`
+	Window           Duration `yaml:"window,omitempty"`
+	MinAttempts      int      `yaml:"min_attempts,omitempty"`
+	FailureRatio     float64  `yaml:"failure_ratio,omitempty"`
+	ProbeInterval    Duration `yaml:"probe_interval,omitempty"`
+	MaxProbeInterval Duration `yaml:"max_probe_interval,omitempty"`
+	// Failures is the deprecated form: failures: N reads as min_attempts: N with failure_ratio: 1 (every
+	// attempt in the window failed), and wins over both when given; failures: 0 turns the breaker off.
+	Failures *int `yaml:"failures,omitempty"`
+}
+
+// BreakerPolicy is a resolved breaker (dispatch.BreakerPolicy has the same shape). MinAttempts 0 = never opens.
+type BreakerPolicy struct {
+	Window           time.Duration
+	MinAttempts      int
+	FailureRatio     float64
+	ProbeInterval    time.Duration
+	MaxProbeInterval time.Duration
+}
+
+// Resolve lays a destination's breaker block (nil = none) over the delivery default b.
+func (b Breaker) Resolve(d *Breaker) BreakerPolicy {
+	p := b.apply(BreakerPolicy{})
+	if d != nil {
+		p = d.apply(p)
+	}
+	return p
+}
+
+// apply overrides p with the fields b sets.
+func (b Breaker) apply(p BreakerPolicy) BreakerPolicy {
+	if b.Window > 0 {
+		p.Window = b.Window.D()
+	}
+	if b.MinAttempts > 0 {
+		p.MinAttempts = b.MinAttempts
+	}
+	if b.FailureRatio > 0 {
+		p.FailureRatio = b.FailureRatio
+	}
+	if b.ProbeInterval > 0 {
+		p.ProbeInterval = b.ProbeInterval.D()
+	}
+	if b.MaxProbeInterval > 0 {
+		p.MaxProbeInterval = b.MaxProbeInterval.D()
+	}
+	if b.Failures != nil {
+		p.MinAttempts, p.FailureRatio = *b.Failures, 1
+	}
+	return p
 }
 
 // Network restricts where deliveries may connect.
@@ -278,9 +331,10 @@ func Defaults() *Config {
 		Intake: Intake{HTTP: HTTPIntake{MaxBodyBytes: 1 << 20}, DedupeWindow: Duration(24 * 3600e9),
 			InlineSubscriptions: InlineSubscriptions{TTL: Duration(24 * 3600e9), MaxPerCorrelation: 10}},
 		Delivery: Delivery{
-			Timeout:          Duration(15e9),
-			Concurrency:      16,
-			Breaker:          Breaker{Failures: 5},
+			Timeout:     Duration(15e9),
+			Concurrency: 16,
+			Breaker: Breaker{Window: Duration(30e9), MinAttempts: 20, FailureRatio: 0.8, ProbeInterval: Duration(5e9),
+				MaxProbeInterval: Duration(30e9)},
 			AutoDisableAfter: 100,
 			RotationOverlap:  Duration(24 * 3600e9),
 			MaxInFlightBytes: 256 << 20,

@@ -80,9 +80,7 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	}
 	l.checkConcurrency("delivery.concurrency", c.Delivery.Concurrency, false)
 	l.checkRetry("delivery.retry", &c.Delivery.Retry)
-	if c.Delivery.Breaker.Failures < 0 {
-		l.errorf("delivery.breaker.failures", "must be 0 (never open) or more consecutive failures")
-	}
+	l.checkBreaker("delivery.breaker", &c.Delivery.Breaker, false)
 	if c.Delivery.AutoDisableAfter < 0 {
 		l.errorf("delivery.auto_disable_after", "must be 0 (never) or a number of consecutive failed deliveries, e.g. 100")
 	}
@@ -268,8 +266,8 @@ func (l *loader) validateDestination(p string, d *Destination, seen map[string]b
 	if a := d.AutoDisableAfter; a != nil && *a < 0 {
 		l.errorf(p+".auto_disable_after", "must be 0 (never) or a number of consecutive failed deliveries")
 	}
-	if b := d.Breaker; b != nil && b.Failures < 0 {
-		l.errorf(p+".breaker.failures", "must be 0 (never open) or more consecutive failures")
+	if d.Breaker != nil {
+		l.checkBreaker(p+".breaker", d.Breaker, true)
 	}
 	l.checkConcurrency(p+".concurrency", d.Concurrency, true)
 
@@ -379,3 +377,29 @@ func (l *loader) checkRetry(p string, r *Retry) {
 var orderingPath = regexp.MustCompile(`^((data|metadata)(\.[^.\s]+)+|tenant|topic|correlation_id|id)$`)
 
 func validOrderingKey(s string) bool { return orderingPath.MatchString(s) }
+
+// checkBreaker validates a breaker block at path; in a destination's block (inherits) a field left out or 0
+// takes the delivery default.
+func (l *loader) checkBreaker(path string, b *Breaker, inherits bool) {
+	if b.Window < 0 || (b.Window == 0 && !inherits) {
+		l.errorf(path+".window", "must be a positive duration such as 30s: attempts this far back are judged")
+	}
+	if b.MinAttempts < 0 || (b.MinAttempts == 0 && !inherits) {
+		l.errorf(path+".min_attempts", "must be at least 1, e.g. 20: fewer attempts in the window never open the breaker")
+	}
+	if r := b.FailureRatio; r < 0 || r > 1 || (r == 0 && !inherits) {
+		l.errorf(path+".failure_ratio", "must be in (0,1], e.g. 0.8: the share of attempts in the window that must fail to open the breaker")
+	}
+	if b.ProbeInterval < 0 || (b.ProbeInterval == 0 && !inherits) {
+		l.errorf(path+".probe_interval", "must be a positive duration such as 5s")
+	}
+	if b.MaxProbeInterval < 0 || (b.MaxProbeInterval == 0 && !inherits) {
+		l.errorf(path+".max_probe_interval", "must be a positive duration such as 30s")
+	} else if b.ProbeInterval > 0 && b.MaxProbeInterval > 0 && b.MaxProbeInterval < b.ProbeInterval {
+		l.errorf(path+".max_probe_interval", "%s is shorter than probe_interval (%s): probes wait probe_interval, doubling up to this",
+			b.MaxProbeInterval.D(), b.ProbeInterval.D())
+	}
+	if f := b.Failures; f != nil && *f < 0 {
+		l.errorf(path+".failures", "(deprecated: use min_attempts and failure_ratio) must be 0 (never open) or more failures")
+	}
+}

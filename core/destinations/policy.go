@@ -12,12 +12,10 @@ const defaultJitter = 0.2
 // delivery defaults. A per-run subscription gets PolicyFor(cfg, &config.Destination{}) — the defaults.
 func PolicyFor(cfg *config.Config, d *config.Destination) dispatch.Policy {
 	p := dispatch.Policy{Timeout: cfg.Delivery.Timeout.D(), Concurrency: cfg.Delivery.Concurrency,
-		BreakerFailures: cfg.Delivery.Breaker.Failures, AutoDisableAfter: cfg.Delivery.AutoDisableAfter}
+		Breaker:          dispatch.BreakerPolicy(cfg.Delivery.Breaker.Resolve(d.Breaker)),
+		AutoDisableAfter: cfg.Delivery.AutoDisableAfter}
 	if d.AutoDisableAfter != nil {
 		p.AutoDisableAfter = *d.AutoDisableAfter
-	}
-	if d.Breaker != nil {
-		p.BreakerFailures = d.Breaker.Failures
 	}
 	if d.RateLimit != nil {
 		p.RatePerSecond, p.Burst = d.RateLimit.PerSecond, max(d.RateLimit.Burst, 1)

@@ -7,43 +7,66 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// BreakerPolicy is when a lane's circuit breaker opens and how it probes while open. The zero value never
+// opens.
+type BreakerPolicy struct {
+	// Window is how far back attempts are judged; a breaker that has not yet watched a whole window of
+	// attempts (a new lane, one idle for a window, or one that just closed) does not open, so a burst of
+	// first-attempt failures whose retries are not due yet is not mistaken for an outage.
+	Window time.Duration
+	// MinAttempts is the fewest attempts within Window that can open the breaker (0 = never opens).
+	MinAttempts int
+	// FailureRatio opens the breaker when at least this share of those attempts failed for the destination's
+	// health (retryable failures: timeouts, refusals, 5xx); failures caused by the event itself never count.
+	FailureRatio float64
+	// ProbeInterval is the wait before the first probe; it doubles after each failed probe up to
+	// MaxProbeInterval.
+	ProbeInterval    time.Duration
+	MaxProbeInterval time.Duration
+}
+
+func (b BreakerPolicy) enabled() bool { return b.MinAttempts > 0 && b.FailureRatio > 0 }
+
+// windowSlots divides the window into buckets: the ratio is judged over the last window to within one bucket,
+// at a fixed cost however many attempts a lane makes.
+const windowSlots = 10
+
 // control is a lane's flow control: a rate limit, a pause the far side asked for (Retry-After on a 429 or
-// 503), and a circuit breaker that turns a failing lane into one probe at a time.
+// 503), and a circuit breaker that, while the destination keeps failing, holds the backlog in the store and
+// sends one probe every probe interval.
 type control struct {
 	limiter *rate.Limiter // nil = unlimited
+	bp      BreakerPolicy
+	slot    time.Duration // one bucket's span
 
 	mu          sync.Mutex
 	pausedUntil time.Time
-	threshold   int // consecutive failures that open the breaker; 0 = never
-	failures    int
-	open        bool
-	probing     bool
-	probeAt     time.Time
-	probes      int // failed probes since the breaker opened, to walk the schedule
-	probeID     int64
-}
+	// The attempt window: buckets of (attempts, failures), the newest at head, which began at headAt.
+	tries, fails [windowSlots]int
+	head         int
+	headAt       time.Time
+	watchedSince time.Time // when the current window of observation began (lane start or last close)
 
-func (c *control) setProbe(id int64) {
-	c.mu.Lock()
-	c.probeID = id
-	c.mu.Unlock()
-}
-
-func (c *control) isProbeID(id int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.probing && c.probeID == id
-}
-
-// nextProbe is when the breaker next probes (now or later).
-func (c *control) nextProbe() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.probeAt
+	open     bool
+	probing  bool
+	probeAt  time.Time     // when the next probe may go
+	interval time.Duration // the wait after the next failed probe
+	probeID  int64
+	opened   int // times the breaker opened (tests, logs)
 }
 
 func newControl(p Policy) *control {
-	c := &control{threshold: p.BreakerFailures}
+	c := &control{bp: p.Breaker}
+	if c.bp.Window <= 0 {
+		c.bp.Window = 30 * time.Second
+	}
+	if c.bp.ProbeInterval <= 0 {
+		c.bp.ProbeInterval = 5 * time.Second
+	}
+	if c.bp.MaxProbeInterval < c.bp.ProbeInterval {
+		c.bp.MaxProbeInterval = max(c.bp.ProbeInterval, 30*time.Second)
+	}
+	c.slot = max(c.bp.Window/windowSlots, time.Millisecond)
 	if p.RatePerSecond > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(p.RatePerSecond), max(p.Burst, 1))
 	}
@@ -73,6 +96,25 @@ func (c *control) isOpen() bool {
 	return c.open
 }
 
+func (c *control) setProbe(id int64) {
+	c.mu.Lock()
+	c.probeID = id
+	c.mu.Unlock()
+}
+
+func (c *control) isProbeID(id int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.probing && c.probeID == id
+}
+
+// nextProbe is when the breaker next probes (now or later).
+func (c *control) nextProbe() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.probeAt
+}
+
 // takeProbe reports whether the scanner may send one probe now; when not, it says when to look again.
 func (c *control) takeProbe(now time.Time) (ok bool, retryAt time.Time) {
 	c.mu.Lock()
@@ -87,37 +129,79 @@ func (c *control) takeProbe(now time.Time) (ok bool, retryAt time.Time) {
 	return true, time.Time{}
 }
 
-// record notes the result of an attempt; it returns true when this result opened or closed the breaker.
-// Only failures that speak of the destination's health count (retryable ones: timeouts, 5xx, refusals);
-// a permanent failure is about one event.
-func (c *control) record(success, healthFailure bool, now time.Time, schedule []time.Duration) (changed bool) {
+// dropProbe gives the probe up without a result (nothing was due to probe with, or it was not sent): the
+// scanner may take another at once.
+func (c *control) dropProbe() {
+	c.mu.Lock()
+	c.probing = false
+	c.mu.Unlock()
+}
+
+// advance moves the window to now, emptying the buckets that fell out of it. Call with mu held.
+func (c *control) advance(now time.Time) {
+	if c.headAt.IsZero() {
+		c.headAt = now
+		return
+	}
+	steps := int(now.Sub(c.headAt) / c.slot)
+	if steps <= 0 {
+		return
+	}
+	for i := 0; i < min(steps, windowSlots); i++ {
+		c.head = (c.head + 1) % windowSlots
+		c.tries[c.head], c.fails[c.head] = 0, 0
+	}
+	c.headAt = c.headAt.Add(time.Duration(steps) * c.slot)
+}
+
+// record notes the results of one send: ok deliveries succeeded and failed ones failed for the destination's
+// health (the caller leaves out failures caused by the event itself). probe says the send was the breaker's
+// probe. It returns true when this result opened or closed the breaker.
+func (c *control) record(probe bool, ok, failed int, now time.Time) (changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.bp.enabled() {
+		return false
+	}
+	c.advance(now)
+	if c.attempts() == 0 {
+		// Nothing in the window (a new lane, or one idle for a window): watching starts again, so a burst after
+		// a quiet spell is judged only once a whole window of it has been seen.
+		c.watchedSince = now
+	}
+	c.tries[c.head] += ok + failed
+	c.fails[c.head] += failed
 	switch {
-	case success:
-		c.failures = 0
-		c.probing = false
+	case ok > 0:
+		if probe {
+			c.probing = false
+		}
 		if c.open {
-			c.open, c.probes = false, 0
+			// Any success closes it: the destination answers. The window starts afresh, so the failures that
+			// opened it cannot reopen it at the next failure.
+			c.open, c.probing = false, false
+			c.tries, c.fails = [windowSlots]int{}, [windowSlots]int{}
+			c.watchedSince = now
 			return true
 		}
-	case healthFailure:
-		c.failures++
+	case failed > 0:
 		if c.open {
-			if c.probing {
+			if probe && c.probing {
 				c.probing = false
-				c.probes++
-				c.probeAt = now.Add(step(schedule, c.probes))
+				c.probeAt = now.Add(c.interval)
+				c.interval = min(2*c.interval, c.bp.MaxProbeInterval)
 			}
 			return false
 		}
-		if c.threshold > 0 && c.failures >= c.threshold {
-			c.open, c.probes = true, 0
-			c.probeAt = now.Add(step(schedule, 0))
+		if c.shouldOpen(now) {
+			c.open, c.probing = true, false
+			c.opened++
+			c.probeAt = now.Add(c.bp.ProbeInterval)
+			c.interval = min(2*c.bp.ProbeInterval, c.bp.MaxProbeInterval)
 			return true
 		}
 	default:
-		if c.probing {
+		if probe && c.probing {
 			// A probe that failed for its own reasons (a bad event) says nothing of the destination: probe again.
 			c.probing = false
 		}
@@ -125,10 +209,30 @@ func (c *control) record(success, healthFailure bool, now time.Time, schedule []
 	return false
 }
 
-// step is the n-th delay of the schedule, the last one repeating (1s without a schedule).
-func step(schedule []time.Duration, n int) time.Duration {
-	if len(schedule) == 0 {
-		return time.Second
+// shouldOpen applies the policy to the window. Call with mu held.
+func (c *control) shouldOpen(now time.Time) bool {
+	if now.Sub(c.watchedSince) < c.bp.Window {
+		return false
 	}
-	return schedule[min(n, len(schedule)-1)]
+	tries, fails := c.attempts(), 0
+	for _, f := range c.fails {
+		fails += f
+	}
+	return tries >= c.bp.MinAttempts && float64(fails) >= c.bp.FailureRatio*float64(tries)
+}
+
+// attempts is how many attempts the window holds. Call with mu held.
+func (c *control) attempts() int {
+	n := 0
+	for _, t := range c.tries {
+		n += t
+	}
+	return n
+}
+
+// timesOpened reports how often the breaker opened.
+func (c *control) timesOpened() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opened
 }

@@ -99,7 +99,7 @@ func TestRetryAfterPausesLane(t *testing.T) {
 	}
 }
 
-// TestBreaker: after 3 consecutive failures the lane sends one probe at a time; the first success closes it and
+// TestBreaker: after a window in which 3 attempts all failed the lane sends one probe at a time; the first success closes it and
 // the backlog flows again.
 func TestBreaker(t *testing.T) {
 	var mu sync.Mutex
@@ -113,10 +113,12 @@ func TestBreaker(t *testing.T) {
 		return nil
 	})
 	sink.hold = 2 * time.Millisecond
-	schedule := []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond,
-		20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}
+	schedule := make([]time.Duration, 30)
+	for i := range schedule {
+		schedule[i] = 20 * time.Millisecond
+	}
 	r := newRig(t, t.TempDir(), Destination{Name: "d", Sink: sink, Policy: Policy{Timeout: time.Second, Concurrency: 8,
-		Schedule: schedule, BreakerFailures: 3}})
+		Schedule: schedule, Breaker: quickBreaker(3)}})
 	r.publish("e", 40, "d")
 	l := r.disp.lanes["d"]
 	waitFor(t, "the breaker to open", l.ctl.isOpen)
@@ -162,7 +164,7 @@ func TestDeadBacklogDoesNotSlowHealthy(t *testing.T) {
 	healthy := newProbeSink(func(string, int) error { return nil })
 	r := newRig(t, t.TempDir(),
 		Destination{Name: "dead", Sink: dead, Policy: Policy{Timeout: time.Second, Concurrency: 16,
-			Schedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, time.Hour}, BreakerFailures: 5}},
+			Schedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, time.Hour}, Breaker: quickBreaker(5)}},
 		Destination{Name: "healthy", Sink: healthy, Policy: policy()})
 	// 10,000 deliveries waiting for the dead destination, appended straight to the store.
 	var batch []store.NewEvent
@@ -188,9 +190,13 @@ func TestBreakerProbeWithBatchingSink(t *testing.T) {
 	down := true
 	sink := &batchSink{got: map[string]int{}, tried: map[string]int{}, linger: 30 * time.Millisecond}
 	gate := &gatedBatch{batchSink: sink, down: func() bool { mu.Lock(); defer mu.Unlock(); return down }}
+	// Retries enough to outlast the window the breaker watches before it opens, at any speed (-race).
+	schedule := make([]time.Duration, 30)
+	for i := range schedule {
+		schedule[i] = 20 * time.Millisecond
+	}
 	r := newRig(t, t.TempDir(), Destination{Name: "d", Sink: gate, Policy: Policy{Timeout: time.Second, Concurrency: 4,
-		Schedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond,
-			20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}, BreakerFailures: 2}})
+		Schedule: schedule, Breaker: quickBreaker(2)}})
 	r.publish("e", 30, "d")
 	waitFor(t, "the breaker to open", r.disp.lanes["d"].ctl.isOpen)
 	r.publish("f", 30, "d")
@@ -220,4 +226,10 @@ func TestShutdownTwice(t *testing.T) {
 	if err := r.disp.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// quickBreaker opens after a 100ms window in which at least n attempts all failed, and probes every 10ms.
+func quickBreaker(n int) BreakerPolicy {
+	return BreakerPolicy{Window: 100 * time.Millisecond, MinAttempts: n, FailureRatio: 1, ProbeInterval: 10 * time.Millisecond,
+		MaxProbeInterval: 20 * time.Millisecond}
 }

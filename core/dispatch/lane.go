@@ -169,20 +169,20 @@ func (l *lane) scan() {
 		}
 		probeWait := time.Duration(0)
 		for !l.disabled.Load() {
-			n := limit
 			if l.ctl.isOpen() {
-				// Breaker open: the backlog stays in the store; one delivery at a time probes the destination.
+				// Breaker open: the backlog stays in the store; one probe every probe interval asks whether the
+				// destination answers again.
 				ok, at := l.ctl.takeProbe(l.d.opts.Now())
 				if !ok {
 					probeWait = max(at.Sub(l.d.opts.Now()), time.Millisecond)
 					break
 				}
-				n = 1
+				if !l.sendProbe(lease) {
+					return
+				}
+				break
 			}
-			jobs, err := l.d.store.Claim(context.Background(), l.dest.Name, l.d.opts.Now(), lease, n)
-			if n == 1 && len(jobs) == 1 && l.ctl.isOpen() {
-				l.ctl.setProbe(jobs[0].Delivery.ID)
-			}
+			jobs, err := l.d.store.Claim(context.Background(), l.dest.Name, l.d.opts.Now(), lease, limit)
 			if err != nil {
 				l.log.Error("claim pending deliveries", "err", err)
 				break
@@ -195,22 +195,16 @@ func (l *lane) scan() {
 					return
 				}
 			}
-			if n == 1 && l.ctl.isOpen() {
-				if len(jobs) == 0 {
-					l.ctl.record(false, false, l.d.opts.Now(), nil) // nothing to probe with yet
-					break
-				}
-				continue
-			}
-			if len(jobs) < n {
+			if len(jobs) < limit {
 				break
 			}
 		}
 		wait := l.d.opts.Poll
 		if probeWait > 0 {
+			// Open and waiting for the next probe (or for the one in flight, whose end wakes the scanner):
+			// what is due in the store waits for the probe's answer.
 			wait = min(wait, probeWait)
-		}
-		if next, ok, err := l.d.store.NextDue(context.Background(), l.dest.Name); err != nil {
+		} else if next, ok, err := l.d.store.NextDue(context.Background(), l.dest.Name); err != nil {
 			l.log.Error("find next due delivery", "err", err)
 		} else if ok {
 			if until := next.Sub(l.d.opts.Now()); until > 0 || !l.dest.Ordered {
@@ -227,6 +221,49 @@ func (l *lane) scan() {
 		}
 		timer.Reset(wait)
 	}
+}
+
+// probeCandidates is how many due deliveries the breaker looks through to find one already attempted.
+const probeCandidates = 64
+
+// sendProbe claims one delivery and hands it to a worker as the breaker's probe; false means the lane is
+// stopping. A delivery that was attempted before is preferred: a receiver that fails only first attempts (and
+// takes retries) is then probed with what it would accept, and one that is back is seen to be back.
+func (l *lane) sendProbe(lease time.Duration) bool {
+	now := l.d.opts.Now()
+	jobs, err := l.d.store.Claim(context.Background(), l.dest.Name, now, lease, probeCandidates)
+	if err != nil {
+		l.log.Error("claim a probe delivery", "err", err)
+		l.ctl.dropProbe()
+		return true
+	}
+	if len(jobs) == 0 {
+		l.ctl.dropProbe() // nothing to probe with yet
+		return true
+	}
+	pick := pickProbe(jobs)
+	probe := jobs[pick]
+	rest := append(jobs[:pick:pick], jobs[pick+1:]...)
+	l.handBack(rest)
+	l.ctl.setProbe(probe.Delivery.ID)
+	select {
+	case l.scanned <- probe:
+		return true
+	case <-l.quit:
+		l.handBack([]store.Job{probe})
+		return false
+	}
+}
+
+// pickProbe returns the index of the oldest due delivery that was attempted before, else 0 (jobs come oldest
+// due first).
+func pickProbe(jobs []store.Job) int {
+	for i, j := range jobs {
+		if j.Delivery.Attempts > 0 {
+			return i
+		}
+	}
+	return 0
 }
 
 func (l *lane) work() {
@@ -317,7 +354,8 @@ func (l *lane) deliver(batch []store.Job) {
 		return
 	}
 	p := l.dest.Policy
-	if l.ctl.isOpen() && !l.isProbe(batch) {
+	probe := l.isProbe(batch)
+	if l.ctl.isOpen() && !probe {
 		l.hold(batch)
 		return
 	}
@@ -369,7 +407,9 @@ func (l *lane) deliver(batch []store.Job) {
 	at := l.d.opts.Now()
 	outs := make([]store.Outcome, len(batch))
 	retry, gone := false, false
-	healthy, unhealthy := false, false
+	// The breaker hears deliveries that succeeded and those that failed for the destination's health; a
+	// permanent failure is about its event (a transform error, an unencodable value), and is left out.
+	healthy, unhealthy := 0, 0
 	var lastErr error
 	// Asked once per batch: building the debug line's arguments costs allocations on the hottest path.
 	debug := l.log.Enabled(context.Background(), slog.LevelDebug)
@@ -389,7 +429,8 @@ func (l *lane) deliver(batch []store.Job) {
 				l.log.Debug("delivered", "event_id", j.Event.ID, "delivery_id", j.Delivery.ID, "attempt", n)
 			}
 			l.d.observe(l.dest.Name, OutcomeDelivered, took)
-			healthy, succeeded, failures = true, true, 0
+			healthy++
+			succeeded, failures = true, 0
 			outs[i] = out
 			continue
 		}
@@ -398,7 +439,7 @@ func (l *lane) deliver(batch []store.Job) {
 		class, after := sinks.Classify(err)
 		out.Status = store.Failed
 		if class == sinks.ClassRetryable {
-			unhealthy = true
+			unhealthy++
 			// The schedule counts from the last manual requeue, so a requeued delivery gets all of it again.
 			d, ok := p.delay(max(n-j.Delivery.RetryBase, 1), after)
 			if ok {
@@ -427,13 +468,18 @@ func (l *lane) deliver(batch []store.Job) {
 		}
 		outs[i] = out
 	}
-	if changed := l.ctl.record(healthy, unhealthy && !healthy, at, p.Schedule); changed {
+	if changed := l.ctl.record(probe, healthy, unhealthy, at); changed {
 		if l.ctl.isOpen() {
-			l.log.Warn("breaker opened: the destination keeps failing; sending one probe at a time", "failures", p.BreakerFailures)
+			b := p.Breaker
+			l.log.Warn("breaker opened: the destination keeps failing; holding its backlog and probing",
+				"window", b.Window, "failure_ratio", b.FailureRatio, "probe_interval", b.ProbeInterval)
 		} else {
 			l.log.Info("breaker closed: the destination answered again")
 			l.poke()
 		}
+	}
+	if probe {
+		l.poke() // the probe's answer decides what the scanner does next
 	}
 	disable := false
 	switch {
@@ -500,7 +546,8 @@ func (l *lane) hold(batch []store.Job) {
 	outs := make([]store.Outcome, len(batch))
 	for i, j := range batch {
 		if l.ctl.isProbeID(j.Delivery.ID) {
-			l.ctl.record(false, false, at, nil) // the probe was not sent: let the scanner take another
+			l.ctl.dropProbe() // the probe was not sent: let the scanner take another
+			defer l.poke()
 		}
 		outs[i] = store.Outcome{DeliveryID: j.Delivery.ID, Status: store.Pending, NextAt: at,
 			Attempt: store.Attempt{Error: "held: the destination's breaker is open"}}

@@ -15,8 +15,8 @@ type Policy struct {
 	// RatePerSecond and Burst limit sends (0 = unlimited).
 	RatePerSecond float64
 	Burst         int
-	// BreakerFailures opens the lane's breaker after that many consecutive failures (0 = never).
-	BreakerFailures int
+	// Breaker is when the lane's circuit breaker opens and how it probes (the zero value never opens).
+	Breaker BreakerPolicy
 	// AutoDisableAfter disables the destination after that many consecutive deliveries ended failed (a
 	// permanent error, or every retry used; 0 = never): its lane stops sending, its pending deliveries end as
 	// skipped, and Options.OnDisabled is called. A delivered delivery resets the count; a failed attempt that

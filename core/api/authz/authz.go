@@ -4,6 +4,9 @@
 // the same key could not over /v1.
 //
 // It imports only core/config (for the role names).
+//
+// May import: core/config, core/event, core/match, core/netguard, sinks, plugins/sdk/....
+// Must not import: core/store, core/dispatch, core/destinations, core/intake.
 package authz
 
 import (

@@ -14,4 +14,6 @@
 //
 // It imports core/api/authz, core/config, core/destinations, core/intake, core/store and sinks; never
 // core/api (which imports it).
+//
+// Must not import: plugins/host, core/store/embedded, core/store/postgres, core/api.
 package console

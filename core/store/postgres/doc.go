@@ -7,4 +7,7 @@
 // maintenance.
 //
 // It imports core/store and core/event only (and pgx).
+//
+// May import: core/event, core/store.
+// Must not import: net/http.
 package postgres
