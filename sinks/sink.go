@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/plugins/sdk/netguard"
 	"github.com/sluicehq/sluice/plugins/sdk/schema"
 	"github.com/sluicehq/sluice/plugins/sdk/sinkapi"
 )
@@ -108,9 +109,13 @@ type DialFunc func(ctx context.Context, network, address string) (net.Conn, erro
 // Env is what Sluice hands a sink at construction.
 type Env struct {
 	Destination string // the destination's name, for logs and errors
-	Dial        DialFunc
-	UserAgent   string
-	Timeout     time.Duration // per-attempt timeout for the destination
+	// Dial connects under the network policy: the SSRF guard, and through the configured proxy (CONNECT to
+	// the judged address) when there is one. Non-HTTP clients use it; HTTP clients use HTTPTransport.
+	Dial DialFunc
+	// Network is the policy behind Dial (guard and proxy); nil only in tests that pass a bare Dial.
+	Network   *netguard.Dialer
+	UserAgent string
+	Timeout   time.Duration // per-attempt timeout for the destination
 }
 
 // Errorf returns a *FieldError for path.

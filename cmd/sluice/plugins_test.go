@@ -55,6 +55,7 @@ store:
   path: %s
 delivery:
   timeout: 5s
+  network: {allow_cidrs: [127.0.0.0/8]}
   retry:
     schedule: [100ms, 200ms, 500ms, 1s, 1s, 2s, 2s, 2s, 2s, 2s, 2s, 2s]
     jitter: 0.1

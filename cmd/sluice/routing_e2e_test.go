@@ -65,7 +65,7 @@ auth:
 store: {path: %s}
 intake:
   validate_topics: true
-  inline_subscriptions: {enabled: true, ttl: 1h, max_per_correlation: 3}
+  inline_subscriptions: {enabled: true, ttl: 1h, max_per_correlation: 3, allow_cidrs: [127.0.0.0/8]}
 delivery:
   retry: {schedule: [100ms, 200ms], jitter: 0.1}
   network: {allow_cidrs: [127.0.0.0/8]}

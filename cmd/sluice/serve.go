@@ -159,7 +159,12 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
 		Observer:   observer{m: &metrics, a: activity, label: func(id string) string { return mgr.MetricLabel(id) }},
 	})
+	// Set before any sink is built: every webhook sink shares this budget.
+	sinks.InFlight = sinks.NewBudget(cfg.Delivery.MaxInFlightBytes)
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
+	proxy, _ := netguard.ParseProxy(cfg.Delivery.Network.Proxy) // validated by the loader
+	runsAllow, _ := netguard.ParseCIDRs(cfg.Intake.InlineSubscriptions.AllowCIDRs)
+	lanes.SetNetwork(netguard.NewDialer(guard, proxy), netguard.NewDialer(netguard.New(runsAllow), proxy))
 	mgr = destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes, Box: box,
 		OnRemoved: func(name string) {
 			activity.Forget(name)

@@ -195,7 +195,10 @@ func newHarness(t *testing.T) *harness {
 // httptest servers).
 func lanes() *destinations.Lanes {
 	allow, _ := netguard.ParseCIDRs([]string{"127.0.0.0/8"})
-	return destinations.NewLanes(netguard.New(allow), "")
+	l := destinations.NewLanes(netguard.New(allow), "")
+	// Per-run subscriptions have their own allow list (intake.inline_subscriptions.allow_cidrs).
+	l.SetNetwork(netguard.NewDialer(netguard.New(allow), nil), netguard.NewDialer(netguard.New(allow), nil))
+	return l
 }
 
 // resp is one API answer.

@@ -38,6 +38,9 @@ type Plugin struct {
 	// SHA256 pins the binary: Sluice refuses to launch a file with another digest.
 	SHA256        string `yaml:"sha256,omitempty"`
 	AllowUnpinned bool   `yaml:"allow_unpinned,omitempty"`
+	// Env names the environment variables passed to the plugin (e.g. AWS_REGION); nothing else of Sluice's
+	// environment reaches it.
+	Env []string `yaml:"env,omitempty"`
 }
 
 // PluginLoader launches the plugins a config declares and returns their sink specs. errs maps a plugin's
@@ -142,6 +145,14 @@ type AMQPIntake struct {
 	TopicFrom string `yaml:"topic_from"`
 	// DeadLetterExchange receives malformed messages, with the reason in the x-sluice-reject-reason header.
 	DeadLetterExchange string `yaml:"dead_letter_exchange,omitempty"`
+	// Tenant binds the consumer to one tenant: every event it accepts belongs to it.
+	Tenant string `yaml:"tenant,omitempty"`
+	// AllowTenantFromMessage lets a message body name its tenant (a consumer without Tenant only); off, a
+	// message that names one is dead-lettered.
+	AllowTenantFromMessage bool `yaml:"allow_tenant_from_message,omitempty"`
+	// AllowSubscriptions lets a message body register per-run subscriptions; off, one that carries them is
+	// dead-lettered.
+	AllowSubscriptions bool `yaml:"allow_subscriptions,omitempty"`
 }
 
 // AMQPBinding binds the queue to an exchange under routing keys.
@@ -160,6 +171,9 @@ type InlineSubscriptions struct {
 	// MaxActive caps the live subscriptions of all tenants together (default 10000); one tenant may hold at
 	// most half of it.
 	MaxActive int `yaml:"max_active"`
+	// AllowCIDRs opens holes in the SSRF guard for per-run subscription URLs only (default none: a publisher
+	// must not reach what destinations configured by the operator may).
+	AllowCIDRs []string `yaml:"allow_cidrs,omitempty"`
 }
 
 // HTTPIntake tunes POST /v1/events.
@@ -178,6 +192,9 @@ type Delivery struct {
 	AutoDisableAfter int `yaml:"auto_disable_after"`
 	// RotationOverlap is how long a rotated-out signing secret keeps signing beside the new one.
 	RotationOverlap Duration `yaml:"rotation_overlap"`
+	// MaxInFlightBytes bounds the request bytes all in-flight webhook attempts hold together; attempts past
+	// it wait for room (default 256 MiB). Read at startup.
+	MaxInFlightBytes int64 `yaml:"max_inflight_bytes"`
 }
 
 // Retry is a retry policy: an explicit schedule of delays after the first attempt, or an exponential one.
@@ -268,6 +285,9 @@ func (b Breaker) apply(p BreakerPolicy) BreakerPolicy {
 type Network struct {
 	// AllowCIDRs opens holes in the SSRF guard (loopback, private ranges, ...).
 	AllowCIDRs []string `yaml:"allow_cidrs"`
+	// Proxy is the HTTP proxy every delivery goes through (http://host:port); proxy variables from the
+	// environment are ignored. Targets are still checked by the guard before the proxy is asked.
+	Proxy string `yaml:"proxy,omitempty" secret:"url"`
 }
 
 // Topic is one entry of the topic catalog.
@@ -346,6 +366,7 @@ func Defaults() *Config {
 				MaxProbeInterval: Duration(30e9)},
 			AutoDisableAfter: 100,
 			RotationOverlap:  Duration(24 * 3600e9),
+			MaxInFlightBytes: 256 << 20,
 			Retry: Retry{
 				Schedule: []Duration{Duration(5e9), Duration(300e9), Duration(1800e9), Duration(7200e9),
 					Duration(5 * 3600e9), Duration(10 * 3600e9), Duration(14 * 3600e9), Duration(20 * 3600e9),

@@ -232,3 +232,67 @@ destinations:
 		t.Fatalf("a bucket beside the store: %v", err)
 	}
 }
+
+// validate --print masks webhook headers values and the secret parts of URLs (userinfo, query values).
+func TestPrintMasksURLAndHeaderSecrets(t *testing.T) {
+	src := base + `delivery:
+  network: {proxy: "http://proxyuser:proxypass-1@10.0.0.5:3128"}
+destinations:
+  - name: hook
+    type: webhook
+    topics: ["*"]
+    config:
+      url: https://example.com/x?token=qtoken-secret&sig=hookpass-1
+      signing: none
+      headers: {Authorization: "Bearer hdr-secret-81f0"}
+`
+	cfg, err := config.Parse("f.yaml", []byte(src), noEnv, reg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cfg.Masked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hookpass-1", "qtoken-secret", "hdr-secret-81f0", "proxyuser", "proxypass-1"} {
+		if strings.Contains(string(out), secret) {
+			t.Errorf("--print shows %q:\n%s", secret, out)
+		}
+	}
+	for _, kept := range []string{"https://example.com/x?token=…cret&sig=", "Authorization: …81f0", "http://****:****@10.0.0.5:3128"} {
+		if !strings.Contains(string(out), kept) {
+			t.Errorf("--print lacks %q:\n%s", kept, out)
+		}
+	}
+}
+
+// The egress and trust keys are validated with their paths.
+func TestEgressKeysValidated(t *testing.T) {
+	src := base + `delivery:
+  network: {proxy: "https://proxy:3128"}
+intake:
+  inline_subscriptions: {allow_cidrs: [10.1.2.3/8]}
+  amqp:
+    - {url: "amqp://localhost", queue: q, tenant: acme, allow_tenant_from_message: true}
+plugins:
+  - {name: p, path: /bin/true, allow_unpinned: true, env: [AWS_REGION, "A=1", SLUICE_ADMIN_KEY]}
+`
+	_, err := config.Parse("f.yaml", []byte(src), noEnv, reg())
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`delivery.network.proxy: "https://proxy:3128" is not a proxy URL`,
+		`intake.inline_subscriptions.allow_cidrs[0]:`,
+		`intake.amqp[0].allow_tenant_from_message: a consumer bound to tenant "acme"`,
+		`plugins[0].env[1]: "A=1" is not a variable name`,
+		`plugins[0].env[2]: "SLUICE_ADMIN_KEY": Sluice's own variables`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "plugins[0].env[0]") {
+		t.Errorf("a valid env name was refused:\n%v", err)
+	}
+}

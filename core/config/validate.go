@@ -103,6 +103,17 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 			l.errorf(fmt.Sprintf("delivery.network.allow_cidrs[%d]", i), "%v", errs[0])
 		}
 	}
+	if c.Delivery.MaxInFlightBytes < 1<<20 {
+		l.errorf("delivery.max_inflight_bytes", "must be at least 1048576 (1 MiB); the default is 268435456 (256 MiB)")
+	}
+	if _, err := netguard.ParseProxy(c.Delivery.Network.Proxy); err != nil {
+		l.errorf("delivery.network.proxy", "%v", err)
+	}
+	for i, s := range c.Intake.InlineSubscriptions.AllowCIDRs {
+		if _, errs := netguard.ParseCIDRs([]string{s}); len(errs) > 0 {
+			l.errorf(fmt.Sprintf("intake.inline_subscriptions.allow_cidrs[%d]", i), "%v", errs[0])
+		}
+	}
 
 	topics := map[string]bool{}
 	for i, t := range c.Topics {
@@ -143,7 +154,10 @@ func (l *loader) validate(c *Config, reg *sinks.Registry) {
 	}
 }
 
-var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var (
+	sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	envName   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
 
 // validatePlugins checks the plugins list and, when it is sound and a loader was given, launches the plugins
 // and returns the registry extended with their sinks.
@@ -167,6 +181,15 @@ func (l *loader) validatePlugins(c *Config, reg *sinks.Registry) *sinks.Registry
 		names[p.Name] = true
 		if p.Path == "" {
 			l.errorf(at+".path", "is required: the plugin executable")
+		}
+		for j, name := range p.Env {
+			ep := fmt.Sprintf("%s.env[%d]", at, j)
+			switch {
+			case !envName.MatchString(name):
+				l.errorf(ep, "%q is not a variable name; list names only (AWS_REGION), never NAME=value", name)
+			case strings.HasPrefix(strings.ToUpper(name), "SLUICE_"):
+				l.errorf(ep, "%q: Sluice's own variables (keys, the encryption key) never reach a plugin; give the plugin what it needs in its destination config", name)
+			}
 		}
 		switch {
 		case p.SHA256 == "" && !p.AllowUnpinned:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -40,6 +41,12 @@ func (l *loader) validateIntake(in *Intake) {
 			a.Prefetch = 256
 		case a.Prefetch < 1 || a.Prefetch > 65535:
 			l.errorf(p+".prefetch", "must be between 1 and 65535 unacknowledged messages")
+		}
+		if a.Tenant != "" && a.AllowTenantFromMessage {
+			l.errorf(p+".allow_tenant_from_message", "a consumer bound to tenant %q takes no tenant from messages; remove one of the two", a.Tenant)
+		}
+		if a.Tenant != "" && strings.TrimSpace(a.Tenant) != a.Tenant {
+			l.errorf(p+".tenant", "%q has leading or trailing spaces", a.Tenant)
 		}
 		switch a.TopicFrom {
 		case "":

@@ -117,7 +117,10 @@ func parse(t *testing.T, dir, src string) *config.Config {
 
 func lanes() *destinations.Lanes {
 	allow, _ := netguard.ParseCIDRs([]string{"127.0.0.0/8"})
-	return destinations.NewLanes(netguard.New(allow), "")
+	l := destinations.NewLanes(netguard.New(allow), "")
+	// Per-run subscriptions have their own allow list (intake.inline_subscriptions.allow_cidrs).
+	l.SetNetwork(netguard.NewDialer(netguard.New(allow), nil), netguard.NewDialer(netguard.New(allow), nil))
+	return l
 }
 
 // start runs a store, dispatcher, intake and manager over cfg in dir; keys seal secrets.

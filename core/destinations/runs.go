@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/core/match"
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
+	"github.com/sluicehq/sluice/plugins/sdk/schema"
 )
 
 // RunPrefix starts the destination name of every per-run subscription.
@@ -177,6 +178,14 @@ func (r *runs) put(ctx context.Context, sub store.Subscription) error {
 		}
 		sub.Secret = sealed
 	}
+	// A URL with userinfo or query values carries secrets too (the one walker's rule, schema.MaskURL).
+	if box := r.m.opts.Box; box.HasKey() && schema.MaskURL(sub.URL) != sub.URL {
+		sealed, err := box.Seal(sub.URL)
+		if err != nil {
+			return err
+		}
+		sub.URL = sealed
+	}
 	return r.m.opts.Store.PutSubscription(ctx, sub)
 }
 
@@ -248,6 +257,13 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 				return fmt.Errorf("inline subscription %s: open its secret: %w", s.Name, err)
 			}
 			s.Secret = pt
+		}
+		if seal.IsSealed(s.URL) {
+			pt, _, err := r.m.opts.Box.Open(s.URL)
+			if err != nil {
+				return fmt.Errorf("inline subscription %s: open its url: %w", s.Name, err)
+			}
+			s.URL = pt
 		}
 		topics, terr := match.CompileTopics(s.Topics)
 		sink, err := r.m.opts.Lanes.SubscriptionSink(ctx, s, r.pol)

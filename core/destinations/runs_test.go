@@ -157,7 +157,7 @@ func TestRunSecretSealedAtRest(t *testing.T) {
 	s := start(t, dir, cfg, key)
 	ctx := context.Background()
 	if _, err := publishJSON(s, `{"topic":"case.created","correlation_id":"run-1","data":{},`+
-		fmt.Sprintf(`"subscriptions":[{"url":%q,"topics":["case.*"],"secret":%q}]}`, run.URL, secretA)); err != nil {
+		fmt.Sprintf(`"subscriptions":[{"url":%q,"topics":["case.*"],"secret":%q}]}`, run.URL+"/cb?token=qtoken-secret", secretA)); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	subs, err := s.st.Subscriptions(ctx)
@@ -166,6 +166,10 @@ func TestRunSecretSealedAtRest(t *testing.T) {
 	}
 	if !seal.IsSealed(subs[0].Secret) || strings.Contains(subs[0].Secret, strings.TrimPrefix(secretA, "whsec_")) {
 		t.Fatalf("the stored secret is not sealed: %q", subs[0].Secret)
+	}
+	// A URL with a query value is a secret too (userinfo and query values are, wherever a URL is).
+	if !seal.IsSealed(subs[0].URL) || strings.Contains(subs[0].URL, "qtoken-secret") {
+		t.Fatalf("the stored url is not sealed: %q", subs[0].URL)
 	}
 	waitFor(t, "the first delivery", func() bool { return run.count("") == 1 })
 	s.close()

@@ -174,14 +174,22 @@ func (in *Intake) handleDeliveries(ctx context.Context, c config.AMQPIntake, bat
 	}
 	var msgs []msg
 	var evs []event.Event
+	// A consumer bound to a tenant stamps it on every event and refuses messages naming another, as a
+	// tenant's publisher key does over HTTP.
+	decodeCtx := ctx
+	if c.Tenant != "" {
+		decodeCtx = WithTenant(ctx, c.Tenant)
+	}
 	for _, d := range batch {
-		items, err := in.amqpItems(ctx, c, d)
+		items, err := in.amqpItems(decodeCtx, c, d)
 		for i := 0; err == nil && i < len(items); i++ {
 			prefix := ""
 			if len(items) > 1 {
 				prefix = fmt.Sprintf("[%d].", i)
 			}
-			err = in.Admit(ctx, &items[i], prefix)
+			if err = amqpTrusts(c, &items[i], prefix); err == nil {
+				err = in.Admit(ctx, &items[i], prefix)
+			}
 		}
 		if errors.Is(err, ErrUnavailable) {
 			// Not the message's fault (the store could not record a subscription): it goes back to the queue.
@@ -241,6 +249,22 @@ func (in *Intake) handleDeliveries(ctx context.Context, c config.AMQPIntake, bat
 		}
 	}
 	return true
+}
+
+// amqpTrusts refuses what a message may not decide for itself: whoever can publish to the queue is not
+// thereby trusted to pick a tenant (allow_tenant_from_message) or to make Sluice call URLs of its choosing
+// (allow_subscriptions). The refusal dead-letters the message with the reason.
+func amqpTrusts(c config.AMQPIntake, it *Item, prefix string) error {
+	if c.Tenant == "" && it.Event.Tenant != "" && !c.AllowTenantFromMessage {
+		return refuse(ErrForbidden, prefix+"tenant", "consumer %q does not take a tenant from messages; "+
+			"bind it to one with intake.amqp[].tenant, or set allow_tenant_from_message: true if every publisher "+
+			"to the queue may choose", c.Name)
+	}
+	if len(it.Subscriptions) > 0 && !c.AllowSubscriptions {
+		return refuse(ErrForbidden, prefix+"subscriptions", "consumer %q does not accept per-run subscriptions "+
+			"from messages; set allow_subscriptions: true on it if every publisher to the queue may register them", c.Name)
+	}
+	return nil
 }
 
 // amqpItems decodes one message into events. A message is a CloudEvent when its content type says so

@@ -226,3 +226,85 @@ func TestAMQPConsumerCancelled(t *testing.T) {
 	b.publish("", q, amqp.Publishing{MessageId: "after", Body: []byte(`{"topic":"a","data":{}}`)})
 	waitUntil(t, "the message after the cancel stored", func() bool { _, err := f.st.Event(context.Background(), "after"); return err == nil })
 }
+
+// TestAMQPTrust: a consumer bound to a tenant stamps it and refuses others; an unbound one takes no tenant
+// and no per-run subscriptions from messages unless its config says so.
+func TestAMQPTrust(t *testing.T) {
+	url := amqpURL(t)
+	b := newBroker(t, url)
+	bound, open, trusting, dlq, dlx := b.name("bound"), b.name("open"), b.name("trusting"), b.name("rejected"), b.name("dlx")
+	b.exchange(dlx, "fanout")
+	b.queue(dlq)
+	if err := b.ch.QueueBind(dlq, "", dlx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{bound, open, trusting} {
+		b.queue(q)
+	}
+	f := newFixture(t, t.TempDir(), testConfig, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	consumers := []config.AMQPIntake{
+		{Name: "bound", URL: url, Queue: bound, Prefetch: 8, TopicFrom: config.TopicFromBody, DeadLetterExchange: dlx, Tenant: "acme"},
+		{Name: "open", URL: url, Queue: open, Prefetch: 8, TopicFrom: config.TopicFromBody, DeadLetterExchange: dlx},
+		{Name: "trusting", URL: url, Queue: trusting, Prefetch: 8, TopicFrom: config.TopicFromBody, DeadLetterExchange: dlx,
+			AllowTenantFromMessage: true},
+	}
+	done := make(chan struct{}, len(consumers))
+	t.Cleanup(func() {
+		cancel()
+		for range consumers {
+			<-done
+		}
+	})
+	for _, c := range consumers {
+		go func() { f.in.ConsumeAMQP(ctx, c); done <- struct{}{} }()
+	}
+	msg := func(q, id, extra string) {
+		b.publish("", q, amqp.Publishing{MessageId: id, ContentType: "application/json",
+			Body: []byte(`{"topic":"case.created","data":{}` + extra + `}`)})
+	}
+	msg(bound, "b-plain", "")
+	msg(bound, "b-same", `,"tenant":"acme"`)
+	msg(bound, "b-other", `,"tenant":"globex"`)
+	msg(open, "o-plain", "")
+	msg(open, "o-tenant", `,"tenant":"globex"`)
+	msg(open, "o-subs", `,"correlation_id":"run-1","subscriptions":[{"url":"https://example.com/cb","topics":["case.*"]}]`)
+	msg(trusting, "t-tenant", `,"tenant":"globex"`)
+
+	want := map[string]string{"b-plain": "acme", "b-same": "acme", "o-plain": "", "t-tenant": "globex"}
+	waitUntil(t, "the admitted messages stored", func() bool {
+		for id := range want {
+			if _, err := f.st.Event(context.Background(), id); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	for id, tenant := range want {
+		if rec, _ := f.st.Event(context.Background(), id); rec.Event.Tenant != tenant {
+			t.Errorf("%s stored with tenant %q, want %q", id, rec.Event.Tenant, tenant)
+		}
+	}
+	reasons := map[string]string{}
+	waitUntil(t, "the refused messages dead-lettered", func() bool {
+		d, ok, err := b.ch.Get(dlq, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			reasons[d.MessageId], _ = d.Headers[HeaderRejectReason].(string)
+		}
+		return len(reasons) == 3
+	})
+	for id, want := range map[string]string{"b-other": `tenant "acme" only`, "o-tenant": "allow_tenant_from_message",
+		"o-subs": "allow_subscriptions"} {
+		if !strings.Contains(reasons[id], want) {
+			t.Errorf("%s dead-lettered with %q, want it to mention %q", id, reasons[id], want)
+		}
+	}
+	for _, id := range []string{"b-other", "o-tenant", "o-subs"} {
+		if _, err := f.st.Event(context.Background(), id); err == nil {
+			t.Errorf("refused message %s was stored", id)
+		}
+	}
+}

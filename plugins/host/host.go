@@ -97,7 +97,7 @@ func (h *Host) Load(plugins []config.Plugin) (specs []sinks.Spec, errs map[int]e
 	loaded := make([]*Plugin, len(plugins))
 	var wg sync.WaitGroup
 	for i, c := range plugins {
-		p := &Plugin{host: h, name: c.Name, path: c.Path, log: h.log.With("plugin", c.Name),
+		p := &Plugin{host: h, name: c.Name, path: c.Path, env: c.Env, log: h.log.With("plugin", c.Name),
 			dests: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
 		if c.SHA256 != "" {
 			p.pin = strings.ToLower(c.SHA256)
@@ -197,7 +197,8 @@ type Plugin struct {
 	host *Host
 	name string
 	path string
-	pin  string // lower-case hex sha256, or "" when allow_unpinned
+	env  []string // names of the host's variables the plugin may see (plugins[].env)
+	pin  string   // lower-case hex sha256, or "" when allow_unpinned
 	log  *slog.Logger
 
 	desc    wire.Description // from the first launch
@@ -303,6 +304,7 @@ func (p *Plugin) launch() (*proc, error) {
 	}
 	opts := p.host.opts
 	cmd := exec.Command(p.path)
+	cmd.Env = childEnv(p.env, os.LookupEnv)
 	setPdeathsig(cmd)
 	cc := &plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
@@ -310,9 +312,12 @@ func (p *Plugin) launch() (*proc, error) {
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		Managed:          true,
-		StartTimeout:     opts.StartTimeout,
-		Logger:           newSlogger(p.log),
+		// The child never inherits Sluice's environment (admin keys, the encryption key, cloud credentials):
+		// it gets cmd.Env, plus what go-plugin itself needs for the handshake.
+		SkipHostEnv:  true,
+		Managed:      true,
+		StartTimeout: opts.StartTimeout,
+		Logger:       newSlogger(p.log),
 		// What the plugin writes to its stdout and stderr once it serves (go-plugin carries it over gRPC)
 		// becomes records of Sluice's log, never plain text among JSON lines.
 		SyncStdout: newLineWriter(newSlogger(p.log), "stdout"),
@@ -515,4 +520,21 @@ func (p *Plugin) close() {
 	p.stopOnce.Do(func() { close(p.stop) })
 	<-p.done
 	p.kill()
+}
+
+// childEnv is a plugin's environment: the variables plugins[].env names, with the host's values, and nothing
+// else — not even PATH or HOME (list them when the plugin needs them). A listed name the host does not have
+// is left out rather than set empty. SLUICE_* names are refused by config validation; skipping them here too
+// keeps a hand-built config from leaking keys.
+func childEnv(names []string, lookup func(string) (string, bool)) []string {
+	env := []string{}
+	for _, n := range names {
+		if strings.HasPrefix(strings.ToUpper(n), "SLUICE_") || strings.ContainsAny(n, "=\x00") {
+			continue
+		}
+		if v, ok := lookup(n); ok {
+			env = append(env, n+"="+v)
+		}
+	}
+	return env
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,7 +93,7 @@ func start(t *testing.T, opts Options, plugins ...config.Plugin) (*fixture, map[
 	})
 	if len(plugins) == 0 {
 		p := filepath.Join(binDir, "memsink")
-		plugins = []config.Plugin{{Name: "memsink", Path: p, SHA256: digest(t, p)}}
+		plugins = []config.Plugin{{Name: "memsink", Path: p, SHA256: digest(t, p), Env: []string{"MEMSINK_CRASH_FILE", "MEMSINK_LISTED"}}}
 	}
 	specs, errs := h.Load(plugins)
 	f := &fixture{t: t, host: h, logs: logs, out: filepath.Join(t.TempDir(), "out")}
@@ -418,4 +419,38 @@ func TestCrashLoopMarksUnhealthy(t *testing.T) {
 	}
 	os.Remove(crash)
 	waitUntil(t, "the plugin to recover", 10*time.Second, func() bool { return f.host.Check(context.Background()) == nil })
+}
+
+// A plugin sees only the variables its config lists: never Sluice's keys, the encryption key or cloud
+// credentials the host has.
+func TestPluginEnvironmentIsClean(t *testing.T) {
+	t.Setenv("SLUICE_ADMIN_KEY", "admin-key-that-must-not-leak")
+	t.Setenv("SLUICE_STORE_ENCRYPTION_KEY", "enc-key-that-must-not-leak")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-that-must-not-leak")
+	t.Setenv("MEMSINK_LISTED", "listed-value")
+	f := mustStart(t, Options{})
+	envFile := filepath.Join(t.TempDir(), "env")
+	f.sink("file: " + f.out + "\nenv_file: " + envFile)
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(b)
+	if !slices.Contains(strings.Split(env, "\n"), "MEMSINK_LISTED=listed-value") {
+		t.Errorf("the listed variable is missing from the plugin's environment:\n%s", env)
+	}
+	for _, leak := range []string{"SLUICE_ADMIN_KEY", "must-not-leak", "AWS_SECRET_ACCESS_KEY", "PATH="} {
+		if strings.Contains(env, leak) {
+			t.Errorf("the plugin's environment holds %s:\n%s", leak, env)
+		}
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	host := map[string]string{"A": "1", "SLUICE_ADMIN_KEY": "k", "B": "", "sluice_x": "y"}
+	lookup := func(n string) (string, bool) { v, ok := host[n]; return v, ok }
+	got := childEnv([]string{"A", "B", "MISSING", "SLUICE_ADMIN_KEY", "sluice_x", "A=2"}, lookup)
+	if want := []string{"A=1", "B="}; !slices.Equal(got, want) {
+		t.Fatalf("childEnv = %q, want %q", got, want)
+	}
 }

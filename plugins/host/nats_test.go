@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/sinktest"
 	"gopkg.in/yaml.v3"
@@ -181,7 +182,11 @@ func newThroughHost(t testing.TB, spec sinks.Spec, block string) sinks.Sink {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
-	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), UserAgent: "Sluice/test", Timeout: 10 * time.Second})
+	// The plugin dials through sdk.Dialer under the policy the host sends: loopback allowed, as a config
+	// with delivery.network.allow_cidrs: [127.0.0.0/8] would.
+	allow, _ := netguard.ParseCIDRs([]string{"127.0.0.0/8"})
+	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), UserAgent: "Sluice/test", Timeout: 10 * time.Second,
+		Network: netguard.NewDialer(netguard.New(allow), nil)})
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}
@@ -303,5 +308,30 @@ func BenchmarkNATSThroughHost(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "events/s")
 		})
+	}
+}
+
+// A plugin that dials through sdk.Dialer is held to the destination's network policy: under the default
+// guard (no allow_cidrs) the NATS server on loopback is refused inside the plugin, with the refusal's advice.
+func TestIntegrationPluginInsideTheGuard(t *testing.T) {
+	base := natsURL(t)
+	spec := loadThroughHost(t)
+	cfg := spec.Config()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte("url: "+base+"\nsubject: guard.test\nconnect_timeout: 2s"), &n); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Content[0].Decode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.New(context.Background(), cfg, sinks.Env{Destination: t.Name(), Timeout: 5 * time.Second,
+		Network: netguard.NewDialer(netguard.New(nil), nil)})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	err = s.Send(context.Background(), sinktest.Events("guard", 1))
+	if err == nil || !strings.Contains(err.Error(), "is loopback") || !strings.Contains(err.Error(), "delivery.network.allow_cidrs") {
+		t.Fatalf("send under the default guard = %v, want the loopback refusal", err)
 	}
 }

@@ -178,7 +178,7 @@ func (p *Plugin) newSink(ctx context.Context, c pluginConfig, env sinks.Env) (si
 	}
 	p.addDestination(env.Destination)
 	s := &sink{p: p, limits: p.desc.Limits, params: wire.OpenParams{Config: c.block(),
-		Destination: env.Destination, UserAgent: env.UserAgent, Timeout: env.Timeout}}
+		Destination: env.Destination, UserAgent: env.UserAgent, Timeout: env.Timeout, Network: networkOf(env)}}
 	if pr := p.current(); pr != nil {
 		if _, err := s.opened(ctx, pr); err != nil {
 			var fe *sinks.FieldError
@@ -265,4 +265,21 @@ func (s *sink) Limits() sinks.Limits {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.limits
+}
+
+// networkOf is the destination's network policy as the plugin's sdk.Dialer applies it: the same allow list
+// and proxy the built-in sinks dial under. Without one (tests), the plugin gets the strict default.
+func networkOf(env sinks.Env) *wire.Network {
+	if env.Network == nil {
+		return nil
+	}
+	g := env.Network.Guard()
+	n := &wire.Network{Setting: g.Setting()}
+	for _, p := range g.Allowed() {
+		n.AllowCIDRs = append(n.AllowCIDRs, p.String())
+	}
+	if p := env.Network.Proxy(); p != nil {
+		n.Proxy = p.String()
+	}
+	return n
 }

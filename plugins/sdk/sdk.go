@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/url"
 	"os"
 	"reflect"
 	"runtime/debug"
@@ -13,6 +14,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"github.com/sluicehq/sluice/plugins/sdk/internal/hook"
 	"github.com/sluicehq/sluice/plugins/sdk/internal/proto"
+	"github.com/sluicehq/sluice/plugins/sdk/netguard"
 	"github.com/sluicehq/sluice/plugins/sdk/schema"
 	"github.com/sluicehq/sluice/plugins/sdk/sinkapi"
 	"github.com/sluicehq/sluice/plugins/sdk/template"
@@ -168,6 +170,41 @@ type Info struct {
 	Destination string        // the destination's name, for logs and errors
 	UserAgent   string        // "Sluice/<version>"
 	Timeout     time.Duration // the destination's per-attempt timeout
+	// Network is Sluice's network policy for the destination (delivery.network); Dialer applies it.
+	Network Network
+}
+
+// Network is the SSRF guard's policy Sluice hands a plugin: the CIDRs allowed beyond public addresses and the
+// proxy to reach everything through ("" connects directly).
+type Network struct {
+	AllowCIDRs []string
+	Proxy      string
+	// Setting is the config key of the allow list, named when a connection is refused.
+	Setting string
+}
+
+// Dialer returns the dialer a sink must connect with: Sluice's SSRF guard (loopback, private, link-local and
+// metadata addresses are refused unless delivery.network.allow_cidrs allows them), judged after DNS at connect
+// time, and the configured proxy (delivery.network.proxy; HTTP_PROXY and friends are ignored). Call it in
+// newSink; give its DialContext to your client library (nats.SetCustomDialer, http.Transport.DialContext, or
+// Transport(nil) for HTTP). A plugin that dials on its own is outside the guard.
+func Dialer(ctx context.Context) *netguard.Dialer {
+	return InfoFrom(ctx).Network.dialer()
+}
+
+func (n Network) dialer() *netguard.Dialer {
+	// The host validated both; an entry that does not parse is dropped, which only makes the guard stricter.
+	allow, _ := netguard.ParseCIDRs(n.AllowCIDRs)
+	g := netguard.New(allow)
+	if n.Setting != "" {
+		g = g.Named(n.Setting)
+	}
+	proxy, err := netguard.ParseProxy(n.Proxy)
+	if err != nil {
+		// A proxy the plugin cannot read must not become a direct connection: point at a proxy that refuses.
+		proxy = &url.URL{Scheme: "http", Host: "invalid.:1"}
+	}
+	return netguard.NewDialer(g, proxy)
 }
 
 type infoKey struct{}

@@ -46,8 +46,12 @@ func (s *server) Open(ctx context.Context, r *proto.OpenRequest) (resp *proto.Op
 	if verr != nil {
 		return &proto.OpenResponse{Errors: wire.FieldErrorsToProto(verr)}, nil
 	}
-	ctx = context.WithValue(ctx, infoKey{}, Info{Destination: r.GetDestination(), UserAgent: r.GetUserAgent(),
-		Timeout: time.Duration(r.GetTimeoutMs()) * time.Millisecond})
+	info := Info{Destination: r.GetDestination(), UserAgent: r.GetUserAgent(),
+		Timeout: time.Duration(r.GetTimeoutMs()) * time.Millisecond}
+	if n := wire.NetworkFromProto(r.GetNetwork()); n != nil {
+		info.Network = Network{AllowCIDRs: n.AllowCIDRs, Proxy: n.Proxy, Setting: n.Setting}
+	}
+	ctx = context.WithValue(ctx, infoKey{}, info)
 	sink, err := s.p.open(ctx, cfg)
 	if err != nil {
 		return &proto.OpenResponse{Error: wire.ResultsFromError(err, 1)[0]}, nil

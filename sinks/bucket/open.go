@@ -3,7 +3,6 @@ package bucket
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,30 +23,24 @@ import (
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 )
 
 // newTransport is the HTTP transport for a cloud bucket: it dials through the sink's dialer (the SSRF guard),
 // since an s3 endpoint is whatever address the config names.
-func newTransport(env sinks.Env) *http.Transport {
-	dial := env.Dial
-	if dial == nil {
-		// Only tests build a sink without the guard; the server always passes one.
-		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		dial = d.DialContext
-	}
-	return &http.Transport{
-		// Proxy settings from the environment are honoured: reaching a cloud API through an egress proxy is
-		// common. The guard then judges the proxy's address, which the operator chose.
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dial,
+func newTransport(env sinks.Env, cfg *Config) *http.Transport {
+	proxy, _ := netguard.ParseProxy(cfg.Proxy) // validated by Validate
+	// Proxy variables from the environment are ignored: a proxy is delivery.network.proxy, and the bucket's
+	// host is judged by the guard before it is asked.
+	return env.HTTPTransport(&http.Transport{
 		MaxIdleConns:          64,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
-	}
+	}, proxy)
 }
 
 // openS3 opens an s3:// URL the way gocloud.dev's s3blob does, but with the dispatcher in charge of retries,
@@ -99,7 +92,7 @@ func openS3(ctx context.Context, u *url.URL, cfg *Config, env sinks.Env) (*blob.
 		awsCfg.Credentials = aws.NewCredentialsCache(
 			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, ""))
 	}
-	transport := newTransport(env)
+	transport := newTransport(env, cfg)
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		// Set on the client only: the credential chain's own requests (instance metadata) must not go through
 		// the guard, which refuses metadata addresses by design.
@@ -122,8 +115,8 @@ func openS3(ctx context.Context, u *url.URL, cfg *Config, env sinks.Env) (*blob.
 
 // openGCS opens a gs:// URL with Google's default credentials (or none: ?anonymous=true, or the emulator named
 // by STORAGE_EMULATOR_HOST, which the storage client honours).
-func openGCS(ctx context.Context, u *url.URL, env sinks.Env) (*blob.Bucket, func(), error) {
-	transport := newTransport(env)
+func openGCS(ctx context.Context, u *url.URL, cfg *Config, env sinks.Env) (*blob.Bucket, func(), error) {
+	transport := newTransport(env, cfg)
 	anonymous, _ := strconv.ParseBool(u.Query().Get("anonymous"))
 	// JSON reads work against real GCS and every emulator; the default XML reads do not work against
 	// fake-gcs-server.

@@ -16,6 +16,7 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/sluicehq/sluice/core/event"
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/internal/classify"
 	"github.com/sluicehq/sluice/sinks/template"
@@ -41,7 +42,7 @@ var Spec = sinks.Register("bucket", "NDJSON objects in S3 (or an S3-compatible s
 
 // Config is a bucket destination's `config` block.
 type Config struct {
-	URL       string         `yaml:"url" required:"true" desc:"where objects go: s3://BUCKET?region=eu-west-1 (S3-compatible servers: add &endpoint=https://…&use_path_style=true), gs://BUCKET or file:///DIR"`
+	URL       string         `yaml:"url" required:"true" secret:"url" desc:"where objects go: s3://BUCKET?region=eu-west-1 (S3-compatible servers: add &endpoint=https://…&use_path_style=true), gs://BUCKET or file:///DIR"`
 	Key       string         `yaml:"key" default:"{topic}/{yyyy}/{mm}/{dd}/{hh}/{batch_id}.ndjson" desc:"object key template; it must contain {batch_id} (or {id}) so objects never overwrite each other; with gzip, .gz is appended unless the key ends in .gz"`
 	MaxEvents int            `yaml:"max_events" default:"1000" desc:"most events in one batch of objects"`
 	MaxBytes  int            `yaml:"max_bytes" default:"8388608" desc:"most bytes of event data in one batch of objects (8 MiB)"`
@@ -51,6 +52,7 @@ type Config struct {
 	// AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ?profile=, web identity, ECS/EC2 roles).
 	AccessKeyID     string `yaml:"access_key_id,omitempty" secret:"true" desc:"s3 only: static access key id; give it with secret_access_key, or leave both out to use the AWS default credential chain"`
 	SecretAccessKey string `yaml:"secret_access_key,omitempty" secret:"true" desc:"s3 only: static secret access key, with access_key_id"`
+	Proxy           string `yaml:"proxy,omitempty" secret:"url" desc:"s3 and gs: HTTP proxy for this destination (http://host:port), in place of delivery.network.proxy"`
 }
 
 // NewConfig returns a Config with its defaults filled in.
@@ -80,6 +82,9 @@ var (
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) { errs = append(errs, sinks.Errorf(path, format, args...)) }
+	if _, err := netguard.ParseProxy(c.Proxy); err != nil {
+		add("proxy", "%v", err)
+	}
 
 	scheme := ""
 	switch u, err := url.Parse(c.URL); {
@@ -275,7 +280,7 @@ func New(ctx context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 	case "s3":
 		s.bucket, s.release, err = openS3(ctx, u, cfg, env)
 	case "gs":
-		s.bucket, s.release, err = openGCS(ctx, u, env)
+		s.bucket, s.release, err = openGCS(ctx, u, cfg, env)
 	case "file":
 		s.bucket, err = openFile(u)
 	}

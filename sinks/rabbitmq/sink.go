@@ -13,6 +13,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/template"
 )
@@ -45,6 +46,8 @@ type Config struct {
 	// MaxMessageBytes mirrors the broker's max_message_size so an oversized event fails permanently here,
 	// alone, rather than closing the channel under its whole batch.
 	MaxMessageBytes int `yaml:"max_message_bytes" default:"16777216" desc:"largest message body to publish; bigger events fail permanently (keep at or below the broker's max_message_size)"`
+	// Proxy tunnels the AMQP connection through an HTTP proxy with CONNECT, in place of delivery.network.proxy.
+	Proxy string `yaml:"proxy,omitempty" secret:"url" desc:"HTTP proxy (http://host:port) the AMQP connection is tunnelled through with CONNECT, in place of delivery.network.proxy"`
 }
 
 // NewConfig returns a Config with its defaults filled in.
@@ -61,6 +64,9 @@ func NewConfig() *Config {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) { errs = append(errs, sinks.Errorf(path, format, args...)) }
+	if _, err := netguard.ParseProxy(c.Proxy); err != nil {
+		add("proxy", "%v", err)
+	}
 
 	if c.URL == "" {
 		add("url", "required; write it like amqp://user:password@host:5672/vhost (keep the password in the environment: ${AMQP_URL})")
@@ -145,13 +151,14 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq: routing_key: %w", err) // unreachable after Validate
 	}
+	proxy, _ := netguard.ParseProxy(cfg.Proxy) // validated above
 	s := &Sink{
 		cfg:     *cfg,
 		key:     key,
 		where:   redact(cfg.URL),
 		dest:    env.Destination,
 		timeout: env.Timeout,
-		dialer:  env.Dial,
+		dialer:  env.DialFor(proxy),
 		log:     slog.Default().With("sink", "rabbitmq", "destination", env.Destination),
 		now:     time.Now,
 		done:    make(chan struct{}),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/internal/classify"
 	"github.com/sluicehq/sluice/sinks/template"
@@ -46,14 +46,15 @@ var Spec = sinks.Register("sqs", "Amazon SQS queue (standard or FIFO), batched w
 
 // Config is an sqs destination's `config` block.
 type Config struct {
-	QueueURL string `yaml:"queue_url" required:"true" desc:"the queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders (a name ending in .fifo is a FIFO queue)"`
+	QueueURL string `yaml:"queue_url" required:"true" secret:"url" desc:"the queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/orders (a name ending in .fifo is a FIFO queue)"`
 	Region   string `yaml:"region,omitempty" desc:"AWS region; default: the one in queue_url's host (sqs.REGION.amazonaws.com), else us-east-1"`
-	Endpoint string `yaml:"endpoint,omitempty" desc:"API endpoint override for SQS-compatible servers, e.g. http://127.0.0.1:9324; default: AWS's endpoint for the region, or queue_url's scheme and host when that is not an AWS host"`
+	Endpoint string `yaml:"endpoint,omitempty" secret:"url" desc:"API endpoint override for SQS-compatible servers, e.g. http://127.0.0.1:9324; default: AWS's endpoint for the region, or queue_url's scheme and host when that is not an AWS host"`
 	// Credentials: both or neither. Without them the AWS default chain applies (environment, shared config
 	// files, web identity, ECS/EC2 roles).
 	AccessKeyID     string `yaml:"access_key_id,omitempty" secret:"true" desc:"static access key id; give it with secret_access_key, or leave both out to use the AWS default credential chain"`
 	SecretAccessKey string `yaml:"secret_access_key,omitempty" secret:"true" desc:"static secret access key, with access_key_id"`
 	MessageGroup    string `yaml:"message_group,omitempty" desc:"MessageGroupId template, e.g. {data.case.id} or {tenant:-none}; required for FIFO queues, where the event id is also the MessageDeduplicationId"`
+	Proxy           string `yaml:"proxy,omitempty" secret:"url" desc:"HTTP proxy for this destination (http://host:port), in place of delivery.network.proxy"`
 }
 
 // NewConfig returns a Config with its defaults filled in (there are none beyond the zero values: region and
@@ -72,6 +73,9 @@ var (
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) { errs = append(errs, sinks.Errorf(path, format, args...)) }
+	if _, err := netguard.ParseProxy(c.Proxy); err != nil {
+		add("proxy", "%v", err)
+	}
 
 	fifo := false
 	switch u, err := url.Parse(c.QueueURL); {
@@ -194,24 +198,17 @@ func New(ctx context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		return nil, fmt.Errorf("sqs: load AWS config: %w", err)
 	}
 
-	dial := env.Dial
-	if dial == nil {
-		// Only tests build a sink without the guard; the server always passes one.
-		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		dial = d.DialContext
-	}
-	s.transport = &http.Transport{
-		// Proxy settings from the environment are honoured: reaching AWS through an egress proxy is common. The
-		// guard then judges the proxy's address, which the operator chose.
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dial,
+	proxy, _ := netguard.ParseProxy(cfg.Proxy) // validated by Validate
+	// Proxy variables from the environment are ignored: reaching AWS through an egress proxy is configured
+	// (proxy, or delivery.network.proxy), and the queue's host is judged by the guard before the proxy is asked.
+	s.transport = env.HTTPTransport(&http.Transport{
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
-	}
+	}, proxy)
 	httpClient := &http.Client{Transport: s.transport}
 	s.client = sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
 		// Set on the client only, not in LoadDefaultConfig: the credential chain's own requests (EC2 instance

@@ -29,7 +29,7 @@ type Auth struct {
 // OAuth2 is the OAuth 2.0 client-credentials grant (RFC 6749 §4.4): Sluice fetches an access token from
 // token_url, caches it until shortly before it expires, and sends it as `Authorization: Bearer`.
 type OAuth2 struct {
-	TokenURL     string            `yaml:"token_url" desc:"the authorization server's token endpoint (http or https URL; required)"`
+	TokenURL     string            `yaml:"token_url" secret:"url" desc:"the authorization server's token endpoint (http or https URL; required)"`
 	ClientID     string            `yaml:"client_id" desc:"the client id Sluice authenticates as (required)"`
 	ClientSecret string            `yaml:"client_secret" secret:"true" desc:"the client secret (required)"`
 	Scopes       []string          `yaml:"scopes,omitempty" desc:"scopes to ask for"`

@@ -681,3 +681,29 @@ func BenchmarkSend(b *testing.B) {
 		}
 	}
 }
+
+// An attempt error never shows the URL's userinfo or query, whether the connection failed or the guard
+// refused it.
+func TestAttemptErrorHidesURLSecrets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	// (userinfo is refused by Validate: auth.basic carries credentials)
+	url := "http://" + addr + "/x?token=qtoken-secret&sig=hookpass-1"
+	strict := netguard.NewDialer(netguard.New(nil), nil)
+	for name, env := range map[string]sinks.Env{"refused connection": {}, "guard": {Network: strict}} {
+		s := newSink(t, url, nil, env)
+		_, err := sendOne(t, s, testEvent())
+		if err == nil {
+			t.Fatalf("%s: delivered", name)
+		}
+		for _, secret := range []string{"hookpass-1", "qtoken-secret"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: the attempt error shows %q: %v", name, secret, err)
+			}
+		}
+	}
+}

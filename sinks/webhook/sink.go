@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
 	"github.com/sluicehq/sluice/sinks/template"
 )
@@ -52,9 +52,9 @@ var Spec = sinks.Register("webhook", "signed HTTP POST to a URL (Standard Webhoo
 
 // Config is a webhook destination's `config` block.
 type Config struct {
-	URL     string            `yaml:"url" required:"true" desc:"absolute http or https URL to deliver to; may be a template: {data.path}, {tenant}, {metadata.key}, {topic}, with :-default"`
+	URL     string            `yaml:"url" required:"true" secret:"url" desc:"absolute http or https URL to deliver to; may be a template: {data.path}, {tenant}, {metadata.key}, {topic}, with :-default"`
 	Method  string            `yaml:"method" default:"POST" desc:"HTTP method: POST, PUT or PATCH"`
-	Headers map[string]string `yaml:"headers,omitempty" desc:"extra request headers, values may be templates like url; may not set webhook-id, webhook-timestamp, webhook-signature, content-type, traceparent, the signature header or (with auth) authorization"`
+	Headers map[string]string `yaml:"headers,omitempty" secret:"true" desc:"extra request headers, values may be templates like url; may not set webhook-id, webhook-timestamp, webhook-signature, content-type, traceparent, the signature header or (with auth) authorization"`
 	Secrets []string          `yaml:"secrets,omitempty" secret:"true" desc:"signing secrets, newest first; every one signs each request so receivers can rotate (standard: whsec_ + base64 of 24–64 bytes, from sluice secret)"`
 	Signing string            `yaml:"signing" default:"standard" desc:"standard (Standard Webhooks), hmac-sha256-hex or none"`
 	// SignatureHeader carries the hex signature when Signing is hmac-sha256-hex.
@@ -68,6 +68,9 @@ type Config struct {
 	Auth  *Auth  `yaml:"auth,omitempty"`
 	TLS   *TLS   `yaml:"tls,omitempty"`
 	Batch *Batch `yaml:"batch,omitempty"`
+	// Proxy overrides delivery.network.proxy for this destination; the URL's host is still checked by the
+	// SSRF guard before the proxy is asked.
+	Proxy string `yaml:"proxy,omitempty" secret:"url" desc:"HTTP proxy for this destination (http://host:port), in place of delivery.network.proxy; https is tunnelled with CONNECT"`
 }
 
 // NewConfig returns a Config with its defaults filled in.
@@ -201,6 +204,9 @@ func (c *Config) Validate() error {
 	if c.Timeout < 0 {
 		add("timeout", "must not be negative")
 	}
+	if _, err := netguard.ParseProxy(c.Proxy); err != nil {
+		add("proxy", "%v", err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -220,7 +226,9 @@ type Sink struct {
 	timeout    time.Duration
 	auth       authorizer // nil without auth
 	batch      *Batch     // nil: one event per request
-	dial       sinks.DialFunc
+	env        sinks.Env
+	proxy      *url.URL      // this destination's proxy; nil uses delivery.network.proxy
+	budget     *sinks.Budget // bytes of in-flight attempts, shared by every sink (sinks.InFlight)
 	now        func() time.Time
 
 	// The receiver's client is rebuilt when the tls block's files change (reloadMu serialises that).
@@ -260,9 +268,11 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		headers:   http.Header{},
 		userAgent: env.UserAgent,
 		timeout:   cfg.Timeout.D(),
-		dial:      env.Dial,
+		budget:    sinks.InFlight,
+		env:       env,
 		now:       time.Now,
 	}
+	s.proxy, _ = netguard.ParseProxy(cfg.Proxy) // validated above
 	if isTemplate(cfg.URL) {
 		s.urlT = template.MustCompile(cfg.URL) // compiled by Validate
 		s.hostSuffix = hostSuffix(cfg.URL)
@@ -332,7 +342,7 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		switch {
 		case a.OAuth2 != nil:
 			// The token endpoint is another server than the receiver: it gets the system roots, not tls.ca, and
-			// no client certificate. It is dialled through the same guard.
+			// no client certificate. It is reached under the same network policy (guard and proxy).
 			s.token = s.newClient(&tls.Config{MinVersion: tls.VersionTLS12}, "")
 			s.auth = newTokenSource(a.OAuth2, s.token.http, s.timeout, func() time.Time { return s.now() })
 		case a.Basic != nil:
@@ -345,19 +355,11 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 }
 
 // newTransport builds the HTTP transport of every connection this sink makes, to the receiver and to an
-// OAuth2 token endpoint alike. It is the one place they are made: dial is the SSRF guard's dialer, so every
-// address is checked at connect time. (An egress proxy, when configured, belongs here too.)
-func newTransport(dial sinks.DialFunc, tc *tls.Config) *http.Transport {
-	if dial == nil {
-		// Only tests build a sink without the guard; the server always passes one.
-		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		dial = d.DialContext
-	}
-	return &http.Transport{
-		// Proxy stays nil: a proxy from HTTP_PROXY would be dialled instead of the destination, and the guard
-		// would judge the proxy's address rather than the one the request is for.
-		Proxy:       nil,
-		DialContext: dial,
+// OAuth2 token endpoint alike. It is the one place they are made: env's network policy dials through the SSRF
+// guard (every address checked at connect time) and through the configured proxy (the destination's own,
+// else delivery.network.proxy; HTTP_PROXY and friends are ignored), and bounds response headers.
+func (s *Sink) newTransport(tc *tls.Config) *http.Transport {
+	return s.env.HTTPTransport(&http.Transport{
 		// The dispatcher runs up to `concurrency` attempts per destination at once; keep that many warm
 		// connections so steady traffic does not reconnect (and re-handshake TLS) on every attempt.
 		MaxIdleConns:          256,
@@ -368,11 +370,11 @@ func newTransport(dial sinks.DialFunc, tc *tls.Config) *http.Transport {
 		ForceAttemptHTTP2:     true,
 		TLSClientConfig:       tc,
 		// Responses are only excerpted for the attempt log; decompression is fine but bounded by the reader.
-	}
+	}, s.proxy)
 }
 
 func (s *Sink) newClient(tc *tls.Config, stamp string) *client {
-	t := newTransport(s.dial, tc)
+	t := s.newTransport(tc)
 	return &client{transport: t, stamp: stamp, http: &http.Client{
 		Transport: t,
 		// A redirect would be followed to an address the operator never configured; 3xx is a permanent

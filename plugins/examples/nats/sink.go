@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,8 @@ var (
 func newSink(ctx context.Context, cfg Config) (*Sink, error) {
 	info := sdk.InfoFrom(ctx)
 	opts := []nats.Option{
+		// Every connection (reconnects too) goes through Sluice's SSRF guard and configured proxy.
+		nats.SetCustomDialer(guardedDialer{dial: sdk.Dialer(ctx).DialContext, timeout: cfg.ConnectTimeout}),
 		nats.Name("sluice/" + info.Destination),
 		nats.Timeout(cfg.ConnectTimeout),
 		// Keep reconnecting for as long as the sink lives, and fail publishes at once while disconnected
@@ -233,4 +236,17 @@ func classifyAPI(err error) error {
 		}
 	}
 	return sdk.Retryable(err, 0)
+}
+
+// guardedDialer adapts sdk.Dialer to nats.CustomDialer, which has no context: each dial is bounded by the
+// connect timeout instead.
+type guardedDialer struct {
+	dial    func(ctx context.Context, network, address string) (net.Conn, error)
+	timeout time.Duration
+}
+
+func (g guardedDialer) Dial(network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
+	return g.dial(ctx, network, address)
 }

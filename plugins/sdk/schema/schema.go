@@ -1,7 +1,7 @@
 // Package schema is the one reflective layer over a sink's config struct. The struct's tags are the spec:
 //
 //	`yaml:"name"` (`,inline` merges a nested struct's keys), `desc:"…"`, `default:"…"`, `required:"true"`,
-//	`secret:"true"`
+//	`secret:"true"`, `secret:"url"` (only the URL's userinfo and query values are secret)
 //
 // and from them this package checks a YAML block (unknown keys, wrong types, with their paths and lines),
 // fills defaults, reports missing required fields, describes the fields (`sluice sinks describe`, the docs)
@@ -173,15 +173,35 @@ func describe(t reflect.Type, prefix string) []Field {
 			Type:        typeName(f.Type),
 			Default:     f.Tag.Get("default"),
 			Required:    f.Tag.Get("required") == "true",
-			Secret:      isSecret(f),
-			Description: f.Tag.Get("desc"),
+			Secret:      secretKind(f) == kindWhole,
+			Description: describeSecret(f),
 		})
 	}
 	return out
 }
 
-// isSecret is the one place that decides, for a struct field, whether its values are secret.
-func isSecret(f reflect.StructField) bool { return f.Tag.Get("secret") == "true" }
+// describeSecret is a field's description, saying which parts of a secret:"url" field are secret. Such a field
+// is not described as Secret: its value is a URL to show (masked in part), not a value to hide whole.
+func describeSecret(f reflect.StructField) string {
+	d := f.Tag.Get("desc")
+	if secretKind(f) == kindURL {
+		d = strings.TrimSpace(d + " (secret: the userinfo and query values)")
+	}
+	return d
+}
+
+// secretKind is the one place that decides, for a struct field, whether its values are (or hold) secrets:
+// `secret:"true"` (the whole value, and every element or map value under it) or `secret:"url"` (a URL whose
+// userinfo and query values are secret, see MaskURL). "" means not secret.
+func secretKind(f reflect.StructField) string {
+	switch f.Tag.Get("secret") {
+	case "true":
+		return kindWhole
+	case "url":
+		return kindURL
+	}
+	return ""
+}
 
 func typeName(t reflect.Type) string {
 	t = deref(t)

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"net/url"
 	"reflect"
 	"sort"
 	"strconv"
@@ -26,10 +27,79 @@ func Mask(secret string) string {
 	return prefix + "…" + secret[len(secret)-keep:]
 }
 
+// MaskURL shows a URL with its secret parts masked: the userinfo (user and password) and every query value,
+// each the way Mask shows a secret ("https://…user:…word@host/x?token=…abcd"). Scheme, host, path and query
+// keys stay readable. A value that does not parse as a URL with a scheme is masked whole.
+func MaskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return Mask(raw)
+	}
+	if u.User == nil && u.RawQuery == "" {
+		return raw
+	}
+	var b strings.Builder
+	b.WriteString(u.Scheme + "://")
+	if u.User != nil {
+		b.WriteString(Mask(u.User.Username()))
+		if pw, ok := u.User.Password(); ok {
+			b.WriteString(":" + Mask(pw))
+		}
+		b.WriteString("@")
+	}
+	b.WriteString(u.Host)
+	b.WriteString(u.EscapedPath())
+	if u.RawQuery != "" {
+		b.WriteString("?")
+		for i, part := range strings.Split(u.RawQuery, "&") {
+			if i > 0 {
+				b.WriteString("&")
+			}
+			k, v, found := strings.Cut(part, "=")
+			b.WriteString(k)
+			if found {
+				uv, err := url.QueryUnescape(v)
+				if err != nil {
+					uv = v
+				}
+				b.WriteString("=" + Mask(uv))
+			}
+		}
+	}
+	if u.Fragment != "" {
+		b.WriteString("#" + u.EscapedFragment())
+	}
+	return b.String()
+}
+
+// urlHasSecrets reports whether a secret:"url" value has secret parts (userinfo, query), or is not a plain
+// URL at all (a sealed value, a malformed one): then the whole value is treated as secret.
+func urlHasSecrets(raw string) bool {
+	u, err := url.Parse(raw)
+	return err != nil || u.Scheme == "" || u.Opaque != "" || u.User != nil || u.RawQuery != ""
+}
+
+// Secret kinds, as Secrets entries carry them.
+const (
+	kindWhole = "true"
+	kindURL   = "url"
+	// urlMark ends a Secrets entry whose value is a URL with secret parts ("url#url").
+	urlMark = "#" + kindURL
+)
+
 // Secrets says where a config's secrets are: dotted paths relative to the block, "[]" standing for every
 // element of a list ("auth.keys[].key"). Everything under a secret path is secret: each element of a secret
-// list, each value of a secret map.
+// list, each value of a secret map. An entry ending in #url is a URL of which only the userinfo and query
+// values are secret: it is sealed and fingerprinted whole, and masked with MaskURL.
 type Secrets []string
+
+// maskFor returns how a value found at pattern is shown.
+func maskFor(pattern string) func(string) string {
+	if strings.HasSuffix(pattern, urlMark) {
+		return MaskURL
+	}
+	return Mask
+}
 
 // SecretsOf lists the secret paths of a config struct type from its `secret:"true"` tags, looking into
 // nested and inline structs and lists of structs.
@@ -64,8 +134,12 @@ func secretsOf(t reflect.Type, path string, out *Secrets, depth int) {
 			if inline {
 				p = path
 			}
-			if isSecret(f) {
+			switch secretKind(f) {
+			case kindWhole:
 				*out = append(*out, p)
+				continue
+			case kindURL:
+				*out = append(*out, p+urlMark)
 				continue
 			}
 			secretsOf(f.Type, p, out, depth+1)
@@ -94,7 +168,7 @@ func (s Secrets) Walk(tree any, fn func(path, value string) string) {
 // Mask masks every secret in tree in place: strings and, in a *yaml.Node, any scalar (a secret is secret
 // whatever YAML resolved it to).
 func (s Secrets) Mask(tree any) {
-	s.walk(tree, true, func(_, _ string, v string) string { return Mask(v) })
+	s.walk(tree, true, func(_, pattern string, v string) string { return maskFor(pattern)(v) })
 }
 
 // Keep puts current's secrets back wherever patch holds one of them in its masked form (a client that sends a
@@ -106,8 +180,9 @@ func (s Secrets) Keep(patch, current any) {
 		return v
 	})
 	s.walk(patch, false, func(_, pattern string, v string) string {
+		mask := maskFor(pattern)
 		for _, o := range olds[pattern] {
-			if o != "" && v == Mask(o) {
+			if o != "" && v == mask(o) && v != o {
 				return o
 			}
 		}
@@ -120,9 +195,20 @@ func (s Secrets) walk(tree any, all bool, fn func(path, pattern, value string) s
 	if len(s) == 0 {
 		return
 	}
-	set := make(map[string]bool, len(s))
+	set := make(map[string]string, len(s))
 	for _, p := range s {
-		set[p] = true
+		set[strings.TrimSuffix(p, urlMark)] = p
+	}
+	if !all {
+		// A URL without userinfo or query holds no secret: it is neither sealed nor fingerprinted, and a
+		// destination with only such a URL needs no encryption key. Sealed values (not URLs) are visited.
+		inner := fn
+		fn = func(path, pattern, v string) string {
+			if strings.HasSuffix(pattern, urlMark) && !urlHasSecrets(v) {
+				return v
+			}
+			return inner(path, pattern, v)
+		}
 	}
 	w := walker{set: set, all: all, fn: fn}
 	switch t := tree.(type) {
@@ -134,7 +220,7 @@ func (s Secrets) walk(tree any, all bool, fn func(path, pattern, value string) s
 }
 
 type walker struct {
-	set map[string]bool
+	set map[string]string // normalised path → the Secrets entry (with its kind mark)
 	all bool
 	fn  func(path, pattern, value string) string
 }
@@ -144,10 +230,7 @@ func (w walker) match(norm, inherited string) string {
 	if inherited != "" {
 		return inherited
 	}
-	if w.set[norm] {
-		return norm
-	}
-	return ""
+	return w.set[norm]
 }
 
 func (w walker) node(n *yaml.Node, path, norm, pattern string) {
@@ -184,7 +267,7 @@ func (w walker) node(n *yaml.Node, path, norm, pattern string) {
 // declares them (maps under a secret in key order): sealing and fingerprints come out the same each time.
 func (w walker) generic(tree any, patterns Secrets) {
 	for _, p := range patterns {
-		w.follow(tree, splitPattern(p), "", p, nil)
+		w.follow(tree, splitPattern(strings.TrimSuffix(p, urlMark)), "", p, nil)
 	}
 }
 

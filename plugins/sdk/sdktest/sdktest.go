@@ -90,13 +90,19 @@ func (p *Plugin) Validate(config string) error {
 // Open builds a sink from a config block written as YAML. An invalid config is a permanent error wrapping
 // the field errors; a sink the plugin could not build returns the plugin's classified error.
 func (p *Plugin) Open(ctx context.Context, config string) (*Sink, error) {
-	return p.OpenDestination(ctx, config, sdk.Info{Destination: "sdktest", UserAgent: "Sluice/sdktest", Timeout: 15 * time.Second})
+	return p.OpenDestination(ctx, config, sdk.Info{Destination: "sdktest", UserAgent: "Sluice/sdktest", Timeout: 15 * time.Second,
+		Network: Loopback})
 }
+
+// Loopback is the network policy Open gives a sink: loopback allowed (where test servers listen), everything
+// else as Sluice's default guard has it.
+var Loopback = sdk.Network{AllowCIDRs: []string{"127.0.0.0/8", "::1/128"}}
 
 // OpenDestination is Open with the destination details newSink reads from sdk.InfoFrom.
 func (p *Plugin) OpenDestination(ctx context.Context, config string, info sdk.Info) (*Sink, error) {
 	o, err := p.c.Open(ctx, wire.OpenParams{Config: []byte(config), Destination: info.Destination,
-		UserAgent: info.UserAgent, Timeout: info.Timeout})
+		UserAgent: info.UserAgent, Timeout: info.Timeout,
+		Network: &wire.Network{AllowCIDRs: info.Network.AllowCIDRs, Proxy: info.Network.Proxy, Setting: info.Network.Setting}})
 	if err != nil {
 		return nil, err
 	}

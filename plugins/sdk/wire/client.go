@@ -68,6 +68,32 @@ type OpenParams struct {
 	Destination string
 	UserAgent   string
 	Timeout     time.Duration
+	// Network is the host's network policy for the destination; nil sends none (the plugin's sdk.Dialer
+	// then allows public addresses only).
+	Network *Network
+}
+
+// Network is the SSRF guard's policy as it crosses the wire.
+type Network struct {
+	AllowCIDRs []string
+	Proxy      string // http://host:port, "" for direct
+	Setting    string // the allow list's config key, for refusals
+}
+
+// NetworkToProto converts a policy for the wire (nil stays nil).
+func NetworkToProto(n *Network) *proto.Network {
+	if n == nil {
+		return nil
+	}
+	return &proto.Network{AllowCidrs: n.AllowCIDRs, Proxy: n.Proxy, Setting: n.Setting}
+}
+
+// NetworkFromProto converts a policy from the wire (nil stays nil).
+func NetworkFromProto(n *proto.Network) *Network {
+	if n == nil {
+		return nil
+	}
+	return &Network{AllowCIDRs: n.GetAllowCidrs(), Proxy: n.GetProxy(), Setting: n.GetSetting()}
 }
 
 // Opened is the answer to Open.
@@ -81,7 +107,7 @@ type Opened struct {
 // sink that could not be built as a classified error.
 func (c Client) Open(ctx context.Context, p OpenParams) (Opened, error) {
 	r, err := c.rpc.Open(ctx, &proto.OpenRequest{Config: p.Config, Destination: p.Destination,
-		UserAgent: p.UserAgent, TimeoutMs: p.Timeout.Milliseconds()})
+		UserAgent: p.UserAgent, TimeoutMs: p.Timeout.Milliseconds(), Network: NetworkToProto(p.Network)})
 	if err != nil {
 		return Opened{}, c.rpcError("open", err)
 	}

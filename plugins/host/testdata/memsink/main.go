@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ type Config struct {
 	Delay   time.Duration `yaml:"delay" default:"0s" desc:"how long each send takes"`
 	Token   string        `yaml:"token" secret:"true" desc:"a secret that must never be printed"`
 	Mode    string        `yaml:"mode" default:"ok" desc:"ok, or refuse (open fails permanently)"`
+	EnvFile string        `yaml:"env_file" desc:"file the plugin writes its environment to at open"`
 	TLS     struct {
 		CAFile string `yaml:"ca_file" desc:"CA bundle"`
 	} `yaml:"tls"`
@@ -85,6 +87,11 @@ func main() {
 	sdk.Serve("memsink", func(ctx context.Context, cfg Config) (sdk.Sink, error) {
 		if cfg.Mode == "refuse" {
 			return nil, sdk.Permanent(errors.New("credentials refused"))
+		}
+		if cfg.EnvFile != "" {
+			if err := os.WriteFile(cfg.EnvFile, []byte(strings.Join(os.Environ(), "\n")), 0o600); err != nil {
+				return nil, err
+			}
 		}
 		slog.Info("memsink opened", "destination", sdk.InfoFrom(ctx).Destination)
 		// Not every library a plugin uses logs through slog: a plain line must reach Sluice's log too.

@@ -500,11 +500,13 @@ func (x *FieldError) GetMessage() string {
 }
 
 type OpenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        []byte                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`           // YAML mapping, as in ValidateRequest
-	Destination   string                 `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"` // the destination's name, for the plugin's logs and errors
-	UserAgent     string                 `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
-	TimeoutMs     int64                  `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"` // the destination's per-attempt timeout
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Config      []byte                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`           // YAML mapping, as in ValidateRequest
+	Destination string                 `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"` // the destination's name, for the plugin's logs and errors
+	UserAgent   string                 `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	TimeoutMs   int64                  `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"` // the destination's per-attempt timeout
+	// network is the host's network policy for this destination; sdk.Dialer applies it in the plugin.
+	Network       *Network `protobuf:"bytes,5,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -567,6 +569,75 @@ func (x *OpenRequest) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *OpenRequest) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// Network is the SSRF guard's policy: the allowed CIDRs beyond public addresses, the proxy every connection
+// goes through (empty: direct), and the config key of the allow list, for refusals.
+type Network struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowCidrs    []string               `protobuf:"bytes,1,rep,name=allow_cidrs,json=allowCidrs,proto3" json:"allow_cidrs,omitempty"`
+	Proxy         string                 `protobuf:"bytes,2,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Setting       string                 `protobuf:"bytes,3,opt,name=setting,proto3" json:"setting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Network) Reset() {
+	*x = Network{}
+	mi := &file_sink_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Network) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Network) ProtoMessage() {}
+
+func (x *Network) ProtoReflect() protoreflect.Message {
+	mi := &file_sink_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Network.ProtoReflect.Descriptor instead.
+func (*Network) Descriptor() ([]byte, []int) {
+	return file_sink_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Network) GetAllowCidrs() []string {
+	if x != nil {
+		return x.AllowCidrs
+	}
+	return nil
+}
+
+func (x *Network) GetProxy() string {
+	if x != nil {
+		return x.Proxy
+	}
+	return ""
+}
+
+func (x *Network) GetSetting() string {
+	if x != nil {
+		return x.Setting
+	}
+	return ""
+}
+
 type OpenResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Handle uint64                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
@@ -583,7 +654,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_sink_proto_msgTypes[8]
+	mi := &file_sink_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +666,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[8]
+	mi := &file_sink_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +679,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{8}
+	return file_sink_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OpenResponse) GetHandle() uint64 {
@@ -657,7 +728,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sink_proto_msgTypes[9]
+	mi := &file_sink_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +740,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[9]
+	mi := &file_sink_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +753,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{9}
+	return file_sink_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Event) GetId() string {
@@ -758,7 +829,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_sink_proto_msgTypes[10]
+	mi := &file_sink_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +841,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[10]
+	mi := &file_sink_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +854,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{10}
+	return file_sink_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendRequest) GetHandle() uint64 {
@@ -811,7 +882,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_sink_proto_msgTypes[11]
+	mi := &file_sink_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +894,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[11]
+	mi := &file_sink_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +907,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{11}
+	return file_sink_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Result) GetOutcome() Outcome {
@@ -872,7 +943,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_sink_proto_msgTypes[12]
+	mi := &file_sink_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +955,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[12]
+	mi := &file_sink_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +968,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{12}
+	return file_sink_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendResponse) GetResults() []*Result {
@@ -930,7 +1001,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_sink_proto_msgTypes[13]
+	mi := &file_sink_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1013,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[13]
+	mi := &file_sink_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1026,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{13}
+	return file_sink_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CloseRequest) GetHandle() uint64 {
@@ -973,7 +1044,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_sink_proto_msgTypes[14]
+	mi := &file_sink_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1056,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[14]
+	mi := &file_sink_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1069,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{14}
+	return file_sink_proto_rawDescGZIP(), []int{15}
 }
 
 var File_sink_proto protoreflect.FileDescriptor
@@ -1034,14 +1105,20 @@ const file_sink_proto_rawDesc = "" +
 	"\n" +
 	"FieldError\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x85\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xba\x01\n" +
 	"\vOpenRequest\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\fR\x06config\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x1d\n" +
 	"\n" +
 	"user_agent\x18\x03 \x01(\tR\tuserAgent\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\xbe\x01\n" +
+	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\x123\n" +
+	"\anetwork\x18\x05 \x01(\v2\x19.sluice.plugin.v1.NetworkR\anetwork\"Z\n" +
+	"\aNetwork\x12\x1f\n" +
+	"\vallow_cidrs\x18\x01 \x03(\tR\n" +
+	"allowCidrs\x12\x14\n" +
+	"\x05proxy\x18\x02 \x01(\tR\x05proxy\x12\x18\n" +
+	"\asetting\x18\x03 \x01(\tR\asetting\"\xbe\x01\n" +
 	"\fOpenResponse\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\x04R\x06handle\x124\n" +
 	"\x06errors\x18\x02 \x03(\v2\x1c.sluice.plugin.v1.FieldErrorR\x06errors\x120\n" +
@@ -1107,7 +1184,7 @@ func file_sink_proto_rawDescGZIP() []byte {
 }
 
 var file_sink_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_sink_proto_goTypes = []any{
 	(Outcome)(0),             // 0: sluice.plugin.v1.Outcome
 	(*DescribeRequest)(nil),  // 1: sluice.plugin.v1.DescribeRequest
@@ -1118,43 +1195,45 @@ var file_sink_proto_goTypes = []any{
 	(*ValidateResponse)(nil), // 6: sluice.plugin.v1.ValidateResponse
 	(*FieldError)(nil),       // 7: sluice.plugin.v1.FieldError
 	(*OpenRequest)(nil),      // 8: sluice.plugin.v1.OpenRequest
-	(*OpenResponse)(nil),     // 9: sluice.plugin.v1.OpenResponse
-	(*Event)(nil),            // 10: sluice.plugin.v1.Event
-	(*SendRequest)(nil),      // 11: sluice.plugin.v1.SendRequest
-	(*Result)(nil),           // 12: sluice.plugin.v1.Result
-	(*SendResponse)(nil),     // 13: sluice.plugin.v1.SendResponse
-	(*CloseRequest)(nil),     // 14: sluice.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),    // 15: sluice.plugin.v1.CloseResponse
-	nil,                      // 16: sluice.plugin.v1.Event.MetadataEntry
-	nil,                      // 17: sluice.plugin.v1.Event.ScopeEntry
+	(*Network)(nil),          // 9: sluice.plugin.v1.Network
+	(*OpenResponse)(nil),     // 10: sluice.plugin.v1.OpenResponse
+	(*Event)(nil),            // 11: sluice.plugin.v1.Event
+	(*SendRequest)(nil),      // 12: sluice.plugin.v1.SendRequest
+	(*Result)(nil),           // 13: sluice.plugin.v1.Result
+	(*SendResponse)(nil),     // 14: sluice.plugin.v1.SendResponse
+	(*CloseRequest)(nil),     // 15: sluice.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),    // 16: sluice.plugin.v1.CloseResponse
+	nil,                      // 17: sluice.plugin.v1.Event.MetadataEntry
+	nil,                      // 18: sluice.plugin.v1.Event.ScopeEntry
 }
 var file_sink_proto_depIdxs = []int32{
 	3,  // 0: sluice.plugin.v1.DescribeResponse.fields:type_name -> sluice.plugin.v1.Field
 	4,  // 1: sluice.plugin.v1.DescribeResponse.limits:type_name -> sluice.plugin.v1.Limits
 	7,  // 2: sluice.plugin.v1.ValidateResponse.errors:type_name -> sluice.plugin.v1.FieldError
-	7,  // 3: sluice.plugin.v1.OpenResponse.errors:type_name -> sluice.plugin.v1.FieldError
-	4,  // 4: sluice.plugin.v1.OpenResponse.limits:type_name -> sluice.plugin.v1.Limits
-	12, // 5: sluice.plugin.v1.OpenResponse.error:type_name -> sluice.plugin.v1.Result
-	16, // 6: sluice.plugin.v1.Event.metadata:type_name -> sluice.plugin.v1.Event.MetadataEntry
-	17, // 7: sluice.plugin.v1.Event.scope:type_name -> sluice.plugin.v1.Event.ScopeEntry
-	10, // 8: sluice.plugin.v1.SendRequest.events:type_name -> sluice.plugin.v1.Event
-	0,  // 9: sluice.plugin.v1.Result.outcome:type_name -> sluice.plugin.v1.Outcome
-	12, // 10: sluice.plugin.v1.SendResponse.results:type_name -> sluice.plugin.v1.Result
-	1,  // 11: sluice.plugin.v1.Sink.Describe:input_type -> sluice.plugin.v1.DescribeRequest
-	5,  // 12: sluice.plugin.v1.Sink.Validate:input_type -> sluice.plugin.v1.ValidateRequest
-	8,  // 13: sluice.plugin.v1.Sink.Open:input_type -> sluice.plugin.v1.OpenRequest
-	11, // 14: sluice.plugin.v1.Sink.Send:input_type -> sluice.plugin.v1.SendRequest
-	14, // 15: sluice.plugin.v1.Sink.Close:input_type -> sluice.plugin.v1.CloseRequest
-	2,  // 16: sluice.plugin.v1.Sink.Describe:output_type -> sluice.plugin.v1.DescribeResponse
-	6,  // 17: sluice.plugin.v1.Sink.Validate:output_type -> sluice.plugin.v1.ValidateResponse
-	9,  // 18: sluice.plugin.v1.Sink.Open:output_type -> sluice.plugin.v1.OpenResponse
-	13, // 19: sluice.plugin.v1.Sink.Send:output_type -> sluice.plugin.v1.SendResponse
-	15, // 20: sluice.plugin.v1.Sink.Close:output_type -> sluice.plugin.v1.CloseResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 3: sluice.plugin.v1.OpenRequest.network:type_name -> sluice.plugin.v1.Network
+	7,  // 4: sluice.plugin.v1.OpenResponse.errors:type_name -> sluice.plugin.v1.FieldError
+	4,  // 5: sluice.plugin.v1.OpenResponse.limits:type_name -> sluice.plugin.v1.Limits
+	13, // 6: sluice.plugin.v1.OpenResponse.error:type_name -> sluice.plugin.v1.Result
+	17, // 7: sluice.plugin.v1.Event.metadata:type_name -> sluice.plugin.v1.Event.MetadataEntry
+	18, // 8: sluice.plugin.v1.Event.scope:type_name -> sluice.plugin.v1.Event.ScopeEntry
+	11, // 9: sluice.plugin.v1.SendRequest.events:type_name -> sluice.plugin.v1.Event
+	0,  // 10: sluice.plugin.v1.Result.outcome:type_name -> sluice.plugin.v1.Outcome
+	13, // 11: sluice.plugin.v1.SendResponse.results:type_name -> sluice.plugin.v1.Result
+	1,  // 12: sluice.plugin.v1.Sink.Describe:input_type -> sluice.plugin.v1.DescribeRequest
+	5,  // 13: sluice.plugin.v1.Sink.Validate:input_type -> sluice.plugin.v1.ValidateRequest
+	8,  // 14: sluice.plugin.v1.Sink.Open:input_type -> sluice.plugin.v1.OpenRequest
+	12, // 15: sluice.plugin.v1.Sink.Send:input_type -> sluice.plugin.v1.SendRequest
+	15, // 16: sluice.plugin.v1.Sink.Close:input_type -> sluice.plugin.v1.CloseRequest
+	2,  // 17: sluice.plugin.v1.Sink.Describe:output_type -> sluice.plugin.v1.DescribeResponse
+	6,  // 18: sluice.plugin.v1.Sink.Validate:output_type -> sluice.plugin.v1.ValidateResponse
+	10, // 19: sluice.plugin.v1.Sink.Open:output_type -> sluice.plugin.v1.OpenResponse
+	14, // 20: sluice.plugin.v1.Sink.Send:output_type -> sluice.plugin.v1.SendResponse
+	16, // 21: sluice.plugin.v1.Sink.Close:output_type -> sluice.plugin.v1.CloseResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sink_proto_init() }
@@ -1168,7 +1247,7 @@ func file_sink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sink_proto_rawDesc), len(file_sink_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -7,7 +7,12 @@
 // cloud metadata and the other special-purpose ranges are refused unless the operator allows them with
 // `delivery.network.allow_cidrs`.
 //
-// It imports only the standard library, so the config loader, the dispatcher and the sinks can all share it.
+// A Dialer adds the operator's proxy (delivery.network.proxy, or a destination's own): the target is resolved
+// and judged before the proxy is asked, the proxy itself is reached as configured, and proxy variables from
+// the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) are never consulted.
+//
+// It imports only the standard library and lives in the SDK module so that plugins (through sdk.Dialer) apply
+// the very same rules as the gateway; core/netguard re-exports it for the gateway's packages.
 //
 // May import: nothing of Sluice's.
 package netguard
