@@ -557,6 +557,9 @@ func (m *Manager) view(e *entry) View {
 	if e.source == SourceConfig {
 		v.File = m.cfg.File
 	}
+	if d := m.opts.Dispatcher; d != nil && e.running {
+		v.BreakerOpen = d.BreakerOpen(e.id)
+	}
 	v.Spec = destFields(e.dest)
 	v.Spec["config"] = maskedSinkConfig(e.dest.SinkConfig, len(e.retiring))
 	for _, r := range e.retiring {

@@ -25,6 +25,9 @@ type View struct {
 	Enabled bool
 	// DisabledReason says why a disabled destination is disabled.
 	DisabledReason string
+	// BreakerOpen: the destination keeps failing and its lane sends one probe at a time (not in the API's
+	// JSON, which describes the destination; the console shows it).
+	BreakerOpen bool
 	CreatedAt      time.Time // zero for YAML destinations
 	UpdatedAt      time.Time
 	// Spec holds the destination's own fields (topics, filter, transform, config, ...) as JSON values, with

@@ -198,12 +198,18 @@ func TestBreakerProbeWithBatchingSink(t *testing.T) {
 	r := newRig(t, t.TempDir(), Destination{Name: "d", Sink: gate, Policy: Policy{Timeout: time.Second, Concurrency: 4,
 		Schedule: schedule, Breaker: quickBreaker(2)}})
 	r.publish("e", 30, "d")
-	waitFor(t, "the breaker to open", r.disp.lanes["d"].ctl.isOpen)
+	waitFor(t, "the breaker to open", func() bool { return r.disp.BreakerOpen("d") })
 	r.publish("f", 30, "d")
 	mu.Lock()
 	down = false
 	mu.Unlock()
 	waitFor(t, "all 60 delivered", func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return len(sink.got) == 60 })
+	if r.disp.BreakerOpen("d") {
+		t.Fatal("the breaker is still open after the destination answered")
+	}
+	if r.disp.BreakerOpen("unknown") {
+		t.Fatal("an unknown destination reports an open breaker")
+	}
 }
 
 type gatedBatch struct {

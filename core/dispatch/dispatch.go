@@ -338,6 +338,15 @@ func (d *Dispatcher) Accepting(destination string) bool {
 	return l != nil && !l.disabled.Load()
 }
 
+// BreakerOpen reports whether a destination's circuit breaker is open: it keeps failing, and its lane sends
+// one probe at a time until the destination answers again.
+func (d *Dispatcher) BreakerOpen(destination string) bool {
+	d.mu.RLock()
+	l := d.lanes[destination]
+	d.mu.RUnlock()
+	return l != nil && l.ctl.isOpen()
+}
+
 // Ticket is a reserved place in one lane's in-memory queue, from Reserve. It stays bound to that lane even if
 // the destination's lane is removed or replaced meanwhile, and must be used exactly once: by Enqueue, or by
 // Release. The zero Ticket reserves nothing.

@@ -3,6 +3,7 @@ package console_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"html"
 	"net/http"
 	"net/url"
@@ -559,5 +560,35 @@ func TestLiveStream(t *testing.T) {
 	// A new stream after shutdown began answers 204: the browser does not reconnect.
 	if p := c.get("/console/live/stream"); p.status != http.StatusNoContent {
 		t.Fatalf("stream after close: %d", p.status)
+	}
+}
+
+// TestOverviewShowsOpenBreaker: a destination whose receiver keeps failing shows "breaker open" on the overview
+// once its lane's breaker opens; the healthy destination beside it does not.
+func TestOverviewShowsOpenBreaker(t *testing.T) {
+	h := newHarness(t)
+	down := newReceiver(t)
+	down.setStatus(http.StatusServiceUnavailable)
+	v, err := h.mgr.Create(context.Background(), []byte(fmt.Sprintf(`{"name": "flaky", "type": "webhook", "topics": ["order.*"],
+		"breaker": {"window": "200ms", "min_attempts": 3, "failure_ratio": 0.5, "probe_interval": "1h", "max_probe_interval": "1h"},
+		"config": {"url": %q, "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}`, down.URL)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.signIn(adminKey)
+	card := func(body, id string) string {
+		start := strings.Index(body, `id="dest-`+id+`"`)
+		if start < 0 {
+			t.Fatalf("the overview has no card for %s", id)
+		}
+		end := strings.Index(body[start:], "</article>")
+		return body[start : start+end]
+	}
+	h.waitFor("the overview to show the breaker open", func() bool {
+		h.publish("order.created", "", `{"order": {"id": "o"}}`) // each event is one more failed attempt
+		return strings.Contains(card(c.get("/console/").body, v.ID), "breaker open")
+	})
+	if strings.Contains(card(c.get("/console/").body, h.destID("yaml-hook")), "breaker open") {
+		t.Fatal("the healthy destination shows an open breaker")
 	}
 }
