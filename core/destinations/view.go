@@ -28,8 +28,8 @@ type View struct {
 	// BreakerOpen: the destination keeps failing and its lane sends one probe at a time (not in the API's
 	// JSON, which describes the destination; the console shows it).
 	BreakerOpen bool
-	CreatedAt      time.Time // zero for YAML destinations
-	UpdatedAt      time.Time
+	CreatedAt   time.Time // zero for YAML destinations
+	UpdatedAt   time.Time
 	// Spec holds the destination's own fields (topics, filter, transform, config, ...) as JSON values, with
 	// every secret masked.
 	Spec map[string]any
