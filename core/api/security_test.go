@@ -2,10 +2,13 @@ package api_test
 
 import (
 	"bufio"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -144,6 +147,29 @@ func TestTenantKeyCannotCreateSinkTypesOrBucketsTheOperatorDidNotAllow(t *testin
 	if _, field := r.err(t); field != "config.access_key_id" {
 		t.Fatalf("bucket on the gateway's ambient credentials: field %q, want config.access_key_id", field)
 	}
+}
+
+func TestTenantKeyCannotMakeTheGatewayReadItsOwnFilesAsTLSMaterial(t *testing.T) {
+	h := newHarness(t)
+	for _, field := range []string{"ca", "client_cert", "client_key"} {
+		tlsBlock := map[string]any{field: "/etc/passwd"}
+		if field != "ca" {
+			// a client certificate needs its key and the other way round; the other half is inline PEM
+			other := map[string]string{"client_cert": "client_key", "client_key": "client_cert"}[field]
+			tlsBlock[other] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+		}
+		r := h.must(http.StatusForbidden, "POST", "/v1/destinations", acmeKey, map[string]any{"name": "tls-" + field,
+			"type": "webhook", "topics": []string{"*"}, "config": map[string]any{"url": "https://example.com/hook", "tls": tlsBlock}})
+		if _, got := r.err(t); got != "config.tls."+field {
+			t.Fatalf("tls.%s as a host path: field %q, want config.tls.%s", field, got, field)
+		}
+	}
+	// The operator's tenant-less admin key may name files on its own host.
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	writeTestCA(t, ca)
+	h.must(http.StatusCreated, "POST", "/v1/destinations", adminKey, map[string]any{"name": "tls-admin",
+		"type": "webhook", "topics": []string{"*"}, "config": map[string]any{"url": "https://example.com/hook", "tls": map[string]any{"ca": ca}}})
 }
 
 func TestTenantPoisonEventsCannotAutoDisableSharedDestination(t *testing.T) {
@@ -307,5 +333,16 @@ func TestTenantCannotLearnOtherTenantsDestinationNamesFromAClash(t *testing.T) {
 		if got := h.must(http.StatusOK, "GET", "/v1/destinations/hook", key, nil).json(t)["id"]; got != id {
 			t.Fatalf("GET /v1/destinations/hook found %v, want the key's own %v", got, id)
 		}
+	}
+}
+
+// writeTestCA writes a real CA certificate (a TLS test server's) as PEM to path.
+func writeTestCA(t *testing.T, path string) {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/core/config"
+	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
 // confine applies the operator's policy for API destinations (api.destinations, DESIGN §9) to a parsed
@@ -14,6 +15,14 @@ func (m *Manager) confine(d *config.Destination, spec map[string]any, tenant str
 	if tenant != "" && !slices.Contains(pol.TenantTypes, d.Type) {
 		return refuse(ErrForbidden, "type", "a tenant key may create %s destinations only (api.destinations.tenant_types); %q is not among them",
 			strings.Join(pol.TenantTypes, ", "), d.Type)
+	}
+	if tenant != "" && d.Type == "webhook" {
+		var wc webhook.Config
+		if d.Config.Decode(&wc) == nil {
+			if fields := wc.FileFields(); len(fields) > 0 {
+				return refuse(ErrForbidden, "config."+fields[0], "a tenant key may not name files on the gateway's host; give the PEM itself (-----BEGIN ...) instead of a path")
+			}
+		}
 	}
 	if raw, ok := config.BucketURL(d); ok {
 		if dir, isFile := config.FileBucketDir(d); isFile && m.cfg.Store.Path != "" && config.UnderStore(dir, m.cfg.Store.Path) {

@@ -326,7 +326,8 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 	base := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.TLS != nil {
 		t := *cfg.TLS
-		s.tls, s.tlsFiles = &t, t.files()
+		s.tls = &t
+		s.tlsFiles, _ = t.files()
 		stamp := stamp(s.tlsFiles)
 		tc, err := t.config()
 		if err != nil {

@@ -44,15 +44,16 @@ func (t *TLS) validate(add func(path, format string, args ...any)) {
 	}
 }
 
-// files lists the PEM fields that are file paths: the ones to watch for changes.
-func (t *TLS) files() []string {
-	var out []string
-	for _, v := range []string{t.ClientCert, t.ClientKey, t.CA} {
-		if v != "" && !inlinePEM(v) {
-			out = append(out, v)
+// files lists the PEM fields that are file paths (the ones to watch for changes) and their config paths.
+func (t *TLS) files() (paths, fields []string) {
+	for _, f := range []struct{ field, v string }{
+		{"tls.client_cert", t.ClientCert}, {"tls.client_key", t.ClientKey}, {"tls.ca", t.CA},
+	} {
+		if f.v != "" && !inlinePEM(f.v) {
+			paths, fields = append(paths, f.v), append(fields, f.field)
 		}
 	}
-	return out
+	return paths, fields
 }
 
 // pem returns a PEM field's content: inline, or read from its file.
@@ -183,5 +184,15 @@ func (c *Config) Files() []string {
 	if c.TLS == nil {
 		return nil
 	}
-	return c.TLS.files()
+	paths, _ := c.TLS.files()
+	return paths
+}
+
+// FileFields names the config fields (tls.ca, ...) that Files reads: what a refusal of Files points at.
+func (c *Config) FileFields() []string {
+	if c.TLS == nil {
+		return nil
+	}
+	_, fields := c.TLS.files()
+	return fields
 }
