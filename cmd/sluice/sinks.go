@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -122,7 +123,7 @@ func describeSink(spec sinks.Spec, plugin, asJSON bool, w io.Writer) int {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tTYPE\tDEFAULT\tREQUIRED\tSECRET\tDESCRIPTION")
 	for _, f := range fields {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", f.Name, f.Type, orDash(f.Default), yesNo(f.Required), yesNo(f.Secret), f.Description)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", f.Name, f.Type, orDash(f.Default), yesNo(f.Required), cmp.Or(secretLabel(f), "no"), f.Description)
 	}
 	_ = tw.Flush()
 	return 0
@@ -176,12 +177,9 @@ func sinksMarkdown(reg *sinks.Registry) []byte {
 			if f.Default != "" {
 				def = "`" + f.Default + "`"
 			}
-			req, sec := "", ""
+			req, sec := "", secretLabel(f)
 			if f.Required {
 				req = "yes"
-			}
-			if f.Secret {
-				sec = "yes"
 			}
 			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s |\n", f.Name, f.Type, def, req, sec, mdCell(f.Description))
 		}
@@ -202,4 +200,15 @@ func upperFirst(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// secretLabel says what of a field is secret: "yes" (the whole value), "userinfo, query" (a URL's parts) or "".
+func secretLabel(f sinks.Field) string {
+	switch {
+	case f.Secret:
+		return "yes"
+	case f.SecretURL:
+		return "userinfo, query"
+	}
+	return ""
 }

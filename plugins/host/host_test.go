@@ -173,6 +173,9 @@ func TestDescribe(t *testing.T) {
 	for _, fd := range p.Fields() {
 		names[fd.Name] = fd
 	}
+	if m := names["mirror"]; !m.SecretURL || m.Secret {
+		t.Errorf("mirror (secret:\"url\") described as %+v, want SecretURL only", m)
+	}
 	if !names["file"].Required || !names["token"].Secret || names["delay"].Type != "duration" ||
 		names["mode"].Default != "ok" || names["tls.ca_file"].Description != "CA bundle" {
 		t.Errorf("fields = %+v", p.Fields())
@@ -235,6 +238,7 @@ destinations:
       file: /tmp/x
       mode: odd
       token: s3cret-token-value
+      mirror: https://bob:hunter2-pass@mirror.example/x?sig=query-secret-value&plain=1
 `, p, digest(t, p))
 	h := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	defer h.Close()
@@ -257,6 +261,15 @@ destinations:
 	}
 	if strings.Contains(string(out), "s3cret-token-value") || !strings.Contains(string(out), "token: …alue") {
 		t.Errorf("masked config shows the secret or lost it:\n%s", out)
+	}
+	// A plugin's secret:"url" field crosses the wire as such: the URL shows, its password and query values do not.
+	for _, leak := range []string{"hunter2-pass", "query-secret-value"} {
+		if strings.Contains(string(out), leak) {
+			t.Errorf("masked config shows %q of the plugin's secret:\"url\" field:\n%s", leak, out)
+		}
+	}
+	if !strings.Contains(string(out), "mirror.example/x") {
+		t.Errorf("masked config lost the URL's host and path:\n%s", out)
 	}
 	// The plugin's defaults show, as a built-in sink's do.
 	if !strings.Contains(string(out), "delay: 0s") {

@@ -13,7 +13,7 @@ import (
 
 // Config is a nats destination's `config:` block.
 type Config struct {
-	URL            string        `yaml:"url" required:"true" desc:"NATS server URL; several, comma separated, for a cluster: nats://10.0.0.1:4222,nats://10.0.0.2:4222"`
+	URL            string        `yaml:"url" required:"true" secret:"url" desc:"NATS server URL; several, comma separated, for a cluster: nats://10.0.0.1:4222,nats://10.0.0.2:4222"`
 	Subject        string        `yaml:"subject" default:"{topic}" desc:"subject template: {topic}, {tenant}, {id}, {data.path}, {metadata.key}, with :-default"`
 	Stream         string        `yaml:"stream" desc:"the JetStream stream that must capture the subjects; publishes are checked to land in it"`
 	CreateStream   bool          `yaml:"create_stream" desc:"create the stream when it does not exist (an existing stream is never changed)"`

@@ -23,11 +23,14 @@ import (
 
 // Field describes one config field, derived from the config struct's tags.
 type Field struct {
-	Name        string `json:"name"`
-	Type        string `json:"type"`
-	Default     string `json:"default,omitempty"`
-	Required    bool   `json:"required,omitempty"`
-	Secret      bool   `json:"secret,omitempty"`
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Default  string `json:"default,omitempty"`
+	Required bool   `json:"required,omitempty"`
+	Secret   bool   `json:"secret,omitempty"`
+	// SecretURL marks a URL whose userinfo and query values are secret (`secret:"url"`): the URL is shown
+	// with those parts masked. A field is Secret or SecretURL, never both.
+	SecretURL   bool   `json:"secret_url,omitempty"`
 	Description string `json:"description,omitempty"`
 }
 
@@ -174,6 +177,7 @@ func describe(t reflect.Type, prefix string) []Field {
 			Default:     f.Tag.Get("default"),
 			Required:    f.Tag.Get("required") == "true",
 			Secret:      secretKind(f) == kindWhole,
+			SecretURL:   secretKind(f) == kindURL,
 			Description: describeSecret(f),
 		})
 	}
@@ -181,7 +185,7 @@ func describe(t reflect.Type, prefix string) []Field {
 }
 
 // describeSecret is a field's description, saying which parts of a secret:"url" field are secret. Such a field
-// is not described as Secret: its value is a URL to show (masked in part), not a value to hide whole.
+// is described as SecretURL, not Secret: its value is a URL to show (masked in part), not a value to hide whole.
 func describeSecret(f reflect.StructField) string {
 	d := f.Tag.Get("desc")
 	if secretKind(f) == kindURL {

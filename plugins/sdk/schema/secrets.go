@@ -151,8 +151,11 @@ func secretsOf(t reflect.Type, path string, out *Secrets, depth int) {
 func SecretsIn(fields []Field) Secrets {
 	var out Secrets
 	for _, f := range fields {
-		if f.Secret {
+		switch {
+		case f.Secret:
 			out = append(out, f.Name)
+		case f.SecretURL:
+			out = append(out, f.Name+urlMark)
 		}
 	}
 	return out

@@ -82,7 +82,7 @@ func FieldsToProto(fs []schema.Field) []*proto.Field {
 	out := make([]*proto.Field, len(fs))
 	for i, f := range fs {
 		out[i] = &proto.Field{Name: f.Name, Type: f.Type, Default: f.Default, Required: f.Required, Secret: f.Secret,
-			Description: f.Description}
+			SecretUrl: f.SecretURL, Description: f.Description}
 	}
 	return out
 }
@@ -92,7 +92,7 @@ func FieldsFromProto(in []*proto.Field) []schema.Field {
 	out := make([]schema.Field, len(in))
 	for i, f := range in {
 		out[i] = schema.Field{Name: f.GetName(), Type: f.GetType(), Default: f.GetDefault(), Required: f.GetRequired(),
-			Secret: f.GetSecret(), Description: f.GetDescription()}
+			Secret: f.GetSecret(), SecretURL: f.GetSecretUrl(), Description: f.GetDescription()}
 	}
 	return out
 }

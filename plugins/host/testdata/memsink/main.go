@@ -22,6 +22,7 @@ type Config struct {
 	Token   string        `yaml:"token" secret:"true" desc:"a secret that must never be printed"`
 	Mode    string        `yaml:"mode" default:"ok" desc:"ok, or refuse (open fails permanently)"`
 	EnvFile string        `yaml:"env_file" desc:"file the plugin writes its environment to at open"`
+	Mirror  string        `yaml:"mirror" secret:"url" desc:"a URL whose userinfo and query values are secret (never dialed)"`
 	TLS     struct {
 		CAFile string `yaml:"ca_file" desc:"CA bundle"`
 	} `yaml:"tls"`

@@ -206,13 +206,16 @@ func (x *DescribeResponse) GetSdkVersion() string {
 
 // Field is one config field, as `sluice sinks describe` shows it.
 type Field struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // dotted for nested fields: "tls.ca_file"
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // string, integer, number, bool, duration, "list of string", ...
-	Default       string                 `protobuf:"bytes,3,opt,name=default,proto3" json:"default,omitempty"`
-	Required      bool                   `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
-	Secret        bool                   `protobuf:"varint,5,opt,name=secret,proto3" json:"secret,omitempty"`
-	Description   string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // dotted for nested fields: "tls.ca_file"
+	Type        string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // string, integer, number, bool, duration, "list of string", ...
+	Default     string                 `protobuf:"bytes,3,opt,name=default,proto3" json:"default,omitempty"`
+	Required    bool                   `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
+	Secret      bool                   `protobuf:"varint,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	Description string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	// secret_url: the value is a URL whose userinfo and query values are secret (the Go tag secret:"url").
+	// Hosts that predate it see only `secret` false and show the URL; it is never set together with secret.
+	SecretUrl     bool `protobuf:"varint,7,opt,name=secret_url,json=secretUrl,proto3" json:"secret_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +290,13 @@ func (x *Field) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *Field) GetSecretUrl() bool {
+	if x != nil {
+		return x.SecretUrl
+	}
+	return false
 }
 
 // Limits tells the dispatcher how to batch for the sink. Zero means no limit beyond the default.
@@ -1085,14 +1095,16 @@ const file_sink_proto_rawDesc = "" +
 	"\x06fields\x18\x03 \x03(\v2\x17.sluice.plugin.v1.FieldR\x06fields\x120\n" +
 	"\x06limits\x18\x04 \x01(\v2\x18.sluice.plugin.v1.LimitsR\x06limits\x12\x1f\n" +
 	"\vsdk_version\x18\x05 \x01(\tR\n" +
-	"sdkVersion\"\x9f\x01\n" +
+	"sdkVersion\"\xbe\x01\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
 	"\adefault\x18\x03 \x01(\tR\adefault\x12\x1a\n" +
 	"\brequired\x18\x04 \x01(\bR\brequired\x12\x16\n" +
 	"\x06secret\x18\x05 \x01(\bR\x06secret\x12 \n" +
-	"\vdescription\x18\x06 \x01(\tR\vdescription\"\x92\x01\n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\x12\x1d\n" +
+	"\n" +
+	"secret_url\x18\a \x01(\bR\tsecretUrl\"\x92\x01\n" +
 	"\x06Limits\x12\x1b\n" +
 	"\tmax_batch\x18\x01 \x01(\x03R\bmaxBatch\x12&\n" +
 	"\x0fmax_batch_bytes\x18\x02 \x01(\x03R\rmaxBatchBytes\x12&\n" +
