@@ -254,3 +254,116 @@ func FuzzTransformEvaluator(f *testing.F) {
 		checkAgainstLibrary(t, expr, doc)
 	})
 }
+
+// adversarialFilters cost, on adversarialDoc(n), a number of steps that grows with n² or with the filter's
+// size times n, while each compiles in an instant.
+func adversarialFilters(t *testing.T) map[string]*Filter {
+	t.Helper()
+	many := func(n int, f func(i int) any) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = f(i)
+		}
+		return out
+	}
+	filters := map[string]any{
+		// A bare array of 2,000 objects, each compared in depth with every element of data.a.
+		"contains all": map[string]any{"data": map[string]any{"a": many(2000, func(i int) any {
+			return map[string]any{"id": float64(-i), "tags": []any{"x", "y"}}
+		})}},
+		// $in with composite members: every element against every member.
+		"in composite": map[string]any{"data": map[string]any{"a": map[string]any{"$in": many(2000, func(i int) any {
+			return []any{float64(i), "nope"}
+		})}}},
+		// Many conditions, each scanning the whole array.
+		"or of scans": map[string]any{"$or": many(2000, func(i int) any {
+			return map[string]any{"data": map[string]any{"a": map[string]any{"$eq": float64(-1 - i)}}}
+		})},
+		// Regular expressions over every element.
+		"regexes": map[string]any{"$and": many(500, func(i int) any {
+			return map[string]any{"data": map[string]any{"a": map[string]any{"$not": map[string]any{"$regex": "^z" + strings.Repeat("a", i%7)}}}}
+		})},
+	}
+	out := map[string]*Filter{}
+	for name, v := range filters {
+		f, err := Compile(v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out[name] = f
+	}
+	return out
+}
+
+// TestFilterBudget: adversarial filters fail their evaluation with ErrBudget after at most the step budget,
+// and the same filters match a small event within it.
+func TestFilterBudget(t *testing.T) {
+	big := adversarialDoc(3000)
+	for i, s := range big["data"].(map[string]any)["a"].([]any) {
+		s.(map[string]any)["name"] = "abc" + strings.Repeat("b", i%50)
+	}
+	big["data"].(map[string]any)["a"] = append(big["data"].(map[string]any)["a"].([]any), "plain", "strings")
+	small := map[string]any{"data": map[string]any{"a": []any{"x"}}}
+	for name, f := range adversarialFilters(t) {
+		if _, err := f.Eval(small); err != nil {
+			t.Fatalf("%s on a small event: %v", name, err)
+		}
+		ok, err := f.Eval(big)
+		if !errors.Is(err, ErrBudget) || ok {
+			t.Fatalf("%s on 3,000 elements: %v %v, want ErrBudget", name, ok, err)
+		}
+		if f.Match(big) {
+			t.Fatalf("%s: Match over budget = true", name)
+		}
+	}
+}
+
+// TestFilterStepsAreDeterministic: the steps a filter takes on an event are counted exactly: a budget of that
+// many succeeds, one fewer fails.
+func TestFilterStepsAreDeterministic(t *testing.T) {
+	f, err := Compile(map[string]any{"data": map[string]any{"a": map[string]any{"$eq": "z"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := map[string]any{"data": map[string]any{"a": []any{"a", "b", "c"}}}
+	// The array itself, then each of its 3 elements: 4 steps.
+	if ok, err := f.eval(doc, fbudget{left: 4}); ok || err != nil {
+		t.Fatalf("within 4 steps: %v %v", ok, err)
+	}
+	if _, err := f.eval(doc, fbudget{left: 3}); !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "steps") {
+		t.Fatalf("within 3 steps: %v, want the step budget", err)
+	}
+}
+
+// TestFilterTimeBudgetStopsAPastDeadline: a filter whose deadline has passed stops at its first clock
+// reading, after 1024 steps, whatever its step budget.
+func TestFilterTimeBudgetStopsAPastDeadline(t *testing.T) {
+	f := adversarialFilters(t)["or of scans"]
+	const budget = 1 << 30
+	b := fbudget{left: budget, deadline: 1}
+	ok, b := f.m(adversarialDoc(3000), true, b)
+	if ok || b.left != timeUp {
+		t.Fatalf("past the deadline: %v, left %d, want the time budget spent", ok, b.left)
+	}
+	_, err := f.eval(adversarialDoc(3000), fbudget{left: budget, deadline: 1})
+	if !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "running after") {
+		t.Fatalf("past the deadline: %v", err)
+	}
+}
+
+// TestRouterRecordsAFilterOverBudget: an event whose filter evaluation exceeds the budget still goes to the
+// destination, as a match carrying the error (intake records it skipped with the reason), and other
+// destinations are unaffected.
+func TestRouterRecordsAFilterOverBudget(t *testing.T) {
+	f := adversarialFilters(t)["or of scans"]
+	topics, err := CompileTopics([]string{"*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRouter([]Route{{Name: "costly", Topics: topics, Filter: f}, {Name: "plain", Topics: topics}})
+	doc := adversarialDoc(3000)
+	got := r.Route(&Event{Topic: "t", Doc: func() (map[string]any, error) { return doc, nil }})
+	if len(got) != 2 || got[0].Name != "costly" || !errors.Is(got[0].Err, ErrBudget) || got[1].Name != "plain" || got[1].Err != nil {
+		t.Fatalf("Route = %+v", got)
+	}
+}
