@@ -35,7 +35,7 @@ lint: ## gofmt, go vet, and a tidy go.mod
 	GO=$(GO) .ci/tidy-check
 
 # Every fuzz target of the modules, as package:Target (plugins/sdk is a module of its own: run from there).
-FUZZ_TARGETS = ./core/match:FuzzCompile ./core/match:FuzzTopics ./core/config:FuzzParse ./core/intake:FuzzDecode \
+FUZZ_TARGETS = ./core/match:FuzzCompile ./core/match:FuzzTopics ./core/match:FuzzTransformEvaluator ./core/config:FuzzParse ./core/intake:FuzzDecode \
 	./core/api:FuzzDecodeEvent ./core/api:FuzzCloudEvents ./sinks/webhook:FuzzVerifyStandard plugins/sdk:./template:FuzzTemplate
 
 fuzz: ## each fuzz target for FUZZTIME (default 30s)

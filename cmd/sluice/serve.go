@@ -154,13 +154,13 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	var mgr *destinations.Manager
 	var metrics *telemetry.Metrics
 	activity := console.NewActivity() // the console's last hour and live tail
-	disp := dispatch.New(st, dispatch.Options{Logger: log,
+	// Every attempt, of every sink, holds its bytes against this budget (delivery.max_inflight_bytes).
+	sinks.InFlight = sinks.NewBudget(cfg.Delivery.MaxInFlightBytes)
+	disp := dispatch.New(st, dispatch.Options{Logger: log, InFlight: sinks.InFlight,
 		OnDisabled: func(name, reason string) { mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { mgr.OnFailed(j, a) },
 		Observer:   observer{m: &metrics, a: activity, label: func(id string) string { return mgr.MetricLabel(id) }},
 	})
-	// Set before any sink is built: every webhook sink shares this budget.
-	sinks.InFlight = sinks.NewBudget(cfg.Delivery.MaxInFlightBytes)
 	lanes := destinations.NewLanes(guard, "Sluice/"+buildVersion())
 	proxy, _ := netguard.ParseProxy(cfg.Delivery.Network.Proxy) // validated by the loader
 	runsAllow, _ := netguard.ParseCIDRs(cfg.Intake.InlineSubscriptions.AllowCIDRs)

@@ -192,8 +192,10 @@ type Delivery struct {
 	AutoDisableAfter int `yaml:"auto_disable_after"`
 	// RotationOverlap is how long a rotated-out signing secret keeps signing beside the new one.
 	RotationOverlap Duration `yaml:"rotation_overlap"`
-	// MaxInFlightBytes bounds the request bytes all in-flight webhook attempts hold together; attempts past
-	// it wait for room (default 256 MiB). Read at startup.
+	// MaxInFlightBytes bounds the bytes all in-flight attempts hold together, every sink's (webhook, queues,
+	// buckets, plugins): each attempt holds its events' payloads plus a small allowance for envelope and
+	// answer until it ends; attempts past the bound wait for room, and one larger than it goes alone
+	// (default 256 MiB). Read at startup.
 	MaxInFlightBytes int64 `yaml:"max_inflight_bytes"`
 }
 

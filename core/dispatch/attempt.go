@@ -29,10 +29,16 @@ func (d *Dispatcher) Attempt(ctx context.Context, name string, job store.Job) (s
 	var rep sinks.Report
 	start := d.opts.Now()
 	ev, err := l.prepare(job)
+	var held int64
+	evs := []event.Event{ev}
+	if err == nil {
+		held, err = d.hold(ctx, evs)
+	}
 	if err == nil {
 		sctx, cancel := context.WithTimeout(sinks.WithReport(ctx, &rep), l.dest.Policy.Timeout)
-		err = l.dest.Sink.Send(sctx, []event.Event{ev})
+		err = l.dest.Sink.Send(sctx, evs)
 		cancel()
+		d.inFlight().Release(held)
 		var be *sinks.BatchError
 		if errors.As(err, &be) && len(be.Errs) == 1 {
 			err = be.Errs[0]
@@ -53,4 +59,43 @@ func (d *Dispatcher) Attempt(ctx context.Context, name string, job store.Job) (s
 		return out, fmt.Errorf("record the test attempt: %w", err)
 	}
 	return out, nil
+}
+
+// Every attempt holds its bytes against one process-wide budget (DESIGN §9: all in-flight attempts together
+// have a memory bound), whatever its sink: acquired here, before the batch is handed to the sink, and
+// released when Send returns. Sinks do not count again.
+const (
+	// envelopeBytes allows for what a sink adds around each event's payload (id, topic, time, metadata,
+	// encoding).
+	envelopeBytes = 512
+	// answerBytes allows for the answer an attempt reads (a webhook reads at most a 4 KiB excerpt).
+	answerBytes = 4 << 10
+)
+
+// attemptBytes is what an attempt of evs holds: each event's payload (the transformed body when there is
+// one) and envelope, and the answer.
+func attemptBytes(evs []event.Event) int64 {
+	n := int64(answerBytes)
+	for i := range evs {
+		p := len(evs[i].Body)
+		if p == 0 {
+			p = len(evs[i].Data)
+		}
+		n += int64(p + envelopeBytes)
+	}
+	return n
+}
+
+func (d *Dispatcher) inFlight() *sinks.Budget {
+	if d.opts.InFlight != nil {
+		return d.opts.InFlight
+	}
+	return sinks.InFlight
+}
+
+// hold takes evs' bytes from the in-flight budget, waiting while it is spent (an attempt of more than the
+// whole budget waits until it is alone); the error is ctx's. Release what it returns with
+// d.inFlight().Release once the attempt has ended. Within the budget it costs one atomic operation.
+func (d *Dispatcher) hold(ctx context.Context, evs []event.Event) (int64, error) {
+	return d.inFlight().Acquire(ctx, attemptBytes(evs))
 }

@@ -45,6 +45,9 @@ type Options struct {
 	OnFailed func(job store.Job, attempt store.Attempt)
 	// Observer, when set, hears every delivery outcome (metrics).
 	Observer Observer
+	// InFlight bounds the bytes of all attempts in flight together, every sink's (nil = sinks.InFlight, read
+	// at each attempt, so serve may size it after New).
+	InFlight *sinks.Budget
 }
 
 // Observer hears delivery outcomes. Observe is called once per outcome, on the goroutine that produced it, so

@@ -386,9 +386,15 @@ func (l *lane) deliver(batch []store.Job) {
 				}
 			}
 		}
+		held, err := l.d.hold(l.stopCtx, evs)
+		if err != nil {
+			l.handBack(batch) // stopping while waiting for room in the in-flight budget: nothing was sent
+			return
+		}
 		ctx, cancel := context.WithTimeout(sinks.WithReport(l.d.attemptCtx, &rep), p.Timeout)
-		err := l.dest.Sink.Send(ctx, evs)
+		err = l.dest.Sink.Send(ctx, evs)
 		cancel()
+		l.d.inFlight().Release(held)
 		if err != nil && l.d.attemptCtx.Err() != nil {
 			// Shutdown cut the attempt short: not a failure. The leases are released at the next start.
 			return

@@ -153,12 +153,16 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 		var block []bool
 		for j, m := range matches {
 			dests[j] = m.Name
-			if m.Disabled {
-				// Kept as skipped, so a replay after the destination is enabled again sends it.
+			if m.Disabled || m.Err != nil {
+				// Kept as skipped, so a replay after the destination is enabled again sends it. A filter over its
+				// budget skips the delivery with the reason (the event's fault).
 				if skipped == nil {
 					skipped = make([]string, len(matches))
 				}
 				skipped[j] = "destination disabled"
+				if m.Err != nil {
+					skipped[j] = m.Err.Error()
+				}
 				continue
 			}
 			if m.Key != "" {

@@ -107,6 +107,19 @@
 // one every tenant's; a route's scope must be contained in the event's. A
 // route without filter conditions never causes the data to be decoded.
 //
+// # Budgets
+//
+// Filters and transforms are written by tenants and run on every event, so
+// one evaluation is bounded: a filter by MaxFilterSteps (a step is one
+// condition tested against one value, weighted by the work of composite
+// comparisons and regular expressions) and FilterTime; a transform by
+// MaxTransformSteps AST nodes evaluated, TransformTime, MaxTransformMemory
+// bytes of values built (projections, flattens, slices, multi-selects and
+// function results as they are built) and MaxTransformOutput. Exceeding one
+// is an error wrapping ErrBudget: the event's fault, failing one delivery
+// (Route answers a Match with Err for a filter). Step counts are
+// deterministic; the clock is read every 1024 steps.
+//
 // # Errors
 //
 // Compile and CompileTopics return an errors.Join of *Error values, one per

@@ -141,18 +141,86 @@ func (f *Filter) MatchesAll() bool { return f == nil || f.m == nil }
 
 // Match reports whether doc satisfies the filter. doc is the event as
 // decoded by encoding/json into generic values (with or without
-// UseNumber). Match never panics and does not allocate on common paths.
+// UseNumber). Match never panics and does not allocate on common paths. An
+// evaluation over its budget does not match; Eval tells it apart.
 func (f *Filter) Match(doc map[string]any) bool {
+	ok, _ := f.Eval(doc)
+	return ok
+}
+
+// Eval reports whether doc satisfies the filter, or an error wrapping
+// ErrBudget when deciding it would take more than MaxFilterSteps steps or
+// FilterTime: a filter is stored by a tenant and runs on every event, and
+// its cost grows with the event (arrays scanned once per condition), so one
+// evaluation is bounded and exceeding the bound is about that event.
+func (f *Filter) Eval(doc map[string]any) (bool, error) {
+	return f.eval(doc, fbudget{left: MaxFilterSteps})
+}
+
+func (f *Filter) eval(doc map[string]any, b fbudget) (bool, error) {
 	if f == nil || f.m == nil {
-		return true
+		return true, nil
 	}
-	return f.m(doc, true)
+	ok, b := f.m(doc, true, b)
+	if b.left < 0 {
+		if b.left == timeUp {
+			return false, fmt.Errorf("filter: %w: still running after %s", ErrBudget, FilterTime)
+		}
+		return false, fmt.Errorf("filter: %w: more than %d evaluation steps", ErrBudget, MaxFilterSteps)
+	}
+	return ok, nil
+}
+
+// A filter evaluation's budget (DESIGN §9). A step is one condition tested
+// against one value; conditions whose test costs more (a composite operand
+// compared in depth, a bare array checked against each element, a regular
+// expression over a long string) count as many steps as their work, so the
+// step count bounds the time deterministically. The wall clock is read every
+// 1024 steps too, from the first 1024 on: filters within that many steps (all
+// real ones) never read it.
+const (
+	MaxFilterSteps = 1_000_000
+	FilterTime     = 100 * time.Millisecond
+)
+
+// timeUp is fbudget.left once the wall-clock budget is spent.
+const timeUp = math.MinInt64 / 2
+
+// epoch makes fbudget's deadline a monotonic duration.
+var epoch = time.Now()
+
+// fbudget is what is left of one evaluation's budget. It is passed and
+// returned by value, so matching stays free of allocations.
+type fbudget struct {
+	left     int   // steps left; negative once spent
+	deadline int64 // time.Since(epoch) limit; 0 until the clock is first read
+}
+
+// spend takes n steps.
+func (b fbudget) spend(n int) fbudget {
+	if b.left < 0 {
+		return b
+	}
+	before := b.left
+	b.left -= n
+	if b.left >= 0 && before>>10 != b.left>>10 {
+		now := int64(time.Since(epoch))
+		switch {
+		case b.deadline == 0:
+			b.deadline = now + int64(FilterTime)
+		case now > b.deadline:
+			b.left = timeUp
+		}
+	}
+	return b
 }
 
 // matcher tests a value found at some position in the document; present is
 // false when the field is absent, which several operators ($exists, $neq,
-// $nin, $not) must distinguish from an explicit null.
-type matcher func(v any, present bool) bool
+// $nin, $not) must distinguish from an explicit null. It spends its steps
+// from b and returns what is left; once b is spent, every matcher answers
+// false without testing anything.
+type matcher func(v any, present bool, b fbudget) (bool, fbudget)
 
 // Limits that stop hostile or cyclic Go values from hanging Compile; real
 // filters are nowhere near them.
@@ -462,13 +530,13 @@ func allOf(fields []fieldCond, conds []matcher) matcher {
 		// The overwhelmingly common shape ({data: {case: {status: x}}}); a
 		// dedicated closure skips the loop bookkeeping.
 		key, m := fields[0].key, fields[0].m
-		return func(v any, _ bool) bool {
+		return func(v any, _ bool, b fbudget) (bool, fbudget) {
 			obj, _ := v.(map[string]any)
 			child, ok := obj[key]
-			return m(child, ok)
+			return m(child, ok, b)
 		}
 	}
-	return func(v any, present bool) bool {
+	return func(v any, present bool, b fbudget) (bool, fbudget) {
 		if len(fields) > 0 {
 			// A non-object (or absent) value has no fields: a nil map makes
 			// every lookup report "absent", which keeps $exists/$neq/$nin
@@ -476,17 +544,19 @@ func allOf(fields []fieldCond, conds []matcher) matcher {
 			obj, _ := v.(map[string]any)
 			for i := range fields {
 				child, ok := obj[fields[i].key]
-				if !fields[i].m(child, ok) {
-					return false
+				var m bool
+				if m, b = fields[i].m(child, ok, b); !m {
+					return false, b
 				}
 			}
 		}
 		for _, m := range conds {
-			if !m(v, present) {
-				return false
+			var ok bool
+			if ok, b = m(v, present, b); !ok {
+				return false, b
 			}
 		}
-		return true
+		return true, b
 	}
 }
 
@@ -504,10 +574,30 @@ func (c *compiler) value(v any, path []segment) matcher {
 	case []any:
 		return containsAll(x)
 	}
-	return anyElem(eqPred(v))
+	return anyElem(eqPred(v), weight(v))
 }
 
-func never(any, bool) bool { return false }
+func never(_ any, _ bool, b fbudget) (bool, fbudget) { return false, b }
+
+// weight is the steps one comparison with the operand v may take: its size
+// in values.
+func weight(v any) int {
+	switch x := v.(type) {
+	case []any:
+		n := 1
+		for _, e := range x {
+			n += weight(e)
+		}
+		return n
+	case map[string]any:
+		n := 1
+		for _, e := range x {
+			n += weight(e)
+		}
+		return n
+	}
+	return 1
+}
 
 func (c *compiler) logic(op string, v any, path []segment, root bool) matcher {
 	if _, bad := v.(badValue); bad {
@@ -524,7 +614,10 @@ func (c *compiler) logic(op string, v any, path []segment, root bool) matcher {
 			return never
 		}
 		m := c.object(obj, path, root)
-		return func(v any, present bool) bool { return !m(v, present) }
+		return func(v any, present bool, b fbudget) (bool, fbudget) {
+			ok, b := m(v, present, b)
+			return !ok && b.left >= 0, b
+		}
 	}
 	arr, ok := v.([]any)
 	if !ok {
@@ -551,22 +644,24 @@ func (c *compiler) logic(op string, v any, path []segment, root bool) matcher {
 		}
 	}
 	if op == "$and" {
-		return func(v any, present bool) bool {
+		return func(v any, present bool, b fbudget) (bool, fbudget) {
 			for _, m := range ms {
-				if !m(v, present) {
-					return false
+				var ok bool
+				if ok, b = m(v, present, b); !ok {
+					return false, b
 				}
 			}
-			return true
+			return true, b
 		}
 	}
-	return func(v any, present bool) bool {
+	return func(v any, present bool, b fbudget) (bool, fbudget) {
 		for _, m := range ms {
-			if m(v, present) {
-				return true
+			var ok bool
+			if ok, b = m(v, present, b); ok {
+				return true, b
 			}
 		}
-		return false
+		return false, b
 	}
 }
 
@@ -576,19 +671,18 @@ func (c *compiler) valueOp(op string, v any, path []segment) matcher {
 	}
 	switch op {
 	case "$eq":
-		return anyElem(eqPred(v))
+		return anyElem(eqPred(v), weight(v))
 	case "$neq":
 		// Absent counts as "not equal", so {$neq: x} selects events lacking
 		// the field too; add {$exists: true} to exclude them.
-		eq := anyElem(eqPred(v))
-		return func(v any, present bool) bool { return !eq(v, present) }
+		return not(anyElem(eqPred(v), weight(v)))
 	case "$gt", "$gte", "$lt", "$lte":
 		p := ordPred(op, v)
 		if p == nil {
 			c.errorf(path, "must be a number or a string, got %s", kind(v))
 			return never
 		}
-		return anyElem(p)
+		return anyElem(p, 1)
 	case "$in", "$nin":
 		arr, ok := v.([]any)
 		if !ok {
@@ -603,28 +697,33 @@ func (c *compiler) valueOp(op string, v any, path []segment) matcher {
 			c.errorf(path, "must not be an empty array: it would match %s", would)
 			return never
 		}
-		in := anyElem(newValueSet(arr).has)
+		set := newValueSet(arr)
+		in := anyElem(set.has, 1+set.otherWeight)
 		if op == "$in" {
 			return in
 		}
-		return func(v any, present bool) bool { return !in(v, present) }
+		return not(in)
 	case "$exists":
 		want, ok := v.(bool)
 		if !ok {
 			c.errorf(path, "must be true or false, got %s", kind(v))
 			return never
 		}
-		return func(_ any, present bool) bool { return present == want }
+		return func(_ any, present bool, b fbudget) (bool, fbudget) {
+			b = b.spend(1)
+			return present == want && b.left >= 0, b
+		}
 	case "$startsWith", "$endsWith":
 		s, ok := v.(string)
 		if !ok {
 			c.errorf(path, "must be a string, got %s", kind(v))
 			return never
 		}
+		w := 1 + len(s)>>8
 		if op == "$startsWith" {
-			return anyElem(func(v any) bool { x, ok := v.(string); return ok && strings.HasPrefix(x, s) })
+			return anyElem(func(v any) bool { x, ok := v.(string); return ok && strings.HasPrefix(x, s) }, w)
 		}
-		return anyElem(func(v any) bool { x, ok := v.(string); return ok && strings.HasSuffix(x, s) })
+		return anyElem(func(v any) bool { x, ok := v.(string); return ok && strings.HasSuffix(x, s) }, w)
 	case "$regex":
 		s, ok := v.(string)
 		if !ok {
@@ -636,30 +735,74 @@ func (c *compiler) valueOp(op string, v any, path []segment) matcher {
 			c.errorf(path, "invalid regular expression (Go RE2 syntax): %v", err)
 			return never
 		}
-		return anyElem(func(v any) bool { x, ok := v.(string); return ok && re.MatchString(x) })
+		return regexElem(re)
 	}
 	// Unreachable: object only routes known value operators here.
 	return never
 }
 
+// not negates m (a spent budget still answers false).
+func not(m matcher) matcher {
+	return func(v any, present bool, b fbudget) (bool, fbudget) {
+		ok, b := m(v, present, b)
+		return !ok && b.left >= 0, b
+	}
+}
+
 // anyElem lifts a per-value predicate so that an array field matches when
-// the array itself or any one of its elements satisfies it.
-func anyElem(pred func(any) bool) matcher {
-	return func(v any, present bool) bool {
+// the array itself or any one of its elements satisfies it. Each test of
+// pred costs w steps.
+func anyElem(pred func(any) bool, w int) matcher {
+	return func(v any, present bool, b fbudget) (bool, fbudget) {
 		if !present {
-			return false
+			return false, b
+		}
+		if b = b.spend(w); b.left < 0 {
+			return false, b
 		}
 		if pred(v) {
-			return true
+			return true, b
 		}
 		if arr, ok := v.([]any); ok {
 			for _, e := range arr {
+				if b = b.spend(w); b.left < 0 {
+					return false, b
+				}
 				if pred(e) {
-					return true
+					return true, b
 				}
 			}
 		}
-		return false
+		return false, b
+	}
+}
+
+// regexElem is anyElem for $regex, whose test costs steps by the length of
+// the string (RE2 is linear in it).
+func regexElem(re *regexp.Regexp) matcher {
+	test := func(v any, b fbudget) (bool, fbudget) {
+		x, ok := v.(string)
+		if b = b.spend(1 + len(x)>>8); !ok || b.left < 0 {
+			return false, b
+		}
+		return re.MatchString(x), b
+	}
+	return func(v any, present bool, b fbudget) (bool, fbudget) {
+		if !present {
+			return false, b
+		}
+		var ok bool
+		if ok, b = test(v, b); ok || b.left < 0 {
+			return ok, b
+		}
+		if arr, isArr := v.([]any); isArr {
+			for _, e := range arr {
+				if ok, b = test(e, b); ok || b.left < 0 {
+					return ok, b
+				}
+			}
+		}
+		return false, b
 	}
 }
 
@@ -710,10 +853,15 @@ func ordPred(op string, operand any) func(any) bool {
 // containsAll implements a bare array condition: the field must be an array
 // holding every listed element (order and extra elements don't matter).
 func containsAll(want []any) matcher {
-	return func(v any, _ bool) bool {
+	w := weight(want)
+	return func(v any, _ bool, b fbudget) (bool, fbudget) {
 		have, ok := v.([]any)
-		if !ok {
-			return false
+		if b = b.spend(1); !ok || b.left < 0 {
+			return false, b
+		}
+		// At worst every wanted value is compared in depth with every element.
+		if b = b.spend(w * len(have)); b.left < 0 {
+			return false, b
 		}
 	next:
 		for _, w := range want {
@@ -722,9 +870,9 @@ func containsAll(want []any) matcher {
 					continue next
 				}
 			}
-			return false
+			return false, b
 		}
-		return true
+		return true, b
 	}
 }
 
@@ -801,13 +949,15 @@ func deepEqual(op, v any) bool {
 // linear only for the rare composite members.
 type valueSet struct {
 	// Short string lists are scanned: comparing a few strings beats hashing.
-	strList  []string
-	strs     map[string]struct{}
-	nums     map[float64]struct{}
-	other    []any
-	hasTrue  bool
-	hasFalse bool
-	hasNull  bool
+	strList []string
+	strs    map[string]struct{}
+	nums    map[float64]struct{}
+	other   []any
+	// otherWeight is the steps comparing a value with every member of other may take.
+	otherWeight int
+	hasTrue     bool
+	hasFalse    bool
+	hasNull     bool
 }
 
 const linearStringMax = 8
@@ -835,6 +985,7 @@ func newValueSet(vals []any) *valueSet {
 		case badValue:
 		default:
 			s.other = append(s.other, x)
+			s.otherWeight += weight(x)
 		}
 	}
 	if len(strs) <= linearStringMax {

@@ -44,6 +44,10 @@ type Match struct {
 	Block bool
 	// Disabled: the destination is disabled (Route.Disabled).
 	Disabled bool
+	// Err: deciding whether the event matches the destination's filter exceeded the filter's budget (it wraps
+	// ErrBudget). The delivery is recorded, never attempted, with Err as its reason: the event's fault, seen
+	// in the delivery log, and counted by neither the breaker nor auto-disable.
+	Err error
 }
 
 // Router matches events to destinations. It is immutable; a change builds a new one.
@@ -105,13 +109,22 @@ func (r *Router) Route(ev *Event) []Match {
 		if !scopeContains(ev.Scope, rt.Scope) {
 			continue
 		}
+		var ferr error
 		if rt.Filter != nil {
 			d, err := getDoc()
-			if err != nil || !rt.Filter.Match(d) {
+			if err != nil {
 				continue // intake validated data as JSON, so an error cannot happen
 			}
+			var ok bool
+			if ok, ferr = rt.Filter.Eval(d); !ok && ferr == nil {
+				continue
+			}
 		}
-		m := Match{Name: rt.Name, Disabled: rt.Disabled}
+		m := Match{Name: rt.Name, Disabled: rt.Disabled, Err: ferr}
+		if ferr != nil {
+			out = append(out, m)
+			continue
+		}
 		if rt.key != nil && !rt.Disabled {
 			m.Key, m.Block = orderingValue(rt.key, ev, getDoc), rt.Block
 			// On a destination shared by tenants, keys are per tenant: one tenant's blocked or slow key never

@@ -83,7 +83,8 @@ func TestRouterDecodesOncePerEvent(t *testing.T) {
 		Doc: docOf(`{"case": {"id": 42, "status": "approved"}}`, &calls)}
 	got := r.Route(ev)
 	// The routes are tenant-less (shared by tenants), so each key is the event's tenant's.
-	want := []Match{{"a", "acme/42", false, false}, {"b", "acme/42", true, false}, {"c", "acme/42", false, false}, {"by-tenant", "acme/acme", false, false}, {"by-meta", "acme/v", false, false}}
+	want := []Match{{Name: "a", Key: "acme/42"}, {Name: "b", Key: "acme/42", Block: true}, {Name: "c", Key: "acme/42"},
+		{Name: "by-tenant", Key: "acme/acme"}, {Name: "by-meta", Key: "acme/v"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Route = %+v, want %+v", got, want)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	jmespath "github.com/jmespath-community/go-jmespath"
+	"github.com/jmespath-community/go-jmespath/pkg/binding"
 	"github.com/jmespath-community/go-jmespath/pkg/functions"
 	"github.com/jmespath-community/go-jmespath/pkg/interpreter"
 	"github.com/jmespath-community/go-jmespath/pkg/parsing"
@@ -28,12 +29,19 @@ const (
 	MaxTransformArray = 100_000
 	// MaxTransformOutput bounds the encoded result.
 	MaxTransformOutput = 8 << 20
-	// TransformTime bounds one evaluation's time (checked at each function call).
+	// MaxTransformMemory bounds the estimated bytes of every value one evaluation builds (projections,
+	// flattens, slices, multi-selects, function results), counted as they are built.
+	MaxTransformMemory = 16 << 20
+	// MaxTransformSteps bounds the AST nodes one evaluation may evaluate (an element of a projection costs
+	// at least one): the deterministic half of the time budget.
+	MaxTransformSteps = 1_000_000
+	// TransformTime bounds one evaluation's wall-clock time (read every 1024 steps): the half that holds
+	// whatever the steps cost on a slow or busy machine.
 	TransformTime = 250 * time.Millisecond
 )
 
-// errBudget is the error of an evaluation that would exceed its budget.
-var errBudget = errors.New("exceeds the transform's memory budget")
+// errBudget is the error of a function call that would build more than its budget.
+var errBudget = fmt.Errorf("%w: memory", ErrBudget)
 
 // budgetedFunctions replace JMESPath's built-in functions with ones that refuse to build oversized strings
 // and arrays: arguments that ask for more are refused before the work, results are checked after.
@@ -196,8 +204,15 @@ func CompileTransform(expr string) (*Transform, error) {
 	t := &Transform{expr: expr, ast: ast, caller: interpreter.NewFunctionCaller(budgetedFunctions...)}
 	// Unknown functions are only found while evaluating: evaluate once against an empty event, where every
 	// field is null, and keep only the errors that a real event cannot make disappear.
-	if _, err := t.search(map[string]any{}); err != nil && strings.Contains(err.Error(), "unknown function") {
-		return nil, fmt.Errorf("%v (in %q)", err, expr)
+	// An expression over its budget on an empty event (projections over large literals) is over it on every
+	// event: refused too.
+	if _, err := t.search(map[string]any{}); err != nil {
+		if errors.Is(err, ErrBudget) {
+			return nil, fmt.Errorf("%w even on an empty event; simplify it (in %q)", err, expr)
+		}
+		if strings.Contains(err.Error(), "unknown function") {
+			return nil, fmt.Errorf("%v (in %q)", err, expr)
+		}
 	}
 	return t, nil
 }
@@ -211,12 +226,12 @@ func (t *Transform) String() string { return t.expr }
 func (t *Transform) Apply(doc map[string]any) (json.RawMessage, error) {
 	v, err := t.search(doc)
 	if err != nil {
-		return nil, fmt.Errorf("transform %q: %v", t.expr, err)
+		return nil, fmt.Errorf("transform %q: %w", t.expr, err)
 	}
 	// The result may share one value many times over (["@", "@"] repeated): its encoding is measured, within
 	// the budget, before it is made.
 	if n := encodedSize(v, MaxTransformOutput+1); n > MaxTransformOutput {
-		return nil, fmt.Errorf("transform %q: result exceeds %d bytes", t.expr, MaxTransformOutput)
+		return nil, fmt.Errorf("transform %q: %w: the result exceeds %d bytes", t.expr, ErrBudget, MaxTransformOutput)
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -226,27 +241,22 @@ func (t *Transform) Apply(doc map[string]any) (json.RawMessage, error) {
 }
 
 func (t *Transform) search(doc map[string]any) (v any, err error) {
-	// The evaluator is a third-party interpreter fed with publisher data: a panic inside it must fail one
+	return t.searchWith(doc, MaxTransformSteps, MaxTransformMemory, time.Now().Add(TransformTime))
+}
+
+func (t *Transform) searchWith(doc map[string]any, steps, mem int, deadline time.Time) (v any, err error) {
+	// The built-in functions are third-party code fed with publisher data: a panic inside one must fail one
 	// delivery, not the lane.
 	defer func() {
 		if r := recover(); r != nil {
 			v, err = nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
-	// The time budget is checked at every function call; what runs between calls is bounded by growth.
-	b := &budgetCaller{inner: t.caller, deadline: time.Now().Add(TransformTime)}
-	return interpreter.NewInterpreter(doc, b, nil).Execute(t.ast, doc)
-}
-
-// budgetCaller calls JMESPath functions for one evaluation, refusing once its time is up.
-type budgetCaller struct {
-	inner    interpreter.FunctionCaller
-	deadline time.Time
-}
-
-func (b *budgetCaller) CallFunction(name string, args []any) (any, error) {
-	if time.Now().After(b.deadline) {
-		return nil, fmt.Errorf("%s: exceeds the transform's time budget (%s)", name, TransformTime)
+	e := &evaluator{caller: t.caller, root: doc, bindings: binding.NewBindings(), maxSteps: steps, maxMem: mem,
+		deadline: deadline}
+	v, err = e.eval(t.ast, doc)
+	if e.over != nil {
+		return nil, e.over
 	}
-	return b.inner.CallFunction(name, args)
+	return v, err
 }

@@ -132,13 +132,8 @@ func (s *Sink) send(ctx context.Context, e *event.Event) error {
 // The response's body is closed; resp is nil when err is set.
 func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.Event, id string, body []byte,
 	traceparent string) (*http.Response, []byte, error) {
-	// The body and the answer's excerpt count against the process-wide in-flight budget until the answer has
-	// been read; past it, attempts wait here (a wait cut short is the context's error, not a failed delivery).
-	held, err := s.budget.Acquire(ctx, int64(len(body))+excerptBytes)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer s.budget.Release(held)
+	// The process-wide in-flight byte budget (sinks.InFlight) is held by the dispatcher for the whole attempt,
+	// for every sink alike; it is not counted again here.
 	c := s.client()
 	for try := 0; ; try++ {
 		attemptCtx, cancel := context.WithTimeout(ctx, s.timeout)

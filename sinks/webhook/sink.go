@@ -227,8 +227,7 @@ type Sink struct {
 	auth       authorizer // nil without auth
 	batch      *Batch     // nil: one event per request
 	env        sinks.Env
-	proxy      *url.URL      // this destination's proxy; nil uses delivery.network.proxy
-	budget     *sinks.Budget // bytes of in-flight attempts, shared by every sink (sinks.InFlight)
+	proxy      *url.URL // this destination's proxy; nil uses delivery.network.proxy
 	now        func() time.Time
 
 	// The receiver's client is rebuilt when the tls block's files change (reloadMu serialises that).
@@ -268,7 +267,6 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		headers:   http.Header{},
 		userAgent: env.UserAgent,
 		timeout:   cfg.Timeout.D(),
-		budget:    sinks.InFlight,
 		env:       env,
 		now:       time.Now,
 	}
