@@ -570,7 +570,7 @@ func TestOverviewShowsOpenBreaker(t *testing.T) {
 	down := newReceiver(t)
 	down.setStatus(http.StatusServiceUnavailable)
 	v, err := h.mgr.Create(context.Background(), []byte(fmt.Sprintf(`{"name": "flaky", "type": "webhook", "topics": ["order.*"],
-		"breaker": {"window": "200ms", "min_attempts": 3, "failure_ratio": 0.5, "probe_interval": "1h", "max_probe_interval": "1h"},
+		"breaker": {"window": "1m", "min_attempts": 3, "failure_ratio": 0.5, "probe_interval": "1h", "max_probe_interval": "1h"},
 		"config": {"url": %q, "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}`, down.URL)), "")
 	if err != nil {
 		t.Fatal(err)
@@ -584,8 +584,38 @@ func TestOverviewShowsOpenBreaker(t *testing.T) {
 		end := strings.Index(body[start:], "</article>")
 		return body[start : start+end]
 	}
+	// The breaker judges only once it has watched a whole window (1m) of failures: three failed attempts now,
+	// three 50s later (the dispatcher's clock moved ahead), and 15s after that the next failure opens it. The
+	// clock, not the machine's speed, decides when the window is full.
+	publishThree := func() (ids []string) {
+		for range 3 {
+			ids = append(ids, h.publish("order.created", "", `{"order": {"id": "o"}}`))
+		}
+		return ids
+	}
+	failThree := func(phase string) {
+		ids := publishThree()
+		h.waitFor("the "+phase+" failed attempts", func() bool {
+			for _, id := range ids {
+				if h.deliveryOf(id, "flaky").Attempts == 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	failThree("first")
+	if strings.Contains(card(c.get("/console/").body, v.ID), "breaker open") {
+		t.Fatal("the breaker opened before it had watched a whole window")
+	}
+	h.skew.Add(int64(50 * time.Second))
+	failThree("second")
+	if strings.Contains(card(c.get("/console/").body, v.ID), "breaker open") {
+		t.Fatal("the breaker opened before it had watched a whole window")
+	}
+	h.skew.Add(int64(15 * time.Second))
+	publishThree()
 	h.waitFor("the overview to show the breaker open", func() bool {
-		h.publish("order.created", "", `{"order": {"id": "o"}}`) // each event is one more failed attempt
 		return strings.Contains(card(c.get("/console/").body, v.ID), "breaker open")
 	})
 	if strings.Contains(card(c.get("/console/").body, h.destID("yaml-hook")), "breaker open") {

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,9 +92,11 @@ type harness struct {
 	srv      *api.Server
 	http     *httptest.Server
 	activity *console.Activity
-	hook     *receiver // the tenant-less YAML destination
-	acme     *receiver
-	globex   *receiver
+	// skew moves the dispatcher's clock ahead of the wall clock (nanoseconds), for tests of time windows.
+	skew   atomic.Int64
+	hook   *receiver // the tenant-less YAML destination
+	acme   *receiver
+	globex *receiver
 }
 
 const configTemplate = `
@@ -173,6 +176,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		t.Fatal(err)
 	}
 	h.disp = dispatch.New(st, dispatch.Options{Poll: 50 * time.Millisecond, Observer: h.activity,
+		Now:        func() time.Time { return time.Now().Add(time.Duration(h.skew.Load())) },
 		OnDisabled: func(name, reason string) { h.mgr.OnDisabled(name, reason) },
 		OnFailed:   func(j store.Job, a store.Attempt) { h.mgr.OnFailed(j, a) },
 	})
