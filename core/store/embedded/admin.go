@@ -209,14 +209,16 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 		return nil, err
 	}
 	defer tx.Rollback()
-	d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = ?`, id))
+	var a1 attempt1
+	d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryCols+`, `+attempt1Cols+` FROM deliveries WHERE id = ?`, id),
+		a1.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read delivery %d: %w", id, err)
 	}
-	rec := &store.DeliveryRecord{Delivery: d}
+	rec := &store.DeliveryRecord{Delivery: d, AttemptLog: a1.log(d.ID)}
 	rows, err := tx.QueryContext(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id = ? ORDER BY n`, id)
 	if err != nil {
@@ -230,7 +232,7 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 			return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)
 		}
 		a.At, a.Duration = fromNanos(at), time.Duration(us)*time.Microsecond
-		rec.AttemptLog = append(rec.AttemptLog, a)
+		addAttempt(rec, a)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)

@@ -199,6 +199,13 @@ func migrate(db *sql.DB) error {
 		{"ordering_block", "INTEGER NOT NULL DEFAULT 0"},
 		{"retry_base", "INTEGER NOT NULL DEFAULT 0"},
 		{"test", "INTEGER NOT NULL DEFAULT 0"},
+		// The first attempt on the delivery row. Rows written before keep theirs in attempts (a1_at NULL), where
+		// the reads still find them: nothing is moved.
+		{"a1_at", "INTEGER"},
+		{"a1_us", "INTEGER"},
+		{"a1_code", "INTEGER"},
+		{"a1_error", "TEXT"},
+		{"a1_response", "BLOB"},
 	} {
 		if cols[c.name] {
 			continue

@@ -13,7 +13,7 @@ import (
 
 type stmts struct {
 	insEvent, findEvent, insDelivery, eventDeliveries *sql.Stmt
-	complete, insAttempt, nextDue                     *sql.Stmt
+	complete, completeFirst, insAttempt, nextDue      *sql.Stmt
 	readEvent, readDeliveries, readAttempts           *sql.Stmt
 }
 
@@ -35,13 +35,16 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
+	s.completeFirst = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + 1, next_at = ?, leased = 0,
+		updated_at = ?, last_error = ?, a1_at = ?, a1_us = ?, a1_code = ?, a1_error = ?, a1_response = ?
+		WHERE id = ? AND status = 'pending'`)
 	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
 		VALUES (?,?,?,?,?,?,?)`)
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
 		ORDER BY next_at LIMIT 1`)
 	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
 		traceparent FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
-	s.readDeliveries = prep(r, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
+	s.readDeliveries = prep(r, `SELECT `+deliveryCols+`, `+attempt1Cols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
 	return err
@@ -49,7 +52,7 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 
 func (s *stmts) close() {
 	for _, st := range []*sql.Stmt{s.insEvent, s.findEvent, s.insDelivery, s.eventDeliveries, s.complete,
-		s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts} {
+		s.completeFirst, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts} {
 		if st != nil {
 			st.Close()
 		}
@@ -256,23 +259,42 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 }
 
 // Complete implements store.Store.
+//
+// A first attempt goes onto the delivery row (a1_*) in the same update that ends or reschedules it; a later
+// attempt is a row of attempts. Either way an attempt recorded again under the same n replaces the earlier one.
 func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		upd, ins := s.txStmt(tx, s.stmts.complete), s.txStmt(tx, s.stmts.insAttempt)
+		var upd, first, ins *sql.Stmt
 		for _, o := range outs {
+			a := o.Attempt
+			if a.N == 1 {
+				if first == nil {
+					first = s.txStmt(tx, s.stmts.completeFirst)
+				}
+				if _, err := first.ExecContext(ctx, string(o.Status), nanos(o.NextAt), nanos(now), a.Error, nanos(a.At),
+					a.Duration.Microseconds(), a.StatusCode, nullString(a.Error), a.Response, o.DeliveryID); err != nil {
+					return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
+				}
+				continue
+			}
+			if upd == nil {
+				upd = s.txStmt(tx, s.stmts.complete)
+			}
 			tried := 0
-			if o.Attempt.N > 0 {
+			if a.N > 0 {
 				tried = 1
 			}
-			r, err := upd.ExecContext(ctx, string(o.Status), tried, nanos(o.NextAt), nanos(now), o.Attempt.Error, o.DeliveryID)
+			r, err := upd.ExecContext(ctx, string(o.Status), tried, nanos(o.NextAt), nanos(now), a.Error, o.DeliveryID)
 			if err != nil {
 				return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
 			}
 			if n, _ := r.RowsAffected(); n == 0 || tried == 0 {
 				continue
 			}
-			a := o.Attempt
+			if ins == nil {
+				ins = s.txStmt(tx, s.stmts.insAttempt)
+			}
 			if _, err := ins.ExecContext(ctx, o.DeliveryID, a.N, nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
 				a.Error, a.Response); err != nil {
 				return fmt.Errorf("record attempt of delivery %d: %w", o.DeliveryID, err)
@@ -280,6 +302,36 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		}
 		return nil
 	})
+}
+
+// attempt1Cols are a delivery row's first attempt, as attempt1 reads them.
+const attempt1Cols = `a1_at, a1_us, a1_code, a1_error, a1_response`
+
+// attempt1 holds a scan of attempt1Cols.
+type attempt1 struct {
+	at, us, code sql.NullInt64
+	err          sql.NullString
+	response     []byte
+}
+
+func (a *attempt1) dest() []any { return []any{&a.at, &a.us, &a.code, &a.err, &a.response} }
+
+// log starts a delivery's attempt log with the first attempt kept on its row, if there is one.
+func (a *attempt1) log(id int64) []store.Attempt {
+	if !a.at.Valid {
+		return nil
+	}
+	return []store.Attempt{{DeliveryID: id, N: 1, At: fromNanos(a.at.Int64), Duration: time.Duration(a.us.Int64) * time.Microsecond,
+		StatusCode: int(a.code.Int64), Error: a.err.String, Response: a.response}}
+}
+
+// addAttempt appends a row of attempts to rec's log, unless the row holds the first attempt, which the
+// delivery row has taken over (a first attempt recorded again after an upgrade).
+func addAttempt(rec *store.DeliveryRecord, a store.Attempt) {
+	if a.N == 1 && len(rec.AttemptLog) > 0 && rec.AttemptLog[0].N == 1 {
+		return
+	}
+	rec.AttemptLog = append(rec.AttemptLog, a)
 }
 
 // ReleaseLeases implements store.Store.
@@ -338,8 +390,22 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 	}
 	ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 	ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-	if rec.Deliveries, err = deliveriesOf(ctx, tx.Stmt(s.stmts.readDeliveries), seq); err != nil {
-		return nil, err
+	drows, err := tx.Stmt(s.stmts.readDeliveries).QueryContext(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	for drows.Next() {
+		var a1 attempt1
+		d, err := scanDelivery(drows, a1.dest()...)
+		if err != nil {
+			drows.Close()
+			return nil, fmt.Errorf("read deliveries: %w", err)
+		}
+		rec.Deliveries = append(rec.Deliveries, store.DeliveryRecord{Delivery: d, AttemptLog: a1.log(d.ID)})
+	}
+	drows.Close()
+	if err := drows.Err(); err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
 	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, seq)
 	if err != nil {
@@ -358,7 +424,7 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 		}
 		a.At, a.Duration = fromNanos(at), time.Duration(us)*time.Microsecond
 		if d := byID[a.DeliveryID]; d != nil {
-			d.AttemptLog = append(d.AttemptLog, a)
+			addAttempt(d, a)
 		}
 	}
 	return &rec, rows.Err()
