@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/core/event"
@@ -12,9 +13,11 @@ import (
 )
 
 type stmts struct {
-	insEvent, findEvent, insDelivery, eventDeliveries *sql.Stmt
-	complete, completeFirst, insAttempt, nextDue      *sql.Stmt
-	readEvent, readDeliveries, readAttempts           *sql.Stmt
+	insEvent, findEvent, eventDeliveries *sql.Stmt
+	// insDeliveries[k] inserts 1<<k deliveries of one event in one statement (see Append).
+	insDeliveries                                [insChunks]*sql.Stmt
+	complete, completeFirst, insAttempt, nextDue *sql.Stmt
+	readEvent, readDeliveries, readAttempts      *sql.Stmt
 }
 
 func (s *stmts) prepare(w, r *sql.DB) error {
@@ -30,8 +33,9 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
 		traceparent) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
 	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ? AND tenant = ?`)
-	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
-		ordering_key, ordering_block, test, last_error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`)
+	for k := range s.insDeliveries {
+		s.insDeliveries[k] = prep(w, insDeliveriesSQL(1<<k))
+	}
 	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
@@ -50,9 +54,31 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	return err
 }
 
+// insChunks is how many sizes of multi-row delivery inserts are prepared: 1, 2, 4, … 1<<(insChunks-1) rows.
+const insChunks = 6
+
+// insDeliveriesSQL inserts n deliveries of one event: ?1–?5 are the event's (event_seq, event_id, created_at
+// = updated_at, test), then deliveryArgs values per row.
+func insDeliveriesSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO deliveries (event_seq, event_id, created_at, updated_at, test, destination, status, next_at,
+		leased, ordering_key, ordering_block, last_error) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		p := 5 + i*deliveryArgs
+		fmt.Fprintf(&b, "(?1,?2,?3,?4,?5,?%d,?%d,?%d,?%d,?%d,?%d,?%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7)
+	}
+	return b.String()
+}
+
+// deliveryArgs is how many values each row of insDeliveriesSQL takes.
+const deliveryArgs = 7
+
 func (s *stmts) close() {
-	for _, st := range []*sql.Stmt{s.insEvent, s.findEvent, s.insDelivery, s.eventDeliveries, s.complete,
-		s.completeFirst, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts} {
+	for _, st := range append([]*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete,
+		s.completeFirst, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts}, s.insDeliveries[:]...) {
 		if st != nil {
 			st.Close()
 		}
@@ -64,7 +90,8 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	res := make([]store.AppendResult, len(evs))
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		ins, find, insD := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent), s.txStmt(tx, s.stmts.insDelivery)
+		ins, find := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent)
+		var args []any
 		for i := range evs {
 			ne := &evs[i]
 			ev := &ne.Event
@@ -101,29 +128,44 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				test = 1
 			}
 			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
-			for j, dest := range ne.Destinations {
-				next, leased := now, 0
-				if j < len(ne.Leased) && ne.Leased[j] {
-					next, leased = now.Add(opts.Lease), 1
+			// An event's deliveries go in by as few statements as the prepared sizes allow (10 = 8 + 2): a
+			// statement costs several times what a row does. Rows of one statement get consecutive ids.
+			for j := 0; j < len(ne.Destinations); {
+				k := insChunks - 1
+				for 1<<k > len(ne.Destinations)-j {
+					k--
 				}
-				key, block := "", 0
-				if j < len(ne.OrderingKeys) {
-					key = ne.OrderingKeys[j]
+				n := 1 << k
+				args = append(args[:0], seq, ev.ID, nanos(now), nanos(now), test)
+				for d := j; d < j+n; d++ {
+					next, leased := now, 0
+					if d < len(ne.Leased) && ne.Leased[d] {
+						next, leased = now.Add(opts.Lease), 1
+					}
+					key, block := "", 0
+					if d < len(ne.OrderingKeys) {
+						key = ne.OrderingKeys[d]
+					}
+					if d < len(ne.OrderingBlock) && ne.OrderingBlock[d] {
+						block = 1
+					}
+					status, reason := store.Pending, ""
+					if d < len(ne.Skipped) && ne.Skipped[d] != "" {
+						status, reason, next, leased, key, block = store.Skipped, ne.Skipped[d], now, 0, "", 0
+					}
+					args = append(args, ne.Destinations[d], string(status), nanos(next), leased, key, block, reason)
+					res[i].Deliveries[d] = store.Delivery{EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
+						NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
 				}
-				if j < len(ne.OrderingBlock) && ne.OrderingBlock[j] {
-					block = 1
-				}
-				status, reason := store.Pending, ""
-				if j < len(ne.Skipped) && ne.Skipped[j] != "" {
-					status, reason, next, leased, key, block = store.Skipped, ne.Skipped[j], now, 0, "", 0
-				}
-				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, string(status), nanos(next), leased, nanos(now), nanos(now), key, block, test, reason)
+				r, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args...)
 				if err != nil {
 					return fmt.Errorf("insert delivery: %w", err)
 				}
-				id, _ := r.LastInsertId()
-				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: status,
-					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
+				last, _ := r.LastInsertId()
+				for m := range n {
+					res[i].Deliveries[j+m].ID = last - int64(n-1-m)
+				}
+				j += n
 			}
 		}
 		return nil
