@@ -11,10 +11,11 @@ import (
 	"github.com/sluicehq/sluice/core/store"
 )
 
-// TestUpgradeFromAttemptsTableLayout opens a database in the layout of earlier versions, where every attempt
-// (the first one too) is a row of attempts and deliveries has no a1_* columns: every event, delivery and
-// attempt answers as before the upgrade, and deliveries carry on from where they were.
-func TestUpgradeFromAttemptsTableLayout(t *testing.T) {
+// TestUpgradeFromEarlierLayout opens a database in the layout of earlier versions, where every attempt (the
+// first one too) is a row of attempts, deliveries has no a1_* columns, and an event's deliveries are found by
+// the index deliveries_event rather than the id range on the event: every event, delivery and attempt answers
+// as before the upgrade, deliveries carry on from where they were, and retention removes what it should.
+func TestUpgradeFromEarlierLayout(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := newClock(t0)
@@ -58,7 +59,8 @@ func TestUpgradeFromAttemptsTableLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Rewrite the database into the earlier layout: first attempts back into attempts, the columns gone.
+	// Rewrite the database into the earlier layout: first attempts back into attempts, the columns gone, the
+	// index back.
 	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +73,9 @@ func TestUpgradeFromAttemptsTableLayout(t *testing.T) {
 		`ALTER TABLE deliveries DROP COLUMN a1_code`,
 		`ALTER TABLE deliveries DROP COLUMN a1_error`,
 		`ALTER TABLE deliveries DROP COLUMN a1_response`,
+		`ALTER TABLE events DROP COLUMN dfirst`,
+		`ALTER TABLE events DROP COLUMN dlast`,
+		`CREATE INDEX deliveries_event ON deliveries(event_seq)`,
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -85,6 +90,17 @@ func TestUpgradeFromAttemptsTableLayout(t *testing.T) {
 	s = openClock(t, dir, c)
 	if after := answers(t, s, res); !reflect.DeepEqual(after, before) {
 		t.Fatalf("after the upgrade:\n%+v\nwant\n%+v", after, before)
+	}
+	if err := s.rdb.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'deliveries_event'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("deliveries_event after the upgrade: %d %v, want it dropped", n, err)
+	}
+	// A range that takes in another event's rows (as rows an earlier version wrote might) still answers the
+	// event's own deliveries and attempts only.
+	if _, err := s.wdb.Exec(`UPDATE events SET dlast = dlast + 1 WHERE id = 'e-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if after := answers(t, s, res); !reflect.DeepEqual(after, before) {
+		t.Fatalf("with a wider range:\n%+v\nwant\n%+v", after, before)
 	}
 	// Deliveries carry on: the retrying one's second attempt follows its first (a row of attempts), the
 	// untried one's first attempt goes onto its row.
@@ -116,6 +132,25 @@ func TestUpgradeFromAttemptsTableLayout(t *testing.T) {
 		if got, err := s.Delivery(ctx, d.ID); err != nil || !reflect.DeepEqual(*got, d) {
 			t.Fatalf("delivery %d: Event answers %+v, Delivery %+v %v", d.ID, d, got, err)
 		}
+	}
+	// Retention removes both events (none pending now) with every delivery and attempt; new events append
+	// after the upgraded ones.
+	more := mustAppend(t, s, []store.NewEvent{{Event: newEvent("e-3"), Destinations: []string{"ok", "failed"}}})
+	if got := more[0].Deliveries[0].ID; got != res[1].Deliveries[0].ID+1 {
+		t.Fatalf("first delivery after the upgrade: id %d, want %d", got, res[1].Deliveries[0].ID+1)
+	}
+	if n, err := s.Prune(ctx, c.Now(), 0); err != nil || n != 2 {
+		t.Fatalf("Prune = %d %v, want the 2 upgraded events", n, err)
+	}
+	var deliveries, attempts int
+	if err := s.rdb.QueryRow(`SELECT count(*) FROM deliveries`).Scan(&deliveries); err != nil {
+		t.Fatal(err)
+	}
+	if deliveries != 2 || countAttempts(t, s) != 0 {
+		t.Fatalf("after pruning the upgraded events: %d deliveries, %d attempts left; want e-3's 2 and none", deliveries, attempts)
+	}
+	if rec, err := s.TenantEvent(ctx, "acme", "e-3"); err != nil || len(rec.Deliveries) != 2 {
+		t.Fatalf("e-3 after pruning: %+v %v", rec, err)
 	}
 }
 

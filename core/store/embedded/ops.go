@@ -31,12 +31,12 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		return st
 	}
 	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
-	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ? AND tenant = ?`)
+		traceparent, dfirst, dlast) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
+	s.findEvent = prep(w, `SELECT seq, received_at, dfirst, dlast FROM events WHERE id = ? AND tenant = ?`)
 	for k := range s.insDeliveries {
 		s.insDeliveries[k] = prep(w, insDeliveriesSQL(1<<k))
 	}
-	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
+	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE `+ofEvent+` ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
 	s.completeFirst = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + 1, next_at = ?, leased = 0,
@@ -47,12 +47,17 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
 		ORDER BY next_at LIMIT 1`)
 	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
-	s.readDeliveries = prep(r, `SELECT `+deliveryCols+`, `+attempt1Cols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
+		traceparent, dfirst, dlast FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
+	s.readDeliveries = prep(r, `SELECT `+deliveryCols+`, `+attempt1Cols+` FROM deliveries WHERE `+ofEvent+` ORDER BY id`)
+	// The range may hold attempts of another event's deliveries (rows an earlier version wrote): the caller
+	// keeps those of the event's own.
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
+		WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY delivery_id, n`)
 	return err
 }
+
+// ofEvent selects an event's deliveries: ?1 and ?2 are its dfirst and dlast, ?3 its seq.
+const ofEvent = `id BETWEEN ?1 AND ?2 AND event_seq = ?3`
 
 // insChunks is how many sizes of multi-row delivery inserts are prepared: 1, 2, 4, … 1<<(insChunks-1) rows.
 const insChunks = 6
@@ -61,20 +66,20 @@ const insChunks = 6
 // = updated_at, test), then deliveryArgs values per row.
 func insDeliveriesSQL(n int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT INTO deliveries (event_seq, event_id, created_at, updated_at, test, destination, status, next_at,
-		leased, ordering_key, ordering_block, last_error) VALUES `)
+	b.WriteString(`INSERT INTO deliveries (event_seq, event_id, created_at, updated_at, test, id, destination, status,
+		next_at, leased, ordering_key, ordering_block, last_error) VALUES `)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
 		p := 5 + i*deliveryArgs
-		fmt.Fprintf(&b, "(?1,?2,?3,?4,?5,?%d,?%d,?%d,?%d,?%d,?%d,?%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7)
+		fmt.Fprintf(&b, "(?1,?2,?3,?4,?5,?%d,?%d,?%d,?%d,?%d,?%d,?%d,?%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7, p+8)
 	}
 	return b.String()
 }
 
 // deliveryArgs is how many values each row of insDeliveriesSQL takes.
-const deliveryArgs = 7
+const deliveryArgs = 8
 
 func (s *stmts) close() {
 	for _, st := range append([]*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete,
@@ -91,20 +96,37 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
 		ins, find := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent)
+		// Delivery ids are chosen here, so the event row can name its deliveries' range: the next id is the
+		// highest plus one (what SQLite would pick), read once per transaction and counted on from there (only
+		// this writer makes deliveries).
+		if s.idTx != tx {
+			// A bare max(id) is one seek to the table's last row; wrapped in an expression it would be a scan.
+			var top sql.NullInt64
+			if err := tx.QueryRowContext(ctx, `SELECT max(id) FROM deliveries`).Scan(&top); err != nil {
+				return fmt.Errorf("next delivery id: %w", err)
+			}
+			s.idTx, s.nextID = tx, top.Int64+1
+		}
 		var args []any
 		for i := range evs {
 			ne := &evs[i]
 			ev := &ne.Event
 			res[i] = store.AppendResult{}
+			first, last := sql.NullInt64{}, sql.NullInt64{}
+			if n := len(ne.Destinations); n > 0 {
+				first = sql.NullInt64{Int64: s.nextID, Valid: true}
+				last = sql.NullInt64{Int64: s.nextID + int64(n) - 1, Valid: true}
+			}
 			r, err := ins.ExecContext(ctx, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
-				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent))
+				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent), first, last)
 			if err != nil {
 				return fmt.Errorf("insert event: %w", err)
 			}
 			res[i].ID = ev.ID
 			if n, _ := r.RowsAffected(); n == 0 {
 				var seq, received int64
-				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received); err != nil {
+				var dfirst, dlast sql.NullInt64
+				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received, &dfirst, &dlast); err != nil {
 					return fmt.Errorf("find duplicate event: %w", err)
 				}
 				if now.Sub(fromNanos(received)) > opts.DedupeWindow {
@@ -113,7 +135,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					continue
 				}
 				res[i].Duplicate = true
-				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), seq)
+				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), dfirst, dlast, seq)
 				if err != nil {
 					return err
 				}
@@ -129,7 +151,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			}
 			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
 			// An event's deliveries go in by as few statements as the prepared sizes allow (10 = 8 + 2): a
-			// statement costs several times what a row does. Rows of one statement get consecutive ids.
+			// statement costs several times what a row does.
 			for j := 0; j < len(ne.Destinations); {
 				k := insChunks - 1
 				for 1<<k > len(ne.Destinations)-j {
@@ -137,6 +159,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				}
 				n := 1 << k
 				args = append(args[:0], seq, ev.ID, nanos(now), nanos(now), test)
+				id := s.nextID
 				for d := j; d < j+n; d++ {
 					next, leased := now, 0
 					if d < len(ne.Leased) && ne.Leased[d] {
@@ -153,19 +176,15 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					if d < len(ne.Skipped) && ne.Skipped[d] != "" {
 						status, reason, next, leased, key, block = store.Skipped, ne.Skipped[d], now, 0, "", 0
 					}
-					args = append(args, ne.Destinations[d], string(status), nanos(next), leased, key, block, reason)
-					res[i].Deliveries[d] = store.Delivery{EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
+					args = append(args, id, ne.Destinations[d], string(status), nanos(next), leased, key, block, reason)
+					res[i].Deliveries[d] = store.Delivery{ID: id, EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
 						NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
+					id++
 				}
-				r, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args...)
-				if err != nil {
+				if _, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args...); err != nil {
 					return fmt.Errorf("insert delivery: %w", err)
 				}
-				last, _ := r.LastInsertId()
-				for m := range n {
-					res[i].Deliveries[j+m].ID = last - int64(n-1-m)
-				}
-				j += n
+				s.nextID, j = id, j+n
 			}
 		}
 		return nil
@@ -176,8 +195,8 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	return res, nil
 }
 
-func deliveriesOf(ctx context.Context, st *sql.Stmt, seq int64) ([]store.DeliveryRecord, error) {
-	rows, err := st.QueryContext(ctx, seq)
+func deliveriesOf(ctx context.Context, st *sql.Stmt, args ...any) ([]store.DeliveryRecord, error) {
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
@@ -421,8 +440,9 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 	var md, sc, data []byte
 	var tp sql.NullString
 	ev := &rec.Event
+	var dfirst, dlast sql.NullInt64
 	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id, byTenant, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
-		&ev.CorrelationID, &md, &sc, &data, &tp)
+		&ev.CorrelationID, &md, &sc, &data, &tp, &dfirst, &dlast)
 	ev.Traceparent = tp.String
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
@@ -432,7 +452,7 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 	}
 	ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 	ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-	drows, err := tx.Stmt(s.stmts.readDeliveries).QueryContext(ctx, seq)
+	drows, err := tx.Stmt(s.stmts.readDeliveries).QueryContext(ctx, dfirst, dlast, seq)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
@@ -449,7 +469,7 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 	if err := drows.Err(); err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
-	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, seq)
+	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, dfirst, dlast)
 	if err != nil {
 		return nil, err
 	}

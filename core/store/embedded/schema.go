@@ -18,7 +18,9 @@ package embedded
 //     insert. attempts holds the later attempts (n >= 2), and the first ones of rows written before this
 //     layout (their a1_at is NULL).
 //   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
-//     retention finds old events by events_received and their deliveries by deliveries_event.
+//     retention finds old events by events_received.
+//   - No index on deliveries.event_seq: an event's deliveries are made together with consecutive ids, which
+//     the event row keeps (dfirst, dlast: see addDeliveryRanges), so they are a rowid range.
 const schema = eventsTable + `
 CREATE UNIQUE INDEX IF NOT EXISTS events_id_tenant ON events(id, tenant);` + rest
 
@@ -65,7 +67,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
   a1_response    BLOB
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, next_at) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_seq);
 CREATE INDEX IF NOT EXISTS deliveries_dest ON deliveries(destination, id);
 CREATE INDEX IF NOT EXISTS deliveries_failed ON deliveries(id) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS deliveries_order_pending ON deliveries(destination, ordering_key, id)
