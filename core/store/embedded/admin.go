@@ -159,17 +159,46 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	}
 
 	if f.EventID != "" {
-		// An event has a handful of deliveries: find them by event, filter the rest.
-		where = append(where, "event_seq IN (SELECT seq FROM events WHERE id = ?)")
-		args = append(args, f.EventID)
+		// An event has a handful of deliveries: find them by the id range its row keeps (one event per tenant
+		// that used the id), filter the rest.
 		if f.Destinations != nil {
 			where = append(where, "destination IN ("+placeholders(len(f.Destinations))+")")
 			for _, d := range f.Destinations {
 				args = append(args, d)
 			}
 		}
-		out, err := query("INDEXED BY deliveries_event", where, args)
-		return nonNil(out), err
+		rows, err := s.rdb.QueryContext(ctx, `SELECT seq, dfirst, dlast FROM events WHERE id = ? AND dfirst IS NOT NULL`, f.EventID)
+		if err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		var ranges [][3]int64
+		for rows.Next() {
+			var r [3]int64
+			if err := rows.Scan(&r[0], &r[1], &r[2]); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("list deliveries: %w", err)
+			}
+			ranges = append(ranges, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		var out []store.Delivery
+		for _, r := range ranges {
+			// NOT INDEXED: the rowid range, not an index a status or destination term might suggest.
+			ds, err := query("NOT INDEXED", append([]string{"id BETWEEN ? AND ? AND event_seq = ?"}, where...),
+				append([]any{r[1], r[2], r[0]}, args...))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ds...)
+		}
+		slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(b.ID, a.ID) })
+		if len(out) > limit {
+			out = out[:limit]
+		}
+		return nonNil(out), nil
 	}
 	if f.Destinations == nil {
 		out, err := query(index, where, args)
@@ -209,14 +238,16 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 		return nil, err
 	}
 	defer tx.Rollback()
-	d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = ?`, id))
+	var a1 attempt1
+	d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryCols+`, `+attempt1Cols+` FROM deliveries WHERE id = ?`, id),
+		a1.dest()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read delivery %d: %w", id, err)
 	}
-	rec := &store.DeliveryRecord{Delivery: d}
+	rec := &store.DeliveryRecord{Delivery: d, AttemptLog: a1.log(d.ID)}
 	rows, err := tx.QueryContext(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id = ? ORDER BY n`, id)
 	if err != nil {
@@ -230,7 +261,7 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 			return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)
 		}
 		a.At, a.Duration = fromNanos(at), time.Duration(us)*time.Microsecond
-		rec.AttemptLog = append(rec.AttemptLog, a)
+		addAttempt(rec, a)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read attempts of delivery %d: %w", id, err)
@@ -366,7 +397,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 		limit = defaultPruneBatch
 	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT seq FROM events INDEXED BY events_received WHERE received_at < ?
-		AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status = 'pending')
+		AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+pendingOfEvent+`)
 		ORDER BY received_at LIMIT ?`, nanos(cutoff), limit)
 	if err != nil {
 		return 0, fmt.Errorf("prune: find old events: %w", err)
@@ -391,36 +422,51 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
 		rows, err := tx.QueryContext(ctx, `DELETE FROM events WHERE seq IN (`+placeholders(len(seqs))+`)
-			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status = 'pending')
-			RETURNING seq`, seqs...)
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+pendingOfEvent+`)
+			RETURNING seq, dfirst, dlast`, seqs...)
 		if err != nil {
 			return fmt.Errorf("prune: delete events: %w", err)
 		}
-		var gone []any
+		var ranges []any // (dfirst, dlast, seq) of each deleted event with deliveries
 		for rows.Next() {
 			var seq int64
-			if err := rows.Scan(&seq); err != nil {
+			var first, last sql.NullInt64
+			if err := rows.Scan(&seq, &first, &last); err != nil {
 				rows.Close()
 				return fmt.Errorf("prune: delete events: %w", err)
 			}
-			gone = append(gone, seq)
+			n++
+			if first.Valid {
+				ranges = append(ranges, first.Int64, last.Int64, seq)
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("prune: delete events: %w", err)
 		}
-		if len(gone) == 0 {
+		if len(ranges) == 0 {
 			return nil
 		}
-		in := placeholders(len(gone))
-		if _, err := tx.ExecContext(ctx, `DELETE FROM attempts WHERE delivery_id IN
-			(SELECT id FROM deliveries WHERE event_seq IN (`+in+`))`, gone...); err != nil {
+		// The deleted events' deliveries, by their id ranges (and event, for rows an earlier version wrote).
+		delAttempts, err := tx.PrepareContext(ctx, `DELETE FROM attempts WHERE delivery_id IN
+			(SELECT id FROM deliveries WHERE `+ofEvent+`)`)
+		if err != nil {
 			return fmt.Errorf("prune: delete attempts: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE event_seq IN (`+in+`)`, gone...); err != nil {
+		defer delAttempts.Close()
+		delDeliveries, err := tx.PrepareContext(ctx, `DELETE FROM deliveries WHERE `+ofEvent)
+		if err != nil {
 			return fmt.Errorf("prune: delete deliveries: %w", err)
 		}
-		n = len(gone)
+		defer delDeliveries.Close()
+		for i := 0; i < len(ranges); i += 3 {
+			if _, err := delAttempts.ExecContext(ctx, ranges[i:i+3]...); err != nil {
+				return fmt.Errorf("prune: delete attempts: %w", err)
+			}
+			if _, err := delDeliveries.ExecContext(ctx, ranges[i:i+3]...); err != nil {
+				return fmt.Errorf("prune: delete deliveries: %w", err)
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -428,6 +474,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 	}
 	return n, nil
 }
+
+// pendingOfEvent matches a pending delivery d of the event in the outer query.
+const pendingOfEvent = `d.id BETWEEN events.dfirst AND events.dlast AND d.event_seq = events.seq AND d.status = 'pending'`
 
 // PendingCounts implements store.Store. It reads only deliveries_due, which holds pending rows alone.
 func (s *Store) PendingCounts(ctx context.Context) (map[string]int64, error) {

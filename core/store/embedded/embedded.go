@@ -56,6 +56,9 @@ type Store struct {
 	// tx.Stmt, so a group of operations binds each statement once. Only the writer goroutine touches these.
 	curTx   *sql.Tx
 	txStmts []boundStmt
+	// nextID is the id the next delivery row gets in the transaction idTx (see Append).
+	idTx   *sql.Tx
+	nextID int64
 }
 
 type boundStmt struct{ db, tx *sql.Stmt }
@@ -152,6 +155,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
 	}
+	if err := addDeliveryRanges(wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
+	}
 	rdb, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		wdb.Close()
@@ -199,6 +206,13 @@ func migrate(db *sql.DB) error {
 		{"ordering_block", "INTEGER NOT NULL DEFAULT 0"},
 		{"retry_base", "INTEGER NOT NULL DEFAULT 0"},
 		{"test", "INTEGER NOT NULL DEFAULT 0"},
+		// The first attempt on the delivery row. Rows written before keep theirs in attempts (a1_at NULL), where
+		// the reads still find them: nothing is moved.
+		{"a1_at", "INTEGER"},
+		{"a1_us", "INTEGER"},
+		{"a1_code", "INTEGER"},
+		{"a1_error", "TEXT"},
+		{"a1_response", "BLOB"},
 	} {
 		if cols[c.name] {
 			continue
@@ -225,6 +239,49 @@ func addTraceparent(db *sql.DB) error {
 		return fmt.Errorf("add events.traceparent: %w", err)
 	}
 	return nil
+}
+
+// addDeliveryRanges is the migration step that gives each event the ids of its deliveries (events.dfirst and
+// dlast, NULL for an event without any) in place of the index deliveries_event, which cost every delivery a
+// B-tree insert. An event's deliveries are made together, so their ids are consecutive, and reads find them by
+// a rowid range (still checking event_seq, so a range spanning another event's rows is harmless). Like
+// addTraceparent it runs after schema. It fills the ranges of events written before, using the index while it
+// is there, then drops it; a database an earlier version opened again (which recreates the index) is brought
+// back the same way.
+func addDeliveryRanges(db *sql.DB) error {
+	var cols, idx int
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('events') WHERE name = 'dfirst'`).Scan(&cols); err != nil {
+		return err
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'deliveries_event'`).Scan(&idx); err != nil {
+		return err
+	}
+	if cols > 0 && idx == 0 {
+		return nil
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var steps []string
+	if cols == 0 {
+		steps = append(steps, `ALTER TABLE events ADD COLUMN dfirst INTEGER`, `ALTER TABLE events ADD COLUMN dlast INTEGER`)
+	}
+	if cols == 0 || idx > 0 {
+		// Fill the ranges of the events written before (with the index, if the database has it, else by one
+		// sort of the table), then drop the index if there is one.
+		steps = append(steps, `UPDATE events SET dfirst = r.a, dlast = r.b
+			FROM (SELECT event_seq, min(id) AS a, max(id) AS b FROM deliveries GROUP BY event_seq) AS r
+			WHERE r.event_seq = events.seq AND events.dfirst IS NULL`,
+			`DROP INDEX IF EXISTS deliveries_event`)
+	}
+	for _, q := range steps {
+		if _, err := tx.Exec(q); err != nil {
+			return fmt.Errorf("events' delivery id ranges: %w", err)
+		}
+	}
+	return tx.Commit()
 }
 
 // version is the data version (PRAGMA user_version) this build writes:
@@ -418,7 +475,7 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		return nil, fmt.Errorf("store: begin: %w", err)
 	}
 	s.curTx, s.txStmts = tx, s.txStmts[:0]
-	defer func() { s.curTx = nil }()
+	defer func() { s.curTx, s.idTx = nil, nil }()
 	errs = make([]error, len(ops))
 	failed := false
 	for i, o := range ops {

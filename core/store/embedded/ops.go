@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/core/event"
@@ -12,9 +13,11 @@ import (
 )
 
 type stmts struct {
-	insEvent, findEvent, insDelivery, eventDeliveries *sql.Stmt
-	complete, insAttempt, nextDue                     *sql.Stmt
-	readEvent, readDeliveries, readAttempts           *sql.Stmt
+	insEvent, findEvent, eventDeliveries *sql.Stmt
+	// insDeliveries[k] inserts 1<<k deliveries of one event in one statement (see Append).
+	insDeliveries                                [insChunks]*sql.Stmt
+	complete, completeFirst, insAttempt, nextDue *sql.Stmt
+	readEvent, readDeliveries, readAttempts      *sql.Stmt
 }
 
 func (s *stmts) prepare(w, r *sql.DB) error {
@@ -28,28 +31,59 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		return st
 	}
 	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
-	s.findEvent = prep(w, `SELECT seq, received_at FROM events WHERE id = ? AND tenant = ?`)
-	s.insDelivery = prep(w, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, created_at, updated_at,
-		ordering_key, ordering_block, test, last_error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`)
-	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
+		traceparent, dfirst, dlast) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
+	s.findEvent = prep(w, `SELECT seq, received_at, dfirst, dlast FROM events WHERE id = ? AND tenant = ?`)
+	for k := range s.insDeliveries {
+		s.insDeliveries[k] = prep(w, insDeliveriesSQL(1<<k))
+	}
+	s.eventDeliveries = prep(w, `SELECT `+deliveryCols+` FROM deliveries WHERE `+ofEvent+` ORDER BY id`)
 	s.complete = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + ?, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ? WHERE id = ? AND status = 'pending'`)
+	s.completeFirst = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + 1, next_at = ?, leased = 0,
+		updated_at = ?, last_error = ?, a1_at = ?, a1_us = ?, a1_code = ?, a1_error = ?, a1_response = ?
+		WHERE id = ? AND status = 'pending'`)
 	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
 		VALUES (?,?,?,?,?,?,?)`)
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
 		ORDER BY next_at LIMIT 1`)
 	s.readEvent = prep(r, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
-	s.readDeliveries = prep(r, `SELECT `+deliveryCols+` FROM deliveries WHERE event_seq = ? ORDER BY id`)
+		traceparent, dfirst, dlast FROM events WHERE id = ?1 AND (?2 = 0 OR tenant = ?3) ORDER BY seq LIMIT 1`)
+	s.readDeliveries = prep(r, `SELECT `+deliveryCols+`, `+attempt1Cols+` FROM deliveries WHERE `+ofEvent+` ORDER BY id`)
+	// The range may hold attempts of another event's deliveries (rows an earlier version wrote): the caller
+	// keeps those of the event's own.
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-		WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?) ORDER BY delivery_id, n`)
+		WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY delivery_id, n`)
 	return err
 }
 
+// ofEvent selects an event's deliveries: ?1 and ?2 are its dfirst and dlast, ?3 its seq.
+const ofEvent = `id BETWEEN ?1 AND ?2 AND event_seq = ?3`
+
+// insChunks is how many sizes of multi-row delivery inserts are prepared: 1, 2, 4, … 1<<(insChunks-1) rows.
+const insChunks = 6
+
+// insDeliveriesSQL inserts n deliveries of one event: ?1–?5 are the event's (event_seq, event_id, created_at
+// = updated_at, test), then deliveryArgs values per row.
+func insDeliveriesSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO deliveries (event_seq, event_id, created_at, updated_at, test, id, destination, status,
+		next_at, leased, ordering_key, ordering_block, last_error) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		p := 5 + i*deliveryArgs
+		fmt.Fprintf(&b, "(?1,?2,?3,?4,?5,?%d,?%d,?%d,?%d,?%d,?%d,?%d,?%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7, p+8)
+	}
+	return b.String()
+}
+
+// deliveryArgs is how many values each row of insDeliveriesSQL takes.
+const deliveryArgs = 8
+
 func (s *stmts) close() {
-	for _, st := range []*sql.Stmt{s.insEvent, s.findEvent, s.insDelivery, s.eventDeliveries, s.complete,
-		s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts} {
+	for _, st := range append([]*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete,
+		s.completeFirst, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts}, s.insDeliveries[:]...) {
 		if st != nil {
 			st.Close()
 		}
@@ -61,20 +95,38 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	res := make([]store.AppendResult, len(evs))
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		ins, find, insD := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent), s.txStmt(tx, s.stmts.insDelivery)
+		ins, find := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent)
+		// Delivery ids are chosen here, so the event row can name its deliveries' range: the next id is the
+		// highest plus one (what SQLite would pick), read once per transaction and counted on from there (only
+		// this writer makes deliveries).
+		if s.idTx != tx {
+			// A bare max(id) is one seek to the table's last row; wrapped in an expression it would be a scan.
+			var top sql.NullInt64
+			if err := tx.QueryRowContext(ctx, `SELECT max(id) FROM deliveries`).Scan(&top); err != nil {
+				return fmt.Errorf("next delivery id: %w", err)
+			}
+			s.idTx, s.nextID = tx, top.Int64+1
+		}
+		var args []any
 		for i := range evs {
 			ne := &evs[i]
 			ev := &ne.Event
 			res[i] = store.AppendResult{}
+			first, last := sql.NullInt64{}, sql.NullInt64{}
+			if n := len(ne.Destinations); n > 0 {
+				first = sql.NullInt64{Int64: s.nextID, Valid: true}
+				last = sql.NullInt64{Int64: s.nextID + int64(n) - 1, Valid: true}
+			}
 			r, err := ins.ExecContext(ctx, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
-				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent))
+				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent), first, last)
 			if err != nil {
 				return fmt.Errorf("insert event: %w", err)
 			}
 			res[i].ID = ev.ID
 			if n, _ := r.RowsAffected(); n == 0 {
 				var seq, received int64
-				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received); err != nil {
+				var dfirst, dlast sql.NullInt64
+				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received, &dfirst, &dlast); err != nil {
 					return fmt.Errorf("find duplicate event: %w", err)
 				}
 				if now.Sub(fromNanos(received)) > opts.DedupeWindow {
@@ -83,7 +135,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					continue
 				}
 				res[i].Duplicate = true
-				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), seq)
+				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), dfirst, dlast, seq)
 				if err != nil {
 					return err
 				}
@@ -98,29 +150,41 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				test = 1
 			}
 			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
-			for j, dest := range ne.Destinations {
-				next, leased := now, 0
-				if j < len(ne.Leased) && ne.Leased[j] {
-					next, leased = now.Add(opts.Lease), 1
+			// An event's deliveries go in by as few statements as the prepared sizes allow (10 = 8 + 2): a
+			// statement costs several times what a row does.
+			for j := 0; j < len(ne.Destinations); {
+				k := insChunks - 1
+				for 1<<k > len(ne.Destinations)-j {
+					k--
 				}
-				key, block := "", 0
-				if j < len(ne.OrderingKeys) {
-					key = ne.OrderingKeys[j]
+				n := 1 << k
+				args = append(args[:0], seq, ev.ID, nanos(now), nanos(now), test)
+				id := s.nextID
+				for d := j; d < j+n; d++ {
+					next, leased := now, 0
+					if d < len(ne.Leased) && ne.Leased[d] {
+						next, leased = now.Add(opts.Lease), 1
+					}
+					key, block := "", 0
+					if d < len(ne.OrderingKeys) {
+						key = ne.OrderingKeys[d]
+					}
+					if d < len(ne.OrderingBlock) && ne.OrderingBlock[d] {
+						block = 1
+					}
+					status, reason := store.Pending, ""
+					if d < len(ne.Skipped) && ne.Skipped[d] != "" {
+						status, reason, next, leased, key, block = store.Skipped, ne.Skipped[d], now, 0, "", 0
+					}
+					args = append(args, id, ne.Destinations[d], string(status), nanos(next), leased, key, block, reason)
+					res[i].Deliveries[d] = store.Delivery{ID: id, EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
+						NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
+					id++
 				}
-				if j < len(ne.OrderingBlock) && ne.OrderingBlock[j] {
-					block = 1
-				}
-				status, reason := store.Pending, ""
-				if j < len(ne.Skipped) && ne.Skipped[j] != "" {
-					status, reason, next, leased, key, block = store.Skipped, ne.Skipped[j], now, 0, "", 0
-				}
-				r, err := insD.ExecContext(ctx, seq, ev.ID, dest, string(status), nanos(next), leased, nanos(now), nanos(now), key, block, test, reason)
-				if err != nil {
+				if _, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args...); err != nil {
 					return fmt.Errorf("insert delivery: %w", err)
 				}
-				id, _ := r.LastInsertId()
-				res[i].Deliveries[j] = store.Delivery{ID: id, EventID: ev.ID, Destination: dest, Status: status,
-					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
+				s.nextID, j = id, j+n
 			}
 		}
 		return nil
@@ -131,8 +195,8 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	return res, nil
 }
 
-func deliveriesOf(ctx context.Context, st *sql.Stmt, seq int64) ([]store.DeliveryRecord, error) {
-	rows, err := st.QueryContext(ctx, seq)
+func deliveriesOf(ctx context.Context, st *sql.Stmt, args ...any) ([]store.DeliveryRecord, error) {
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
@@ -256,23 +320,42 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 }
 
 // Complete implements store.Store.
+//
+// A first attempt goes onto the delivery row (a1_*) in the same update that ends or reschedules it; a later
+// attempt is a row of attempts. Either way an attempt recorded again under the same n replaces the earlier one.
 func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		upd, ins := s.txStmt(tx, s.stmts.complete), s.txStmt(tx, s.stmts.insAttempt)
+		var upd, first, ins *sql.Stmt
 		for _, o := range outs {
+			a := o.Attempt
+			if a.N == 1 {
+				if first == nil {
+					first = s.txStmt(tx, s.stmts.completeFirst)
+				}
+				if _, err := first.ExecContext(ctx, string(o.Status), nanos(o.NextAt), nanos(now), a.Error, nanos(a.At),
+					a.Duration.Microseconds(), a.StatusCode, nullString(a.Error), a.Response, o.DeliveryID); err != nil {
+					return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
+				}
+				continue
+			}
+			if upd == nil {
+				upd = s.txStmt(tx, s.stmts.complete)
+			}
 			tried := 0
-			if o.Attempt.N > 0 {
+			if a.N > 0 {
 				tried = 1
 			}
-			r, err := upd.ExecContext(ctx, string(o.Status), tried, nanos(o.NextAt), nanos(now), o.Attempt.Error, o.DeliveryID)
+			r, err := upd.ExecContext(ctx, string(o.Status), tried, nanos(o.NextAt), nanos(now), a.Error, o.DeliveryID)
 			if err != nil {
 				return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
 			}
 			if n, _ := r.RowsAffected(); n == 0 || tried == 0 {
 				continue
 			}
-			a := o.Attempt
+			if ins == nil {
+				ins = s.txStmt(tx, s.stmts.insAttempt)
+			}
 			if _, err := ins.ExecContext(ctx, o.DeliveryID, a.N, nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
 				a.Error, a.Response); err != nil {
 				return fmt.Errorf("record attempt of delivery %d: %w", o.DeliveryID, err)
@@ -280,6 +363,36 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		}
 		return nil
 	})
+}
+
+// attempt1Cols are a delivery row's first attempt, as attempt1 reads them.
+const attempt1Cols = `a1_at, a1_us, a1_code, a1_error, a1_response`
+
+// attempt1 holds a scan of attempt1Cols.
+type attempt1 struct {
+	at, us, code sql.NullInt64
+	err          sql.NullString
+	response     []byte
+}
+
+func (a *attempt1) dest() []any { return []any{&a.at, &a.us, &a.code, &a.err, &a.response} }
+
+// log starts a delivery's attempt log with the first attempt kept on its row, if there is one.
+func (a *attempt1) log(id int64) []store.Attempt {
+	if !a.at.Valid {
+		return nil
+	}
+	return []store.Attempt{{DeliveryID: id, N: 1, At: fromNanos(a.at.Int64), Duration: time.Duration(a.us.Int64) * time.Microsecond,
+		StatusCode: int(a.code.Int64), Error: a.err.String, Response: a.response}}
+}
+
+// addAttempt appends a row of attempts to rec's log, unless the row holds the first attempt, which the
+// delivery row has taken over (a first attempt recorded again after an upgrade).
+func addAttempt(rec *store.DeliveryRecord, a store.Attempt) {
+	if a.N == 1 && len(rec.AttemptLog) > 0 && rec.AttemptLog[0].N == 1 {
+		return
+	}
+	rec.AttemptLog = append(rec.AttemptLog, a)
 }
 
 // ReleaseLeases implements store.Store.
@@ -327,8 +440,9 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 	var md, sc, data []byte
 	var tp sql.NullString
 	ev := &rec.Event
+	var dfirst, dlast sql.NullInt64
 	err = tx.Stmt(s.stmts.readEvent).QueryRowContext(ctx, id, byTenant, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
-		&ev.CorrelationID, &md, &sc, &data, &tp)
+		&ev.CorrelationID, &md, &sc, &data, &tp, &dfirst, &dlast)
 	ev.Traceparent = tp.String
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
@@ -338,10 +452,24 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 	}
 	ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 	ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-	if rec.Deliveries, err = deliveriesOf(ctx, tx.Stmt(s.stmts.readDeliveries), seq); err != nil {
-		return nil, err
+	drows, err := tx.Stmt(s.stmts.readDeliveries).QueryContext(ctx, dfirst, dlast, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
-	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, seq)
+	for drows.Next() {
+		var a1 attempt1
+		d, err := scanDelivery(drows, a1.dest()...)
+		if err != nil {
+			drows.Close()
+			return nil, fmt.Errorf("read deliveries: %w", err)
+		}
+		rec.Deliveries = append(rec.Deliveries, store.DeliveryRecord{Delivery: d, AttemptLog: a1.log(d.ID)})
+	}
+	drows.Close()
+	if err := drows.Err(); err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	rows, err := tx.Stmt(s.stmts.readAttempts).QueryContext(ctx, dfirst, dlast)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +486,7 @@ func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant stri
 		}
 		a.At, a.Duration = fromNanos(at), time.Duration(us)*time.Microsecond
 		if d := byID[a.DeliveryID]; d != nil {
-			d.AttemptLog = append(d.AttemptLog, a)
+			addAttempt(d, a)
 		}
 	}
 	return &rec, rows.Err()

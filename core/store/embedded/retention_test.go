@@ -134,7 +134,7 @@ func TestRetentionBesideIntake(t *testing.T) {
 	for q, v := range map[string]*int64{
 		`SELECT count(*) FROM events`:     &events,
 		`SELECT count(*) FROM deliveries`: &deliveries,
-		`SELECT count(*) FROM attempts`:   &attempts,
+		attemptsCount:                     &attempts,
 	} {
 		if err := s.rdb.QueryRow(q).Scan(v); err != nil {
 			t.Fatal(err)
@@ -160,15 +160,27 @@ func TestPruneLeavesNoOrphans(t *testing.T) {
 		{Event: newEvent("b"), Destinations: []string{"d"}},
 		{Event: newEvent("keep"), Destinations: []string{"d"}},
 	})
-	var outs []store.Outcome
-	for _, r := range res[:2] {
-		for _, d := range r.Deliveries {
-			outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Failed, Attempt: store.Attempt{N: 1, At: c.Now(), Error: "x"}})
+	// Two attempts each, so both the first (on the delivery row) and a later one (a row of attempts) are kept.
+	for n := 1; n <= 2; n++ {
+		var outs []store.Outcome
+		for _, r := range res[:2] {
+			for _, d := range r.Deliveries {
+				st := store.Failed
+				if n == 1 {
+					st = store.Pending
+				}
+				outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: st, NextAt: c.Now(), Attempt: store.Attempt{N: n, At: c.Now(), Error: "x"}})
+			}
+		}
+		if err := s.Complete(ctx, outs); err != nil {
+			t.Fatal(err)
 		}
 	}
+	if n := countAttempts(t, s); n != 6 {
+		t.Fatalf("%d attempts recorded, want 6", n)
+	}
 	keep := res[2].Deliveries[0].ID
-	outs = append(outs, store.Outcome{DeliveryID: keep, Status: store.Pending, NextAt: c.Now(), Attempt: store.Attempt{N: 1, At: c.Now()}})
-	if err := s.Complete(ctx, outs); err != nil {
+	if err := s.Complete(ctx, []store.Outcome{{DeliveryID: keep, Status: store.Pending, NextAt: c.Now(), Attempt: store.Attempt{N: 1, At: c.Now()}}}); err != nil {
 		t.Fatal(err)
 	}
 	c.Advance(time.Hour)
@@ -179,7 +191,7 @@ func TestPruneLeavesNoOrphans(t *testing.T) {
 	for q, v := range map[string]*int{
 		`SELECT count(*) FROM events`:     &events,
 		`SELECT count(*) FROM deliveries`: &deliveries,
-		`SELECT count(*) FROM attempts`:   &attempts,
+		attemptsCount:                     &attempts,
 	} {
 		if err := s.rdb.QueryRow(q).Scan(v); err != nil {
 			t.Fatal(err)
@@ -188,4 +200,16 @@ func TestPruneLeavesNoOrphans(t *testing.T) {
 	if events != 1 || deliveries != 1 || attempts != 1 {
 		t.Fatalf("%d events, %d deliveries, %d attempts left; want 1 each (the pending one's)", events, deliveries, attempts)
 	}
+}
+
+// attemptsCount counts recorded attempts: the first ones kept on delivery rows and the rows of attempts.
+const attemptsCount = `SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM deliveries WHERE a1_at IS NOT NULL)`
+
+func countAttempts(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.rdb.QueryRow(attemptsCount).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -13,8 +13,14 @@ package embedded
 //     are listed by walking the table, where they are dense.
 //   - deliveries_failed is partial: new rows are pending, so it costs Append nothing and Complete only on a
 //     failure, yet lists "what failed" without walking every delivered row.
+//   - A delivery's first attempt is kept on its row (a1_*, NULL until tried), not in attempts: most deliveries
+//     succeed at once, and completing one is then a single row update, with no attempts row and its B-tree
+//     insert. attempts holds the later attempts (n >= 2), and the first ones of rows written before this
+//     layout (their a1_at is NULL).
 //   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
-//     retention finds old events by events_received and their deliveries by deliveries_event.
+//     retention finds old events by events_received.
+//   - No index on deliveries.event_seq: an event's deliveries are made together with consecutive ids, which
+//     the event row keeps (dfirst, dlast: see addDeliveryRanges), so they are a rowid range.
 const schema = eventsTable + `
 CREATE UNIQUE INDEX IF NOT EXISTS events_id_tenant ON events(id, tenant);` + rest
 
@@ -53,10 +59,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
   ordering_key   TEXT NOT NULL DEFAULT '',
   ordering_block INTEGER NOT NULL DEFAULT 0,
   retry_base     INTEGER NOT NULL DEFAULT 0,
-  test           INTEGER NOT NULL DEFAULT 0
+  test           INTEGER NOT NULL DEFAULT 0,
+  a1_at          INTEGER,
+  a1_us          INTEGER,
+  a1_code        INTEGER,
+  a1_error       TEXT,
+  a1_response    BLOB
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, next_at) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_seq);
 CREATE INDEX IF NOT EXISTS deliveries_dest ON deliveries(destination, id);
 CREATE INDEX IF NOT EXISTS deliveries_failed ON deliveries(id) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS deliveries_order_pending ON deliveries(destination, ordering_key, id)

@@ -1,0 +1,83 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// BenchmarkLifecycle runs what the store does for each event on the hot path: an append with its deliveries
+// leased at birth, then their completions (delivered on the first attempt) in one call, from concurrent callers
+// so commits are shared as under load. cpu-µs/delivery is the process's CPU time (user+system) per delivery.
+func BenchmarkLifecycle(b *testing.B) {
+	for _, fanout := range []int{1, 10} {
+		b.Run(fmt.Sprintf("fanout%d", fanout), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			dests := make([]string, fanout)
+			leased := make([]bool, fanout)
+			for i := range dests {
+				dests[i], leased[i] = fmt.Sprintf("dst_%02d", i), true
+			}
+			var seq atomic.Int64
+			start, wrote := cpuTime(), writtenBytes()
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					id := fmt.Sprint("b", seq.Add(1))
+					res, err := s.Append(ctx, []store.NewEvent{{Event: newEvent(id), Destinations: dests, Leased: leased}}, opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					outs := make([]store.Outcome, len(res[0].Deliveries))
+					for i, d := range res[0].Deliveries {
+						outs[i] = store.Outcome{DeliveryID: d.ID, Status: store.Delivered, Attempt: store.Attempt{
+							N: 1, At: time.Now(), Duration: time.Millisecond, StatusCode: 200}}
+					}
+					if err := s.Complete(ctx, outs); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-start)/float64(time.Microsecond)/float64(b.N*fanout), "cpu-µs/delivery")
+			b.ReportMetric(float64(writtenBytes()-wrote)/float64(b.N*fanout), "written-B/delivery")
+			commits, ops := s.Stats()
+			b.ReportMetric(float64(ops)/float64(max(commits, 1)), "ops/commit")
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writtenBytes is how many bytes the process has written (wchar of /proc/self/io); 0 where unknown.
+func writtenBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
