@@ -45,6 +45,12 @@ type Options struct {
 	OnFailed func(job store.Job, attempt store.Attempt)
 	// Observer, when set, hears every delivery outcome (metrics).
 	Observer Observer
+	// IdleAfter is how long a lane with nothing to do keeps its goroutines before they end (default 30s;
+	// negative: never). A resting lane costs no goroutine; work wakes it (see rest.go).
+	IdleAfter time.Duration
+	// OnIdle, when set, is called when a lane's goroutines have gone to rest, by the last of them as it ends
+	// (tests, metrics). It must be quick.
+	OnIdle func(destination string)
 }
 
 // Observer hears delivery outcomes. Observe is called once per outcome, on the goroutine that produced it, so
@@ -88,6 +94,8 @@ type Dispatcher struct {
 	outMu     sync.RWMutex // guards outClosed against sends racing the close of outcomes
 	outClosed bool
 	completed chan struct{}
+
+	idle *idler // the resting lanes
 }
 
 // completion is one lane's batch of outcomes for the completer.
@@ -119,13 +127,17 @@ func New(st store.Store, opts Options) *Dispatcher {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.IdleAfter == 0 {
+		opts.IdleAfter = 30 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{
 		store: st, opts: opts, log: opts.Logger, lanes: map[string]*lane{},
 		attemptCtx: ctx, cancelAttempt: cancel, stopping: make(chan struct{}),
-		outcomes: make(chan completion, 4096), completed: make(chan struct{}),
+		outcomes: make(chan completion, 4096), completed: make(chan struct{}), idle: newIdler(),
 	}
 	go d.completer()
+	go d.watchIdle()
 	return d
 }
 
