@@ -186,6 +186,7 @@ func (d *Dispatcher) completer() {
 			}
 		}
 		d.write(batch, outs)
+		clear(batch) // the buffer is kept: it must not keep lanes' jobs (their events) alive
 	}
 }
 

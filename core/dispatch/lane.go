@@ -64,7 +64,11 @@ func newLane(d *Dispatcher, dest Destination) *lane {
 	if lm, ok := dest.Sink.(sinks.Limiter); ok {
 		lim = lm.Limits()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// Only a rate-limited lane waits on stopCtx: the others (most per-run subscriptions) do without one.
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if dest.Policy.RatePerSecond > 0 {
+		ctx, cancel = context.WithCancel(ctx)
+	}
 	l := &lane{
 		d: d, dest: dest, log: d.log.With("destination", dest.Name), limits: lim, ctl: newControl(dest.Policy),
 		slots:   make(chan struct{}, d.opts.FreshQueue),
