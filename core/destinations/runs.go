@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/plugins/sdk/schema"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 // RunPrefix starts the destination name of every per-run subscription.
@@ -251,26 +252,10 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 			}
 			continue
 		}
-		if s.Secret != "" && seal.IsSealed(s.Secret) {
-			pt, _, err := r.m.opts.Box.Open(s.Secret)
-			if err != nil {
-				return fmt.Errorf("inline subscription %s: open its secret: %w", s.Name, err)
-			}
-			s.Secret = pt
+		if err := r.open(&s); err != nil {
+			return err
 		}
-		if seal.IsSealed(s.URL) {
-			pt, _, err := r.m.opts.Box.Open(s.URL)
-			if err != nil {
-				return fmt.Errorf("inline subscription %s: open its url: %w", s.Name, err)
-			}
-			s.URL = pt
-		}
-		topics, terr := match.CompileTopics(s.Topics)
-		sink, err := r.m.opts.Lanes.SubscriptionSink(ctx, s, r.pol)
-		if err == nil && terr != nil {
-			_ = sink.Close(ctx)
-			err = terr
-		}
+		sink, topics, err := r.build(ctx, s)
 		if err != nil {
 			r.m.log.Warn("dropping a stored inline subscription that can no longer be used", "destination", s.Name, "err", err)
 			if err := r.end(ctx, s.Name, "inline subscription unusable: "+err.Error()); err != nil {
@@ -283,6 +268,97 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 		r.index(&runSub{Subscription: s, topics: topics, written: s.CreatedAt})
 	}
 	go r.sweep()
+	return nil
+}
+
+// open unseals a stored subscription's secret and URL.
+func (r *runs) open(s *store.Subscription) error {
+	if s.Secret != "" && seal.IsSealed(s.Secret) {
+		pt, _, err := r.m.opts.Box.Open(s.Secret)
+		if err != nil {
+			return fmt.Errorf("inline subscription %s: open its secret: %w", s.Name, err)
+		}
+		s.Secret = pt
+	}
+	if seal.IsSealed(s.URL) {
+		pt, _, err := r.m.opts.Box.Open(s.URL)
+		if err != nil {
+			return fmt.Errorf("inline subscription %s: open its url: %w", s.Name, err)
+		}
+		s.URL = pt
+	}
+	return nil
+}
+
+// build makes the sink and compiles the topics of a stored (opened) subscription.
+func (r *runs) build(ctx context.Context, s store.Subscription) (sinks.Sink, match.Topics, error) {
+	topics, terr := match.CompileTopics(s.Topics)
+	sink, err := r.m.opts.Lanes.SubscriptionSink(ctx, s, r.pol)
+	if err == nil && terr != nil {
+		_ = sink.Close(ctx)
+		err = terr
+	}
+	return sink, topics, err
+}
+
+// sync brings the live subscriptions in line with the store, where other nodes register, refresh, expire and
+// end them (a store.Watcher's change): a new one is indexed and its lane started, a refreshed one takes the
+// later expiry, one registered again with a new secret (a new CreatedAt) gets a new lane, and one gone from
+// the store is dropped and its lane stopped (the node that ended it skipped its pending deliveries).
+func (r *runs) sync(ctx context.Context) error {
+	var ops []*laneOp
+	defer func() { r.m.q.run(ctx, ops) }()
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	r.mu.RLock()
+	on := r.on
+	r.mu.RUnlock()
+	if !on {
+		return nil // off, or not started
+	}
+	// Read under regMu: a registration on this node is either in what is read or after it.
+	subs, err := r.m.opts.Store.Subscriptions(ctx)
+	if err != nil {
+		return fmt.Errorf("read inline subscriptions: %w", err)
+	}
+	now := r.m.opts.Now()
+	stored := make(map[string]bool, len(subs))
+	for _, s := range subs {
+		stored[s.Name] = true
+		r.mu.Lock()
+		old := r.byName[s.Name]
+		if old != nil && old.CreatedAt.Equal(s.CreatedAt) {
+			if s.ExpiresAt.After(old.ExpiresAt) {
+				old.ExpiresAt = s.ExpiresAt
+			}
+			r.mu.Unlock()
+			continue
+		}
+		r.mu.Unlock()
+		if !now.Before(s.ExpiresAt) {
+			continue // the maintenance leader ends it
+		}
+		if err := r.open(&s); err != nil {
+			r.m.log.Warn("inline subscription registered by another node cannot run here", "destination", s.Name, "err", err)
+			continue
+		}
+		sink, topics, err := r.build(ctx, s)
+		if err != nil {
+			r.m.log.Warn("inline subscription registered by another node cannot run here", "destination", s.Name, "err", err)
+			continue
+		}
+		dd := dispatch.Destination{Name: s.Name, Sink: sink, Policy: r.pol}
+		ops = append(ops, r.m.q.decide(&laneOp{name: s.Name, start: &dd, replace: old != nil}))
+		r.index(&runSub{Subscription: s, topics: topics, written: now})
+	}
+	r.mu.Lock()
+	for name := range r.byName {
+		if !stored[name] {
+			r.unindex(name)
+			ops = append(ops, r.m.q.decide(&laneOp{name: name, stop: true}))
+		}
+	}
+	r.mu.Unlock()
 	return nil
 }
 
@@ -314,21 +390,49 @@ func (r *runs) sweep() {
 }
 
 // expire ends every subscription whose time is up: no new deliveries, its lane stopped, pending ones skipped.
-// The lanes stop after the locks are released: stopping waits for attempts in flight.
+// The lanes stop after the locks are released: stopping waits for attempts in flight. On a store several
+// nodes share, only the maintenance leader ends them in the store (skips, deletes); the other nodes drop them
+// from their registry and stop their lanes.
 func (r *runs) expire(ctx context.Context) {
 	var ops []*laneOp
+	lead := true
+	if l, ok := r.m.opts.Store.(store.Leader); ok {
+		lead = l.Leading()
+	}
 	r.regMu.Lock()
 	now := r.m.opts.Now()
 	r.mu.Lock()
 	for name, s := range r.byName {
 		if !now.Before(s.ExpiresAt) {
 			r.unindex(name)
-			ops = append(ops, r.m.q.decide(&laneOp{name: name, stop: true, then: func(ctx context.Context) { r.ended(ctx, name) }}))
+			op := &laneOp{name: name, stop: true}
+			if lead {
+				op.then = func(ctx context.Context) { r.ended(ctx, name) }
+			}
+			ops = append(ops, r.m.q.decide(op))
 		}
 	}
 	r.mu.Unlock()
 	r.regMu.Unlock()
 	r.m.q.run(ctx, ops)
+	if _, shared := r.m.opts.Store.(store.Leader); shared && lead {
+		r.expireStored(ctx, now)
+	}
+}
+
+// expireStored ends, on the maintenance leader, expired subscriptions this node never ran (registered
+// elsewhere and expired before this node learned of them, or unusable here).
+func (r *runs) expireStored(ctx context.Context, now time.Time) {
+	subs, err := r.m.opts.Store.Subscriptions(ctx)
+	if err != nil {
+		r.m.log.Warn("read inline subscriptions to expire; trying again at the next sweep", "err", err)
+		return
+	}
+	for _, s := range subs {
+		if !now.Before(s.ExpiresAt) {
+			r.ended(ctx, s.Name)
+		}
+	}
 }
 
 // ended ends an expired subscription in the store once its lane has stopped, unless an event registered it
