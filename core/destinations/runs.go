@@ -155,7 +155,7 @@ func (r *runs) Register(ctx context.Context, ev *event.Event, reqs []intake.Subs
 			ops = append(ops, &laneOp{name: sub.Name, discard: sink})
 			return notStored(p, err)
 		}
-		dd := dispatch.Destination{Name: sub.Name, Sink: sink, Policy: r.pol}
+		dd := r.destination(sub, sink)
 		// A new secret replaces the lane with one whose sink signs with it.
 		ops = append(ops, r.m.q.decide(&laneOp{name: sub.Name, start: &dd, replace: old != nil}))
 		r.index(&runSub{Subscription: sub, topics: topics, written: now})
@@ -264,10 +264,64 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 			continue
 		}
 		// Nothing else runs yet: the lane starts at once.
-		r.m.opts.Dispatcher.Add(dispatch.Destination{Name: s.Name, Sink: sink, Policy: r.pol})
+		r.m.opts.Dispatcher.Add(r.destination(s, sink))
 		r.index(&runSub{Subscription: s, topics: topics, written: s.CreatedAt})
 	}
 	go r.sweep()
+	return nil
+}
+
+// destination is the lane of a subscription (opened), whose webhook sink was just built. The sink is let go
+// of each time the lane goes to rest, and built again at its next send: an idle subscription keeps no HTTP
+// transport, connection, or goroutine of one (DESIGN §9: they cost no goroutines while idle).
+func (r *runs) destination(sub store.Subscription, sink sinks.Sink) dispatch.Destination {
+	ls := &restingSink{r: r, sub: sub, cur: sink}
+	return dispatch.Destination{Name: sub.Name, Sink: ls, Policy: r.pol, OnRest: ls.rest}
+}
+
+// restingSink is a subscription's sink, built while its lane works and dropped while it rests.
+type restingSink struct {
+	r   *runs
+	sub store.Subscription
+	mu  sync.Mutex
+	cur sinks.Sink // nil while resting
+}
+
+func (s *restingSink) Send(ctx context.Context, batch []event.Event) error {
+	s.mu.Lock()
+	cur := s.cur
+	if cur == nil {
+		var err error
+		// It was built at registration: it can fail now only if the network policy changed since.
+		if cur, err = s.r.m.opts.Lanes.SubscriptionSink(context.WithoutCancel(ctx), s.sub, s.r.pol); err != nil {
+			s.mu.Unlock()
+			return sinks.Permanent(fmt.Errorf("cannot deliver to this subscription: %w", err))
+		}
+		s.cur = cur
+	}
+	s.mu.Unlock()
+	return cur.Send(ctx, batch)
+}
+
+// rest drops the sink (closing it only drops idle connections: a send still running finishes on its own).
+func (s *restingSink) rest() {
+	s.mu.Lock()
+	cur := s.cur
+	s.cur = nil
+	s.mu.Unlock()
+	if cur != nil {
+		_ = cur.Close(context.Background())
+	}
+}
+
+func (s *restingSink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	cur := s.cur
+	s.cur = nil
+	s.mu.Unlock()
+	if cur != nil {
+		return cur.Close(ctx)
+	}
 	return nil
 }
 
@@ -347,7 +401,7 @@ func (r *runs) sync(ctx context.Context) error {
 			r.m.log.Warn("inline subscription registered by another node cannot run here", "destination", s.Name, "err", err)
 			continue
 		}
-		dd := dispatch.Destination{Name: s.Name, Sink: sink, Policy: r.pol}
+		dd := r.destination(s, sink)
 		ops = append(ops, r.m.q.decide(&laneOp{name: s.Name, start: &dd, replace: old != nil}))
 		r.index(&runSub{Subscription: s, topics: topics, written: now})
 	}

@@ -25,6 +25,9 @@ type Destination struct {
 	// Ordered says deliveries carry ordering keys: the store releases one per key at a time, so every
 	// completion may free the next one and wakes the lane's scanner.
 	Ordered bool
+	// OnRest, when set, is called each time the lane goes to rest (nothing in hand, no attempt in flight):
+	// the place to let go of what an idle destination need not hold, such as idle connections.
+	OnRest func()
 }
 
 // Options tune the dispatcher; zero values take defaults.

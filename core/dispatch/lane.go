@@ -233,6 +233,9 @@ func (l *lane) scan(c *crew) {
 		if rest, ok := quiet.check(l, probeWait > 0 || dueNow); !ok {
 			wait = min(wait, rest)
 		} else if l.rest(c, due) {
+			if l.dest.OnRest != nil {
+				l.dest.OnRest()
+			}
 			return
 		}
 		if !timer.Stop() {
