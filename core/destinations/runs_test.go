@@ -19,10 +19,10 @@ import (
 
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
-	"github.com/sluicehq/sluice/core/store/embedded"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/seal"
+	"github.com/sluicehq/sluice/core/store/embedded"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
