@@ -264,14 +264,17 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 			continue
 		}
 		// Nothing else runs yet: the lane starts at once.
-		r.m.opts.Dispatcher.Add(r.destination(s, sink))
+		// Built to know it can run here; its lane builds it again when it has something to send.
+		_ = sink.Close(ctx)
+		r.m.opts.Dispatcher.Add(r.destination(s, nil))
 		r.index(&runSub{Subscription: s, topics: topics, written: s.CreatedAt})
 	}
 	go r.sweep()
 	return nil
 }
 
-// destination is the lane of a subscription (opened), whose webhook sink was just built. The sink is let go
+// destination is the lane of a subscription (opened), with its webhook sink if just built (nil: built at the
+// first send). The sink is let go
 // of each time the lane goes to rest, and built again at its next send: an idle subscription keeps no HTTP
 // transport, connection, or goroutine of one (DESIGN §9: they cost no goroutines while idle).
 func (r *runs) destination(sub store.Subscription, sink sinks.Sink) dispatch.Destination {
@@ -401,7 +404,8 @@ func (r *runs) sync(ctx context.Context) error {
 			r.m.log.Warn("inline subscription registered by another node cannot run here", "destination", s.Name, "err", err)
 			continue
 		}
-		dd := r.destination(s, sink)
+		_ = sink.Close(ctx) // built to know it can run here; its lane builds it again to send
+		dd := r.destination(s, nil)
 		ops = append(ops, r.m.q.decide(&laneOp{name: s.Name, start: &dd, replace: old != nil}))
 		r.index(&runSub{Subscription: s, topics: topics, written: now})
 	}
