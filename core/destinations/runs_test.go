@@ -200,7 +200,10 @@ func TestIdleRunSubscriptionsAreCheap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("registers thousands of subscriptions")
 	}
-	const n = 2000
+	n := 2000
+	if raceEnabled {
+		n = 200
+	}
 	dir := t.TempDir()
 	// A receiver that only counts: what it would keep of each request is not the subscriptions' cost.
 	var got atomic.Int64
@@ -244,7 +247,7 @@ func TestIdleRunSubscriptionsAreCheap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every event delivered", func() bool { return got.Load() == n })
+	waitFor(t, "every event delivered", func() bool { return got.Load() == int64(n) })
 	left := n
 	for left > 0 {
 		select {
@@ -257,10 +260,10 @@ func TestIdleRunSubscriptionsAreCheap(t *testing.T) {
 	// The last goroutine of each lane reports its rest as it ends, and the connections each sink dropped as
 	// its lane went to rest end theirs (and the receiver's) as the close reaches them: eventually, none is left.
 	waitFor(t, "idle subscriptions to keep no goroutines", func() bool { return runtime.NumGoroutine() <= goroutines+50 })
-	per := (int64(heapInUse()) - int64(heap)) / n
+	per := (int64(heapInUse()) - int64(heap)) / int64(n)
 	t.Logf("heap per idle subscription: %d bytes (lane, webhook sink, registry, the store's growth)", per)
 	// The lane and registry take about 1.5 KB; the rest is the store holding 2,000 more events and rows.
-	if per > 4096 {
+	if per > 4096 && !raceEnabled {
 		t.Fatalf("an idle subscription costs %d bytes of heap", per)
 	}
 }

@@ -71,7 +71,7 @@ func TestIdleLanesCostNoGoroutines(t *testing.T) {
 		t.Skip("registers thousands of lanes")
 	}
 	r, rested := restRig(t, nil)
-	const n = 2000
+	n := 2000 / raceScale
 	sink := newFake(nil)
 	names := make([]string, n)
 	for i := range names {
@@ -99,9 +99,11 @@ func TestIdleLanesCostNoGoroutines(t *testing.T) {
 	if g := runtime.NumGoroutine(); g > goroutines+50 {
 		t.Fatalf("%d idle lanes keep %d goroutines (%d before them)", n, g-goroutines, goroutines)
 	}
-	per := (int64(heapNow()) - int64(heap)) / n
+	per := (int64(heapNow()) - int64(heap)) / int64(n)
 	t.Logf("heap per idle lane: %d bytes (including the store's growth for %d events)", per, n)
-	if per > 2048 {
+	// The race detector's bookkeeping and the smaller count (fixed costs weigh more) make the figure
+	// meaningless under -race; it is checked in every other build.
+	if per > 2048 && raceScale == 1 {
 		t.Fatalf("an idle lane costs %d bytes of heap; the budget is 2 KB", per)
 	}
 	if got := r.disp.idle.resting(); got != n {
