@@ -89,8 +89,9 @@ func (l *lane) rest(c *crew, due time.Time) bool {
 	}
 	l.resting.Store(true)
 	select {
-	case <-l.wake: // a poke came (it saw the lane awake): look again
+	case <-l.wake: // a poke came (it saw the lane awake): stay, and let the scanner see it
 		l.resting.Store(false)
+		l.wake <- struct{}{} // just emptied, and only the scanner receives
 		return false
 	default:
 	}
