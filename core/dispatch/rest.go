@@ -91,7 +91,10 @@ func (l *lane) rest(c *crew, due time.Time) bool {
 	select {
 	case <-l.wake: // a poke came (it saw the lane awake): stay, and let the scanner see it
 		l.resting.Store(false)
-		l.wake <- struct{}{} // just emptied, and only the scanner receives
+		select {
+		case l.wake <- struct{}{}:
+		default: // another poke filled it meanwhile
+		}
 		return false
 	default:
 	}
