@@ -98,7 +98,8 @@ type Dispatcher struct {
 	outClosed bool
 	completed chan struct{}
 
-	idle *idler // the resting lanes
+	idle     *idler        // the resting lanes
+	idleDone chan struct{} // closed when the idle watch has returned (after Shutdown began)
 }
 
 // completion is one lane's batch of outcomes for the completer.
@@ -137,10 +138,13 @@ func New(st store.Store, opts Options) *Dispatcher {
 	d := &Dispatcher{
 		store: st, opts: opts, log: opts.Logger, lanes: map[string]*lane{},
 		attemptCtx: ctx, cancelAttempt: cancel, stopping: make(chan struct{}),
-		outcomes: make(chan completion, 4096), completed: make(chan struct{}), idle: newIdler(),
+		outcomes: make(chan completion, 4096), completed: make(chan struct{}), idle: newIdler(), idleDone: make(chan struct{}),
 	}
 	go d.completer()
-	go d.watchIdle()
+	go func() {
+		defer close(d.idleDone)
+		d.watchIdle()
+	}()
 	return d
 }
 
@@ -441,6 +445,7 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	})
 	done := make(chan struct{})
 	go func() {
+		<-d.idleDone // it wakes no lane once stopping, and asks the store nothing more
 		d.wg.Wait()
 		// Workers have stopped: hand back what waits in the lanes' queues, then flush the outcomes they left.
 		d.mu.RLock()
