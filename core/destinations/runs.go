@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/plugins/sdk/schema"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 // RunPrefix starts the destination name of every per-run subscription.
@@ -154,7 +155,7 @@ func (r *runs) Register(ctx context.Context, ev *event.Event, reqs []intake.Subs
 			ops = append(ops, &laneOp{name: sub.Name, discard: sink})
 			return notStored(p, err)
 		}
-		dd := dispatch.Destination{Name: sub.Name, Sink: sink, Policy: r.pol}
+		dd := r.destination(sub, sink)
 		// A new secret replaces the lane with one whose sink signs with it.
 		ops = append(ops, r.m.q.decide(&laneOp{name: sub.Name, start: &dd, replace: old != nil}))
 		r.index(&runSub{Subscription: sub, topics: topics, written: now})
@@ -251,26 +252,10 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 			}
 			continue
 		}
-		if s.Secret != "" && seal.IsSealed(s.Secret) {
-			pt, _, err := r.m.opts.Box.Open(s.Secret)
-			if err != nil {
-				return fmt.Errorf("inline subscription %s: open its secret: %w", s.Name, err)
-			}
-			s.Secret = pt
+		if err := r.open(&s); err != nil {
+			return err
 		}
-		if seal.IsSealed(s.URL) {
-			pt, _, err := r.m.opts.Box.Open(s.URL)
-			if err != nil {
-				return fmt.Errorf("inline subscription %s: open its url: %w", s.Name, err)
-			}
-			s.URL = pt
-		}
-		topics, terr := match.CompileTopics(s.Topics)
-		sink, err := r.m.opts.Lanes.SubscriptionSink(ctx, s, r.pol)
-		if err == nil && terr != nil {
-			_ = sink.Close(ctx)
-			err = terr
-		}
+		sink, topics, err := r.build(ctx, s)
 		if err != nil {
 			r.m.log.Warn("dropping a stored inline subscription that can no longer be used", "destination", s.Name, "err", err)
 			if err := r.end(ctx, s.Name, "inline subscription unusable: "+err.Error()); err != nil {
@@ -279,10 +264,159 @@ func (r *runs) start(ctx context.Context, cfg *config.Config) error {
 			continue
 		}
 		// Nothing else runs yet: the lane starts at once.
-		r.m.opts.Dispatcher.Add(dispatch.Destination{Name: s.Name, Sink: sink, Policy: r.pol})
+		// Built to know it can run here; its lane builds it again when it has something to send.
+		_ = sink.Close(ctx)
+		r.m.opts.Dispatcher.Add(r.destination(s, nil))
 		r.index(&runSub{Subscription: s, topics: topics, written: s.CreatedAt})
 	}
 	go r.sweep()
+	return nil
+}
+
+// destination is the lane of a subscription (opened), with its webhook sink if just built (nil: built at the
+// first send). The sink is let go
+// of each time the lane goes to rest, and built again at its next send: an idle subscription keeps no HTTP
+// transport, connection, or goroutine of one (DESIGN §9: they cost no goroutines while idle).
+func (r *runs) destination(sub store.Subscription, sink sinks.Sink) dispatch.Destination {
+	ls := &restingSink{r: r, sub: sub, cur: sink}
+	return dispatch.Destination{Name: sub.Name, Sink: ls, Policy: r.pol, OnRest: ls.rest}
+}
+
+// restingSink is a subscription's sink, built while its lane works and dropped while it rests.
+type restingSink struct {
+	r   *runs
+	sub store.Subscription
+	mu  sync.Mutex
+	cur sinks.Sink // nil while resting
+}
+
+func (s *restingSink) Send(ctx context.Context, batch []event.Event) error {
+	s.mu.Lock()
+	cur := s.cur
+	if cur == nil {
+		var err error
+		// It was built at registration: it can fail now only if the network policy changed since.
+		if cur, err = s.r.m.opts.Lanes.SubscriptionSink(context.WithoutCancel(ctx), s.sub, s.r.pol); err != nil {
+			s.mu.Unlock()
+			return sinks.Permanent(fmt.Errorf("cannot deliver to this subscription: %w", err))
+		}
+		s.cur = cur
+	}
+	s.mu.Unlock()
+	return cur.Send(ctx, batch)
+}
+
+// rest drops the sink (closing it only drops idle connections: a send still running finishes on its own).
+func (s *restingSink) rest() {
+	s.mu.Lock()
+	cur := s.cur
+	s.cur = nil
+	s.mu.Unlock()
+	if cur != nil {
+		_ = cur.Close(context.Background())
+	}
+}
+
+func (s *restingSink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	cur := s.cur
+	s.cur = nil
+	s.mu.Unlock()
+	if cur != nil {
+		return cur.Close(ctx)
+	}
+	return nil
+}
+
+// open unseals a stored subscription's secret and URL.
+func (r *runs) open(s *store.Subscription) error {
+	if s.Secret != "" && seal.IsSealed(s.Secret) {
+		pt, _, err := r.m.opts.Box.Open(s.Secret)
+		if err != nil {
+			return fmt.Errorf("inline subscription %s: open its secret: %w", s.Name, err)
+		}
+		s.Secret = pt
+	}
+	if seal.IsSealed(s.URL) {
+		pt, _, err := r.m.opts.Box.Open(s.URL)
+		if err != nil {
+			return fmt.Errorf("inline subscription %s: open its url: %w", s.Name, err)
+		}
+		s.URL = pt
+	}
+	return nil
+}
+
+// build makes the sink and compiles the topics of a stored (opened) subscription.
+func (r *runs) build(ctx context.Context, s store.Subscription) (sinks.Sink, match.Topics, error) {
+	topics, terr := match.CompileTopics(s.Topics)
+	sink, err := r.m.opts.Lanes.SubscriptionSink(ctx, s, r.pol)
+	if err == nil && terr != nil {
+		_ = sink.Close(ctx)
+		err = terr
+	}
+	return sink, topics, err
+}
+
+// sync brings the live subscriptions in line with the store, where other nodes register, refresh, expire and
+// end them (a store.Watcher's change): a new one is indexed and its lane started, a refreshed one takes the
+// later expiry, one registered again with a new secret (a new CreatedAt) gets a new lane, and one gone from
+// the store is dropped and its lane stopped (the node that ended it skipped its pending deliveries).
+func (r *runs) sync(ctx context.Context) error {
+	var ops []*laneOp
+	defer func() { r.m.q.run(ctx, ops) }()
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	r.mu.RLock()
+	on := r.on
+	r.mu.RUnlock()
+	if !on {
+		return nil // off, or not started
+	}
+	// Read under regMu: a registration on this node is either in what is read or after it.
+	subs, err := r.m.opts.Store.Subscriptions(ctx)
+	if err != nil {
+		return fmt.Errorf("read inline subscriptions: %w", err)
+	}
+	now := r.m.opts.Now()
+	stored := make(map[string]bool, len(subs))
+	for _, s := range subs {
+		stored[s.Name] = true
+		r.mu.Lock()
+		old := r.byName[s.Name]
+		if old != nil && old.CreatedAt.Equal(s.CreatedAt) {
+			if s.ExpiresAt.After(old.ExpiresAt) {
+				old.ExpiresAt = s.ExpiresAt
+			}
+			r.mu.Unlock()
+			continue
+		}
+		r.mu.Unlock()
+		if !now.Before(s.ExpiresAt) {
+			continue // the maintenance leader ends it
+		}
+		if err := r.open(&s); err != nil {
+			r.m.log.Warn("inline subscription registered by another node cannot run here", "destination", s.Name, "err", err)
+			continue
+		}
+		sink, topics, err := r.build(ctx, s)
+		if err != nil {
+			r.m.log.Warn("inline subscription registered by another node cannot run here", "destination", s.Name, "err", err)
+			continue
+		}
+		_ = sink.Close(ctx) // built to know it can run here; its lane builds it again to send
+		dd := r.destination(s, nil)
+		ops = append(ops, r.m.q.decide(&laneOp{name: s.Name, start: &dd, replace: old != nil}))
+		r.index(&runSub{Subscription: s, topics: topics, written: now})
+	}
+	r.mu.Lock()
+	for name := range r.byName {
+		if !stored[name] {
+			r.unindex(name)
+			ops = append(ops, r.m.q.decide(&laneOp{name: name, stop: true}))
+		}
+	}
+	r.mu.Unlock()
 	return nil
 }
 
@@ -314,21 +448,49 @@ func (r *runs) sweep() {
 }
 
 // expire ends every subscription whose time is up: no new deliveries, its lane stopped, pending ones skipped.
-// The lanes stop after the locks are released: stopping waits for attempts in flight.
+// The lanes stop after the locks are released: stopping waits for attempts in flight. On a store several
+// nodes share, only the maintenance leader ends them in the store (skips, deletes); the other nodes drop them
+// from their registry and stop their lanes.
 func (r *runs) expire(ctx context.Context) {
 	var ops []*laneOp
+	lead := true
+	if l, ok := r.m.opts.Store.(store.Leader); ok {
+		lead = l.Leading()
+	}
 	r.regMu.Lock()
 	now := r.m.opts.Now()
 	r.mu.Lock()
 	for name, s := range r.byName {
 		if !now.Before(s.ExpiresAt) {
 			r.unindex(name)
-			ops = append(ops, r.m.q.decide(&laneOp{name: name, stop: true, then: func(ctx context.Context) { r.ended(ctx, name) }}))
+			op := &laneOp{name: name, stop: true}
+			if lead {
+				op.then = func(ctx context.Context) { r.ended(ctx, name) }
+			}
+			ops = append(ops, r.m.q.decide(op))
 		}
 	}
 	r.mu.Unlock()
 	r.regMu.Unlock()
 	r.m.q.run(ctx, ops)
+	if _, shared := r.m.opts.Store.(store.Leader); shared && lead {
+		r.expireStored(ctx, now)
+	}
+}
+
+// expireStored ends, on the maintenance leader, expired subscriptions this node never ran (registered
+// elsewhere and expired before this node learned of them, or unusable here).
+func (r *runs) expireStored(ctx context.Context, now time.Time) {
+	subs, err := r.m.opts.Store.Subscriptions(ctx)
+	if err != nil {
+		r.m.log.Warn("read inline subscriptions to expire; trying again at the next sweep", "err", err)
+		return
+	}
+	for _, s := range subs {
+		if !now.Before(s.ExpiresAt) {
+			r.ended(ctx, s.Name)
+		}
+	}
 }
 
 // ended ends an expired subscription in the store once its lane has stopped, unless an event registered it

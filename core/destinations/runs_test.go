@@ -4,16 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/core/destinations"
+	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/seal"
+	"github.com/sluicehq/sluice/core/store/embedded"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
@@ -183,4 +192,86 @@ func TestRunSecretSealedAtRest(t *testing.T) {
 	if err := webhook.VerifyStandard([]string{secretA}, h, body, time.Minute); err != nil {
 		t.Fatalf("after restart the subscription does not sign with its secret: %v", err)
 	}
+}
+
+// TestIdleRunSubscriptionsAreCheap: thousands of per-run subscriptions, each registered by an event it then
+// received, cost no goroutines once idle, and about a kilobyte or two of heap each (lane, sink, registry).
+func TestIdleRunSubscriptionsAreCheap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("registers thousands of subscriptions")
+	}
+	n := 2000
+	if raceEnabled {
+		n = 200
+	}
+	dir := t.TempDir()
+	// A receiver that only counts: what it would keep of each request is not the subscriptions' cost.
+	var got atomic.Int64
+	run := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(run.Close)
+	st, err := embedded.Open(filepath.Join(dir, "data"), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rested := make(chan string, 4*n)
+	disp := dispatch.New(st, dispatch.Options{Poll: 50 * time.Millisecond, IdleAfter: 20 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler), OnIdle: func(name string) { rested <- name }})
+	mgr := destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes(), Logger: slog.New(slog.DiscardHandler)})
+	in := intake.New(st, disp, nil, intake.Options{DedupeWindow: time.Hour, Subscriptions: mgr.Subscriptions()})
+	cfg := parse(t, dir, "intake: {inline_subscriptions: {enabled: true, ttl: 1h}}\n"+fmt.Sprintf(base, testKey, "1h", 0, "1h", ""))
+	if err := mgr.Start(context.Background(), cfg, in); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); mgr.Close(); _ = disp.Shutdown(context.Background()); _ = st.Close() })
+	s := &stack{in: in}
+
+	// The runtime keeps ended goroutines' descriptors for reuse, never freeing them: run as many as the lanes
+	// will at once first, so that cache is not counted against the subscriptions.
+	warm := make(chan struct{})
+	var ended sync.WaitGroup
+	for range n * 20 {
+		ended.Add(1)
+		go func() { <-warm; ended.Done() }()
+	}
+	close(warm)
+	ended.Wait()
+	goroutines, heap := runtime.NumGoroutine(), heapInUse()
+	for i := range n {
+		body := fmt.Sprintf(`{"id":"e%d","topic":"case.created","correlation_id":"run-%d","data":{},"subscriptions":[{"url":%q,"topics":["*"]}]}`,
+			i, i, fmt.Sprintf("%s/run/%d", run.URL, i))
+		if _, err := publishJSON(s, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every event delivered", func() bool { return got.Load() == int64(n) })
+	left := n
+	for left > 0 {
+		select {
+		case <-rested:
+			left--
+		case <-time.After(time.Minute):
+			t.Fatalf("%d subscriptions never went idle", left)
+		}
+	}
+	// The last goroutine of each lane reports its rest as it ends, and the connections each sink dropped as
+	// its lane went to rest end theirs (and the receiver's) as the close reaches them: eventually, none is left.
+	waitFor(t, "idle subscriptions to keep no goroutines", func() bool { return runtime.NumGoroutine() <= goroutines+50 })
+	per := (int64(heapInUse()) - int64(heap)) / int64(n)
+	t.Logf("heap per idle subscription: %d bytes (lane, webhook sink, registry, the store's growth)", per)
+	// The lane and registry take about 1.5 KB; the rest is the store holding 2,000 more events and rows.
+	if per > 4096 && !raceEnabled {
+		t.Fatalf("an idle subscription costs %d bytes of heap", per)
+	}
+}
+
+func heapInUse() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

@@ -2,12 +2,14 @@ package destinations
 
 import (
 	"context"
+	"errors"
 
 	"github.com/sluicehq/sluice/core/store"
 )
 
 // Watch keeps this node's destinations in step with changes other nodes make to the shared store (API
-// destinations created, changed or deleted; destinations enabled or disabled): each time the store's
+// destinations created, changed or deleted; destinations enabled or disabled; per-run subscriptions
+// registered, refreshed or ended): each time the store's
 // Changes fires, Sync runs. It returns at once for a store only this node uses (no store.Watcher), and
 // otherwise when ctx ends.
 func (m *Manager) Watch(ctx context.Context) {
@@ -28,10 +30,15 @@ func (m *Manager) Watch(ctx context.Context) {
 	}
 }
 
-// Sync brings the running destinations in line with what the store holds: API destinations and operational
-// states written by another node. It writes nothing but the skips of a destination disabled elsewhere. Like
-// every change, it decides under m.change and stops or starts lanes after releasing it.
+// Sync brings the running destinations in line with what the store holds: API destinations, operational
+// states and per-run subscriptions written by another node. It writes nothing but the skips of a destination
+// disabled elsewhere. Like every change, it decides under a lock and stops or starts lanes after releasing it.
 func (m *Manager) Sync(ctx context.Context) error {
+	return errors.Join(m.syncDestinations(ctx), m.runs.sync(ctx))
+}
+
+// syncDestinations is Sync for API destinations and operational states.
+func (m *Manager) syncDestinations(ctx context.Context) error {
 	var ops []*laneOp
 	defer func() { m.q.run(ctx, ops) }()
 	add := func(op *laneOp) {

@@ -25,6 +25,9 @@ type Destination struct {
 	// Ordered says deliveries carry ordering keys: the store releases one per key at a time, so every
 	// completion may free the next one and wakes the lane's scanner.
 	Ordered bool
+	// OnRest, when set, is called each time the lane goes to rest (nothing in hand, no attempt in flight):
+	// the place to let go of what an idle destination need not hold, such as idle connections.
+	OnRest func()
 }
 
 // Options tune the dispatcher; zero values take defaults.
@@ -48,6 +51,12 @@ type Options struct {
 	// InFlight bounds the bytes of all attempts in flight together, every sink's (nil = sinks.InFlight, read
 	// at each attempt, so serve may size it after New).
 	InFlight *sinks.Budget
+	// IdleAfter is how long a lane with nothing to do keeps its goroutines before they end (default 30s;
+	// negative: never). A resting lane costs no goroutine; work wakes it (see rest.go).
+	IdleAfter time.Duration
+	// OnIdle, when set, is called when a lane's goroutines have gone to rest, by the last of them as it ends
+	// (tests, metrics). It must be quick.
+	OnIdle func(destination string)
 }
 
 // Observer hears delivery outcomes. Observe is called once per outcome, on the goroutine that produced it, so
@@ -91,6 +100,9 @@ type Dispatcher struct {
 	outMu     sync.RWMutex // guards outClosed against sends racing the close of outcomes
 	outClosed bool
 	completed chan struct{}
+
+	idle     *idler        // the resting lanes
+	idleDone chan struct{} // closed when the idle watch has returned (after Shutdown began)
 }
 
 // completion is one lane's batch of outcomes for the completer.
@@ -122,13 +134,20 @@ func New(st store.Store, opts Options) *Dispatcher {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.IdleAfter == 0 {
+		opts.IdleAfter = 30 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{
 		store: st, opts: opts, log: opts.Logger, lanes: map[string]*lane{},
 		attemptCtx: ctx, cancelAttempt: cancel, stopping: make(chan struct{}),
-		outcomes: make(chan completion, 4096), completed: make(chan struct{}),
+		outcomes: make(chan completion, 4096), completed: make(chan struct{}), idle: newIdler(), idleDone: make(chan struct{}),
 	}
 	go d.completer()
+	go func() {
+		defer close(d.idleDone)
+		d.watchIdle()
+	}()
 	return d
 }
 
@@ -177,6 +196,7 @@ func (d *Dispatcher) completer() {
 			}
 		}
 		d.write(batch, outs)
+		clear(batch) // the buffer is kept: it must not keep lanes' jobs (their events) alive
 	}
 }
 
@@ -428,6 +448,7 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	})
 	done := make(chan struct{})
 	go func() {
+		<-d.idleDone // it wakes no lane once stopping, and asks the store nothing more
 		d.wg.Wait()
 		// Workers have stopped: hand back what waits in the lanes' queues, then flush the outcomes they left.
 		d.mu.RLock()

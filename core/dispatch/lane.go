@@ -16,15 +16,15 @@ import (
 
 // lane delivers to one destination: workers take first attempts from fresh (filled by intake) and everything
 // else from scanned (claimed from the store by the scanner), so retries never starve first attempts of a queue.
+// The workers, the scanner and both queues belong to the lane's crew, which runs only while there is work
+// (rest.go): a lane with nothing to do keeps no goroutines.
 type lane struct {
-	d       *Dispatcher
-	dest    Destination
-	log     *slog.Logger
-	slots   chan struct{} // one token per reserved place in fresh
-	fresh   chan store.Job
-	scanned chan store.Job
-	wake    chan struct{}
-	quit    chan struct{} // closed when the lane or the whole dispatcher stops
+	d     *Dispatcher
+	dest  Destination
+	log   *slog.Logger
+	slots chan struct{} // one token per reserved place in fresh
+	wake  chan struct{}
+	quit  chan struct{} // closed when the lane or the whole dispatcher stops
 	// stopCtx ends with quit; waits before a send (the rate limiter) give up on it.
 	stopCtx  context.Context
 	cancel   context.CancelFunc
@@ -38,9 +38,15 @@ type lane struct {
 	collect  sync.Mutex
 	ctl      *control
 
-	// enq guards closed against Enqueue: once closed (the lane stopped), nothing more enters fresh.
-	enq    sync.Mutex
-	closed bool
+	// enq guards closed against Enqueue (once closed, the lane stopped, nothing more enters fresh) and the
+	// crew: c is the running crew, nil while the lane rests.
+	enq     sync.Mutex
+	closed  bool
+	c       *crew
+	resting atomic.Bool // c == nil; read without enq by poke and Reserve
+	// taken and finished count jobs handed to workers and jobs they are done with: equal when none is in hand.
+	taken, finished atomic.Int64
+	alive           atomic.Int32 // the crew's goroutines still running
 
 	mu     sync.Mutex
 	streak int    // consecutive deliveries that ended failed
@@ -58,30 +64,26 @@ func newLane(d *Dispatcher, dest Destination) *lane {
 	if lm, ok := dest.Sink.(sinks.Limiter); ok {
 		lim = lm.Limits()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &lane{
+	// Only a rate-limited lane waits on stopCtx: the others (most per-run subscriptions) do without one.
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if dest.Policy.RatePerSecond > 0 {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	l := &lane{
 		d: d, dest: dest, log: d.log.With("destination", dest.Name), limits: lim, ctl: newControl(dest.Policy),
 		slots:   make(chan struct{}, d.opts.FreshQueue),
-		fresh:   make(chan store.Job, d.opts.FreshQueue),
-		scanned: make(chan store.Job),
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		stopCtx: ctx, cancel: cancel,
 	}
+	l.resting.Store(true) // until start or the first work wakes it
+	return l
 }
 
-func (l *lane) start() {
-	n := 1 + l.dest.Policy.Concurrency
-	l.d.wg.Add(n)
-	l.wg.Add(n)
-	go l.scan()
-	for i := 0; i < l.dest.Policy.Concurrency; i++ {
-		go l.work()
-	}
-}
-
-// signalStop tells the lane's goroutines to stop after what they are doing.
+// signalStop tells the lane's goroutines to stop after what they are doing. Under enq: no crew starts after it.
 func (l *lane) signalStop() {
+	l.enq.Lock()
+	defer l.enq.Unlock()
 	l.quitOnce.Do(func() {
 		close(l.quit)
 		l.cancel()
@@ -106,7 +108,11 @@ func (l *lane) offer(j store.Job) bool {
 	if l.closed {
 		return false
 	}
-	l.fresh <- j
+	c := l.rouse() // the lane may have rested between Reserve and Enqueue
+	if c == nil {
+		return false
+	}
+	c.fresh <- j
 	return true
 }
 
@@ -114,11 +120,16 @@ func (l *lane) offer(j store.Job) bool {
 func (l *lane) close() []store.Job {
 	l.enq.Lock()
 	l.closed = true
+	c := l.c
 	l.enq.Unlock()
+	l.d.idle.drop(l)
 	var jobs []store.Job
+	if c == nil {
+		return nil
+	}
 	for {
 		select {
-		case j := <-l.fresh:
+		case j := <-c.fresh:
 			<-l.slots
 			jobs = append(jobs, j)
 		default:
@@ -140,26 +151,27 @@ func (l *lane) stop() {
 	l.wg.Wait()
 }
 
-// done marks one of the lane's goroutines finished.
-func (l *lane) done() {
-	l.wg.Done()
-	l.d.wg.Done()
-}
-
-// poke makes the scanner look at the store now.
+// poke makes the scanner look at the store now, starting the lane's crew if it rests.
 func (l *lane) poke() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if !l.resting.Load() {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+		if !l.resting.Load() {
+			return // the scanner sees the signal (a lane going to rest checks for one after resting is set)
+		}
 	}
+	l.wakeUp()
 }
 
-func (l *lane) scan() {
+func (l *lane) scan(c *crew) {
 	defer l.done()
 	limit := l.dest.Policy.Concurrency * max(l.limits.MaxBatch, 1)
 	lease := l.d.lease(l.dest.Policy)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var quiet idleWatch
 	for {
 		select {
 		case <-l.quit:
@@ -177,7 +189,7 @@ func (l *lane) scan() {
 					probeWait = max(at.Sub(l.d.opts.Now()), time.Millisecond)
 					break
 				}
-				if !l.sendProbe(lease) {
+				if !l.sendProbe(c, lease) {
 					return
 				}
 				break
@@ -187,9 +199,10 @@ func (l *lane) scan() {
 				l.log.Error("claim pending deliveries", "err", err)
 				break
 			}
+			l.taken.Add(int64(len(jobs)))
 			for k, j := range jobs {
 				select {
-				case l.scanned <- j:
+				case c.scanned <- j:
 				case <-l.quit:
 					l.handBack(jobs[k:])
 					return
@@ -200,6 +213,8 @@ func (l *lane) scan() {
 			}
 		}
 		wait := l.d.opts.Poll
+		dueNow := false // due work this round could not claim (an ordered lane waiting on earlier deliveries)
+		var due time.Time
 		if probeWait > 0 {
 			// Open and waiting for the next probe (or for the one in flight, whose end wakes the scanner):
 			// what is due in the store waits for the probe's answer.
@@ -207,11 +222,21 @@ func (l *lane) scan() {
 		} else if next, ok, err := l.d.store.NextDue(context.Background(), l.dest.Name); err != nil {
 			l.log.Error("find next due delivery", "err", err)
 		} else if ok {
+			due = next
 			if until := next.Sub(l.d.opts.Now()); until > 0 || !l.dest.Ordered {
 				wait = min(wait, max(until, 5*time.Millisecond))
 			}
 			// An ordered lane with due work it could not claim is waiting on earlier deliveries of the same
 			// keys; their completions wake it.
+			dueNow = !next.After(l.d.opts.Now())
+		}
+		if rest, ok := quiet.check(l, probeWait > 0 || dueNow); !ok {
+			wait = min(wait, rest)
+		} else if l.rest(c, due) {
+			if l.dest.OnRest != nil {
+				l.dest.OnRest()
+			}
+			return
 		}
 		if !timer.Stop() {
 			select {
@@ -229,7 +254,7 @@ const probeCandidates = 64
 // sendProbe claims one delivery and hands it to a worker as the breaker's probe; false means the lane is
 // stopping. A delivery that was attempted before is preferred: a receiver that fails only first attempts (and
 // takes retries) is then probed with what it would accept, and one that is back is seen to be back.
-func (l *lane) sendProbe(lease time.Duration) bool {
+func (l *lane) sendProbe(c *crew, lease time.Duration) bool {
 	now := l.d.opts.Now()
 	jobs, err := l.d.store.Claim(context.Background(), l.dest.Name, now, lease, probeCandidates)
 	if err != nil {
@@ -246,8 +271,9 @@ func (l *lane) sendProbe(lease time.Duration) bool {
 	rest := append(jobs[:pick:pick], jobs[pick+1:]...)
 	l.handBack(rest)
 	l.ctl.setProbe(probe.Delivery.ID)
+	l.taken.Add(1)
 	select {
-	case l.scanned <- probe:
+	case c.scanned <- probe:
 		return true
 	case <-l.quit:
 		l.handBack([]store.Job{probe})
@@ -266,20 +292,22 @@ func pickProbe(jobs []store.Job) int {
 	return 0
 }
 
-func (l *lane) work() {
+func (l *lane) work(c *crew) {
 	defer l.done()
 	for {
-		batch := l.next()
+		batch := l.next(c)
 		if batch == nil {
 			return
 		}
 		l.deliver(batch)
+		l.finished.Add(int64(len(batch)))
 	}
 }
 
 // take returns the next job from either queue; with wait false it returns at once when none is ready, and
-// with a non-nil expire it gives up when that fires. It returns false once shutdown began.
-func (l *lane) take(wait bool, expire <-chan time.Time) (store.Job, bool) {
+// with a non-nil expire it gives up when that fires. It returns false once shutdown began, or when the crew
+// is sent to rest.
+func (l *lane) take(c *crew, wait bool, expire <-chan time.Time) (store.Job, bool) {
 	select {
 	case <-l.quit:
 		return store.Job{}, false
@@ -287,10 +315,11 @@ func (l *lane) take(wait bool, expire <-chan time.Time) (store.Job, bool) {
 	}
 	if !wait {
 		select {
-		case j := <-l.fresh:
+		case j := <-c.fresh:
+			l.taken.Add(1) // before the slot is given back: the job is always counted in one or the other
 			<-l.slots
 			return j, true
-		case j := <-l.scanned:
+		case j := <-c.scanned:
 			return j, true
 		default:
 			return store.Job{}, false
@@ -299,22 +328,25 @@ func (l *lane) take(wait bool, expire <-chan time.Time) (store.Job, bool) {
 	select {
 	case <-l.quit:
 		return store.Job{}, false
+	case <-c.rest:
+		return store.Job{}, false
 	case <-expire:
 		return store.Job{}, false
-	case j := <-l.fresh:
+	case j := <-c.fresh:
+		l.taken.Add(1)
 		<-l.slots
 		return j, true
-	case j := <-l.scanned:
+	case j := <-c.scanned:
 		return j, true
 	}
 }
 
 // next collects one batch within the sink's limits: the first job waits for work, the rest are what is ready
 // (or arrives within Linger). One worker collects at a time, so batches fill before the next one starts.
-func (l *lane) next() []store.Job {
+func (l *lane) next(c *crew) []store.Job {
 	l.collect.Lock()
 	defer l.collect.Unlock()
-	first, ok := l.take(true, nil)
+	first, ok := l.take(c, true, nil)
 	if !ok {
 		return nil
 	}
@@ -332,7 +364,7 @@ func (l *lane) next() []store.Job {
 		expire = t.C
 	}
 	for len(batch) < lim.MaxBatch {
-		j, ok := l.take(expire != nil, expire)
+		j, ok := l.take(c, expire != nil, expire)
 		if !ok {
 			break
 		}

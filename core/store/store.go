@@ -262,6 +262,16 @@ type Watcher interface {
 	Changes(ctx context.Context) <-chan struct{}
 }
 
+// DueFinder is implemented by a store that can tell, in one call, which destinations have work waiting. The
+// dispatcher asks it about its resting lanes (lanes with nothing to do keep no goroutines) so that work it was
+// not told of — written by another node, or a claim whose lease ran out — still wakes them.
+type DueFinder interface {
+	// Due returns those of destinations (no duplicates) that have a pending delivery Claim could take at now,
+	// ordering keys aside: due, and unleased or its lease ended. The order is not specified; never nil on
+	// success.
+	Due(ctx context.Context, destinations []string, now time.Time) ([]string, error)
+}
+
 // Leader is implemented by a store that several nodes share: maintenance (retention) runs only on the node
 // Leading answers true for, and moves to another node when that one dies.
 type Leader interface {

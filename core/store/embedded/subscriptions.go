@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/sluicehq/sluice/core/store"
 )
@@ -62,4 +63,33 @@ func (s *Store) DeleteSubscription(ctx context.Context, name string) error {
 		}
 		return nil
 	})
+}
+
+var _ store.DueFinder = (*Store)(nil)
+
+// Due implements store.DueFinder: one query over the pending index for every destination asked about.
+func (s *Store) Due(ctx context.Context, destinations []string, now time.Time) ([]string, error) {
+	out := []string{}
+	if len(destinations) == 0 {
+		return out, nil
+	}
+	names, err := json.Marshal(destinations)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT DISTINCT n.value FROM json_each(?) n
+		WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.destination = n.value AND d.status = 'pending' AND d.next_at <= ?)`,
+		string(names), nanos(now))
+	if err != nil {
+		return nil, fmt.Errorf("find destinations with due deliveries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("find destinations with due deliveries: %w", err)
+		}
+		out = append(out, name)
+	}
+	return out, rows.Err()
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -125,4 +126,29 @@ func (s *Store) listen(ctx context.Context, hints chan<- struct{}) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+var _ store.DueFinder = (*Store)(nil)
+
+// Due implements store.DueFinder: one query, an index probe per destination asked about.
+func (s *Store) Due(ctx context.Context, destinations []string, now time.Time) ([]string, error) {
+	out := []string{}
+	if len(destinations) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT n FROM unnest($1::text[]) AS n
+		WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.destination = n AND d.status = 'pending' AND d.next_at <= $2)`,
+		destinations, nanos(now))
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("find destinations with due deliveries: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("find destinations with due deliveries: %w", err)
+		}
+		out = append(out, name)
+	}
+	return out, unavailable(rows.Err())
 }

@@ -413,3 +413,36 @@ func (s *suite) ordering(t *testing.T) {
 		t.Fatalf("pending counts %v, want %v", counts, want)
 	}
 }
+
+// due: a store.DueFinder names, of the destinations asked about, those with a delivery Claim could take now:
+// due and unleased, or leased with the lease over; not one due later, nor one already final.
+func (s *suite) due(t *testing.T) {
+	e := s.store(t)
+	f, ok := e.st.(store.DueFinder)
+	if !ok {
+		t.Skip("the store is not a store.DueFinder")
+	}
+	now := e.clock.Now()
+	check := func(at time.Time, want []string, asked ...string) {
+		t.Helper()
+		got, err := f.Due(ctx, asked, at)
+		slices.Sort(got)
+		if err != nil || got == nil || !slices.Equal(got, want) {
+			t.Fatalf("Due(%v, +%v) = %v %v, want %v", asked, at.Sub(now), got, err, want)
+		}
+	}
+	all := []string{"leased", "free", "later", "none"}
+	check(now, []string{}, all...)
+	check(now, []string{})
+	res := e.append([]store.NewEvent{
+		{Event: newEvent("born"), Destinations: []string{"leased"}, Leased: []bool{true}},
+		{Event: newEvent("a"), Destinations: []string{"free", "later"}},
+	})
+	e.complete(retryAt(res[1].Deliveries[1].ID, 1, now, now.Add(time.Minute)))
+	check(now, []string{"free"}, all...)
+	check(now, []string{}, "leased", "later")
+	check(now.Add(time.Minute), []string{"free", "later"}, all...)
+	check(now.Add(2*time.Hour), []string{"free", "later", "leased"}, all...) // the hour's lease is over
+	e.complete(delivered(res[1].Deliveries[0].ID, 1, now))
+	check(now, []string{}, all...)
+}

@@ -25,6 +25,7 @@ const (
 	CaseComplete        = "Complete"
 	CaseReleaseLeases   = "ReleaseLeases"
 	CaseNextDue         = "NextDue"
+	CaseDue             = "Due"
 	CaseSkipPending     = "SkipPending"
 	CaseOrdering        = "Ordering"
 	CaseListEvents      = "ListEvents"
@@ -90,6 +91,7 @@ func Run(t *testing.T, f Features, open Open) {
 		{CaseComplete, s.complete},
 		{CaseReleaseLeases, s.releaseLeases},
 		{CaseNextDue, s.nextDue},
+		{CaseDue, s.due},
 		{CaseSkipPending, s.skipPending},
 		{CaseOrdering, s.ordering},
 		{CaseListEvents, s.listEvents},

@@ -1,0 +1,5 @@
+//go:build !race
+
+package destinations_test
+
+const raceEnabled = false
