@@ -123,7 +123,9 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, span := telemetry.StartPublish(r.Context(), r.Header, "/v1/events")
 	defer span.End()
-	r = r.WithContext(ctx)
+	if ctx != r.Context() { // tracing on: the span is the parent of what follows
+		r = r.WithContext(ctx)
+	}
 	it, err := s.decodeEvent(r)
 	if err == nil {
 		err = s.intake.Admit(r.Context(), &it, "")
@@ -150,7 +152,9 @@ func (s *Server) handleEvent(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	ctx, span := telemetry.StartPublish(r.Context(), r.Header, r.URL.Path)
 	defer span.End()
-	r = r.WithContext(ctx)
+	if ctx != r.Context() { // tracing on: the span is the parent of what follows
+		r = r.WithContext(ctx)
+	}
 	decodeOne := intake.DecodeBatchEvent
 	field := "events"
 	var raws []json.RawMessage

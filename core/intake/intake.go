@@ -116,6 +116,13 @@ type Result struct {
 // tracerName names intake's spans; the provider is the global one core/telemetry installs when tracing is on.
 const tracerName = "github.com/sluicehq/sluice"
 
+// offProvider is the global tracer provider before anything installs one (tracing off): while it is the
+// global one, Publish starts no commit span, which would record nothing and cost allocations per publish.
+var offProvider = otel.GetTracerProvider()
+
+// noSpan records nothing.
+var noSpan = trace.SpanFromContext(context.Background())
+
 // Publish makes events durable with their delivery rows and returns once they are. Events must already be
 // decoded and admitted (DecodeEvent, Admit); operator events skip both. A nil error means every Result
 // without Err is durable.
@@ -181,8 +188,11 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	}
 	// Once queued for commit, the outcome must be waited for even if the caller gives up: deliveries leased at
 	// birth would otherwise wait for the lease to run out.
-	ctx, span := otel.Tracer(tracerName).Start(ctx, "sluice.store.commit",
-		trace.WithAttributes(attribute.Int("sluice.events", len(batch))))
+	span := noSpan
+	if otel.GetTracerProvider() != offProvider {
+		ctx, span = otel.Tracer(tracerName).Start(ctx, "sluice.store.commit",
+			trace.WithAttributes(attribute.Int("sluice.events", len(batch))))
+	}
 	res, err := in.store.Append(context.WithoutCancel(ctx), batch,
 		store.AppendOptions{DedupeWindow: in.opts.DedupeWindow, Lease: dispatch.FreshLease})
 	if err != nil {
