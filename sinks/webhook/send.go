@@ -141,7 +141,7 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 	defer s.budget.Release(held)
 	c := s.client()
 	for try := 0; ; try++ {
-		attemptCtx, cancel := context.WithTimeout(ctx, s.timeout)
+		attemptCtx, cancel := s.attemptContext(ctx)
 		req, err := http.NewRequestWithContext(attemptCtx, s.method, r.url, bytes.NewReader(body))
 		if err != nil {
 			cancel()
@@ -189,6 +189,19 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 	}
 }
 
+// attemptContext bounds one request by the sink's timeout. When ctx already ends no later (the dispatcher gives
+// each attempt the destination's timeout, which is usually this one), ctx is used as it is: a second deadline
+// would cost a timer, a context and its registration with ctx on every request, and could never fire first.
+// transportError reads ctx's own end before attemptCtx's either way, so the error is the same.
+func (s *Sink) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now().Add(s.timeout)) {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+func noCancel() {}
+
 // header returns the request headers for one attempt. The webhook-* names are written in the lowercase the
 // Standard Webhooks spec uses (HTTP/1.1 sends map keys as given); Content-Type and User-Agent stay canonical
 // because net/http looks them up that way and would otherwise add its own. e is nil for a batch, whose id is
@@ -222,9 +235,14 @@ func (s *Sink) header(e *event.Event, id string, ts int64, body []byte) http.Hea
 	set(HeaderTimestamp, string(strconv.AppendInt(tsBuf[:0], ts, 10)))
 	switch s.cfg.Signing {
 	case SigningStandard:
-		// One signature per secret per request; the buffer holds two secrets' worth without growing.
-		var sig [2 * 48]byte
-		set(HeaderSignature, string(s.signer.append(sig[:0], id, ts, body)))
+		if e != nil {
+			// A single event's body is its own (never a pooled buffer): sinks sharing the secret reuse the
+			// signature.
+			set(HeaderSignature, s.signer.header(id, ts, body))
+		} else {
+			var sig [2 * 48]byte
+			set(HeaderSignature, string(s.signer.append(sig[:0], id, ts, body)))
+		}
 	case SigningHex:
 		set(http.CanonicalHeaderKey(s.cfg.SignatureHeader), SignHex(s.cfg.Secrets, body))
 	}
