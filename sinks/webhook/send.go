@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -189,6 +190,24 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 	}
 }
 
+// lastTimestamp is the webhook-timestamp text of the latest second asked for: every request within a second
+// shares one string instead of formatting its own.
+var lastTimestamp atomic.Pointer[timestamp]
+
+type timestamp struct {
+	unix int64
+	text string
+}
+
+func timestampText(ts int64) string {
+	if t := lastTimestamp.Load(); t != nil && t.unix == ts {
+		return t.text
+	}
+	t := &timestamp{unix: ts, text: strconv.FormatInt(ts, 10)}
+	lastTimestamp.Store(t)
+	return t.text
+}
+
 // attemptContext bounds one request by the sink's timeout. When ctx already ends no later (the dispatcher gives
 // each attempt the destination's timeout, which is usually this one), ctx is used as it is: a second deadline
 // would cost a timer, a context and its registration with ctx on every request, and could never fire first.
@@ -231,8 +250,7 @@ func (s *Sink) header(e *event.Event, id string, ts int64, body []byte) http.Hea
 		}
 	}
 	set(HeaderID, id)
-	var tsBuf [20]byte
-	set(HeaderTimestamp, string(strconv.AppendInt(tsBuf[:0], ts, 10)))
+	set(HeaderTimestamp, timestampText(ts))
 	switch s.cfg.Signing {
 	case SigningStandard:
 		if e != nil {
