@@ -396,7 +396,7 @@ func (l *lane) deliver(batch []store.Job) {
 		return
 	}
 	errs := make([]error, len(batch))
-	var send []int // indexes of jobs that go to the sink
+	send := make([]int, 0, len(batch)) // indexes of jobs that go to the sink
 	evs := make([]event.Event, 0, len(batch))
 	for i, j := range batch {
 		ev, err := l.prepare(j)
@@ -431,13 +431,16 @@ func (l *lane) deliver(batch []store.Job) {
 			// Shutdown cut the attempt short: not a failure. The leases are released at the next start.
 			return
 		}
-		var be *sinks.BatchError
-		perIndex := errors.As(err, &be) && len(be.Errs) == len(send)
-		for k, i := range send {
-			if perIndex {
-				errs[i] = be.Errs[k]
-			} else {
-				errs[i] = err
+		if err != nil {
+			// Only here: the target of errors.As escapes, which would cost an allocation per successful batch.
+			var be *sinks.BatchError
+			perIndex := errors.As(err, &be) && len(be.Errs) == len(send)
+			for k, i := range send {
+				if perIndex {
+					errs[i] = be.Errs[k]
+				} else {
+					errs[i] = err
+				}
 			}
 		}
 	}

@@ -29,9 +29,19 @@ type Intake struct {
 	subs    Subscriptions // nil: per-run subscriptions are refused
 	opts    Options
 	closed  atomic.Bool
-	// routing is held (read) by every Publish from routing to the end of its append, so Settle can wait for
-	// the publishes that routed with a table since replaced.
-	routing sync.RWMutex
+	// flights counts the publishes between routing and the end of their append, by generation: Settle starts a
+	// new generation and waits for the older ones, so it waits for the publishes that routed with a table since
+	// replaced without holding up those that start meanwhile (a write lock would: every publish behind it
+	// would wait for a commit, whenever a destination or a per-run subscription ends).
+	flightMu sync.Mutex
+	flight   *flight
+	draining []*flight // older generations with publishes still in flight
+}
+
+// flight is one generation of publishes.
+type flight struct {
+	n    int
+	done chan struct{} // set when Settle retires the generation with publishes in flight; closed by the last
 }
 
 // Options tune intake.
@@ -70,7 +80,7 @@ func New(st store.Store, disp *dispatch.Dispatcher, r *match.Router, opts Option
 	if r == nil {
 		r = match.NewRouter(nil)
 	}
-	in := &Intake{store: st, disp: disp, opts: opts, subs: opts.Subscriptions}
+	in := &Intake{store: st, disp: disp, opts: opts, subs: opts.Subscriptions, flight: &flight{}}
 	in.router.Store(r)
 	in.SetCatalog(opts.Topics, opts.ValidateTopics)
 	return in
@@ -83,8 +93,39 @@ func (in *Intake) SetRouter(r *match.Router) { in.router.Store(r) }
 // table without a destination is set, Settle and then ending the destination's pending deliveries leaves
 // none behind: no publish still holding the old table can add one later.
 func (in *Intake) Settle() {
-	in.routing.Lock()
-	in.routing.Unlock() //nolint:staticcheck // an empty critical section: the point is the wait
+	in.flightMu.Lock()
+	if old := in.flight; old.n > 0 {
+		old.done = make(chan struct{})
+		in.draining = append(in.draining, old)
+	}
+	in.flight = &flight{}
+	wait := make([]chan struct{}, 0, len(in.draining))
+	for _, f := range in.draining {
+		wait = append(wait, f.done)
+	}
+	in.flightMu.Unlock()
+	for _, ch := range wait {
+		<-ch
+	}
+}
+
+// enter counts a publish into the current generation; leave counts it out.
+func (in *Intake) enter() *flight {
+	in.flightMu.Lock()
+	f := in.flight
+	f.n++
+	in.flightMu.Unlock()
+	return f
+}
+
+func (in *Intake) leave(f *flight) {
+	in.flightMu.Lock()
+	f.n--
+	if f.n == 0 && f.done != nil {
+		close(f.done)
+		in.draining = slices.DeleteFunc(in.draining, func(d *flight) bool { return d == f })
+	}
+	in.flightMu.Unlock()
 }
 
 // Close refuses further publishes.
@@ -116,6 +157,13 @@ type Result struct {
 // tracerName names intake's spans; the provider is the global one core/telemetry installs when tracing is on.
 const tracerName = "github.com/sluicehq/sluice"
 
+// offProvider is the global tracer provider before anything installs one (tracing off): while it is the
+// global one, Publish starts no commit span, which would record nothing and cost allocations per publish.
+var offProvider = otel.GetTracerProvider()
+
+// noSpan records nothing.
+var noSpan = trace.SpanFromContext(context.Background())
+
 // Publish makes events durable with their delivery rows and returns once they are. Events must already be
 // decoded and admitted (DecodeEvent, Admit); operator events skip both. A nil error means every Result
 // without Err is durable.
@@ -123,8 +171,7 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	if in.closed.Load() {
 		return nil, ErrClosed
 	}
-	in.routing.RLock()
-	defer in.routing.RUnlock()
+	defer in.leave(in.enter())
 	r := in.router.Load()
 	batch := make([]store.NewEvent, len(evs))
 	// tickets holds, per event and destination, the lane place reserved for a delivery leased at birth. The
@@ -185,8 +232,11 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 	}
 	// Once queued for commit, the outcome must be waited for even if the caller gives up: deliveries leased at
 	// birth would otherwise wait for the lease to run out.
-	ctx, span := otel.Tracer(tracerName).Start(ctx, "sluice.store.commit",
-		trace.WithAttributes(attribute.Int("sluice.events", len(batch))))
+	span := noSpan
+	if otel.GetTracerProvider() != offProvider {
+		ctx, span = otel.Tracer(tracerName).Start(ctx, "sluice.store.commit",
+			trace.WithAttributes(attribute.Int("sluice.events", len(batch))))
+	}
 	res, err := in.store.Append(context.WithoutCancel(ctx), batch,
 		store.AppendOptions{DedupeWindow: in.opts.DedupeWindow, Lease: dispatch.FreshLease})
 	if err != nil {

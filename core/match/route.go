@@ -133,6 +133,10 @@ func (r *Router) Route(ev *Event) []Match {
 				m.Key = ev.Tenant + "/" + m.Key
 			}
 		}
+		if out == nil {
+			// Sized once for a fan-out, instead of growing 1, 2, 4, 8, 16 along it.
+			out = make([]Match, 0, min(len(r.routes)-i, 16))
+		}
 		out = append(out, m)
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +45,18 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	log      *slog.Logger
 	handler  http.Handler
+	// series caches each destination's children of outcomes and duration (destination → *destSeries), so an
+	// outcome costs a map load instead of hashing and looking up its label values in both vectors.
+	series sync.Map
 }
+
+// destSeries holds one destination's series, each made on first use (an outcome never seen shows no series).
+type destSeries struct {
+	outcome  sync.Map     // outcome → prometheus.Counter
+	duration atomic.Value // timer, once an attempt was timed (a skip is not)
+}
+
+type timer struct{ prometheus.Observer }
 
 // DurationBuckets are the bounds of sluice_delivery_duration_seconds: 1ms (a loopback receiver) to 30s (past
 // the default 15s timeout, so timeouts land in a bucket of their own).
@@ -102,15 +114,34 @@ func (m *Metrics) EventsAccepted(n int) {
 
 // Observe counts one delivery outcome and, for an attempt (not a skip), its duration.
 func (m *Metrics) Observe(destination, outcome string, took time.Duration) {
-	m.outcomes.WithLabelValues(destination, outcome).Inc()
+	ds := m.seriesOf(destination)
+	c, ok := ds.outcome.Load(outcome)
+	if !ok {
+		c, _ = ds.outcome.LoadOrStore(outcome, m.outcomes.WithLabelValues(destination, outcome))
+	}
+	c.(prometheus.Counter).Inc()
 	if outcome != "skipped" {
-		m.duration.WithLabelValues(destination).Observe(took.Seconds())
+		d, ok := ds.duration.Load().(timer)
+		if !ok {
+			d = timer{m.duration.WithLabelValues(destination)}
+			ds.duration.Store(d) // one concrete type, as atomic.Value requires
+		}
+		d.Observe(took.Seconds())
 	}
 }
 
+func (m *Metrics) seriesOf(destination string) *destSeries {
+	if ds, ok := m.series.Load(destination); ok {
+		return ds.(*destSeries)
+	}
+	ds, _ := m.series.LoadOrStore(destination, &destSeries{})
+	return ds.(*destSeries)
+}
+
 // Forget drops a deleted destination's series, so per-destination metrics do not pile up as destinations come
-// and go (per-run subscriptions in particular).
+// and go (per-run subscriptions in particular). An outcome observed after Forget makes the series again.
 func (m *Metrics) Forget(destination string) {
+	m.series.Delete(destination)
 	m.outcomes.DeletePartialMatch(prometheus.Labels{"destination": destination})
 	m.duration.DeleteLabelValues(destination)
 }

@@ -79,9 +79,23 @@ func SetupTracing(ctx context.Context, version string) (shutdown func(context.Co
 	}, true, nil
 }
 
+// offProvider is the global tracer provider as it is before anything installs one: its spans record nothing.
+var offProvider = otel.GetTracerProvider()
+
+// noSpan records nothing.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// TracingOff reports whether no tracer provider has been installed (SetupTracing with tracing off, or nothing
+// called otel.SetTracerProvider): a span would then record nothing, so the hot paths start none and save
+// building its attributes and context.
+func TracingOff() bool { return otel.GetTracerProvider() == offProvider }
+
 // StartPublish starts the span of one intake request, a child of the publisher's span when the request
 // carries a traceparent header.
 func StartPublish(ctx context.Context, h http.Header, route string) (context.Context, trace.Span) {
+	if TracingOff() {
+		return ctx, noSpan
+	}
 	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
 	return otel.Tracer(TracerName).Start(ctx, "sluice.publish", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.route", route)))

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -136,7 +137,7 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 	// for every sink alike; it is not counted again here.
 	c := s.client()
 	for try := 0; ; try++ {
-		attemptCtx, cancel := context.WithTimeout(ctx, s.timeout)
+		attemptCtx, cancel := s.attemptContext(ctx)
 		req, err := http.NewRequestWithContext(attemptCtx, s.method, r.url, bytes.NewReader(body))
 		if err != nil {
 			cancel()
@@ -157,7 +158,10 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 				return nil, nil, err
 			}
 		}
-		resp, err := c.http.Do(req)
+		// The transport itself, not c.http.Do: a client copies every request's headers for redirects, which the
+		// sink never follows (c.http's CheckRedirect hands back the 3xx), and wraps errors transportError
+		// unwraps again.
+		resp, err := c.transport.RoundTrip(req)
 		if err != nil {
 			defer cancel()
 			return nil, nil, s.transportError(ctx, attemptCtx, r.origin, err)
@@ -181,30 +185,79 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 	}
 }
 
+// lastTimestamp is the webhook-timestamp text of the latest second asked for: every request within a second
+// shares one string instead of formatting its own.
+var lastTimestamp atomic.Pointer[timestamp]
+
+type timestamp struct {
+	unix int64
+	text string
+}
+
+func timestampText(ts int64) string {
+	if t := lastTimestamp.Load(); t != nil && t.unix == ts {
+		return t.text
+	}
+	t := &timestamp{unix: ts, text: strconv.FormatInt(ts, 10)}
+	lastTimestamp.Store(t)
+	return t.text
+}
+
+// attemptContext bounds one request by the sink's timeout. When ctx already ends no later (the dispatcher gives
+// each attempt the destination's timeout, which is usually this one), ctx is used as it is: a second deadline
+// would cost a timer, a context and its registration with ctx on every request, and could never fire first.
+// transportError reads ctx's own end before attemptCtx's either way, so the error is the same.
+func (s *Sink) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now().Add(s.timeout)) {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+func noCancel() {}
+
 // header returns the request headers for one attempt. The webhook-* names are written in the lowercase the
 // Standard Webhooks spec uses (HTTP/1.1 sends map keys as given); Content-Type and User-Agent stay canonical
 // because net/http looks them up that way and would otherwise add its own. e is nil for a batch, whose id is
 // the batch's.
 func (s *Sink) header(e *event.Event, id string, ts int64, body []byte) http.Header {
-	h := s.headers.Clone() // deep: the transport may add to a request's headers
+	// One map sized for everything this request carries, and one backing array for the values of this request:
+	// the fixed headers are copied by reference (a header's value slice is never changed in place, only
+	// replaced), so the transport adding to the map never touches s.headers.
+	h := make(http.Header, len(s.headers)+len(s.headerT)+9)
+	for k, v := range s.headers {
+		h[k] = v[:len(v):len(v)]
+	}
+	vals := make([]string, 0, 9)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if e != nil && s.cfg.Format == FormatCloudEvents {
 		// Binary mode: the attributes travel as ce-* headers, lowercase as the HTTP binding writes them.
-		h["ce-specversion"] = []string{ceSpecVersion}
-		h["ce-id"] = []string{id}
-		h["ce-source"] = []string{s.source(e)}
-		h["ce-type"] = []string{e.Topic}
-		h["ce-time"] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
+		set("ce-specversion", ceSpecVersion)
+		set("ce-id", id)
+		set("ce-source", s.source(e))
+		set("ce-type", e.Topic)
+		set("ce-time", e.Time.UTC().Format(time.RFC3339Nano))
 		if sub := e.Metadata[MetaSubject]; sub != "" {
-			h["ce-subject"] = []string{sub}
+			set("ce-subject", sub)
 		}
 	}
-	h[HeaderID] = []string{id}
-	h[HeaderTimestamp] = []string{strconv.FormatInt(ts, 10)}
+	set(HeaderID, id)
+	set(HeaderTimestamp, timestampText(ts))
 	switch s.cfg.Signing {
 	case SigningStandard:
-		h[HeaderSignature] = []string{string(s.signer.append(make([]byte, 0, 48*len(s.signer.pools)), id, ts, body))}
+		if e != nil {
+			// A single event's body is its own (never a pooled buffer): sinks sharing the secret reuse the
+			// signature.
+			set(HeaderSignature, s.signer.header(id, ts, body))
+		} else {
+			var sig [2 * 48]byte
+			set(HeaderSignature, string(s.signer.append(sig[:0], id, ts, body)))
+		}
 	case SigningHex:
-		h.Set(s.cfg.SignatureHeader, SignHex(s.cfg.Secrets, body))
+		set(http.CanonicalHeaderKey(s.cfg.SignatureHeader), SignHex(s.cfg.Secrets, body))
 	}
 	return h
 }
@@ -250,19 +303,37 @@ func (s *Sink) body(e *event.Event) ([]byte, error) {
 	case FormatCloudEventsStructured:
 		return s.structured(e, data)
 	}
-	topic, err := json.Marshal(e.Topic)
-	if err != nil {
-		return nil, fmt.Errorf("encode topic: %v", err)
-	}
-	buf := make([]byte, 0, len(`{"type":,"timestamp":"","data":}`)+len(topic)+len(time.RFC3339Nano)+len(data))
+	buf := make([]byte, 0, len(`{"type":"","timestamp":"","data":}`)+len(e.Topic)+len(time.RFC3339Nano)+len(data))
 	buf = append(buf, `{"type":`...)
-	buf = append(buf, topic...)
+	if plainJSON(e.Topic) {
+		buf = append(buf, '"')
+		buf = append(buf, e.Topic...)
+		buf = append(buf, '"')
+	} else {
+		topic, err := json.Marshal(e.Topic)
+		if err != nil {
+			return nil, fmt.Errorf("encode topic: %v", err)
+		}
+		buf = append(buf, topic...)
+	}
 	buf = append(buf, `,"timestamp":"`...)
 	buf = e.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
 	buf = append(buf, `","data":`...)
 	buf = append(buf, data...)
 	buf = append(buf, '}')
 	return buf, nil
+}
+
+// plainJSON reports whether s is written in a JSON string as it is: printable ASCII that encoding/json
+// neither escapes nor replaces (it escapes <, > and & too).
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // structured encodes e as one CloudEvents JSON document carrying data.

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/maphash"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -121,15 +124,30 @@ func appendV1(dst []byte, mac hash.Hash, id string, ts int64, body []byte) []byt
 }
 
 // signer signs on the send path. Keying an HMAC costs two SHA-256 blocks and several allocations; a keyed
-// HMAC that is Reset starts again from its saved keyed state, so each secret keeps a pool of them.
+// HMAC that is Reset starts again from its saved keyed state, so each secret keeps a pool of them, each with a
+// scratch buffer for the signed prefix and the sum (a slice handed to hash.Hash escapes, so a local one would
+// be allocated on every request).
 type signer struct {
 	pools []sync.Pool
+	// fp identifies the keys (SHA-256 over them, in order) in the process-wide cache of recent signatures.
+	fp [sha256.Size]byte
+}
+
+type keyedMAC struct {
+	mac     hash.Hash
+	scratch []byte
 }
 
 func newSigner(keys [][]byte) *signer {
 	s := &signer{pools: make([]sync.Pool, len(keys))}
+	fp := sha256.New()
+	for _, k := range keys {
+		fp.Write(strconv.AppendInt(nil, int64(len(k)), 10))
+		fp.Write(k)
+	}
+	fp.Sum(s.fp[:0])
 	for i, k := range keys {
-		s.pools[i].New = func() any { return hmac.New(sha256.New, k) }
+		s.pools[i].New = func() any { return &keyedMAC{mac: hmac.New(sha256.New, k), scratch: make([]byte, 0, 128)} }
 	}
 	return s
 }
@@ -139,12 +157,64 @@ func (s *signer) append(dst []byte, id string, ts int64, body []byte) []byte {
 		if i > 0 {
 			dst = append(dst, ' ')
 		}
-		mac := s.pools[i].Get().(hash.Hash)
-		mac.Reset()
-		dst = appendV1(dst, mac, id, ts, body)
-		s.pools[i].Put(mac)
+		km := s.pools[i].Get().(*keyedMAC)
+		km.mac.Reset()
+		// id.ts. in one write, then the body; the same bytes appendV1 hashes.
+		b := append(km.scratch[:0], id...)
+		b = append(b, '.')
+		b = strconv.AppendInt(b, ts, 10)
+		b = append(b, '.')
+		km.mac.Write(b)
+		km.mac.Write(body)
+		b = km.mac.Sum(b[:0])
+		dst = append(dst, "v1,"...)
+		dst = base64.StdEncoding.AppendEncode(dst, b)
+		if cap(b) <= 1<<10 {
+			km.scratch = b[:0]
+		}
+		s.pools[i].Put(km)
 	}
 	return dst
+}
+
+// Destinations that share a secret (a fan-out to several endpoints of one receiver) sign the same event id,
+// timestamp and body alike: the signature is made once and the others find it in sigCache, a fixed table of
+// recent signatures indexed by a hash of the id. A slot holds the body it was computed over and is used only
+// on an exact match of keys, id, timestamp and body, so a collision or a stale slot costs a computation, never
+// a wrong signature. Bodies up to sigCacheBody bytes are kept, which bounds what the table holds.
+const (
+	sigSlots     = 1024
+	sigCacheBody = 4 << 10
+)
+
+type sigEntry struct {
+	fp   [sha256.Size]byte
+	id   string
+	ts   int64
+	body []byte
+	sig  string
+}
+
+var (
+	sigCache [sigSlots]atomic.Pointer[sigEntry]
+	sigSeed  = maphash.MakeSeed()
+)
+
+// header returns the webhook-signature value for one request. body must not change afterwards (it is kept
+// in the cache for comparison).
+func (s *signer) header(id string, ts int64, body []byte) string {
+	if len(body) > sigCacheBody {
+		var buf [2 * 48]byte
+		return string(s.append(buf[:0], id, ts, body))
+	}
+	slot := &sigCache[maphash.String(sigSeed, id)%sigSlots]
+	if e := slot.Load(); e != nil && e.ts == ts && e.id == id && e.fp == s.fp && bytes.Equal(e.body, body) {
+		return e.sig
+	}
+	var buf [2 * 48]byte
+	sig := string(s.append(buf[:0], id, ts, body))
+	slot.Store(&sigEntry{fp: s.fp, id: id, ts: ts, body: body, sig: sig})
+	return sig
 }
 
 // SignHex returns the value for `signing: hmac-sha256-hex`: "v0=" followed by the lowercase hex

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -143,6 +144,31 @@ func TestSignerMatchesSignStandard(t *testing.T) {
 		want, _ := SignStandard([]string{secretA, secretB}, "id", int64(i), body)
 		if got := string(sg.append(nil, "id", int64(i), body)); got != want {
 			t.Fatalf("round %d: signer %s, SignStandard %s", i, got, want)
+		}
+	}
+}
+
+// Signers of the same secret share signatures through the cache; one whose keys, id, timestamp or body differ
+// in any way gets its own. Every answer is what SignStandard computes.
+func TestSignerCacheNeverMixesSignatures(t *testing.T) {
+	keysA, _ := decodeSecrets([]string{secretA})
+	keysAB, _ := decodeSecrets([]string{secretA, secretB})
+	keysB, _ := decodeSecrets([]string{secretB})
+	signers := map[string]*signer{"a1": newSigner(keysA), "a2": newSigner(keysA), "ab": newSigner(keysAB), "b": newSigner(keysB)}
+	secrets := map[string][]string{"a1": {secretA}, "a2": {secretA}, "ab": {secretA, secretB}, "b": {secretB}}
+	bodies := [][]byte{[]byte(`{"n":1}`), []byte(`{"n":2}`), bytes.Repeat([]byte("x"), sigCacheBody+1)}
+	for round := 0; round < 2; round++ {
+		for _, name := range []string{"a1", "a2", "ab", "b"} {
+			for _, id := range []string{"evt_1", "evt_2"} {
+				for ts := int64(100); ts < 102; ts++ {
+					for _, body := range bodies {
+						want, _ := SignStandard(secrets[name], id, ts, body)
+						if got := signers[name].header(id, ts, body); got != want {
+							t.Fatalf("%s %s %d body %.10q: got %s, want %s", name, id, ts, body, got, want)
+						}
+					}
+				}
+			}
 		}
 	}
 }
