@@ -97,11 +97,19 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			}
 		}
 		type key struct{ tenant, id string }
-		rows, err := tx.Query(ctx, `INSERT INTO events (tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
-			SELECT t, i, tp, tm, $5, c, m, sc, d, tr
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[])
-			  AS u(t, i, tp, tm, c, m, sc, d, tr)
-			ON CONFLICT (tenant, id) DO NOTHING
+		// The id is claimed in event_ids first (it dedupes across the day partitions); only the winners' events
+		// go in. The first of equal ids in one call owns it.
+		rows, err := tx.Query(ctx, `WITH u AS (
+			  SELECT DISTINCT ON (t, i) * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[])
+			    WITH ORDINALITY AS u(t, i, tp, tm, c, m, sc, d, tr, ord)
+			  ORDER BY t, i, ord),
+			ids AS (
+			  INSERT INTO event_ids (tenant, id, seq, received_at)
+			  SELECT t, i, nextval('events_seq_seq'), $5 FROM (SELECT t, i FROM u ORDER BY ord) o
+			  ON CONFLICT (tenant, id) DO NOTHING
+			  RETURNING tenant, id, seq)
+			INSERT INTO events (seq, tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
+			SELECT ids.seq, u.t, u.i, u.tp, u.tm, $5, u.c, u.m, u.sc, u.d, u.tr FROM u JOIN ids ON ids.tenant = u.t AND ids.id = u.i
 			RETURNING seq, tenant, id`,
 			tenants, ids, topics, times, nanos(now), corr, mds, scs, datas, traces)
 		if err != nil {
@@ -275,7 +283,7 @@ func (s *Store) duplicates(ctx context.Context, tx pgx.Tx, now time.Time, opts s
 	tenants, ids []string, owner []int64, dupT, dupI []string) error {
 	type key struct{ tenant, id string }
 	type found struct{ seq, received int64 }
-	rows, err := tx.Query(ctx, `SELECT e.seq, e.tenant, e.id, e.received_at FROM events e
+	rows, err := tx.Query(ctx, `SELECT e.seq, e.tenant, e.id, e.received_at FROM event_ids e
 		JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON e.tenant = u.t AND e.id = u.i`, dupT, dupI)
 	if err != nil {
 		return fmt.Errorf("find duplicate events: %w", err)
@@ -384,6 +392,7 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		due int64
 		seq int64
 	}
+
 	var got []claimed
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		got = got[:0]
@@ -423,15 +432,16 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		return nil, nil
 	}
 	until := nanos(now.Add(lease))
-	seqs := make([]int64, 0, len(got))
+	seqs, received := make([]int64, 0, len(got)), make([]int64, 0, len(got))
 	for _, c := range got {
 		s.holds.put(c.job.Delivery.ID, hold{token: token, until: until})
-		seqs = append(seqs, c.seq)
+		// A delivery is created when its event is received: created_at picks the event's day partition.
+		seqs, received = append(seqs, c.seq), append(received, nanos(c.job.Delivery.CreatedAt))
 	}
 	slices.SortFunc(got, func(a, b claimed) int {
 		return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.job.Delivery.ID, b.job.Delivery.ID))
 	})
-	evs, err := s.events(ctx, seqs)
+	evs, err := s.events(ctx, seqs, received)
 	if err != nil {
 		for _, c := range got {
 			s.holds.drop([]int64{c.job.Delivery.ID}, []int64{token})
@@ -479,10 +489,10 @@ func splitCols(cols string) []string {
 	return append(out, cur)
 }
 
-// events reads events by seq.
-func (s *Store) events(ctx context.Context, seqs []int64) (map[int64]event.Event, error) {
+// events reads events by seq; received are their received_at (any order), so only their days are searched.
+func (s *Store) events(ctx context.Context, seqs, received []int64) (map[int64]event.Event, error) {
 	rows, err := s.pool.Query(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data, traceparent
-		FROM events WHERE seq = ANY($1)`, seqs)
+		FROM events WHERE seq = ANY($1) AND received_at = ANY($2)`, seqs, received)
 	if err != nil {
 		return nil, err
 	}
@@ -544,20 +554,20 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 			FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
 			WHERE d.id = u.id AND d.status = 'pending'
 			  AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
-			RETURNING d.id, d.destination, d.status`, ids, statuses, tried, nexts, errs, toks, now)
+			RETURNING d.id, d.destination, d.status, d.created_at`, ids, statuses, tried, nexts, errs, toks, now)
 		if err != nil {
 			return fmt.Errorf("complete deliveries: %w", err)
 		}
-		done := map[int64]bool{}
+		done := map[int64]int64{} // id: created_at (the attempts' partition key)
 		c := counts{}
 		for rows.Next() {
-			var id int64
+			var id, created int64
 			var dest, status string
-			if err := rows.Scan(&id, &dest, &status); err != nil {
+			if err := rows.Scan(&id, &dest, &status, &created); err != nil {
 				rows.Close()
 				return fmt.Errorf("complete deliveries: %w", err)
 			}
-			done[id] = true
+			done[id] = created
 			if status != "pending" {
 				c.add(dest, -1)
 			}
@@ -571,13 +581,15 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		}
 		var aID []int64
 		var aN, aCode []int32
-		var aAt, aUs []int64
+		var aAt, aUs, aRecv []int64
 		var aErr []string
 		var aResp [][]byte
 		for _, o := range outs {
-			if o.Attempt.N == 0 || !done[o.DeliveryID] {
+			created, ok := done[o.DeliveryID]
+			if o.Attempt.N == 0 || !ok {
 				continue
 			}
+			aRecv = append(aRecv, created)
 			a := o.Attempt
 			aID, aN, aAt, aUs = append(aID, o.DeliveryID), append(aN, int32(a.N)), append(aAt, nanos(a.At)), append(aUs, a.Duration.Microseconds())
 			aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
@@ -585,11 +597,11 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		if len(aID) == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
-			SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[])
-			ON CONFLICT (delivery_id, n) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
+		if _, err := tx.Exec(ctx, `INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
+			SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[], $8::bigint[])
+			ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
 				status_code = excluded.status_code, error = excluded.error, response = excluded.response`,
-			aID, aN, aAt, aUs, aCode, aErr, aResp); err != nil {
+			aID, aN, aAt, aUs, aCode, aErr, aResp, aRecv); err != nil {
 			return fmt.Errorf("record attempts: %w", err)
 		}
 		return nil
@@ -761,7 +773,7 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		}
 		rec.Deliveries = ds[seq]
 		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-			WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = $1) ORDER BY delivery_id, n`, seq)
+			WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = $1) AND received_at = $2 ORDER BY delivery_id, n`, seq, received)
 		if err != nil {
 			return err
 		}

@@ -175,6 +175,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, unavailable(fmt.Errorf("store: read change version: %w", err))
 	}
+	if err := s.premakeAround(ctx); err != nil {
+		stop()
+		pool.Close()
+		return nil, unavailable(fmt.Errorf("store: make partitions: %w", err))
+	}
 	for range opts.Writers {
 		s.wg.Add(1)
 		go s.writer()
@@ -316,7 +321,18 @@ func (s *Store) commit(ctx context.Context, group []*op) {
 			if errs, err = s.runTx(ctx, []*op{o}); err == nil {
 				err = errs[0]
 			}
-			if err == nil || !rerunnable(err) || try == maxReruns {
+			if err == nil || try == maxReruns {
+				break
+			}
+			if noPartition(err) {
+				// The clock is past the days made ahead (or the leader has been away): make them, run again.
+				if perr := s.premakeAround(ctx); perr != nil {
+					s.opts.Logger.Warn("store: make partitions", "err", perr)
+					break
+				}
+				continue
+			}
+			if !rerunnable(err) {
 				break
 			}
 		}
