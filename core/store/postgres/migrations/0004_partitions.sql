@@ -55,26 +55,22 @@ CREATE TABLE attempts (
   PRIMARY KEY (delivery_id, n, received_at)
 ) PARTITION BY RANGE (received_at);
 
--- Partitions of every day the existing rows span, and of today and the two days after.
+-- Partitions of every day the existing rows fall in, and of today and the two days after.
 DO $$
 DECLARE
   day constant bigint := 86400000000000;
-  lo bigint;
-  hi bigint;
+  today constant bigint := (extract(epoch FROM now()) * 1e9)::bigint;
   d bigint;
 BEGIN
-  SELECT min(r), max(r) INTO lo, hi FROM (
-    SELECT received_at AS r FROM events_old
-    UNION ALL SELECT (extract(epoch FROM now()) * 1e9)::bigint) x;
-  lo := lo - ((lo % day) + day) % day;
-  hi := greatest(hi, (extract(epoch FROM now()) * 1e9)::bigint) + 2 * day;
-  d := lo;
-  WHILE d <= hi LOOP
+  FOR d IN
+    SELECT DISTINCT r - ((r % day) + day) % day FROM (
+      SELECT received_at AS r FROM events_old
+      UNION ALL SELECT today + k * day FROM generate_series(0, 2) AS k) x
+  LOOP
     EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',
       'events_p' || to_char(to_timestamp(d / 1e9) AT TIME ZONE 'UTC', 'YYYYMMDD'), d, d + day);
     EXECUTE format('CREATE TABLE %I PARTITION OF attempts FOR VALUES FROM (%s) TO (%s)',
       'attempts_p' || to_char(to_timestamp(d / 1e9) AT TIME ZONE 'UTC', 'YYYYMMDD'), d, d + day);
-    d := d + day;
   END LOOP;
 END $$;
 
