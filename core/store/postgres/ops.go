@@ -69,93 +69,107 @@ func (s *Store) leaseEnd(now time.Time, lease time.Duration) time.Time {
 	return now.Add(min(lease, s.opts.LeaseTTL))
 }
 
-// Append implements store.Store. Each call's events and deliveries go in as one multi-row insert each
-// (UNNEST arrays); concurrent calls share a transaction.
+// appendCall is one Append call's work. The appends a group commit carries run as one statement (appendAll).
+type appendCall struct {
+	evs  []store.NewEvent
+	opts store.AppendOptions
+	res  []store.AppendResult
+	// token marks the leases taken at birth; leased are their deliveries, held until leaseUntil.
+	token      int64
+	leased     []int64
+	leaseUntil int64
+}
+
+// Append implements store.Store. The events and deliveries of every Append a group commit carries go in with
+// one statement (multi-row inserts from UNNEST arrays); only duplicates take a second one.
 func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
-	res := make([]store.AppendResult, len(evs))
-	token := newToken()
-	var leased []int64
-	var leaseUntil int64
-	o := &op{}
-	o.fn = func(ctx context.Context, tx pgx.Tx) error {
-		now := s.opts.Now()
-		leased, leaseUntil = leased[:0], nanos(now.Add(opts.Lease))
-		n := len(evs)
-		tenants, ids, topics := make([]string, n), make([]string, n), make([]string, n)
-		times, corr, traces := make([]int64, n), make([]string, n), make([]*string, n)
-		mds, scs, datas := make([][]byte, n), make([][]byte, n), make([][]byte, n)
-		for i := range evs {
-			ev := &evs[i].Event
-			res[i] = store.AppendResult{ID: ev.ID}
-			tenants[i], ids[i], topics[i], times[i], corr[i] = ev.Tenant, ev.ID, ev.Topic, nanos(ev.Time), ev.CorrelationID
-			mds[i], scs[i], datas[i] = marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data)
-			if datas[i] == nil {
-				datas[i] = []byte{}
-			}
+	c := &appendCall{evs: evs, opts: opts, res: make([]store.AppendResult, len(evs)), token: newToken()}
+	o := &op{app: c}
+	o.fn = func(ctx context.Context, tx pgx.Tx) error { return s.appendAll(ctx, tx, []*appendCall{c}) }
+	o.after = func() {
+		for _, id := range c.leased {
+			s.holds.put(id, hold{token: c.token, until: c.leaseUntil})
+		}
+	}
+	if err := s.write(ctx, o); err != nil {
+		return nil, err
+	}
+	return c.res, nil
+}
+
+// appendSQL claims each event's (tenant, id) in event_ids (it dedupes across the day partitions; the first
+// of equal ids, in argument order, owns it), inserts the winners' events and their deliveries (ids in
+// argument order), adds the pending deliveries to this writer's counter rows, and answers, per winning event
+// (its 1-based index), its seq and its delivery ids in order.
+const appendSQL = `WITH u AS (
+	  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::text[])
+	    WITH ORDINALITY AS u(t, i, tp, tm, c, m, sc, d, tr, ord)),
+	first AS (SELECT DISTINCT ON (t, i) t, i, ord FROM u ORDER BY t, i, ord),
+	ids AS (
+	  INSERT INTO event_ids (tenant, id, seq, received_at)
+	  SELECT t, i, nextval('events_seq_seq'), $10 FROM (SELECT t, i FROM first ORDER BY ord) f
+	  ON CONFLICT (tenant, id) DO NOTHING
+	  RETURNING tenant, id, seq),
+	won AS (SELECT first.ord, ids.seq FROM first JOIN ids ON ids.tenant = first.t AND ids.id = first.i),
+	ev AS (
+	  INSERT INTO events (seq, tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
+	  SELECT won.seq, u.t, u.i, u.tp, u.tm, $10, u.c, u.m, u.sc, u.d, u.tr FROM u JOIN won ON won.ord = u.ord),
+	dl AS (
+	  INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token, claim_node,
+	    created_at, updated_at, ordering_key, ordering_block, test, last_error)
+	  SELECT won.seq, u.i, x.d, CASE WHEN x.w = '' THEN 'pending' ELSE 'skipped' END, x.n, x.l, x.tk,
+	    CASE WHEN x.l THEN $11::bigint ELSE 0 END, $10, $10, x.k, x.b, x.te, x.w
+	  FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::bool[], $16::bigint[], $17::text[], $18::bool[], $19::bool[], $20::text[])
+	    WITH ORDINALITY AS x(eo, d, n, l, tk, k, b, te, w, dord)
+	  JOIN won ON won.ord = x.eo JOIN u ON u.ord = x.eo
+	  ORDER BY x.dord
+	  RETURNING id, event_seq, destination, status),
+	cnt AS (
+	  INSERT INTO pending_counts (destination, shard, n)
+	  SELECT destination, $21, count(*) FROM dl WHERE status = 'pending' GROUP BY destination
+	  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
+	SELECT won.ord, won.seq, COALESCE(array_agg(dl.id ORDER BY dl.id) FILTER (WHERE dl.id IS NOT NULL), '{}')
+	FROM won LEFT JOIN dl ON dl.event_seq = won.seq GROUP BY won.ord, won.seq`
+
+// appendAll runs the appends of calls in one statement and answers each call's events.
+func (s *Store) appendAll(ctx context.Context, tx pgx.Tx, calls []*appendCall) error {
+	now := s.opts.Now()
+	n, m := 0, 0
+	for _, c := range calls {
+		n += len(c.evs)
+		for i := range c.evs {
+			m += len(c.evs[i].Destinations)
+		}
+	}
+	tenants, ids, topics := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	times, corr, traces := make([]int64, 0, n), make([]string, 0, n), make([]*string, 0, n)
+	mds, scs, datas := make([][]byte, 0, n), make([][]byte, 0, n), make([][]byte, 0, n)
+	dOrd, dNext, dTok := make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m)
+	dDest, dKey, dWhy := make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
+	dLeased, dBlock, dTest := make([]bool, 0, m), make([]bool, 0, m), make([]bool, 0, m)
+	for _, c := range calls {
+		c.leased, c.leaseUntil = c.leased[:0], nanos(now.Add(c.opts.Lease))
+		leaseEnd := nanos(s.leaseEnd(now, c.opts.Lease))
+		for i := range c.evs {
+			ne := &c.evs[i]
+			ev := &ne.Event
+			c.res[i] = store.AppendResult{ID: ev.ID}
+			var tr *string
 			if ev.Traceparent != "" {
-				traces[i] = &ev.Traceparent
+				tr = &ev.Traceparent
 			}
-		}
-		type key struct{ tenant, id string }
-		// The id is claimed in event_ids first (it dedupes across the day partitions); only the winners' events
-		// go in. The first of equal ids in one call owns it.
-		rows, err := tx.Query(ctx, `WITH u AS (
-			  SELECT DISTINCT ON (t, i) * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[])
-			    WITH ORDINALITY AS u(t, i, tp, tm, c, m, sc, d, tr, ord)
-			  ORDER BY t, i, ord),
-			ids AS (
-			  INSERT INTO event_ids (tenant, id, seq, received_at)
-			  SELECT t, i, nextval('events_seq_seq'), $5 FROM (SELECT t, i FROM u ORDER BY ord) o
-			  ON CONFLICT (tenant, id) DO NOTHING
-			  RETURNING tenant, id, seq)
-			INSERT INTO events (seq, tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
-			SELECT ids.seq, u.t, u.i, u.tp, u.tm, $5, u.c, u.m, u.sc, u.d, u.tr FROM u JOIN ids ON ids.tenant = u.t AND ids.id = u.i
-			RETURNING seq, tenant, id`,
-			tenants, ids, topics, times, nanos(now), corr, mds, scs, datas, traces)
-		if err != nil {
-			return fmt.Errorf("insert events: %w", err)
-		}
-		inserted := map[key]int64{}
-		for rows.Next() {
-			var seq int64
-			var k key
-			if err := rows.Scan(&seq, &k.tenant, &k.id); err != nil {
-				rows.Close()
-				return fmt.Errorf("insert events: %w", err)
+			data := []byte(ev.Data)
+			if data == nil {
+				data = []byte{}
 			}
-			inserted[k] = seq
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("insert events: %w", err)
-		}
-		// Which input owns each inserted row (the first with its key); the rest are duplicates.
-		owner := make([]int64, n)
-		var dupT, dupI []string
-		for i := range evs {
-			k := key{tenants[i], ids[i]}
-			if seq, ok := inserted[k]; ok {
-				owner[i] = seq
-				delete(inserted, k)
-				continue
-			}
-			dupT, dupI = append(dupT, k.tenant), append(dupI, k.id)
-		}
-		// Deliveries of the new events, one insert.
-		var dSeq []int64
-		var dEv, dDest, dKey, dWhy []string
-		var dNext []int64
-		var dLeased, dBlock []bool
-		var dTok []int64
-		for i := range evs {
-			if owner[i] == 0 {
-				continue
-			}
-			ne := &evs[i]
+			tenants, ids, topics = append(tenants, ev.Tenant), append(ids, ev.ID), append(topics, ev.Topic)
+			times, corr, traces = append(times, nanos(ev.Time)), append(corr, ev.CorrelationID), append(traces, tr)
+			mds, scs, datas = append(mds, marshalMap(ev.Metadata)), append(scs, marshalMap(ev.Scope)), append(datas, data)
+			ord := int64(len(tenants))
 			for j, dest := range ne.Destinations {
 				next, l, tok := nanos(now), false, int64(0)
 				if j < len(ne.Leased) && ne.Leased[j] {
-					next, l, tok = nanos(s.leaseEnd(now, opts.Lease)), true, token
+					next, l, tok = leaseEnd, true, c.token
 				}
 				k, b := "", false
 				if j < len(ne.OrderingKeys) {
@@ -169,112 +183,80 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					// Born skipped: never claimed, holds no key back, counts as nothing pending.
 					why, next, l, tok, k, b = ne.Skipped[j], nanos(now), false, 0, "", false
 				}
-				dWhy = append(dWhy, why)
-				dSeq, dEv, dDest, dKey = append(dSeq, owner[i]), append(dEv, ne.Event.ID), append(dDest, dest), append(dKey, k)
-				dNext, dLeased, dBlock, dTok = append(dNext, next), append(dLeased, l), append(dBlock, b), append(dTok, tok)
+				dOrd, dDest, dNext, dLeased, dTok = append(dOrd, ord), append(dDest, dest), append(dNext, next), append(dLeased, l), append(dTok, tok)
+				dKey, dBlock, dTest, dWhy = append(dKey, k), append(dBlock, b), append(dTest, ne.Test), append(dWhy, why)
 			}
-		}
-		if len(dSeq) > 0 {
-			c := counts{}
-			for k, d := range dDest {
-				if dWhy[k] == "" {
-					c.add(d, 1)
-				}
-			}
-			if err := c.apply(ctx, tx); err != nil {
-				return err
-			}
-			if err := s.insertDeliveries(ctx, tx, now, evs, res, owner, &leased, dSeq, dEv, dDest, dKey, dWhy, dNext, dLeased, dBlock, dTok); err != nil {
-				return err
-			}
-		}
-		// Duplicates are answered last: one of an event earlier in this very call sees its deliveries.
-		if len(dupT) > 0 {
-			return s.duplicates(ctx, tx, now, opts, res, tenants, ids, owner, dupT, dupI)
-		}
-		return nil
-	}
-	o.after = func() {
-		for _, id := range leased {
-			s.holds.put(id, hold{token: token, until: leaseUntil})
 		}
 	}
-	if err := s.write(ctx, o); err != nil {
-		return nil, err
+	shard, _ := ctx.Value(shardKey{}).(int64)
+	rows, err := tx.Query(ctx, appendSQL, tenants, ids, topics, times, corr, mds, scs, datas, traces, nanos(now), s.nodeID,
+		dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard)
+	if err != nil {
+		return fmt.Errorf("insert events: %w", err)
 	}
-	return res, nil
-}
-
-// insertDeliveries inserts the delivery rows of the new events in one statement and answers them in res.
-func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, evs []store.NewEvent, res []store.AppendResult,
-	owner []int64, leased *[]int64, dSeq []int64, dEv, dDest, dKey, dWhy []string, dNext []int64, dLeased, dBlock []bool, dTok []int64) error {
-	{
-		// Test is per event; a call mixing test and real events (none does) would need it per row.
-		tests := make([]bool, len(dSeq))
-		k := 0
-		for i := range evs {
-			if owner[i] == 0 {
+	type won struct {
+		seq int64
+		ds  []int64
+	}
+	wins := make(map[int64]won, n)
+	for rows.Next() {
+		var ord int64
+		var w won
+		if err := rows.Scan(&ord, &w.seq, &w.ds); err != nil {
+			rows.Close()
+			return fmt.Errorf("insert events: %w", err)
+		}
+		wins[ord] = w
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	// Answer the winners; the rest are duplicates, answered last (one of an event earlier in this very
+	// statement sees its deliveries).
+	ord, k := int64(0), 0
+	for _, c := range calls {
+		owner := make([]int64, len(c.evs))
+		var dupT, dupI []string
+		for i := range c.evs {
+			ord++
+			ne := &c.evs[i]
+			w, ok := wins[ord]
+			if !ok {
+				k += len(ne.Destinations)
+				dupT, dupI = append(dupT, ne.Event.Tenant), append(dupI, ne.Event.ID)
 				continue
 			}
-			for range evs[i].Destinations {
-				tests[k] = evs[i].Test
-				k++
+			owner[i] = w.seq
+			if len(w.ds) != len(ne.Destinations) {
+				return fmt.Errorf("insert deliveries: %d rows for %d destinations", len(w.ds), len(ne.Destinations))
 			}
-		}
-		rows, err := tx.Query(ctx, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token,
-				claim_node, created_at, updated_at, ordering_key, ordering_block, test, last_error)
-			SELECT s, e, d, CASE WHEN w = '' THEN 'pending' ELSE 'skipped' END, n, l, t, CASE WHEN l THEN $11::bigint ELSE 0 END,
-				$9, $9, k, b, x, w
-			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::bigint[], $7::text[], $8::bool[], $10::bool[], $12::text[])
-			  WITH ORDINALITY AS u(s, e, d, n, l, t, k, b, x, w, ord)
-			ORDER BY ord
-			RETURNING id, event_seq, destination`,
-			dSeq, dEv, dDest, dNext, dLeased, dTok, dKey, dBlock, nanos(now), tests, s.nodeID, dWhy)
-		if err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
-		var dIDs []int64
-		for rows.Next() {
-			var id, seq int64
-			var dest string
-			if err := rows.Scan(&id, &seq, &dest); err != nil {
-				rows.Close()
-				return fmt.Errorf("insert deliveries: %w", err)
-			}
-			// Rows come back in the order they were inserted (the SELECT's); check rather than trust it.
-			if k := len(dIDs); k >= len(dSeq) || dSeq[k] != seq || dDest[k] != dest {
-				rows.Close()
-				return errors.New("insert deliveries: rows returned out of order")
-			}
-			dIDs = append(dIDs, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
-		k = 0
-		for i := range evs {
-			if owner[i] == 0 {
-				continue
-			}
-			ne := &evs[i]
-			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
+			c.res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
 			for j := range ne.Destinations {
 				status := store.Pending
 				if dWhy[k] != "" {
 					status = store.Skipped
 				}
-				res[i].Deliveries[j] = store.Delivery{ID: dIDs[k], EventID: ne.Event.ID, Destination: dDest[k], Status: status,
+				c.res[i].Deliveries[j] = store.Delivery{ID: w.ds[j], EventID: ne.Event.ID, Destination: dDest[k], Status: status,
 					NextAt: fromNanos(dNext[k]), CreatedAt: now.UTC(), UpdatedAt: now.UTC(), OrderingKey: dKey[k], Test: ne.Test,
 					LastError: dWhy[k]}
 				if dLeased[k] {
-					*leased = append(*leased, dIDs[k])
+					c.leased = append(c.leased, w.ds[j])
 				}
 				k++
 			}
 		}
-		return nil
+		if len(dupT) > 0 {
+			ts, is := make([]string, len(c.evs)), make([]string, len(c.evs))
+			for i := range c.evs {
+				ts[i], is[i] = c.evs[i].Event.Tenant, c.evs[i].Event.ID
+			}
+			if err := s.duplicates(ctx, tx, now, c.opts, c.res, ts, is, owner, dupT, dupI); err != nil {
+				return err
+			}
+		}
 	}
+	return nil
 }
 
 // duplicates answers the inputs whose (tenant, id) was stored already: a duplicate within the window, or
@@ -546,63 +528,45 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 			tried[i] = 1
 		}
 	}
+	var aID []int64
+	var aN, aCode []int32
+	var aAt, aUs []int64
+	var aErr []string
+	var aResp [][]byte
+	for _, o := range outs {
+		if o.Attempt.N == 0 {
+			continue
+		}
+		a := o.Attempt
+		aID, aN, aAt, aUs = append(aID, o.DeliveryID), append(aN, int32(a.N)), append(aAt, nanos(a.At)), append(aUs, a.Duration.Microseconds())
+		aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
+	}
 	o := &op{}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error {
-		now := nanos(s.opts.Now())
-		rows, err := tx.Query(ctx, `UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
-				leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
-			FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
-			WHERE d.id = u.id AND d.status = 'pending'
-			  AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
-			RETURNING d.id, d.destination, d.status, d.created_at`, ids, statuses, tried, nexts, errs, toks, now)
-		if err != nil {
-			return fmt.Errorf("complete deliveries: %w", err)
-		}
-		done := map[int64]int64{} // id: created_at (the attempts' partition key)
-		c := counts{}
-		for rows.Next() {
-			var id, created int64
-			var dest, status string
-			if err := rows.Scan(&id, &dest, &status, &created); err != nil {
-				rows.Close()
-				return fmt.Errorf("complete deliveries: %w", err)
-			}
-			done[id] = created
-			if status != "pending" {
-				c.add(dest, -1)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("complete deliveries: %w", err)
-		}
-		if err := c.apply(ctx, tx); err != nil {
-			return err
-		}
-		var aID []int64
-		var aN, aCode []int32
-		var aAt, aUs, aRecv []int64
-		var aErr []string
-		var aResp [][]byte
-		for _, o := range outs {
-			created, ok := done[o.DeliveryID]
-			if o.Attempt.N == 0 || !ok {
-				continue
-			}
-			aRecv = append(aRecv, created)
-			a := o.Attempt
-			aID, aN, aAt, aUs = append(aID, o.DeliveryID), append(aN, int32(a.N)), append(aAt, nanos(a.At)), append(aUs, a.Duration.Microseconds())
-			aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
-		}
-		if len(aID) == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
-			SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[], $8::bigint[])
+		shard, _ := ctx.Value(shardKey{}).(int64)
+		// One statement: the deliveries move on, the ones that ended leave this writer's pending counters, and
+		// the attempts of those moved (the others were not this caller's to record) go in.
+		_, err := tx.Exec(ctx, `WITH upd AS (
+			  UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
+			    leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
+			  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
+			  WHERE d.id = u.id AND d.status = 'pending'
+			    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
+			  RETURNING d.id, d.destination, d.status, d.created_at),
+			cnt AS (
+			  INSERT INTO pending_counts (destination, shard, n)
+			  SELECT destination, $8, -count(*) FROM upd WHERE status <> 'pending' GROUP BY destination
+			  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
+			INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
+			SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, upd.created_at
+			FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
+			  AS a(id, n, at, us, code, er, resp)
+			JOIN upd ON upd.id = a.id
 			ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
 				status_code = excluded.status_code, error = excluded.error, response = excluded.response`,
-			aID, aN, aAt, aUs, aCode, aErr, aResp, aRecv); err != nil {
-			return fmt.Errorf("record attempts: %w", err)
+			ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp)
+		if err != nil {
+			return fmt.Errorf("complete deliveries: %w", err)
 		}
 		return nil
 	}

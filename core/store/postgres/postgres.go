@@ -131,6 +131,8 @@ var _ store.Store = (*Store)(nil)
 
 type op struct {
 	fn func(ctx context.Context, tx pgx.Tx) error
+	// app, set on an Append, lets the appends of a group run as one statement.
+	app *appendCall
 	// changed marks an operation other nodes must learn of (a hint is sent after its commit).
 	changed bool
 	// after runs once the commit is durable.
@@ -387,7 +389,31 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 	}
 	errs = make([]error, len(ops))
 	failed := false
+	// The group's appends go in together, as one statement; should it fail, each runs alone (commit).
+	var calls []*appendCall
+	first := -1
 	for i, o := range ops {
+		if o.app != nil {
+			calls = append(calls, o.app)
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if len(calls) > 1 {
+		if err := s.appendAll(ctx, tx, calls); err != nil {
+			errs[first] = unavailable(err)
+			_ = tx.Rollback(ctx)
+			if errors.Is(errs[first], store.ErrUnavailable) {
+				return nil, errs[first]
+			}
+			return errs, nil
+		}
+	}
+	for i, o := range ops {
+		if o.app != nil && len(calls) > 1 {
+			continue
+		}
 		if errs[i] = o.fn(ctx, tx); errs[i] != nil {
 			errs[i] = unavailable(errs[i])
 			failed = true
@@ -460,6 +486,11 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		// Leases still held stay: they run out (Options.LeaseTTL), or the next node to start releases them.
 		if s.presence != nil {
+			// Unlocked before the connection closes: the server lets go of a closed session's locks only once its
+			// backend has exited, and a node starting just after this one must find it gone.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = s.presence.Exec(ctx, `SELECT pg_advisory_unlock($1)`, s.nodeID)
+			cancel()
 			s.presence.Close(context.Background())
 		}
 		s.pool.Close()
