@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -377,16 +378,11 @@ func (s *Store) committed(group []*op) {
 
 // runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
 func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
-	tx, err := s.pool.Begin(ctx)
+	tx, xid, err := s.begin(ctx)
 	if err != nil {
-		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
+		return nil, err
 	}
-	// The transaction's id, to learn whether it committed if the connection drops during COMMIT.
-	var xid int64
-	if err := tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
-		_ = tx.Rollback(ctx)
-		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
-	}
+	defer tx.c.Release() // a connection left inside a transaction (it broke) is closed, not reused
 	errs = make([]error, len(ops))
 	failed := false
 	// The group's appends go in together, as one statement; should it fail, each runs alone (commit).
@@ -434,6 +430,9 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		s.beforeCommit(tx)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if errors.Is(err, pgx.ErrTxCommitRollback) {
+			return nil, fmt.Errorf("store: commit: %w", err) // the server rolled it back: nothing was written
+		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && !errors.Is(unavailable(err), store.ErrUnavailable) {
 			return nil, fmt.Errorf("store: commit: %w", err) // the server refused it: nothing was written
@@ -442,6 +441,62 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		return s.resolve(xid, err, errs)
 	}
 	return errs, nil
+}
+
+// groupTx is a group commit's transaction on a connection of the pool, begun in the same round trip that
+// reads its id. Operations use Exec, Query, QueryRow and Conn; it has none of pgx.Tx's other methods.
+type groupTx struct {
+	pgx.Tx
+	c *pgxpool.Conn
+}
+
+func (t *groupTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.c.Exec(ctx, sql, args...)
+}
+
+func (t *groupTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.c.Query(ctx, sql, args...)
+}
+
+func (t *groupTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.c.QueryRow(ctx, sql, args...)
+}
+
+func (t *groupTx) Conn() *pgx.Conn { return t.c.Conn() }
+
+func (t *groupTx) Rollback(ctx context.Context) error {
+	_, err := t.c.Exec(ctx, `ROLLBACK`)
+	return err
+}
+
+func (t *groupTx) Commit(ctx context.Context) error {
+	tag, err := t.c.Exec(ctx, `COMMIT`)
+	if err == nil && tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return err
+}
+
+// begin takes a connection and begins a transaction on it, reading the transaction's id (to learn whether it
+// committed if the connection drops during COMMIT) in the same round trip. The caller releases tx.c.
+func (s *Store) begin(ctx context.Context) (*groupTx, int64, error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, 0, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	res, err := c.Conn().PgConn().Exec(ctx, `BEGIN; SELECT txid_current()`).ReadAll()
+	if err == nil && (len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1) {
+		err = errors.New("BEGIN; SELECT txid_current() answered no id")
+	}
+	var xid int64
+	if err == nil {
+		xid, err = strconv.ParseInt(string(res[1].Rows[0][0]), 10, 64)
+	}
+	if err != nil {
+		c.Release()
+		return nil, 0, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	return &groupTx{c: c}, xid, nil
 }
 
 // resolve learns whether transaction xid committed after the connection broke during COMMIT, asking on a
