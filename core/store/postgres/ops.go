@@ -153,8 +153,31 @@ const appendSQL = `WITH u AS (
 	SELECT won.ord, won.seq, COALESCE(array_agg(dl.id ORDER BY dl.id) FILTER (WHERE dl.id IS NOT NULL), '{}')
 	FROM won LEFT JOIN dl ON dl.event_seq = won.seq GROUP BY won.ord, won.seq`
 
+// appendPlan is the statement of a group's appends (appendSQL and its arguments) and what answering them needs.
+type appendPlan struct {
+	calls             []*appendCall
+	now               time.Time
+	args              []any
+	n                 int
+	dDest, dKey, dWhy []string
+	dNext             []int64
+	dLeased           []bool
+	dups              []dupWork
+}
+
 // appendAll runs the appends of calls in one statement and answers each call's events.
 func (s *Store) appendAll(ctx context.Context, tx pgx.Tx, calls []*appendCall) error {
+	shard, _ := ctx.Value(shardKey{}).(int64)
+	p := s.planAppend(calls, shard)
+	rows, err := tx.Query(ctx, appendSQL, p.args...)
+	if err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	return p.answer(ctx, tx, rows)
+}
+
+// planAppend gathers the arguments of appendSQL for calls.
+func (s *Store) planAppend(calls []*appendCall, shard int64) *appendPlan {
 	now := s.opts.Now()
 	n, m := 0, 0
 	for _, c := range calls {
@@ -211,12 +234,42 @@ func (s *Store) appendAll(ctx context.Context, tx pgx.Tx, calls []*appendCall) e
 			}
 		}
 	}
-	shard, _ := ctx.Value(shardKey{}).(int64)
-	rows, err := tx.Query(ctx, appendSQL, tenants, ids, topics, times, corr, mds, scs, datas, traces, nanos(now), s.nodeID,
-		dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard)
-	if err != nil {
-		return fmt.Errorf("insert events: %w", err)
+	return &appendPlan{calls: calls, now: now, n: n, dDest: dDest, dKey: dKey, dWhy: dWhy, dNext: dNext, dLeased: dLeased,
+		args: []any{tenants, ids, topics, times, corr, mds, scs, datas, traces, nanos(now), s.nodeID,
+			dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard}}
+}
+
+// answer reads appendSQL's rows into the calls' results and looks up the duplicates with q.
+func (p *appendPlan) answer(ctx context.Context, q querier, rows pgx.Rows) error {
+	if err := p.read(rows); err != nil {
+		return err
 	}
+	return p.finish(ctx, q)
+}
+
+// dupWork is what answering one call's duplicates needs.
+type dupWork struct {
+	c          *appendCall
+	ts, is     []string
+	owner      []int64
+	dupT, dupI []string
+}
+
+// finish answers the duplicates read found, looking them up with q (the transaction, or the pool once the
+// appends committed: the events they duplicate are committed too).
+func (p *appendPlan) finish(ctx context.Context, q querier) error {
+	for _, d := range p.dups {
+		if err := duplicates(ctx, q, p.now, d.c.opts, d.c.res, d.ts, d.is, d.owner, d.dupT, d.dupI); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// read reads appendSQL's rows into the calls' results, noting the duplicates for finish.
+func (p *appendPlan) read(rows pgx.Rows) error {
+	calls, now, n := p.calls, p.now, p.n
+	dDest, dKey, dWhy, dNext, dLeased := p.dDest, p.dKey, p.dWhy, p.dNext, p.dLeased
 	type won struct {
 		seq int64
 		ds  []int64
@@ -274,9 +327,7 @@ func (s *Store) appendAll(ctx context.Context, tx pgx.Tx, calls []*appendCall) e
 			for i := range c.evs {
 				ts[i], is[i] = c.evs[i].Event.Tenant, c.evs[i].Event.ID
 			}
-			if err := s.duplicates(ctx, tx, now, c.opts, c.res, ts, is, owner, dupT, dupI); err != nil {
-				return err
-			}
+			p.dups = append(p.dups, dupWork{c: c, ts: ts, is: is, owner: owner, dupT: dupT, dupI: dupI})
 		}
 	}
 	return nil
@@ -284,7 +335,7 @@ func (s *Store) appendAll(ctx context.Context, tx pgx.Tx, calls []*appendCall) e
 
 // duplicates answers the inputs whose (tenant, id) was stored already: a duplicate within the window, or
 // refused with ErrIDReused outside it.
-func (s *Store) duplicates(ctx context.Context, tx pgx.Tx, now time.Time, opts store.AppendOptions, res []store.AppendResult,
+func duplicates(ctx context.Context, tx querier, now time.Time, opts store.AppendOptions, res []store.AppendResult,
 	tenants, ids []string, owner []int64, dupT, dupI []string) error {
 	type key struct{ tenant, id string }
 	type found struct{ seq, received int64 }
@@ -326,7 +377,7 @@ func (s *Store) duplicates(ctx context.Context, tx pgx.Tx, now time.Time, opts s
 		seqs = append(seqs, f.seq)
 	}
 	if len(seqs) > 0 {
-		ds, err := s.deliveriesOf(ctx, tx, seqs)
+		ds, err := deliveriesOf(ctx, tx, seqs)
 		if err != nil {
 			return err
 		}
@@ -348,7 +399,7 @@ type querier interface {
 }
 
 // deliveriesOf reads the deliveries of events by seq, in id order.
-func (s *Store) deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
+func deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
 	rows, err := q.Query(ctx, `SELECT `+deliveryCols+`, event_seq FROM deliveries WHERE event_seq = ANY($1) ORDER BY id`, seqs)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
@@ -534,6 +585,27 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 	return fromNanos(*n), true, nil
 }
 
+// completeSQL is a Complete in one statement: the deliveries move on, the ones that ended leave this writer's
+// pending counters, and the attempts of those moved (the others were not this caller's to record) go in.
+const completeSQL = `WITH upd AS (
+	  UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
+	    leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
+	  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
+	  WHERE d.id = u.id AND d.status = 'pending'
+	    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
+	  RETURNING d.id, d.destination, d.status, d.created_at),
+	cnt AS (
+	  INSERT INTO pending_counts (destination, shard, n)
+	  SELECT destination, $8, -count(*) FROM upd WHERE status <> 'pending' GROUP BY destination
+	  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
+	INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
+	SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, upd.created_at
+	FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
+	  AS a(id, n, at, us, code, er, resp)
+	JOIN upd ON upd.id = a.id
+	ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
+		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
+
 // Complete implements store.Store. A delivery this process holds is completed only while its claim token is
 // still the one stored (no other node took it over after the lease ran out); one it does not hold, only while
 // nobody holds a live lease on it.
@@ -565,30 +637,12 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
 	}
 	o := &op{}
+	o.complete = func(shard int64) []any {
+		return []any{ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp}
+	}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error {
 		shard, _ := ctx.Value(shardKey{}).(int64)
-		// One statement: the deliveries move on, the ones that ended leave this writer's pending counters, and
-		// the attempts of those moved (the others were not this caller's to record) go in.
-		_, err := tx.Exec(ctx, `WITH upd AS (
-			  UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
-			    leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
-			  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
-			  WHERE d.id = u.id AND d.status = 'pending'
-			    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
-			  RETURNING d.id, d.destination, d.status, d.created_at),
-			cnt AS (
-			  INSERT INTO pending_counts (destination, shard, n)
-			  SELECT destination, $8, -count(*) FROM upd WHERE status <> 'pending' GROUP BY destination
-			  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
-			INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
-			SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, upd.created_at
-			FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
-			  AS a(id, n, at, us, code, er, resp)
-			JOIN upd ON upd.id = a.id
-			ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
-				status_code = excluded.status_code, error = excluded.error, response = excluded.response`,
-			ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp)
-		if err != nil {
+		if _, err := tx.Exec(ctx, completeSQL, o.complete(shard)...); err != nil {
 			return fmt.Errorf("complete deliveries: %w", err)
 		}
 		return nil
@@ -760,7 +814,7 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		}
 		ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 		ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-		ds, err := s.deliveriesOf(ctx, tx, []int64{seq})
+		ds, err := deliveriesOf(ctx, tx, []int64{seq})
 		if err != nil {
 			return err
 		}

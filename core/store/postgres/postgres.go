@@ -134,6 +134,9 @@ type op struct {
 	fn func(ctx context.Context, tx pgx.Tx) error
 	// app, set on an Append, lets the appends of a group run as one statement.
 	app *appendCall
+	// complete, set on a Complete, gives completeSQL's arguments. A group made only of appends and completions
+	// is sent as one pipeline (runBatch).
+	complete func(shard int64) []any
 	// changed marks an operation other nodes must learn of (a hint is sent after its commit).
 	changed bool
 	// after runs once the commit is durable.
@@ -302,8 +305,12 @@ func (s *Store) writer() {
 // own transaction, so one bad operation cannot fail its neighbours. A lost connection fails them all with
 // store.ErrUnavailable — unless the commit is found to have happened.
 func (s *Store) commit(ctx context.Context, group []*op) {
+	run := s.runTx
+	if batchable(group) {
+		run = s.runBatch
+	}
 	if len(group) > 1 {
-		errs, err := s.runTx(ctx, group)
+		errs, err := run(ctx, group)
 		if err == nil && errors.Join(errs...) == nil {
 			s.committed(group)
 			return
@@ -321,7 +328,7 @@ func (s *Store) commit(ctx context.Context, group []*op) {
 		// same event ids in opposite orders) and says to run it again: nothing of it was written.
 		for try := 1; ; try++ {
 			var errs []error
-			if errs, err = s.runTx(ctx, []*op{o}); err == nil {
+			if errs, err = run(ctx, []*op{o}); err == nil {
 				err = errs[0]
 			}
 			if err == nil || try == maxReruns {
@@ -374,6 +381,104 @@ func (s *Store) committed(group []*op) {
 	for _, o := range group {
 		o.done <- nil
 	}
+}
+
+// batchable reports whether every operation of group can go in one pipeline (runBatch).
+func batchable(group []*op) bool {
+	for _, o := range group {
+		if o.app == nil && o.complete == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// runBatch runs a group of appends and completions as one pipeline — its transaction id, the appends' statement,
+// each completion's statement — in one round trip, committed as one implicit transaction when the server
+// reaches its end. A statement that fails rolls all of it back. Duplicates among the appends are answered
+// after the commit (from the committed events they duplicate).
+func (s *Store) runBatch(ctx context.Context, ops []*op) (errs []error, err error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	defer c.Release()
+	if s.beforeCommit != nil {
+		s.beforeCommit(&groupTx{c: c})
+	}
+	shard, _ := ctx.Value(shardKey{}).(int64)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT txid_current()`)
+	var calls []*appendCall
+	first := -1
+	for i, o := range ops {
+		if o.app != nil {
+			calls = append(calls, o.app)
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	var plan *appendPlan
+	if len(calls) > 0 {
+		plan = s.planAppend(calls, shard)
+		b.Queue(appendSQL, plan.args...)
+	}
+	for _, o := range ops {
+		if o.complete != nil {
+			b.Queue(completeSQL, o.complete(shard)...)
+		}
+	}
+	errs = make([]error, len(ops))
+	br := c.SendBatch(ctx, b)
+	var xid int64
+	fail := func(at int, err error) ([]error, error) {
+		_ = br.Close()
+		if err = unavailable(err); errors.Is(err, store.ErrUnavailable) {
+			return nil, err
+		}
+		errs[at] = err
+		return errs, nil
+	}
+	if err := br.QueryRow().Scan(&xid); err != nil {
+		return fail(0, fmt.Errorf("store: begin: %w", err))
+	}
+	var rows pgx.Rows
+	if plan != nil {
+		if rows, err = br.Query(); err != nil {
+			return fail(first, fmt.Errorf("insert events: %w", err))
+		}
+		// Read now (the results come in order); duplicates are looked up once the batch is closed.
+		if err := plan.read(rows); err != nil {
+			return fail(first, err)
+		}
+	}
+	for i, o := range ops {
+		if o.complete == nil {
+			continue
+		}
+		if _, err := br.Exec(); err != nil {
+			return fail(i, fmt.Errorf("complete deliveries: %w", err))
+		}
+	}
+	if err := br.Close(); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && !errors.Is(unavailable(err), store.ErrUnavailable) {
+			errs[0] = fmt.Errorf("store: commit: %w", err)
+			return errs, nil // the server refused it: nothing was written
+		}
+		if errs, err = s.resolve(xid, err, errs); err != nil {
+			return nil, err
+		}
+	}
+	if plan != nil {
+		if err := plan.finish(ctx, s.pool); err != nil {
+			// Committed, but the answers to duplicates among the appends could not be read: the group fails as
+			// a whole (never run again), and a publisher's retry is answered as a duplicate.
+			return nil, unavailable(fmt.Errorf("store: read duplicates: %w", err))
+		}
+	}
+	return errs, nil
 }
 
 // runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
