@@ -307,3 +307,59 @@ func TestMigrationKeepsRows(t *testing.T) {
 		t.Fatalf("prune = %d, %v; want the old event's day", n, err)
 	}
 }
+
+// A group of appends goes as one pipeline: concurrent calls with one id are stored once (one caller first, the
+// rest answered its deliveries), and a call the server refuses fails alone.
+func TestPipelinedGroup(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	const n = 48
+	res := make([][]store.AppendResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			evs := []store.NewEvent{ev("same", ""), ev(fmt.Sprint("own", i), "")}
+			if i == 7 {
+				evs[1].Event.ID = "bad\x00id" // PostgreSQL text cannot hold NUL: the server refuses the statement
+			}
+			res[i], errs[i] = s.Append(ctx, evs, appendOpts)
+		}()
+	}
+	wg.Wait()
+	first := 0
+	var ids []int64
+	for i := range n {
+		if i == 7 {
+			if errs[i] == nil {
+				t.Fatal("the refused call succeeded")
+			}
+			continue
+		}
+		if errs[i] != nil || res[i][1].Duplicate || len(res[i][1].Deliveries) != 2 {
+			t.Fatalf("call %d: %+v, %v", i, res[i], errs[i])
+		}
+		if !res[i][0].Duplicate {
+			first++
+		}
+		if ids == nil {
+			ids = []int64{res[i][0].Deliveries[0].ID, res[i][0].Deliveries[1].ID}
+		}
+		if got := res[i][0].Deliveries; len(got) != 2 || got[0].ID != ids[0] || got[1].ID != ids[1] {
+			t.Fatalf("call %d answered other deliveries for \"same\": %+v, want ids %v", i, got, ids)
+		}
+	}
+	if first != 1 {
+		t.Fatalf("%d callers were answered as first for one id, want 1", first)
+	}
+	counts, err := s.PendingCounts(ctx)
+	if want := int64(1 + n - 1); err != nil || counts["a"] != want || counts["b"] != want {
+		t.Fatalf("pending = %v, %v; want %d each", counts, err, want)
+	}
+	// "same" and every call's own event but the refused one's.
+	if page, err := s.ListEvents(ctx, store.EventFilter{Limit: 1000}); err != nil || len(page) != n {
+		t.Fatalf("%d events stored (%v), want %d", len(page), err, n)
+	}
+}
