@@ -450,9 +450,9 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 	}
 
 	var got []claimed
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		got = got[:0]
-		rows, err := tx.Query(ctx, `
+	// One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+	err := func() error {
+		rows, err := s.pool.Query(ctx, `
 			WITH c AS (
 			  SELECT d.id, d.next_at AS due FROM deliveries d
 			  WHERE d.destination = $1 AND d.status = 'pending' AND d.next_at <= $2
@@ -480,7 +480,7 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		}
 		rows.Close()
 		return rows.Err()
-	})
+	}()
 	if err != nil {
 		return nil, unavailable(err)
 	}
