@@ -24,6 +24,14 @@ type RetentionOptions struct {
 	OnPruned func(n int)
 }
 
+// Partitioned is implemented by a store that keeps events in time partitions (postgres: one a day). Its Prune
+// drops a partition lying wholly before the cutoff at once (and may then return more than the limit), so
+// RunRetention moves each round's cutoff back to the start of the partition it falls in: events go with their
+// partition, up to one partition's span after the retention, instead of row by row behind it.
+type Partitioned interface {
+	PartitionFloor(t time.Time) time.Time
+}
+
 // RunRetention deletes events received more than retention ago, with their deliveries and attempts, until ctx
 // ends. It prunes once at start (a node that was down for a while catches up at once) and then every
 // opts.Every; a round prunes batch after batch, pausing between them, until a batch comes back short. A
@@ -71,6 +79,9 @@ func pruneRound(ctx context.Context, st Store, retention time.Duration, opts Ret
 	// One cutoff per round: events arriving at the boundary while the round runs wait for the next one,
 	// rather than keeping the round going forever.
 	cutoff := opts.Now().Add(-retention)
+	if p, ok := st.(Partitioned); ok {
+		cutoff = p.PartitionFloor(cutoff)
+	}
 	total := 0
 	defer func() {
 		if total > 0 {

@@ -171,7 +171,7 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 		}
 		rec = &store.DeliveryRecord{Delivery: d}
 		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-			WHERE delivery_id = $1 ORDER BY n`, id)
+			WHERE delivery_id = $1 AND received_at = $2 ORDER BY n`, id, nanos(d.CreatedAt))
 		if err != nil {
 			return fmt.Errorf("read attempts of delivery %d: %w", id, err)
 		}
@@ -204,7 +204,9 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 		var status, dest string
 		var leased bool
 		var next int64
-		err := tx.QueryRow(ctx, `SELECT status, leased, next_at, destination FROM deliveries WHERE id = $1 FOR UPDATE`, id).Scan(&status, &leased, &next, &dest)
+		// A delivery whose event retention has detached is gone with it: requeued, it could never be sent.
+		err := tx.QueryRow(ctx, `SELECT status, leased, next_at, destination FROM deliveries d WHERE id = $1
+			AND EXISTS (SELECT 1 FROM events e WHERE e.seq = d.event_seq AND e.received_at = d.created_at) FOR UPDATE OF d`, id).Scan(&status, &leased, &next, &dest)
 		if errors.Is(err, pgx.ErrNoRows) {
 			refused = fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
 			return nil
@@ -268,8 +270,10 @@ func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time)
 		err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
 			n, last = 0, 0
 			rows, err := tx.Query(ctx, `WITH c AS (
-				  SELECT id FROM deliveries WHERE destination = $1 AND id > $2 AND status = ANY($3)
-				    AND created_at >= $4 AND created_at < $5 ORDER BY id LIMIT $6 FOR UPDATE)
+				  SELECT id FROM deliveries d WHERE destination = $1 AND id > $2 AND status = ANY($3)
+				    AND created_at >= $4 AND created_at < $5
+				    AND EXISTS (SELECT 1 FROM events e WHERE e.seq = d.event_seq AND e.received_at = d.created_at)
+				  ORDER BY id LIMIT $6 FOR UPDATE OF d)
 				UPDATE deliveries d SET status = 'pending', next_at = $7, leased = false, claim_token = 0,
 				  retry_base = d.attempts, updated_at = $8 FROM c WHERE d.id = c.id RETURNING d.id`,
 				f.Destination, cursor, sts, since, until, replayBatch, nanos(now), nanos(s.opts.Now()))
@@ -300,31 +304,44 @@ func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time)
 	}
 }
 
-// Prune implements store.Store: up to limit events received before cutoff whose deliveries are all final go,
-// with their deliveries and attempts, in one transaction.
+// Prune implements store.Store. Days (partitions) lying wholly before cutoff none of whose deliveries is
+// pending are dropped whole first (then more than limit events may go at once: store.RunRetention moves its
+// cutoff to a day's start, so that is how retention removes events). Then up to limit events received before
+// cutoff whose deliveries are all final go row by row, with their deliveries and attempts, in one
+// transaction: those of a day a pending delivery keeps, or before a cutoff inside a day.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		limit = defaultPruneBatch
 	}
+	dropped, err := s.dropDays(ctx, cutoff)
+	if err != nil {
+		return dropped, unavailable(fmt.Errorf("prune: drop old days: %w", err))
+	}
+	if dropped > 0 {
+		return dropped, nil
+	}
 	var n int
-	err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
+	err = s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
 		n = 0
-		rows, err := tx.Query(ctx, `DELETE FROM events WHERE seq IN (
-			  SELECT seq FROM events e WHERE received_at < $1
+		rows, err := tx.Query(ctx, `DELETE FROM events WHERE (seq, received_at) IN (
+			  SELECT seq, received_at FROM events e WHERE received_at < $1
 			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
-			  ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-			RETURNING seq`, nanos(cutoff), limit)
+			  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING seq, received_at, tenant, id`, nanos(cutoff), limit)
 		if err != nil {
 			return fmt.Errorf("prune: delete events: %w", err)
 		}
-		var gone []int64
+		var gone, received []int64
+		var tenants, ids []string
 		for rows.Next() {
-			var seq int64
-			if err := rows.Scan(&seq); err != nil {
+			var seq, at int64
+			var tenant, id string
+			if err := rows.Scan(&seq, &at, &tenant, &id); err != nil {
 				rows.Close()
 				return err
 			}
-			gone = append(gone, seq)
+			gone, received = append(gone, seq), append(received, at)
+			tenants, ids = append(tenants, tenant), append(ids, id)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -333,7 +350,12 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 		if len(gone) == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))`, gone); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM event_ids WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+			AND seq = ANY($3)`, tenants, ids, gone); err != nil {
+			return fmt.Errorf("prune: delete event ids: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))
+			AND received_at = ANY($2)`, gone, received); err != nil {
 			return fmt.Errorf("prune: delete attempts: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE event_seq = ANY($1)`, gone); err != nil {

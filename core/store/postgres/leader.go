@@ -21,7 +21,8 @@ type leader struct {
 // Leading implements store.Leader.
 func (s *Store) Leading() bool { return s.leader.on.Load() }
 
-// foldEvery is how often the leader folds the writers' counter shards together.
+// foldEvery is how often the leader folds the writers' counter shards together and makes the partitions of
+// the days ahead.
 const foldEvery = time.Minute
 
 const leaderLock = `SELECT pg_try_advisory_lock(hashtext('sluice.leader.' || current_schema()))`
@@ -71,6 +72,9 @@ func (s *Store) holdLead(ctx context.Context, tick <-chan time.Time) {
 		if time.Since(lastFold) >= foldEvery {
 			if err := s.foldCounts(ctx); err != nil && ctx.Err() == nil {
 				s.opts.Logger.Warn("store: fold pending counters", "err", err)
+			}
+			if err := s.premakeAround(ctx); err != nil && ctx.Err() == nil {
+				s.opts.Logger.Warn("store: make partitions ahead", "err", err)
 			}
 			lastFold = time.Now()
 		}

@@ -20,6 +20,8 @@ import (
 type hold struct {
 	token int64
 	until int64
+	// ends is where the lease stands in the database now: a renewal is made only when it is near.
+	ends int64
 }
 
 type holds struct {
@@ -52,12 +54,31 @@ func (h *holds) drop(ids, tokens []int64) {
 }
 
 func (h *holds) snapshot() (ids, tokens, untils []int64) {
+	return h.due(1<<63 - 1)
+}
+
+// due returns the holds whose lease in the database ends before by (to renew them).
+func (h *holds) due(by int64) (ids, tokens, untils []int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id, hd := range h.m {
-		ids, tokens, untils = append(ids, id), append(tokens, hd.token), append(untils, hd.until)
+		if hd.ends < by {
+			ids, tokens, untils = append(ids, id), append(tokens, hd.token), append(untils, hd.until)
+		}
 	}
 	return
+}
+
+// renewed records the new end of the leases of ids (still under tokens).
+func (h *holds) renewed(ids, tokens []int64, ends int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, id := range ids {
+		if hd, ok := h.m[id]; ok && hd.token == tokens[i] {
+			hd.ends = min(ends, hd.until)
+			h.m[id] = hd
+		}
+	}
 }
 
 // leaseEnd is where a new lease reaches: the shorter of the lease asked for and the TTL, which renewals push
@@ -69,85 +90,132 @@ func (s *Store) leaseEnd(now time.Time, lease time.Duration) time.Time {
 	return now.Add(min(lease, s.opts.LeaseTTL))
 }
 
-// Append implements store.Store. Each call's events and deliveries go in as one multi-row insert each
-// (UNNEST arrays); concurrent calls share a transaction.
+// appendCall is one Append call's work. The appends a group commit carries run as one statement (appendAll).
+type appendCall struct {
+	evs  []store.NewEvent
+	opts store.AppendOptions
+	res  []store.AppendResult
+	// token marks the leases taken at birth; leased are their deliveries, held until leaseUntil.
+	token      int64
+	leased     []int64
+	leaseUntil int64
+	leaseEnds  int64
+}
+
+// Append implements store.Store. The events and deliveries of every Append a group commit carries go in with
+// one statement (multi-row inserts from UNNEST arrays); only duplicates take a second one.
 func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
-	res := make([]store.AppendResult, len(evs))
-	token := newToken()
-	var leased []int64
-	var leaseUntil int64
-	o := &op{}
-	o.fn = func(ctx context.Context, tx pgx.Tx) error {
-		now := s.opts.Now()
-		leased, leaseUntil = leased[:0], nanos(now.Add(opts.Lease))
-		n := len(evs)
-		tenants, ids, topics := make([]string, n), make([]string, n), make([]string, n)
-		times, corr, traces := make([]int64, n), make([]string, n), make([]*string, n)
-		mds, scs, datas := make([][]byte, n), make([][]byte, n), make([][]byte, n)
-		for i := range evs {
-			ev := &evs[i].Event
-			res[i] = store.AppendResult{ID: ev.ID}
-			tenants[i], ids[i], topics[i], times[i], corr[i] = ev.Tenant, ev.ID, ev.Topic, nanos(ev.Time), ev.CorrelationID
-			mds[i], scs[i], datas[i] = marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data)
-			if datas[i] == nil {
-				datas[i] = []byte{}
-			}
+	c := &appendCall{evs: evs, opts: opts, res: make([]store.AppendResult, len(evs)), token: newToken()}
+	o := &op{app: c}
+	o.fn = func(ctx context.Context, tx pgx.Tx) error { return s.appendAll(ctx, tx, []*appendCall{c}) }
+	o.after = func() {
+		for _, id := range c.leased {
+			s.holds.put(id, hold{token: c.token, until: c.leaseUntil, ends: c.leaseEnds})
+		}
+	}
+	if err := s.write(ctx, o); err != nil {
+		return nil, err
+	}
+	return c.res, nil
+}
+
+// appendSQL claims each event's (tenant, id) in event_ids (it dedupes across the day partitions; the first
+// of equal ids, in argument order, owns it), inserts the winners' events and their deliveries (ids in
+// argument order), adds the pending deliveries to this writer's counter rows, and answers, per winning event
+// (its 1-based index), its seq and its delivery ids in order.
+const appendSQL = `WITH u AS (
+	  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::text[])
+	    WITH ORDINALITY AS u(t, i, tp, tm, c, m, sc, d, tr, ord)),
+	first AS (SELECT DISTINCT ON (t, i) t, i, ord FROM u ORDER BY t, i, ord),
+	ids AS (
+	  INSERT INTO event_ids (tenant, id, seq, received_at)
+	  SELECT t, i, nextval('events_seq_seq'), $10 FROM (SELECT t, i FROM first ORDER BY ord) f
+	  ON CONFLICT (tenant, id) DO NOTHING
+	  RETURNING tenant, id, seq),
+	won AS (SELECT first.ord, ids.seq FROM first JOIN ids ON ids.tenant = first.t AND ids.id = first.i),
+	ev AS (
+	  INSERT INTO events (seq, tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
+	  SELECT won.seq, u.t, u.i, u.tp, u.tm, $10, u.c, u.m, u.sc, u.d, u.tr FROM u JOIN won ON won.ord = u.ord),
+	dl AS (
+	  INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token, claim_node,
+	    created_at, updated_at, ordering_key, ordering_block, test, last_error)
+	  SELECT won.seq, u.i, x.d, CASE WHEN x.w = '' THEN 'pending' ELSE 'skipped' END, x.n, x.l, x.tk,
+	    CASE WHEN x.l THEN $11::bigint ELSE 0 END, $10, $10, x.k, x.b, x.te, x.w
+	  FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::bool[], $16::bigint[], $17::text[], $18::bool[], $19::bool[], $20::text[])
+	    WITH ORDINALITY AS x(eo, d, n, l, tk, k, b, te, w, dord)
+	  JOIN won ON won.ord = x.eo JOIN u ON u.ord = x.eo
+	  ORDER BY x.dord
+	  RETURNING id, event_seq, destination, status),
+	cnt AS (
+	  INSERT INTO pending_counts (destination, shard, n)
+	  SELECT destination, $21, count(*) FROM dl WHERE status = 'pending' GROUP BY destination
+	  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
+	SELECT won.ord, won.seq, COALESCE(array_agg(dl.id ORDER BY dl.id) FILTER (WHERE dl.id IS NOT NULL), '{}')
+	FROM won LEFT JOIN dl ON dl.event_seq = won.seq GROUP BY won.ord, won.seq`
+
+// appendPlan is the statement of a group's appends (appendSQL and its arguments) and what answering them needs.
+type appendPlan struct {
+	calls             []*appendCall
+	now               time.Time
+	args              []any
+	n                 int
+	dDest, dKey, dWhy []string
+	dNext             []int64
+	dLeased           []bool
+	dups              []dupWork
+}
+
+// appendAll runs the appends of calls in one statement and answers each call's events.
+func (s *Store) appendAll(ctx context.Context, tx pgx.Tx, calls []*appendCall) error {
+	shard, _ := ctx.Value(shardKey{}).(int64)
+	p := s.planAppend(calls, shard)
+	rows, err := tx.Query(ctx, appendSQL, p.args...)
+	if err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	return p.answer(ctx, tx, rows)
+}
+
+// planAppend gathers the arguments of appendSQL for calls.
+func (s *Store) planAppend(calls []*appendCall, shard int64) *appendPlan {
+	now := s.opts.Now()
+	n, m := 0, 0
+	for _, c := range calls {
+		n += len(c.evs)
+		for i := range c.evs {
+			m += len(c.evs[i].Destinations)
+		}
+	}
+	tenants, ids, topics := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	times, corr, traces := make([]int64, 0, n), make([]string, 0, n), make([]*string, 0, n)
+	mds, scs, datas := make([][]byte, 0, n), make([][]byte, 0, n), make([][]byte, 0, n)
+	dOrd, dNext, dTok := make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m)
+	dDest, dKey, dWhy := make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
+	dLeased, dBlock, dTest := make([]bool, 0, m), make([]bool, 0, m), make([]bool, 0, m)
+	for _, c := range calls {
+		c.leased, c.leaseUntil = c.leased[:0], nanos(now.Add(c.opts.Lease))
+		leaseEnd := nanos(s.leaseEnd(now, c.opts.Lease))
+		c.leaseEnds = leaseEnd
+		for i := range c.evs {
+			ne := &c.evs[i]
+			ev := &ne.Event
+			c.res[i] = store.AppendResult{ID: ev.ID}
+			var tr *string
 			if ev.Traceparent != "" {
-				traces[i] = &ev.Traceparent
+				tr = &ev.Traceparent
 			}
-		}
-		type key struct{ tenant, id string }
-		rows, err := tx.Query(ctx, `INSERT INTO events (tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
-			SELECT t, i, tp, tm, $5, c, m, sc, d, tr
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[])
-			  AS u(t, i, tp, tm, c, m, sc, d, tr)
-			ON CONFLICT (tenant, id) DO NOTHING
-			RETURNING seq, tenant, id`,
-			tenants, ids, topics, times, nanos(now), corr, mds, scs, datas, traces)
-		if err != nil {
-			return fmt.Errorf("insert events: %w", err)
-		}
-		inserted := map[key]int64{}
-		for rows.Next() {
-			var seq int64
-			var k key
-			if err := rows.Scan(&seq, &k.tenant, &k.id); err != nil {
-				rows.Close()
-				return fmt.Errorf("insert events: %w", err)
+			data := []byte(ev.Data)
+			if data == nil {
+				data = []byte{}
 			}
-			inserted[k] = seq
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("insert events: %w", err)
-		}
-		// Which input owns each inserted row (the first with its key); the rest are duplicates.
-		owner := make([]int64, n)
-		var dupT, dupI []string
-		for i := range evs {
-			k := key{tenants[i], ids[i]}
-			if seq, ok := inserted[k]; ok {
-				owner[i] = seq
-				delete(inserted, k)
-				continue
-			}
-			dupT, dupI = append(dupT, k.tenant), append(dupI, k.id)
-		}
-		// Deliveries of the new events, one insert.
-		var dSeq []int64
-		var dEv, dDest, dKey, dWhy []string
-		var dNext []int64
-		var dLeased, dBlock []bool
-		var dTok []int64
-		for i := range evs {
-			if owner[i] == 0 {
-				continue
-			}
-			ne := &evs[i]
+			tenants, ids, topics = append(tenants, ev.Tenant), append(ids, ev.ID), append(topics, ev.Topic)
+			times, corr, traces = append(times, nanos(ev.Time)), append(corr, ev.CorrelationID), append(traces, tr)
+			mds, scs, datas = append(mds, marshalMap(ev.Metadata)), append(scs, marshalMap(ev.Scope)), append(datas, data)
+			ord := int64(len(tenants))
 			for j, dest := range ne.Destinations {
 				next, l, tok := nanos(now), false, int64(0)
 				if j < len(ne.Leased) && ne.Leased[j] {
-					next, l, tok = nanos(s.leaseEnd(now, opts.Lease)), true, token
+					next, l, tok = leaseEnd, true, c.token
 				}
 				k, b := "", false
 				if j < len(ne.OrderingKeys) {
@@ -161,121 +229,117 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					// Born skipped: never claimed, holds no key back, counts as nothing pending.
 					why, next, l, tok, k, b = ne.Skipped[j], nanos(now), false, 0, "", false
 				}
-				dWhy = append(dWhy, why)
-				dSeq, dEv, dDest, dKey = append(dSeq, owner[i]), append(dEv, ne.Event.ID), append(dDest, dest), append(dKey, k)
-				dNext, dLeased, dBlock, dTok = append(dNext, next), append(dLeased, l), append(dBlock, b), append(dTok, tok)
+				dOrd, dDest, dNext, dLeased, dTok = append(dOrd, ord), append(dDest, dest), append(dNext, next), append(dLeased, l), append(dTok, tok)
+				dKey, dBlock, dTest, dWhy = append(dKey, k), append(dBlock, b), append(dTest, ne.Test), append(dWhy, why)
 			}
-		}
-		if len(dSeq) > 0 {
-			c := counts{}
-			for k, d := range dDest {
-				if dWhy[k] == "" {
-					c.add(d, 1)
-				}
-			}
-			if err := c.apply(ctx, tx); err != nil {
-				return err
-			}
-			if err := s.insertDeliveries(ctx, tx, now, evs, res, owner, &leased, dSeq, dEv, dDest, dKey, dWhy, dNext, dLeased, dBlock, dTok); err != nil {
-				return err
-			}
-		}
-		// Duplicates are answered last: one of an event earlier in this very call sees its deliveries.
-		if len(dupT) > 0 {
-			return s.duplicates(ctx, tx, now, opts, res, tenants, ids, owner, dupT, dupI)
-		}
-		return nil
-	}
-	o.after = func() {
-		for _, id := range leased {
-			s.holds.put(id, hold{token: token, until: leaseUntil})
 		}
 	}
-	if err := s.write(ctx, o); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return &appendPlan{calls: calls, now: now, n: n, dDest: dDest, dKey: dKey, dWhy: dWhy, dNext: dNext, dLeased: dLeased,
+		args: []any{tenants, ids, topics, times, corr, mds, scs, datas, traces, nanos(now), s.nodeID,
+			dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard}}
 }
 
-// insertDeliveries inserts the delivery rows of the new events in one statement and answers them in res.
-func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, now time.Time, evs []store.NewEvent, res []store.AppendResult,
-	owner []int64, leased *[]int64, dSeq []int64, dEv, dDest, dKey, dWhy []string, dNext []int64, dLeased, dBlock []bool, dTok []int64) error {
-	{
-		// Test is per event; a call mixing test and real events (none does) would need it per row.
-		tests := make([]bool, len(dSeq))
-		k := 0
-		for i := range evs {
-			if owner[i] == 0 {
+// answer reads appendSQL's rows into the calls' results and looks up the duplicates with q.
+func (p *appendPlan) answer(ctx context.Context, q querier, rows pgx.Rows) error {
+	if err := p.read(rows); err != nil {
+		return err
+	}
+	return p.finish(ctx, q)
+}
+
+// dupWork is what answering one call's duplicates needs.
+type dupWork struct {
+	c          *appendCall
+	ts, is     []string
+	owner      []int64
+	dupT, dupI []string
+}
+
+// finish answers the duplicates read found, looking them up with q (the transaction, or the pool once the
+// appends committed: the events they duplicate are committed too).
+func (p *appendPlan) finish(ctx context.Context, q querier) error {
+	for _, d := range p.dups {
+		if err := duplicates(ctx, q, p.now, d.c.opts, d.c.res, d.ts, d.is, d.owner, d.dupT, d.dupI); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// read reads appendSQL's rows into the calls' results, noting the duplicates for finish.
+func (p *appendPlan) read(rows pgx.Rows) error {
+	calls, now, n := p.calls, p.now, p.n
+	dDest, dKey, dWhy, dNext, dLeased := p.dDest, p.dKey, p.dWhy, p.dNext, p.dLeased
+	type won struct {
+		seq int64
+		ds  []int64
+	}
+	wins := make(map[int64]won, n)
+	for rows.Next() {
+		var ord int64
+		var w won
+		if err := rows.Scan(&ord, &w.seq, &w.ds); err != nil {
+			rows.Close()
+			return fmt.Errorf("insert events: %w", err)
+		}
+		wins[ord] = w
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	// Answer the winners; the rest are duplicates, answered last (one of an event earlier in this very
+	// statement sees its deliveries).
+	ord, k := int64(0), 0
+	for _, c := range calls {
+		owner := make([]int64, len(c.evs))
+		var dupT, dupI []string
+		for i := range c.evs {
+			ord++
+			ne := &c.evs[i]
+			w, ok := wins[ord]
+			if !ok {
+				k += len(ne.Destinations)
+				dupT, dupI = append(dupT, ne.Event.Tenant), append(dupI, ne.Event.ID)
 				continue
 			}
-			for range evs[i].Destinations {
-				tests[k] = evs[i].Test
-				k++
+			owner[i] = w.seq
+			if len(w.ds) != len(ne.Destinations) {
+				return fmt.Errorf("insert deliveries: %d rows for %d destinations", len(w.ds), len(ne.Destinations))
 			}
-		}
-		rows, err := tx.Query(ctx, `INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token,
-				claim_node, created_at, updated_at, ordering_key, ordering_block, test, last_error)
-			SELECT s, e, d, CASE WHEN w = '' THEN 'pending' ELSE 'skipped' END, n, l, t, CASE WHEN l THEN $11::bigint ELSE 0 END,
-				$9, $9, k, b, x, w
-			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::bigint[], $7::text[], $8::bool[], $10::bool[], $12::text[])
-			  WITH ORDINALITY AS u(s, e, d, n, l, t, k, b, x, w, ord)
-			ORDER BY ord
-			RETURNING id, event_seq, destination`,
-			dSeq, dEv, dDest, dNext, dLeased, dTok, dKey, dBlock, nanos(now), tests, s.nodeID, dWhy)
-		if err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
-		var dIDs []int64
-		for rows.Next() {
-			var id, seq int64
-			var dest string
-			if err := rows.Scan(&id, &seq, &dest); err != nil {
-				rows.Close()
-				return fmt.Errorf("insert deliveries: %w", err)
-			}
-			// Rows come back in the order they were inserted (the SELECT's); check rather than trust it.
-			if k := len(dIDs); k >= len(dSeq) || dSeq[k] != seq || dDest[k] != dest {
-				rows.Close()
-				return errors.New("insert deliveries: rows returned out of order")
-			}
-			dIDs = append(dIDs, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
-		k = 0
-		for i := range evs {
-			if owner[i] == 0 {
-				continue
-			}
-			ne := &evs[i]
-			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
+			c.res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
 			for j := range ne.Destinations {
 				status := store.Pending
 				if dWhy[k] != "" {
 					status = store.Skipped
 				}
-				res[i].Deliveries[j] = store.Delivery{ID: dIDs[k], EventID: ne.Event.ID, Destination: dDest[k], Status: status,
+				c.res[i].Deliveries[j] = store.Delivery{ID: w.ds[j], EventID: ne.Event.ID, Destination: dDest[k], Status: status,
 					NextAt: fromNanos(dNext[k]), CreatedAt: now.UTC(), UpdatedAt: now.UTC(), OrderingKey: dKey[k], Test: ne.Test,
 					LastError: dWhy[k]}
 				if dLeased[k] {
-					*leased = append(*leased, dIDs[k])
+					c.leased = append(c.leased, w.ds[j])
 				}
 				k++
 			}
 		}
-		return nil
+		if len(dupT) > 0 {
+			ts, is := make([]string, len(c.evs)), make([]string, len(c.evs))
+			for i := range c.evs {
+				ts[i], is[i] = c.evs[i].Event.Tenant, c.evs[i].Event.ID
+			}
+			p.dups = append(p.dups, dupWork{c: c, ts: ts, is: is, owner: owner, dupT: dupT, dupI: dupI})
+		}
 	}
+	return nil
 }
 
 // duplicates answers the inputs whose (tenant, id) was stored already: a duplicate within the window, or
 // refused with ErrIDReused outside it.
-func (s *Store) duplicates(ctx context.Context, tx pgx.Tx, now time.Time, opts store.AppendOptions, res []store.AppendResult,
+func duplicates(ctx context.Context, tx querier, now time.Time, opts store.AppendOptions, res []store.AppendResult,
 	tenants, ids []string, owner []int64, dupT, dupI []string) error {
 	type key struct{ tenant, id string }
 	type found struct{ seq, received int64 }
-	rows, err := tx.Query(ctx, `SELECT e.seq, e.tenant, e.id, e.received_at FROM events e
+	rows, err := tx.Query(ctx, `SELECT e.seq, e.tenant, e.id, e.received_at FROM event_ids e
 		JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON e.tenant = u.t AND e.id = u.i`, dupT, dupI)
 	if err != nil {
 		return fmt.Errorf("find duplicate events: %w", err)
@@ -313,7 +377,7 @@ func (s *Store) duplicates(ctx context.Context, tx pgx.Tx, now time.Time, opts s
 		seqs = append(seqs, f.seq)
 	}
 	if len(seqs) > 0 {
-		ds, err := s.deliveriesOf(ctx, tx, seqs)
+		ds, err := deliveriesOf(ctx, tx, seqs)
 		if err != nil {
 			return err
 		}
@@ -335,7 +399,7 @@ type querier interface {
 }
 
 // deliveriesOf reads the deliveries of events by seq, in id order.
-func (s *Store) deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
+func deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
 	rows, err := q.Query(ctx, `SELECT `+deliveryCols+`, event_seq FROM deliveries WHERE event_seq = ANY($1) ORDER BY id`, seqs)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
@@ -384,10 +448,11 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		due int64
 		seq int64
 	}
+
 	var got []claimed
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		got = got[:0]
-		rows, err := tx.Query(ctx, `
+	// One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+	err := func() error {
+		rows, err := s.pool.Query(ctx, `
 			WITH c AS (
 			  SELECT d.id, d.next_at AS due FROM deliveries d
 			  WHERE d.destination = $1 AND d.status = 'pending' AND d.next_at <= $2
@@ -415,7 +480,7 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		}
 		rows.Close()
 		return rows.Err()
-	})
+	}()
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -423,15 +488,16 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 		return nil, nil
 	}
 	until := nanos(now.Add(lease))
-	seqs := make([]int64, 0, len(got))
+	seqs, received := make([]int64, 0, len(got)), make([]int64, 0, len(got))
 	for _, c := range got {
-		s.holds.put(c.job.Delivery.ID, hold{token: token, until: until})
-		seqs = append(seqs, c.seq)
+		s.holds.put(c.job.Delivery.ID, hold{token: token, until: until, ends: nanos(s.leaseEnd(now, lease))})
+		// A delivery is created when its event is received: created_at picks the event's day partition.
+		seqs, received = append(seqs, c.seq), append(received, nanos(c.job.Delivery.CreatedAt))
 	}
 	slices.SortFunc(got, func(a, b claimed) int {
 		return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.job.Delivery.ID, b.job.Delivery.ID))
 	})
-	evs, err := s.events(ctx, seqs)
+	evs, err := s.events(ctx, seqs, received)
 	if err != nil {
 		for _, c := range got {
 			s.holds.drop([]int64{c.job.Delivery.ID}, []int64{token})
@@ -479,10 +545,10 @@ func splitCols(cols string) []string {
 	return append(out, cur)
 }
 
-// events reads events by seq.
-func (s *Store) events(ctx context.Context, seqs []int64) (map[int64]event.Event, error) {
+// events reads events by seq; received are their received_at (any order), so only their days are searched.
+func (s *Store) events(ctx context.Context, seqs, received []int64) (map[int64]event.Event, error) {
 	rows, err := s.pool.Query(ctx, `SELECT seq, id, topic, tenant, time, correlation_id, metadata, scope, data, traceparent
-		FROM events WHERE seq = ANY($1)`, seqs)
+		FROM events WHERE seq = ANY($1) AND received_at = ANY($2)`, seqs, received)
 	if err != nil {
 		return nil, err
 	}
@@ -519,6 +585,27 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 	return fromNanos(*n), true, nil
 }
 
+// completeSQL is a Complete in one statement: the deliveries move on, the ones that ended leave this writer's
+// pending counters, and the attempts of those moved (the others were not this caller's to record) go in.
+const completeSQL = `WITH upd AS (
+	  UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
+	    leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
+	  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
+	  WHERE d.id = u.id AND d.status = 'pending'
+	    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
+	  RETURNING d.id, d.destination, d.status, d.created_at),
+	cnt AS (
+	  INSERT INTO pending_counts (destination, shard, n)
+	  SELECT destination, $8, -count(*) FROM upd WHERE status <> 'pending' GROUP BY destination
+	  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
+	INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
+	SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, upd.created_at
+	FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
+	  AS a(id, n, at, us, code, er, resp)
+	JOIN upd ON upd.id = a.id
+	ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
+		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
+
 // Complete implements store.Store. A delivery this process holds is completed only while its claim token is
 // still the one stored (no other node took it over after the lease ran out); one it does not hold, only while
 // nobody holds a live lease on it.
@@ -536,61 +623,27 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 			tried[i] = 1
 		}
 	}
+	var aID []int64
+	var aN, aCode []int32
+	var aAt, aUs []int64
+	var aErr []string
+	var aResp [][]byte
+	for _, o := range outs {
+		if o.Attempt.N == 0 {
+			continue
+		}
+		a := o.Attempt
+		aID, aN, aAt, aUs = append(aID, o.DeliveryID), append(aN, int32(a.N)), append(aAt, nanos(a.At)), append(aUs, a.Duration.Microseconds())
+		aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
+	}
 	o := &op{}
+	o.complete = func(shard int64) []any {
+		return []any{ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp}
+	}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error {
-		now := nanos(s.opts.Now())
-		rows, err := tx.Query(ctx, `UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
-				leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
-			FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
-			WHERE d.id = u.id AND d.status = 'pending'
-			  AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
-			RETURNING d.id, d.destination, d.status`, ids, statuses, tried, nexts, errs, toks, now)
-		if err != nil {
+		shard, _ := ctx.Value(shardKey{}).(int64)
+		if _, err := tx.Exec(ctx, completeSQL, o.complete(shard)...); err != nil {
 			return fmt.Errorf("complete deliveries: %w", err)
-		}
-		done := map[int64]bool{}
-		c := counts{}
-		for rows.Next() {
-			var id int64
-			var dest, status string
-			if err := rows.Scan(&id, &dest, &status); err != nil {
-				rows.Close()
-				return fmt.Errorf("complete deliveries: %w", err)
-			}
-			done[id] = true
-			if status != "pending" {
-				c.add(dest, -1)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("complete deliveries: %w", err)
-		}
-		if err := c.apply(ctx, tx); err != nil {
-			return err
-		}
-		var aID []int64
-		var aN, aCode []int32
-		var aAt, aUs []int64
-		var aErr []string
-		var aResp [][]byte
-		for _, o := range outs {
-			if o.Attempt.N == 0 || !done[o.DeliveryID] {
-				continue
-			}
-			a := o.Attempt
-			aID, aN, aAt, aUs = append(aID, o.DeliveryID), append(aN, int32(a.N)), append(aAt, nanos(a.At)), append(aUs, a.Duration.Microseconds())
-			aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
-		}
-		if len(aID) == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
-			SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::bytea[])
-			ON CONFLICT (delivery_id, n) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
-				status_code = excluded.status_code, error = excluded.error, response = excluded.response`,
-			aID, aN, aAt, aUs, aCode, aErr, aResp); err != nil {
-			return fmt.Errorf("record attempts: %w", err)
 		}
 		return nil
 	}
@@ -672,11 +725,14 @@ func (s *Store) renewLeases(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		ids, toks, untils := s.holds.snapshot()
+		// Only leases with less than 5/6 of LeaseTTL left are renewed (one not renewed last tick has at least
+		// half left, so a failed renewal still leaves a tick to spare): most deliveries end long before, and
+		// rewriting their rows would only contend with their completions.
+		now := s.opts.Now()
+		ids, toks, untils := s.holds.due(nanos(now.Add(5 * s.opts.LeaseTTL / 6)))
 		if len(ids) == 0 {
 			continue
 		}
-		now := s.opts.Now()
 		rows, err := s.pool.Query(ctx, `UPDATE deliveries d SET next_at = LEAST($4::bigint, u.until)
 			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, tok, until)
 			WHERE d.id = u.id AND d.claim_token = u.tok AND d.status = 'pending' AND u.until > $5
@@ -698,13 +754,16 @@ func (s *Store) renewLeases(ctx context.Context) {
 		if rows.Err() != nil {
 			continue
 		}
-		var gone, goneToks []int64
+		var gone, goneToks, keptIDs, keptToks []int64
 		for i, id := range ids {
 			if !kept[id] {
 				gone, goneToks = append(gone, id), append(goneToks, toks[i])
+			} else {
+				keptIDs, keptToks = append(keptIDs, id), append(keptToks, toks[i])
 			}
 		}
 		s.holds.drop(gone, goneToks)
+		s.holds.renewed(keptIDs, keptToks, nanos(now.Add(s.opts.LeaseTTL)))
 	}
 }
 
@@ -755,13 +814,13 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		}
 		ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 		ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-		ds, err := s.deliveriesOf(ctx, tx, []int64{seq})
+		ds, err := deliveriesOf(ctx, tx, []int64{seq})
 		if err != nil {
 			return err
 		}
 		rec.Deliveries = ds[seq]
 		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-			WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = $1) ORDER BY delivery_id, n`, seq)
+			WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = $1) AND received_at = $2 ORDER BY delivery_id, n`, seq, received)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,11 @@ var _ store.Store = (*Store)(nil)
 
 type op struct {
 	fn func(ctx context.Context, tx pgx.Tx) error
+	// app, set on an Append, lets the appends of a group run as one statement.
+	app *appendCall
+	// complete, set on a Complete, gives completeSQL's arguments. A group made only of appends and completions
+	// is sent as one pipeline (runBatch).
+	complete func(shard int64) []any
 	// changed marks an operation other nodes must learn of (a hint is sent after its commit).
 	changed bool
 	// after runs once the commit is durable.
@@ -174,6 +180,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		stop()
 		pool.Close()
 		return nil, unavailable(fmt.Errorf("store: read change version: %w", err))
+	}
+	if err := s.premakeAround(ctx); err != nil {
+		stop()
+		pool.Close()
+		return nil, unavailable(fmt.Errorf("store: make partitions: %w", err))
 	}
 	for range opts.Writers {
 		s.wg.Add(1)
@@ -294,8 +305,12 @@ func (s *Store) writer() {
 // own transaction, so one bad operation cannot fail its neighbours. A lost connection fails them all with
 // store.ErrUnavailable — unless the commit is found to have happened.
 func (s *Store) commit(ctx context.Context, group []*op) {
+	run := s.runTx
+	if batchable(group) {
+		run = s.runBatch
+	}
 	if len(group) > 1 {
-		errs, err := s.runTx(ctx, group)
+		errs, err := run(ctx, group)
 		if err == nil && errors.Join(errs...) == nil {
 			s.committed(group)
 			return
@@ -313,10 +328,21 @@ func (s *Store) commit(ctx context.Context, group []*op) {
 		// same event ids in opposite orders) and says to run it again: nothing of it was written.
 		for try := 1; ; try++ {
 			var errs []error
-			if errs, err = s.runTx(ctx, []*op{o}); err == nil {
+			if errs, err = run(ctx, []*op{o}); err == nil {
 				err = errs[0]
 			}
-			if err == nil || !rerunnable(err) || try == maxReruns {
+			if err == nil || try == maxReruns {
+				break
+			}
+			if noPartition(err) {
+				// The clock is past the days made ahead (or the leader has been away): make them, run again.
+				if perr := s.premakeAround(ctx); perr != nil {
+					s.opts.Logger.Warn("store: make partitions", "err", perr)
+					break
+				}
+				continue
+			}
+			if !rerunnable(err) {
 				break
 			}
 		}
@@ -357,21 +383,138 @@ func (s *Store) committed(group []*op) {
 	}
 }
 
-// runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
-func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
-	tx, err := s.pool.Begin(ctx)
+// batchable reports whether every operation of group can go in one pipeline (runBatch).
+func batchable(group []*op) bool {
+	for _, o := range group {
+		if o.app == nil && o.complete == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// runBatch runs a group of appends and completions as one pipeline — its transaction id, the appends' statement,
+// each completion's statement — in one round trip, committed as one implicit transaction when the server
+// reaches its end. A statement that fails rolls all of it back. Duplicates among the appends are answered
+// after the commit (from the committed events they duplicate).
+func (s *Store) runBatch(ctx context.Context, ops []*op) (errs []error, err error) {
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
 	}
-	// The transaction's id, to learn whether it committed if the connection drops during COMMIT.
-	var xid int64
-	if err := tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
-		_ = tx.Rollback(ctx)
-		return nil, unavailable(fmt.Errorf("store: begin: %w", err))
+	defer c.Release()
+	if s.beforeCommit != nil {
+		s.beforeCommit(&groupTx{c: c})
+	}
+	shard, _ := ctx.Value(shardKey{}).(int64)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT txid_current()`)
+	var calls []*appendCall
+	first := -1
+	for i, o := range ops {
+		if o.app != nil {
+			calls = append(calls, o.app)
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	var plan *appendPlan
+	if len(calls) > 0 {
+		plan = s.planAppend(calls, shard)
+		b.Queue(appendSQL, plan.args...)
+	}
+	for _, o := range ops {
+		if o.complete != nil {
+			b.Queue(completeSQL, o.complete(shard)...)
+		}
 	}
 	errs = make([]error, len(ops))
-	failed := false
+	br := c.SendBatch(ctx, b)
+	var xid int64
+	fail := func(at int, err error) ([]error, error) {
+		_ = br.Close()
+		if err = unavailable(err); errors.Is(err, store.ErrUnavailable) {
+			return nil, err
+		}
+		errs[at] = err
+		return errs, nil
+	}
+	if err := br.QueryRow().Scan(&xid); err != nil {
+		return fail(0, fmt.Errorf("store: begin: %w", err))
+	}
+	var rows pgx.Rows
+	if plan != nil {
+		if rows, err = br.Query(); err != nil {
+			return fail(first, fmt.Errorf("insert events: %w", err))
+		}
+		// Read now (the results come in order); duplicates are looked up once the batch is closed.
+		if err := plan.read(rows); err != nil {
+			return fail(first, err)
+		}
+	}
 	for i, o := range ops {
+		if o.complete == nil {
+			continue
+		}
+		if _, err := br.Exec(); err != nil {
+			return fail(i, fmt.Errorf("complete deliveries: %w", err))
+		}
+	}
+	if err := br.Close(); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && !errors.Is(unavailable(err), store.ErrUnavailable) {
+			errs[0] = fmt.Errorf("store: commit: %w", err)
+			return errs, nil // the server refused it: nothing was written
+		}
+		if errs, err = s.resolve(xid, err, errs); err != nil {
+			return nil, err
+		}
+	}
+	if plan != nil {
+		if err := plan.finish(ctx, s.pool); err != nil {
+			// Committed, but the answers to duplicates among the appends could not be read: the group fails as
+			// a whole (never run again), and a publisher's retry is answered as a duplicate.
+			return nil, unavailable(fmt.Errorf("store: read duplicates: %w", err))
+		}
+	}
+	return errs, nil
+}
+
+// runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
+func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
+	tx, xid, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.c.Release() // a connection left inside a transaction (it broke) is closed, not reused
+	errs = make([]error, len(ops))
+	failed := false
+	// The group's appends go in together, as one statement; should it fail, each runs alone (commit).
+	var calls []*appendCall
+	first := -1
+	for i, o := range ops {
+		if o.app != nil {
+			calls = append(calls, o.app)
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if len(calls) > 1 {
+		if err := s.appendAll(ctx, tx, calls); err != nil {
+			errs[first] = unavailable(err)
+			_ = tx.Rollback(ctx)
+			if errors.Is(errs[first], store.ErrUnavailable) {
+				return nil, errs[first]
+			}
+			return errs, nil
+		}
+	}
+	for i, o := range ops {
+		if o.app != nil && len(calls) > 1 {
+			continue
+		}
 		if errs[i] = o.fn(ctx, tx); errs[i] != nil {
 			errs[i] = unavailable(errs[i])
 			failed = true
@@ -392,6 +535,9 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		s.beforeCommit(tx)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if errors.Is(err, pgx.ErrTxCommitRollback) {
+			return nil, fmt.Errorf("store: commit: %w", err) // the server rolled it back: nothing was written
+		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && !errors.Is(unavailable(err), store.ErrUnavailable) {
 			return nil, fmt.Errorf("store: commit: %w", err) // the server refused it: nothing was written
@@ -400,6 +546,62 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		return s.resolve(xid, err, errs)
 	}
 	return errs, nil
+}
+
+// groupTx is a group commit's transaction on a connection of the pool, begun in the same round trip that
+// reads its id. Operations use Exec, Query, QueryRow and Conn; it has none of pgx.Tx's other methods.
+type groupTx struct {
+	pgx.Tx
+	c *pgxpool.Conn
+}
+
+func (t *groupTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.c.Exec(ctx, sql, args...)
+}
+
+func (t *groupTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.c.Query(ctx, sql, args...)
+}
+
+func (t *groupTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.c.QueryRow(ctx, sql, args...)
+}
+
+func (t *groupTx) Conn() *pgx.Conn { return t.c.Conn() }
+
+func (t *groupTx) Rollback(ctx context.Context) error {
+	_, err := t.c.Exec(ctx, `ROLLBACK`)
+	return err
+}
+
+func (t *groupTx) Commit(ctx context.Context) error {
+	tag, err := t.c.Exec(ctx, `COMMIT`)
+	if err == nil && tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return err
+}
+
+// begin takes a connection and begins a transaction on it, reading the transaction's id (to learn whether it
+// committed if the connection drops during COMMIT) in the same round trip. The caller releases tx.c.
+func (s *Store) begin(ctx context.Context) (*groupTx, int64, error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, 0, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	res, err := c.Conn().PgConn().Exec(ctx, `BEGIN; SELECT txid_current()`).ReadAll()
+	if err == nil && (len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1) {
+		err = errors.New("BEGIN; SELECT txid_current() answered no id")
+	}
+	var xid int64
+	if err == nil {
+		xid, err = strconv.ParseInt(string(res[1].Rows[0][0]), 10, 64)
+	}
+	if err != nil {
+		c.Release()
+		return nil, 0, unavailable(fmt.Errorf("store: begin: %w", err))
+	}
+	return &groupTx{c: c}, xid, nil
 }
 
 // resolve learns whether transaction xid committed after the connection broke during COMMIT, asking on a
@@ -444,6 +646,11 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		// Leases still held stay: they run out (Options.LeaseTTL), or the next node to start releases them.
 		if s.presence != nil {
+			// Unlocked before the connection closes: the server lets go of a closed session's locks only once its
+			// backend has exited, and a node starting just after this one must find it gone.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = s.presence.Exec(ctx, `SELECT pg_advisory_unlock($1)`, s.nodeID)
+			cancel()
 			s.presence.Close(context.Background())
 		}
 		s.pool.Close()
