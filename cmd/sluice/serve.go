@@ -211,7 +211,7 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	}
 	srv := api.New(api.Options{Store: st, Intake: in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: mgr,
 		Metrics: metrics.Handler(), Console: cfg.Console, Sinks: cfg.Registry, Activity: activity,
-		PortalSecret: api.PortalKey(cfg.Store)})
+		PortalSecret: api.PortalKey(cfg.Store), Numbers: numbers(cfg.Store)})
 	if servePlugins != nil {
 		srv.AddCheck("plugins", servePlugins.Check)
 	}
@@ -313,6 +313,13 @@ func openBox(c config.Store) (*seal.Box, error) {
 		return nil, fmt.Errorf("store.encryption_key: %w", err)
 	}
 	return seal.New(keys)
+}
+
+// numbers hides delivery ids and cursors under store.encryption_key (plain without one; the key was checked
+// by openBox at start).
+func numbers(c config.Store) *seal.Numbers {
+	keys, _ := c.EncryptionKeys()
+	return seal.NewNumbers(keys)
 }
 
 // observer forwards dispatcher outcomes to the metrics, which are built after the dispatcher, and to the

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -22,7 +22,7 @@ func parseStatus(v, field string) (store.Status, *problem) {
 // listDeliveries serves GET /v1/deliveries: deliveries newest first, without their attempt lists. A tenant
 // key sees deliveries to its own destinations only.
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
-	lp, p := parseList(r)
+	lp, p := s.parseList(r)
 	if p != nil {
 		writeError(w, p)
 		return
@@ -61,7 +61,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(d store.Delivery) int64 { return d.ID },
+	writeJSON(w, http.StatusOK, pageOf(rows, lp.limit, func(d store.Delivery) string { return s.cursor(d.ID) },
 		func(d store.Delivery) deliveryJSON { return s.deliveryView(d, nil, false) }))
 }
 
@@ -74,15 +74,15 @@ func within(filter, scope []string) []string {
 	return slices.DeleteFunc(filter, func(n string) bool { return !slices.Contains(scope, n) })
 }
 
-// deliveryID parses a delivery id; anything that is not one is simply an id that does not exist (404).
-func deliveryID(r *http.Request) (int64, bool) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	return id, err == nil && id > 0
+// deliveryID reads a delivery id (as deliveryView shows it); anything that is not one is simply an id that
+// does not exist (404).
+func (s *Server) deliveryID(r *http.Request) (int64, bool) {
+	return s.nums.Reveal(r.PathValue("id"), seal.KindDelivery)
 }
 
 // getDelivery serves GET /v1/deliveries/{id} with its attempts. Another tenant's delivery is 404.
 func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
-	id, ok := deliveryID(r)
+	id, ok := s.deliveryID(r)
 	if !ok {
 		writeError(w, notFound("delivery"))
 		return
@@ -102,7 +102,7 @@ func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
 // retryDelivery serves POST /v1/deliveries/{id}/retry: the delivery is requeued, due now, with a fresh retry
 // schedule; the answer (202) is the delivery as requeued. Any body is ignored.
 func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
-	id, ok := deliveryID(r)
+	id, ok := s.deliveryID(r)
 	if !ok {
 		writeError(w, notFound("delivery"))
 		return

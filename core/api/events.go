@@ -5,10 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/sluicehq/sluice/core/api/authz"
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -58,7 +58,7 @@ type deliveryJSON struct {
 
 // listEvents serves GET /v1/events: events newest first. A tenant key sees its tenant's events only.
 func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
-	lp, p := parseList(r)
+	lp, p := s.parseList(r)
 	if p != nil {
 		writeError(w, p)
 		return
@@ -90,7 +90,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, pageOfMore(rows, more, lp.limit, func(row store.EventSummary) int64 { return row.Seq },
+	writeJSON(w, http.StatusOK, pageOfMore(rows, more, lp.limit, func(row store.EventSummary) string { return s.cursor(row.Seq) },
 		func(row store.EventSummary) eventJSON {
 			ev := row.Event
 			j := eventJSON{ID: ev.ID, Topic: ev.Topic, Time: ev.Time, Tenant: ev.Tenant, Metadata: ev.Metadata,
@@ -188,7 +188,7 @@ func (s *Server) visible(tenant string) func(name string) bool {
 // deliveryView renders a delivery; withAttempts adds the attempt list (always a list then, maybe empty).
 func (s *Server) deliveryView(d store.Delivery, log []store.Attempt, withAttempts bool) deliveryJSON {
 	j := deliveryJSON{
-		ID: formatID(d.ID), EventID: d.EventID, Destination: destRef{ID: d.Destination, Name: s.label(d.Destination)},
+		ID: s.nums.Hide(d.ID, seal.KindDelivery), EventID: d.EventID, Destination: destRef{ID: d.Destination, Name: s.label(d.Destination)},
 		Status: d.Status, AttemptCount: d.Attempts, Test: d.Test, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 		LastError: d.LastError,
 	}
@@ -217,5 +217,3 @@ func (s *Server) label(id string) string {
 	}
 	return s.dests.Label(id)
 }
-
-func formatID(id int64) string { return strconv.FormatInt(id, 10) }

@@ -179,7 +179,8 @@ func newHarness(t *testing.T) *harness {
 	if err := h.mgr.Start(context.Background(), cfg, h.in); err != nil {
 		t.Fatal(err)
 	}
-	h.srv = api.New(api.Options{Store: st, Intake: h.in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: h.mgr})
+	h.srv = api.New(api.Options{Store: st, Intake: h.in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: h.mgr,
+		Numbers: seal.NewNumbers(keys)})
 	h.srv.SetReady(true)
 	h.http = httptest.NewServer(h.srv)
 	t.Cleanup(func() {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/core/seal"
 )
 
 // List sizes: a page holds defaultLimit items unless limit asks otherwise, never more than maxLimit.
@@ -40,7 +42,7 @@ type listParams struct {
 }
 
 // parseList reads limit, cursor, since and until.
-func parseList(r *http.Request) (listParams, *problem) {
+func (s *Server) parseList(r *http.Request) (listParams, *problem) {
 	q := r.URL.Query()
 	lp := listParams{limit: defaultLimit}
 	if v := q.Get("limit"); v != "" || q.Has("limit") {
@@ -51,7 +53,7 @@ func parseList(r *http.Request) (listParams, *problem) {
 		lp.limit = n
 	}
 	if v := q.Get("cursor"); v != "" {
-		n, ok := decodeCursor(v)
+		n, ok := s.revealCursor(v)
 		if !ok {
 			return lp, badParam("cursor", "is not a cursor this server handed out; pass next_cursor of the previous page unchanged")
 		}
@@ -83,9 +85,26 @@ func parseTime(v, field string) (time.Time, *problem) {
 	return t.UTC(), nil
 }
 
-// Cursors are opaque to clients: the store position of the last item of a page, base64url-encoded behind a
-// version prefix, so the encoding can change without old cursors being misread.
+// Cursors are opaque to clients: the store position of the last item of a page. With store.encryption_key
+// set it is hidden (seal.Numbers), so a cursor tells no tenant how many rows others made; without, it is
+// base64url behind a version prefix, so the encoding can change without old cursors being misread.
 const cursorPrefix = "v1:"
+
+// cursor is the cursor of store position n.
+func (s *Server) cursor(n int64) string {
+	if s.nums.Keyed() {
+		return s.nums.Hide(n, seal.KindCursor)
+	}
+	return encodeCursor(n)
+}
+
+// revealCursor is the store position a cursor this server handed out stands for.
+func (s *Server) revealCursor(v string) (int64, bool) {
+	if s.nums.Keyed() {
+		return s.nums.Reveal(v, seal.KindCursor)
+	}
+	return decodeCursor(v)
+}
 
 func encodeCursor(n int64) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + strconv.FormatInt(n, 10)))

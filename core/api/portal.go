@@ -34,7 +34,7 @@ func (s *Server) mountConsole(mux *http.ServeMux, opts Options) {
 	}
 	c := console.New(console.Options{Store: opts.Store, Intake: opts.Intake, Destinations: opts.Destinations,
 		Lookup: func(key string) (Principal, bool) { return s.keys().Lookup(key) }, Sinks: opts.Sinks,
-		Activity: opts.Activity, Config: opts.Console, PortalSecret: s.portalSecret})
+		Activity: opts.Activity, Config: opts.Console, PortalSecret: s.portalSecret, Numbers: opts.Numbers})
 	s.console = c
 	mux.Handle("/console/", c)
 	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -345,4 +347,44 @@ func writeTestCA(t *testing.T, path string) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestTenantCannotCountOtherTenantsRowsFromDeliveryIDsOrCursors(t *testing.T) {
+	h := newHarness(t)
+	h.createHook(acmeKey, "acme-hook", newReceiver(t).URL, nil)
+	h.createHook(globexKey, "globex-hook", newReceiver(t).URL, nil)
+	first := h.publish(acmeKey, map[string]any{"topic": "order.created", "data": map[string]any{}})
+	for range 5 {
+		h.publish(globexKey, map[string]any{"topic": "order.created", "data": map[string]any{}})
+	}
+	second := h.publish(acmeKey, map[string]any{"topic": "order.created", "data": map[string]any{}})
+	plain := regexp.MustCompile(`^(v1:)?[0-9]+$`)
+	for _, ev := range []string{first, second} {
+		d := h.deliveryOf(ev, "acme-hook")
+		if d == nil {
+			t.Fatalf("event %s has no delivery to acme-hook", ev)
+		}
+		id := d["id"].(string)
+		if plain.MatchString(id) {
+			t.Fatalf("delivery id %q is the store's sequence: two of them count every tenant's deliveries between", id)
+		}
+		if got := h.must(http.StatusOK, "GET", "/v1/deliveries/"+id, acmeKey, nil).json(t); got["id"] != id {
+			t.Fatalf("GET /v1/deliveries/%s answers id %v", id, got["id"])
+		}
+	}
+	// A guessed sequence number is no id.
+	h.must(http.StatusNotFound, "GET", "/v1/deliveries/1", acmeKey, nil)
+	// A cursor is no position either, yet it pages.
+	page := h.must(http.StatusOK, "GET", "/v1/events?limit=1", acmeKey, nil).json(t)
+	cur, _ := page["next_cursor"].(string)
+	raw, err := base64.RawURLEncoding.DecodeString(cur)
+	if cur == "" || plain.MatchString(cur) || (err == nil && plain.Match(raw)) {
+		t.Fatalf("next_cursor %q (%q) is empty or shows the store's position", cur, raw)
+	}
+	rows := h.must(http.StatusOK, "GET", "/v1/events?limit=1&cursor="+url.QueryEscape(cur), acmeKey, nil).json(t)["data"].([]any)
+	if len(rows) != 1 || rows[0].(map[string]any)["id"] != first {
+		t.Fatalf("the second page is %v, want acme's first event %s", rows, first)
+	}
+	// Another kind of token is not a cursor.
+	h.must(http.StatusBadRequest, "GET", "/v1/events?cursor="+h.deliveryOf(first, "acme-hook")["id"].(string), acmeKey, nil)
 }

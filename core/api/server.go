@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/intake"
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/sinks"
 )
@@ -46,6 +47,8 @@ type Options struct {
 	Activity *console.Activity
 	// PortalSecret signs portal links (PortalKey); empty makes a random one for this process.
 	PortalSecret []byte
+	// Numbers hides delivery ids and cursors (seal.NewNumbers over store.encryption_key); nil shows them plain.
+	Numbers *seal.Numbers
 }
 
 // Server serves the HTTP API.
@@ -54,6 +57,7 @@ type Server struct {
 	intake  *intake.Intake
 	dests   *destinations.Manager
 	metrics http.Handler
+	nums    *seal.Numbers
 	keyset  atomic.Pointer[Keys]
 	ready   atomic.Bool
 	mux     *http.ServeMux
@@ -93,7 +97,7 @@ func New(opts Options) *Server {
 	if keys == nil {
 		keys = &Keys{}
 	}
-	s := &Server{store: opts.Store, intake: opts.Intake, dests: opts.Destinations, metrics: opts.Metrics}
+	s := &Server{store: opts.Store, intake: opts.Intake, dests: opts.Destinations, metrics: opts.Metrics, nums: opts.Numbers}
 	s.keyset.Store(keys)
 	mux := http.NewServeMux()
 
@@ -262,20 +266,20 @@ type page struct {
 const maxPageBytes = 8 << 20
 
 // pageOf renders one page of a list the store answered with up to limit+1 rows: the extra row only says a
-// next page exists, whose cursor is the position of the last row shown. A page also ends before it passes
+// next page exists, whose cursor (pos, Server.cursor of its position) is the last row shown. A page also ends before it passes
 // maxPageBytes.
-func pageOf[R, J any](rows []R, limit int, pos func(R) int64, view func(R) J) page {
+func pageOf[R, J any](rows []R, limit int, pos func(R) string, view func(R) J) page {
 	return pageOfMore(rows, false, limit, pos, view)
 }
 
 // pageOfMore is pageOf for rows that end early although more may follow (more): the page then has a cursor.
-func pageOfMore[R, J any](rows []R, more bool, limit int, pos func(R) int64, view func(R) J) page {
+func pageOfMore[R, J any](rows []R, more bool, limit int, pos func(R) string, view func(R) J) page {
 	next := ""
 	if len(rows) > limit {
 		rows = rows[:limit]
-		next = encodeCursor(pos(rows[len(rows)-1]))
+		next = pos(rows[len(rows)-1])
 	} else if more && len(rows) > 0 {
-		next = encodeCursor(pos(rows[len(rows)-1]))
+		next = pos(rows[len(rows)-1])
 	}
 	out := make([]J, 0, len(rows))
 	size := 0
@@ -283,7 +287,7 @@ func pageOfMore[R, J any](rows []R, more bool, limit int, pos func(R) int64, vie
 		v := view(r)
 		b, _ := json.Marshal(v)
 		if size += len(b) + 1; size > maxPageBytes && i > 0 {
-			next = encodeCursor(pos(rows[i-1]))
+			next = pos(rows[i-1])
 			break
 		}
 		out = append(out, v)

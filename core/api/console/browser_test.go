@@ -202,7 +202,7 @@ func TestBrowserAdmin(t *testing.T) {
 	do(t, ctx, chromedp.Click(chromedp.CSS(`#tail a[href="/console/events/`+id+`"]`)),
 		chromedp.WaitVisible(chromedp.CSS("#payload")))
 	d := h.deliveryOf(id, "partner")
-	sel := "#delivery-" + itoa(d.ID)
+	sel := "#delivery-" + h.did(d.ID)
 	if got := text(t, ctx, sel+" .attempts"); !strings.Contains(got, "HTTP 503") {
 		t.Fatalf("the attempt shown: %q", got)
 	}

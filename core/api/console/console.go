@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/intake"
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 	"github.com/sluicehq/sluice/sinks"
 )
@@ -37,6 +38,8 @@ type Options struct {
 	Config   config.Console
 	// PortalSecret signs portal links (PortalKey derives it); empty makes a random one for this process.
 	PortalSecret []byte
+	// Numbers hides delivery ids and list cursors as the API does; nil shows them plain.
+	Numbers *seal.Numbers
 	Logger       *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
@@ -90,7 +93,9 @@ func New(opts Options) *Console {
 	c := &Console{opts: opts, log: opts.Logger, now: opts.Now, sessions: newSessions(), pages: map[string]*template.Template{},
 		closing: make(chan struct{})}
 	// The store keys deliveries by destination id; pages show the name.
-	pageFuncs := template.FuncMap{"destName": func(id string) string { return id }}
+	// Delivery ids show as the API shows them (hidden under store.encryption_key, seal.Numbers).
+	pageFuncs := template.FuncMap{"destName": func(id string) string { return id },
+		"did": func(id int64) string { return opts.Numbers.Hide(id, seal.KindDelivery) }}
 	if opts.Destinations != nil {
 		pageFuncs["destName"] = opts.Destinations.Label
 	}

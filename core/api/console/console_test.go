@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -176,7 +175,7 @@ func TestTenantScoping(t *testing.T) {
 		"/console/destinations/" + h.destID("globex-hook") + "/test",
 		"/console/destinations/" + h.destID("globex-hook") + "/rotate-secret",
 		"/console/destinations/" + h.destID("globex-hook") + "/replay",
-		"/console/deliveries/" + itoa(globexDelivery.ID) + "/retry"} {
+		"/console/deliveries/" + h.did(globexDelivery.ID) + "/retry"} {
 		if p := acme.post(path, nil); p.status != http.StatusNotFound {
 			t.Errorf("POST %s as acme: %d, want 404", path, p.status)
 		}
@@ -227,7 +226,7 @@ func TestReaderSeesNoActions(t *testing.T) {
 	}
 	for _, path := range []string{"/console/destinations", "/console/destinations/" + hook, "/console/destinations/" + hook + "/disable",
 		"/console/destinations/" + hook + "/test", "/console/destinations/" + hook + "/rotate-secret",
-		"/console/destinations/" + hook + "/replay", "/console/deliveries/" + itoa(d.ID) + "/retry"} {
+		"/console/destinations/" + hook + "/replay", "/console/deliveries/" + h.did(d.ID) + "/retry"} {
 		if p := r.post(path, url.Values{"name": {"x"}, "type": {"webhook"}}); p.status != http.StatusForbidden {
 			t.Errorf("POST %s as reader: %d, want 403", path, p.status)
 		}
@@ -363,7 +362,7 @@ func TestRetryAndReplay(t *testing.T) {
 	}
 	h.hook.setStatus(http.StatusNoContent)
 	d := h.deliveryOf(ids[0], "yaml-hook")
-	p := c.post("/console/deliveries/"+itoa(d.ID)+"/retry", nil)
+	p := c.post("/console/deliveries/"+h.did(d.ID)+"/retry", nil)
 	if p.status != http.StatusSeeOther || !strings.Contains(p.header.Get("Location"), "/console/events/"+ids[0]) {
 		t.Fatalf("retry: %d %s", p.status, p.header.Get("Location"))
 	}
@@ -478,8 +477,6 @@ func TestPortalLinks(t *testing.T) {
 	}
 }
 
-func itoa(n int64) string { return strconvItoa(n) }
-
 // formValues reads the inputs, textareas and selected options of a rendered form, as a browser submits it.
 func formValues(body string) url.Values {
 	v := url.Values{}
@@ -509,7 +506,6 @@ func formValues(body string) url.Values {
 	return v
 }
 
-func strconvItoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func htmlUnescape(s string) string { return html.UnescapeString(s) }
 

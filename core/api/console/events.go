@@ -6,11 +6,11 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/core/api/authz"
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -42,7 +42,9 @@ func (c *Console) listEvents(w http.ResponseWriter, r *http.Request) {
 	page := eventsPage{F: f}
 	since, err1 := parseFormTime(f.Since, "since")
 	until, err2 := parseFormTime(f.Until, "until")
-	f.Cursor, _ = strconv.ParseInt(q.Get("cursor"), 10, 64)
+	if v := q.Get("cursor"); v != "" {
+		f.Cursor, _ = c.opts.Numbers.Reveal(v, seal.KindCursor) // not one this console made: the first page
+	}
 	if err := errors.Join(err1, err2); err != nil {
 		page.Error = err.Error()
 		c.render(w, r, http.StatusBadRequest, "events", view{Title: "Events", Nav: "events", Data: page})
@@ -56,7 +58,7 @@ func (c *Console) listEvents(w http.ResponseWriter, r *http.Request) {
 				v.Set(k, s)
 			}
 		}
-		v.Set("cursor", strconv.FormatInt(cursor, 10))
+		v.Set("cursor", c.opts.Numbers.Hide(cursor, seal.KindCursor))
 		return v.Encode()
 	}
 	if f.Status != "" || f.Destination != "" {

@@ -92,6 +92,7 @@ type harness struct {
 	srv      *api.Server
 	http     *httptest.Server
 	activity *console.Activity
+	nums     *seal.Numbers // hides delivery ids in URLs, as serve does under store.encryption_key
 	// skew moves the dispatcher's clock ahead of the wall clock (nanoseconds), for tests of time windows.
 	skew   atomic.Int64
 	hook   *receiver // the tenant-less YAML destination
@@ -171,6 +172,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.nums = seal.NewNumbers(keys)
 	box, err := seal.New(keys)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +190,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		t.Fatal(err)
 	}
 	h.srv = api.New(api.Options{Store: st, Intake: h.in, Keys: api.NewKeys(cfg.Auth.Keys), Destinations: h.mgr,
-		Console: cfg.Console, Sinks: cfg.Registry, Activity: h.activity, PortalSecret: portalSecret})
+		Console: cfg.Console, Sinks: cfg.Registry, Activity: h.activity, PortalSecret: portalSecret, Numbers: h.nums})
 	h.srv.SetReady(true)
 	h.http = httptest.NewServer(h.srv)
 	t.Cleanup(func() {
@@ -340,3 +342,6 @@ func (h *harness) destID(name string) string {
 	}
 	return v.ID
 }
+
+// did is a delivery id as the console shows it.
+func (h *harness) did(id int64) string { return h.nums.Hide(id, seal.KindDelivery) }

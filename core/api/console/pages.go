@@ -6,12 +6,12 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/core/api/authz"
 	"github.com/sluicehq/sluice/core/destinations"
+	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
 )
 
@@ -419,8 +419,8 @@ func parseFormTime(v, field string) (time.Time, error) {
 }
 
 func (c *Console) retryDelivery(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
+	id, ok := c.opts.Numbers.Reveal(r.PathValue("id"), seal.KindDelivery)
+	if !ok {
 		c.fail(w, r, store.ErrNotFound, 0, "")
 		return
 	}
@@ -429,7 +429,7 @@ func (c *Console) retryDelivery(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err, 0, "")
 		return
 	}
-	http.Redirect(w, r, "/console/events/"+d.EventID+"?retried="+strconv.FormatInt(d.ID, 10), http.StatusSeeOther)
+	http.Redirect(w, r, "/console/events/"+d.EventID+"?retried="+c.opts.Numbers.Hide(d.ID, seal.KindDelivery), http.StatusSeeOther)
 }
 
 func (c *Console) topics(w http.ResponseWriter, r *http.Request) {
