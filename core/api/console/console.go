@@ -40,7 +40,7 @@ type Options struct {
 	PortalSecret []byte
 	// Numbers hides delivery ids and list cursors as the API does; nil shows them plain.
 	Numbers *seal.Numbers
-	Logger       *slog.Logger
+	Logger  *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
 }

@@ -506,7 +506,6 @@ func formValues(body string) url.Values {
 	return v
 }
 
-
 func htmlUnescape(s string) string { return html.UnescapeString(s) }
 
 // TestLiveStream reads the live tail's event stream as the SSE extension does: a tenant's stream carries its
