@@ -102,6 +102,25 @@ func asList(v any) ([]any, bool) {
 // failed left side of some nodes into null, which must not hide an exceeded budget.
 func (e *evaluator) swallow() error { return e.over }
 
+// project evaluates expr on each element, keeping the results that are not null, each counted against the
+// budget (a projection's right-hand side).
+func (e *evaluator) project(expr parsing.ASTNode, elems []any) ([]any, error) {
+	collected := []any{}
+	for _, elem := range elems {
+		v, err := e.eval(expr, elem)
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			if err := e.grow(costElem); err != nil {
+				return nil, err
+			}
+			collected = append(collected, v)
+		}
+	}
+	return collected, nil
+}
+
 func (e *evaluator) eval(node parsing.ASTNode, value any) (any, error) {
 	if err := e.step(); err != nil {
 		return nil, err
@@ -403,20 +422,7 @@ func (e *evaluator) eval(node parsing.ASTNode, value any) (any, error) {
 			}
 			return nil, nil
 		}
-		collected := []any{}
-		for _, elem := range list {
-			v, err := e.eval(node.Children[1], elem)
-			if err != nil {
-				return nil, err
-			}
-			if v != nil {
-				if err := e.grow(costElem); err != nil {
-					return nil, err
-				}
-				collected = append(collected, v)
-			}
-		}
-		return collected, nil
+		return e.project(node.Children[1], list)
 	case parsing.ASTSubexpression, parsing.ASTIndexExpression:
 		left, err := e.eval(node.Children[0], value)
 		if err != nil {
@@ -463,20 +469,7 @@ func (e *evaluator) eval(node parsing.ASTNode, value any) (any, error) {
 		for _, v := range m {
 			values = append(values, v)
 		}
-		collected := []any{}
-		for _, elem := range values {
-			v, err := e.eval(node.Children[1], elem)
-			if err != nil {
-				return nil, err
-			}
-			if v != nil {
-				if err := e.grow(costElem); err != nil {
-					return nil, err
-				}
-				collected = append(collected, v)
-			}
-		}
-		return collected, nil
+		return e.project(node.Children[1], values)
 	}
 	return nil, errors.New("Unknown AST node: " + node.NodeType.String())
 }
