@@ -194,11 +194,7 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 			}
 			out = append(out, ds...)
 		}
-		slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(b.ID, a.ID) })
-		if len(out) > limit {
-			out = out[:limit]
-		}
-		return nonNil(out), nil
+		return newestFirst(out, limit), nil
 	}
 	if f.Destinations == nil {
 		out, err := query(index, where, args)
@@ -217,11 +213,16 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 		}
 		out = append(out, ds...)
 	}
+	return newestFirst(out, limit), nil
+}
+
+// newestFirst orders deliveries gathered by several queries newest first and keeps a page of limit.
+func newestFirst(out []store.Delivery, limit int) []store.Delivery {
 	slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(b.ID, a.ID) })
 	if len(out) > limit {
 		out = out[:limit]
 	}
-	return nonNil(out), nil
+	return nonNil(out)
 }
 
 func nonNil(ds []store.Delivery) []store.Delivery {
