@@ -361,6 +361,16 @@ func (d *Dispatcher) Accepting(destination string) bool {
 	return l != nil && !l.disabled.Load()
 }
 
+// Disabled reports whether a destination's lane has disabled itself (410 Gone or auto-disable) and the
+// routing table does not say so yet. A destination without a lane (one a change is still starting) is not
+// disabled: its deliveries wait in the store for the lane.
+func (d *Dispatcher) Disabled(destination string) bool {
+	d.mu.RLock()
+	l := d.lanes[destination]
+	d.mu.RUnlock()
+	return l != nil && l.disabled.Load()
+}
+
 // BreakerOpen reports whether a destination's circuit breaker is open: it keeps failing, and its lane sends
 // one probe at a time until the destination answers again.
 func (d *Dispatcher) BreakerOpen(destination string) bool {

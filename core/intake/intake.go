@@ -192,7 +192,15 @@ func (in *Intake) Publish(ctx context.Context, evs []event.Event) ([]Result, err
 				matches = append(matches, match.Match{Name: name})
 			}
 		}
-		matches = slices.DeleteFunc(matches, func(m match.Match) bool { return !m.Disabled && !in.disp.Accepting(m.Name) })
+		for j := range matches {
+			// A lane that disabled itself a moment ago: the event is kept as skipped, for a replay. A destination
+			// whose lane a change has not started yet gets its delivery all the same: the lane claims it from the
+			// store when it starts (and were the destination removed instead, Settle and the removal's skips end
+			// it), so a publish in the gap between a new routing table and its lanes loses nothing.
+			if !matches[j].Disabled && in.disp.Disabled(matches[j].Name) {
+				matches[j].Disabled = true
+			}
+		}
 		dests := make([]string, len(matches))
 		leased := make([]bool, len(matches))
 		tickets[i] = make([]dispatch.Ticket, len(matches))

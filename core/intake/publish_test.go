@@ -3,6 +3,7 @@ package intake
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/store"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 const oneDestination = `auth: {keys: [{name: a, key: k, role: admin}]}
@@ -93,3 +95,67 @@ func TestPublishWhileLaneIsReplaced(t *testing.T) {
 		t.Fatalf("sinks saw %d distinct events, want %d", len(seen), n)
 	}
 }
+
+// TestPublishBeforeTheLaneStarts: a routing table names a destination whose lane a change has not started yet
+// (a reload sets the table, then starts lanes). An event published in that gap gets its delivery all the same,
+// and the lane delivers it once it starts.
+func TestPublishBeforeTheLaneStarts(t *testing.T) {
+	const twoDestinations = oneDestination + `  - {name: late, type: webhook, topics: ["*"], config: {url: "https://example.com/b", signing: none}}
+`
+	f := newFixture(t, t.TempDir(), twoDestinations, nil)
+	// The fixture started a lane for every destination; take "late" away again, as if its lane were not
+	// started yet.
+	if err := f.disp.Remove(context.Background(), "late"); err != nil {
+		t.Fatal(err)
+	}
+	ev := event.Event{ID: "gap-1", Topic: "t", Data: json.RawMessage(`{}`)}
+	if _, err := f.in.Publish(context.Background(), []event.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.st.Event(context.Background(), "gap-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late *store.DeliveryRecord
+	for i := range rec.Deliveries {
+		if rec.Deliveries[i].Destination == "late" {
+			late = &rec.Deliveries[i]
+		}
+	}
+	if late == nil || late.Status != store.Pending {
+		t.Fatalf("the event has no pending delivery to the destination whose lane had not started: %+v", rec.Deliveries)
+	}
+	s := &recSink{}
+	f.disp.Add(dispatch.Destination{Name: "late", Sink: s, Policy: dispatch.Policy{Timeout: time.Second, Concurrency: 1}})
+	waitUntil(t, "the late lane delivers the event", func() bool { return len(s.ids()) == 1 && s.ids()[0] == "gap-1" })
+}
+
+// TestPublishToALaneThatDisabledItself: a lane that disabled itself (410 Gone, auto-disable) before the routing
+// table says so keeps the event as a skipped delivery, for a replay once it is enabled again.
+func TestPublishToALaneThatDisabledItself(t *testing.T) {
+	f := newFixture(t, t.TempDir(), oneDestination, nil)
+	if err := f.disp.Replace(context.Background(), dispatch.Destination{Name: "all", Sink: goneSink{},
+		Policy: dispatch.Policy{Timeout: time.Second, Concurrency: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.in.Publish(context.Background(), []event.Event{{ID: "gone-1", Topic: "t", Data: json.RawMessage(`{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the lane to disable itself on 410 Gone", func() bool { return f.disp.Disabled("all") })
+	if _, err := f.in.Publish(context.Background(), []event.Event{{ID: "off-1", Topic: "t", Data: json.RawMessage(`{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.st.Event(context.Background(), "off-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Deliveries) != 1 || rec.Deliveries[0].Status != store.Skipped {
+		t.Fatalf("deliveries %+v, want one skipped", rec.Deliveries)
+	}
+}
+
+// goneSink answers every send as a receiver that is gone for good (HTTP 410).
+type goneSink struct{}
+
+func (goneSink) Send(context.Context, []event.Event) error { return sinks.Gone(errors.New("410 Gone")) }
+func (goneSink) Close(context.Context) error               { return nil }
