@@ -367,3 +367,14 @@ func TestRouterRecordsAFilterOverBudget(t *testing.T) {
 		t.Fatalf("Route = %+v", got)
 	}
 }
+
+// TestTransformThatPanicsTheParserIsAnError: input on which the JMESPath lexer panics (a non-ASCII rune after
+// an identifier) is refused with an error at compile, never a panic: tenants write transforms, and a stored one
+// is compiled again at every start.
+func TestTransformThatPanicsTheParserIsAnError(t *testing.T) {
+	for _, expr := range []string{"A\u0080", "data.x\u00e9", "a.b\u4e16"} {
+		if _, err := CompileTransform(expr); err == nil {
+			t.Errorf("CompileTransform(%q) accepted it", expr)
+		}
+	}
+}

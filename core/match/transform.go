@@ -180,6 +180,18 @@ type Transform struct {
 	caller interpreter.FunctionCaller
 }
 
+// parseJMESPath parses expr. The library's lexer panics on some input (a non-ASCII rune right after an
+// identifier, e.g. "A\u0080"): a panic becomes an error, since expressions come from tenants and a stored one is
+// compiled again at every start.
+func parseJMESPath(expr string) (ast parsing.ASTNode, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cannot be parsed (%v); use only ASCII in field names, or quote them: \"name\"", r)
+		}
+	}()
+	return jmespath.NewParser().Parse(expr)
+}
+
 // CompileTransform parses a JMESPath expression. Syntax errors, and calls of functions JMESPath does not
 // have, are reported here so a destination never starts with a transform that cannot run.
 func CompileTransform(expr string) (*Transform, error) {
@@ -189,7 +201,7 @@ func CompileTransform(expr string) (*Transform, error) {
 	if len(expr) > MaxTransformExpr {
 		return nil, fmt.Errorf("is %d bytes; a transform may be at most %d", len(expr), MaxTransformExpr)
 	}
-	ast, err := jmespath.NewParser().Parse(expr)
+	ast, err := parseJMESPath(expr)
 	if err != nil {
 		var se jmespath.SyntaxError
 		if errors.As(err, &se) {
