@@ -25,9 +25,8 @@ type lane struct {
 	slots chan struct{} // one token per reserved place in fresh
 	wake  chan struct{}
 	quit  chan struct{} // closed when the lane or the whole dispatcher stops
-	// stopCtx ends with quit; waits before a send (the rate limiter) give up on it.
-	stopCtx  context.Context
-	cancel   context.CancelFunc
+	// stopCtx ends with quit: waits before a send (the rate limiter, room in the in-flight budget) give up on it.
+	stopCtx  quitCtx
 	quitOnce sync.Once
 	wg       sync.WaitGroup
 	// disabled is set when the destination answered 410 Gone or AutoDisableAfter deliveries failed in a row; its
@@ -64,17 +63,13 @@ func newLane(d *Dispatcher, dest Destination) *lane {
 	if lm, ok := dest.Sink.(sinks.Limiter); ok {
 		lim = lm.Limits()
 	}
-	// Only a rate-limited lane waits on stopCtx: the others (most per-run subscriptions) do without one.
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if dest.Policy.RatePerSecond > 0 {
-		ctx, cancel = context.WithCancel(ctx)
-	}
+	quit := make(chan struct{})
 	l := &lane{
 		d: d, dest: dest, log: d.log.With("destination", dest.Name), limits: lim, ctl: newControl(dest.Policy),
 		slots:   make(chan struct{}, d.opts.FreshQueue),
 		wake:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		stopCtx: ctx, cancel: cancel,
+		quit:    quit,
+		stopCtx: quitCtx{quit},
 	}
 	l.resting.Store(true) // until start or the first work wakes it
 	return l
@@ -86,7 +81,6 @@ func (l *lane) signalStop() {
 	defer l.enq.Unlock()
 	l.quitOnce.Do(func() {
 		close(l.quit)
-		l.cancel()
 	})
 }
 
@@ -645,5 +639,21 @@ func (l *lane) skipPending() {
 	if f := l.d.opts.OnDisabled; f != nil {
 		// On its own goroutine: the callback typically removes the lane, which waits for the completer.
 		go f(l.dest.Name, reason)
+	}
+}
+
+// quitCtx is a context that ends when its lane is told to stop. It is the lane's quit channel seen as a context,
+// so every lane (thousands of resting per-run subscriptions among them) has one at no cost of its own.
+type quitCtx struct{ quit <-chan struct{} }
+
+func (c quitCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c quitCtx) Done() <-chan struct{}       { return c.quit }
+func (c quitCtx) Value(any) any               { return nil }
+func (c quitCtx) Err() error {
+	select {
+	case <-c.quit:
+		return context.Canceled
+	default:
+		return nil
 	}
 }
