@@ -24,6 +24,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/sluicehq/sluice/sinks/awshttp"
 )
 
 // The SQS and S3 outage test runs the real binary against private instances of the servers .ci/run installs
@@ -158,6 +160,7 @@ func TestOutageSQSAndS3(t *testing.T) {
 	s3Srv := newTestServer(t, "s3", serviceScript(t, "SLUICE_TEST_S3_SERVER", "s3.sh"))
 
 	sqsClient := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(sqsSrv.endpoint()),
+		HTTPClient:  awshttp.Client(http.DefaultTransport),
 		Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")})
 	q, err := sqsClient.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("outage"),
 		Attributes: map[string]string{"VisibilityTimeout": "5"}})
@@ -166,6 +169,7 @@ func TestOutageSQSAndS3(t *testing.T) {
 	}
 	const s3Key, s3Secret = s3TestUser, s3TestPassword
 	s3Client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(s3Srv.endpoint()), UsePathStyle: true,
+		HTTPClient:                 awshttp.Client(http.DefaultTransport),
 		Credentials:                credentials.NewStaticCredentialsProvider(s3Key, s3Secret, ""),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired})
 	if _, err := s3Client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("outage")}); err != nil {

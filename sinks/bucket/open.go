@@ -25,6 +25,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/awshttp"
 )
 
 // newTransport is the HTTP transport for a cloud bucket: it dials through the sink's dialer (the SSRF guard),
@@ -96,7 +97,7 @@ func openS3(ctx context.Context, u *url.URL, cfg *Config, env sinks.Env) (*blob.
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		// Set on the client only: the credential chain's own requests (instance metadata) must not go through
 		// the guard, which refuses metadata addresses by design.
-		o.HTTPClient = &http.Client{Transport: transport}
+		o.HTTPClient = awshttp.Client(transport)
 		o.UsePathStyle = pathStyle
 		o.UseAccelerate = accelerate
 		o.EndpointOptions.DisableHTTPS = disableHTTPS

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/awshttp"
 	"github.com/sluicehq/sluice/sinks/sinktest"
 )
 
@@ -47,6 +49,7 @@ func s3Env(tb testing.TB) s3env {
 	}
 	e.host = u.Host
 	e.admin = s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(ep), UsePathStyle: true,
+		HTTPClient:                 awshttp.Client(http.DefaultTransport),
 		Credentials:                credentials.NewStaticCredentialsProvider(e.keyID, e.secret, ""),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired})
 	return e

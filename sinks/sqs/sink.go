@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/core/netguard"
 	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/awshttp"
 	"github.com/sluicehq/sluice/sinks/internal/classify"
 	"github.com/sluicehq/sluice/sinks/template"
 )
@@ -209,7 +210,7 @@ func New(ctx context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     true,
 	}, proxy)
-	httpClient := &http.Client{Transport: s.transport}
+	httpClient := awshttp.Client(s.transport)
 	s.client = sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
 		// Set on the client only, not in LoadDefaultConfig: the credential chain's own requests (EC2 instance
 		// metadata, ECS) must not go through the guard, which refuses metadata addresses by design.
