@@ -10,7 +10,7 @@ import (
 // Watch keeps this node's destinations in step with changes other nodes make to the shared store (API
 // destinations created, changed or deleted; destinations enabled or disabled; per-run subscriptions
 // registered, refreshed or ended): each time the store's
-// Changes fires, Sync runs. It returns at once for a store only this node uses (no store.Watcher), and
+// Changes fires, Sync runs, and once when it starts. It returns at once for a store only this node uses (no store.Watcher), and
 // otherwise when ctx ends.
 func (m *Manager) Watch(ctx context.Context) {
 	w, ok := m.opts.Store.(store.Watcher)
@@ -18,10 +18,15 @@ func (m *Manager) Watch(ctx context.Context) {
 		return
 	}
 	changes := w.Changes(ctx)
+	// Sync once as soon as the subscription exists: a change another node made after Start read the store
+	// but before the subscription was taken has already been announced, and no later signal repeats it.
+	first := make(chan struct{}, 1)
+	first <- struct{}{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-first:
 		case <-changes:
 		}
 		if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
