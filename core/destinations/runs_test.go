@@ -63,6 +63,15 @@ func (r *receiver) ids() []string {
 	return out
 }
 
+// distinct is the set of ids (at least once: a delivery may arrive twice).
+func distinct(ids []string) map[string]bool {
+	set := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	return set
+}
+
 const runsOn = "intake: {inline_subscriptions: {enabled: true, ttl: 1h, max_per_correlation: 2}}\n"
 
 // TestRunSubscriptions: per-run subscriptions are destinations of the manager, built like every other: an
@@ -97,7 +106,11 @@ func TestRunSubscriptions(t *testing.T) {
 		}
 	}
 	waitFor(t, "every event at the YAML destination", func() bool { return all.count("") == 6 })
-	waitFor(t, "the subscription's lane delivers s1 and s2", func() bool { return fmt.Sprint(run.ids()) == "[s1 s2]" })
+	// The two go through one lane with no ordering key: either may arrive first.
+	waitFor(t, "the subscription's lane delivers s1 and s2", func() bool {
+		got := distinct(run.ids())
+		return len(got) == 2 && got["s1"] && got["s2"]
+	})
 
 	// Sending the same subscription again is the same destination; the cap counts distinct ones.
 	if _, err := publishJSON(s, `{"topic":"case.x","correlation_id":"run-1","data":{},`+sub+`}`); err != nil {
@@ -127,7 +140,8 @@ func TestRunSubscriptions(t *testing.T) {
 		t.Fatalf("after restart: %+v %v", res, err)
 	}
 	// The subscription had s1, s2 and the two case.x events that re-sent or added subscriptions.
-	waitFor(t, "the restored subscription delivers s7", func() bool { ids := run.ids(); return len(ids) == 5 && ids[4] == "s7" })
+	// (The two case.x events may still be on their way when s7 is: the order is not asserted.)
+	waitFor(t, "the restored subscription delivers s7", func() bool { got := distinct(run.ids()); return len(got) == 5 && got["s7"] })
 
 	// Past the TTL the subscription ends: no more routing, its row is gone, its lane stopped.
 	clock.Add(int64(2 * time.Hour))

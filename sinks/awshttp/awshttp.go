@@ -10,6 +10,8 @@
 //
 // Transport hides WriteTo, so the check goes through Read, where the closed body's io.EOF is a plain end of
 // stream.
+//
+// May import: nothing of Sluice's.
 package awshttp
 
 import (

@@ -8,6 +8,6 @@
 // dial through the sinks.Env dialer (the SSRF guard in production). It imports the sink contract, core/event,
 // sinks/template and core/netguard (to recognise a guard refusal), and nothing else of Sluice's.
 //
-// May import: core/event, core/netguard, sinks, sinks/internal/..., sinks/template, plugins/sdk/....
+// May import: core/event, core/netguard, sinks, sinks/awshttp, sinks/internal/..., sinks/template, plugins/sdk/....
 // Must not import: core/store, core/dispatch, core/config, core/intake, core/destinations, core/api.
 package sqs
