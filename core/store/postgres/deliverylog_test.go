@@ -68,6 +68,22 @@ func unmoveAll(t *testing.T, s *Store) {
 	}
 }
 
+// noLeader holds the leader lock of schema for the rest of the test, so no store opened on it runs maintenance
+// (the mover) behind the test's back.
+func noLeader(t *testing.T, dsn, schema string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	var held bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('sluice.leader.' || $1::text))`, schema).Scan(&held); err != nil || !held {
+		t.Fatalf("take the leader lock of %s: %v, %v", schema, held, err)
+	}
+}
+
 // snapshot is every read that sees deliveries, as the API and console make them.
 type snapshot struct {
 	Lists      map[string][]store.Delivery
@@ -149,6 +165,7 @@ func TestDeliveryLogAnswersAsTheQueue(t *testing.T) {
 	ctx := context.Background()
 	c := newClock(storetest.T0)
 	dsn, schema := testSchema(t)
+	noLeader(t, dsn, schema)
 	s := openNode(t, dsn, schema, func(o *Options) { o.Now = c.Now; o.LeaseTTL = -1 })
 
 	var evs []store.NewEvent
@@ -225,6 +242,9 @@ func TestDeliveryLogAnswersAsTheQueue(t *testing.T) {
 		t.Fatalf("mover moved %d, %v; want the 24 finished rows of a and b", n, err)
 	}
 	onlyUnfinished(t, s)
+	if s.Leading() {
+		t.Fatal("the store led (and may have moved rows) although the test holds the leader lock")
+	}
 }
 
 // TestRetryAndReplayOfLoggedDeliveries: a logged delivery retried or replayed is pending again in deliveries
@@ -233,6 +253,7 @@ func TestRetryAndReplayOfLoggedDeliveries(t *testing.T) {
 	ctx := context.Background()
 	c := newClock(storetest.T0)
 	dsn, schema := testSchema(t)
+	noLeader(t, dsn, schema)
 	s := openNode(t, dsn, schema, func(o *Options) { o.Now = c.Now; o.LeaseTTL = -1 })
 
 	const n = 600 // more than replayBatch, so a replay walks several batches across both tables
@@ -314,6 +335,9 @@ func TestRetryAndReplayOfLoggedDeliveries(t *testing.T) {
 	}
 	if k, err := s.Replay(ctx, store.ReplayFilter{Destination: "a"}, c.Now()); err != nil || k != 0 {
 		t.Fatalf("second replay = %d, %v; want 0 (every delivery is pending)", k, err)
+	}
+	if s.Leading() {
+		t.Fatal("the store led (and may have moved rows) although the test holds the leader lock")
 	}
 }
 
