@@ -70,7 +70,7 @@ func unmoveAll(t *testing.T, s *Store) {
 
 // noLeader holds the leader lock of schema for the rest of the test, so no store opened on it runs maintenance
 // (the mover) behind the test's back.
-func noLeader(t *testing.T, dsn, schema string) {
+func noLeader(t testing.TB, dsn, schema string) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
