@@ -56,7 +56,7 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errOut := runCmd("migrate", "--config", file, "--dry-run")
-	if code != 0 || !strings.Contains(out, "would apply 0001_init") {
+	if code != 0 || !strings.Contains(out, "would apply 0001_init") || !strings.Contains(out, "would apply 0005_delivery_log") {
 		t.Fatalf("dry run: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut = runCmd("migrate", "--config", file)

@@ -133,11 +133,18 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 		}
 		where = append(where, "destination = ANY("+a.add(ds)+")")
 	}
-	q := `SELECT ` + deliveryCols + ` FROM deliveries`
+	cond := ""
 	if len(where) > 0 {
-		q += ` WHERE ` + strings.Join(where, " AND ")
+		cond = ` WHERE ` + strings.Join(where, " AND ")
 	}
-	q += ` ORDER BY id DESC LIMIT ` + a.add(limit)
+	lim := a.add(limit)
+	// Pending deliveries are all in deliveries; finished ones are in either table (most in the log). Each side
+	// yields its newest page, in one statement (one snapshot: a row the mover moves meanwhile is seen once).
+	q := `SELECT ` + deliveryCols + ` FROM deliveries` + cond + ` ORDER BY id DESC LIMIT ` + lim
+	if f.Status != store.Pending {
+		q = `SELECT * FROM ((` + q + `) UNION ALL (SELECT ` + deliveryCols + ` FROM delivery_log` + cond +
+			` ORDER BY id DESC LIMIT ` + lim + `)) x ORDER BY id DESC LIMIT ` + lim
+	}
 	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("list deliveries: %w", err))
@@ -162,7 +169,8 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, error) {
 	var rec *store.DeliveryRecord
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-		d, err := scanDelivery(tx.QueryRow(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = $1`, id))
+		d, err := scanDelivery(tx.QueryRow(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = $1
+			UNION ALL SELECT `+deliveryCols+` FROM delivery_log WHERE id = $1 LIMIT 1`, id))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
 		}
@@ -195,7 +203,7 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 }
 
 // Retry implements store.Store. A delivery under a live lease (some node is attempting it) answers
-// ErrConflict.
+// ErrConflict. A finished delivery in the log moves back to deliveries, pending, under its id.
 func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Delivery, error) {
 	var d store.Delivery
 	var refused error
@@ -208,8 +216,16 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 		err := tx.QueryRow(ctx, `SELECT status, leased, next_at, destination FROM deliveries d WHERE id = $1
 			AND EXISTS (SELECT 1 FROM events e WHERE e.seq = d.event_seq AND e.received_at = d.created_at) FOR UPDATE OF d`, id).Scan(&status, &leased, &next, &dest)
 		if errors.Is(err, pgx.ErrNoRows) {
-			refused = fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
-			return nil
+			moved, err := unlog(ctx, tx, []int64{id}, nanos(now), nanos(s.opts.Now()))
+			if err != nil {
+				return fmt.Errorf("retry delivery %d: %w", id, err)
+			}
+			if len(moved) == 0 {
+				refused = fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
+				return nil
+			}
+			d = moved[0]
+			return counts{d.Destination: 1}.apply(ctx, tx)
 		}
 		if err != nil {
 			return fmt.Errorf("retry delivery %d: %w", id, err)
@@ -240,6 +256,29 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 	return d, nil
 }
 
+// unlog moves the logged deliveries ids whose event is still attached back to deliveries, pending and due at
+// next with a fresh retry schedule, and returns them as requeued (in id order). The caller adds them to the
+// pending counters.
+func unlog(ctx context.Context, tx pgx.Tx, ids []int64, next, now int64) ([]store.Delivery, error) {
+	rows, err := tx.Query(ctx, `WITH g AS (
+		  DELETE FROM delivery_log l WHERE id = ANY($1)
+		    AND EXISTS (SELECT 1 FROM events e WHERE e.seq = l.event_seq AND e.received_at = l.created_at)
+		  RETURNING `+logCols+`)
+		INSERT INTO deliveries (`+logCols+`, leased, claim_token, claim_node)
+		SELECT id, event_seq, event_id, destination, 'pending', attempts, $2, created_at, $3, last_error,
+		  ordering_key, ordering_block, attempts, test, false, 0, 0 FROM g
+		RETURNING `+deliveryCols, ids, next, now)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Delivery, error) { return scanDelivery(r) })
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
 // Replay implements store.Store, in transactions of at most replayBatch deliveries walking the destination's
 // deliveries by id; each checks the status again, so a pending delivery is never touched.
 func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time) (int, error) {
@@ -267,29 +306,54 @@ func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time)
 	for {
 		var n int
 		var last int64
+		var more bool
 		err := s.write(ctx, &op{fn: func(ctx context.Context, tx pgx.Tx) error {
-			n, last = 0, 0
-			rows, err := tx.Query(ctx, `WITH c AS (
-				  SELECT id FROM deliveries d WHERE destination = $1 AND id > $2 AND status = ANY($3)
+			n, last, more = 0, 0, false
+			// The batch is the replayBatch lowest ids past the cursor across both tables. Each side's rows are
+			// locked as read, so the mover cannot move one of them between the two reads; a row it moves out of
+			// deliveries after the first read is found in the log by the second, once.
+			ids := func(table string) ([]int64, error) {
+				rows, err := tx.Query(ctx, `SELECT id FROM `+table+` d WHERE destination = $1 AND id > $2 AND status = ANY($3)
 				    AND created_at >= $4 AND created_at < $5
 				    AND EXISTS (SELECT 1 FROM events e WHERE e.seq = d.event_seq AND e.received_at = d.created_at)
-				  ORDER BY id LIMIT $6 FOR UPDATE OF d)
-				UPDATE deliveries d SET status = 'pending', next_at = $7, leased = false, claim_token = 0,
-				  retry_base = d.attempts, updated_at = $8 FROM c WHERE d.id = c.id RETURNING d.id`,
-				f.Destination, cursor, sts, since, until, replayBatch, nanos(now), nanos(s.opts.Now()))
+				  ORDER BY id LIMIT $6 FOR UPDATE OF d`, f.Destination, cursor, sts, since, until, replayBatch)
+				if err != nil {
+					return nil, err
+				}
+				return pgx.CollectRows(rows, pgx.RowTo[int64])
+			}
+			hot, err := ids("deliveries")
 			if err != nil {
 				return fmt.Errorf("replay %s: %w", f.Destination, err)
 			}
-			defer rows.Close()
-			for rows.Next() {
-				var id int64
-				if err := rows.Scan(&id); err != nil {
-					return err
-				}
-				n, last = n+1, max(last, id)
+			logged, err := ids("delivery_log")
+			if err != nil {
+				return fmt.Errorf("replay %s: %w", f.Destination, err)
 			}
-			if err := rows.Err(); err != nil {
-				return err
+			all := slices.Sorted(slices.Values(append(slices.Clone(hot), logged...)))
+			if len(all) >= replayBatch {
+				all, more = all[:replayBatch], true
+			}
+			if len(all) == 0 {
+				return nil
+			}
+			last = all[len(all)-1]
+			hot = slices.DeleteFunc(hot, func(id int64) bool { return id > last })
+			logged = slices.DeleteFunc(logged, func(id int64) bool { return id > last })
+			if len(hot) > 0 {
+				tag, err := tx.Exec(ctx, `UPDATE deliveries SET status = 'pending', next_at = $2, leased = false, claim_token = 0,
+				  retry_base = attempts, updated_at = $3 WHERE id = ANY($1)`, hot, nanos(now), nanos(s.opts.Now()))
+				if err != nil {
+					return fmt.Errorf("replay %s: %w", f.Destination, err)
+				}
+				n += int(tag.RowsAffected())
+			}
+			if len(logged) > 0 {
+				moved, err := unlog(ctx, tx, logged, nanos(now), nanos(s.opts.Now()))
+				if err != nil {
+					return fmt.Errorf("replay %s: %w", f.Destination, err)
+				}
+				n += len(moved)
 			}
 			return counts{f.Destination: int64(n)}.apply(ctx, tx)
 		}})
@@ -297,7 +361,7 @@ func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time)
 			return total, err
 		}
 		total += n
-		if n < replayBatch {
+		if !more {
 			return total, nil
 		}
 		cursor = last
@@ -354,12 +418,16 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 			AND seq = ANY($3)`, tenants, ids, gone); err != nil {
 			return fmt.Errorf("prune: delete event ids: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1))
+		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1)
+			UNION ALL SELECT id FROM delivery_log WHERE event_seq = ANY($1) AND created_at = ANY($2))
 			AND received_at = ANY($2)`, gone, received); err != nil {
 			return fmt.Errorf("prune: delete attempts: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE event_seq = ANY($1)`, gone); err != nil {
 			return fmt.Errorf("prune: delete deliveries: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM delivery_log WHERE event_seq = ANY($1) AND created_at = ANY($2)`, gone, received); err != nil {
+			return fmt.Errorf("prune: delete logged deliveries: %w", err)
 		}
 		n = len(gone)
 		return nil

@@ -78,6 +78,9 @@ func (s *Store) holdLead(ctx context.Context, tick <-chan time.Time) {
 			}
 			lastFold = time.Now()
 		}
+		if _, err := s.moveFinished(ctx); err != nil && ctx.Err() == nil {
+			s.opts.Logger.Warn("store: move finished deliveries to the log", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

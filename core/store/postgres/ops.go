@@ -400,7 +400,9 @@ type querier interface {
 
 // deliveriesOf reads the deliveries of events by seq, in id order.
 func deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
-	rows, err := q.Query(ctx, `SELECT `+deliveryCols+`, event_seq FROM deliveries WHERE event_seq = ANY($1) ORDER BY id`, seqs)
+	// One statement: one snapshot of both tables, so a row the mover moves meanwhile is seen once.
+	rows, err := q.Query(ctx, `SELECT `+deliveryCols+`, event_seq FROM deliveries WHERE event_seq = ANY($1)
+		UNION ALL SELECT `+deliveryCols+`, event_seq FROM delivery_log WHERE event_seq = ANY($1) ORDER BY id`, seqs)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
@@ -585,24 +587,40 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 	return fromNanos(*n), true, nil
 }
 
-// completeSQL is a Complete in one statement: the deliveries move on, the ones that ended leave this writer's
-// pending counters, and the attempts of those moved (the others were not this caller's to record) go in.
-const completeSQL = `WITH upd AS (
+// completeSQL is a Complete in one statement: a delivery that ends leaves deliveries for delivery_log (mv, lg),
+// one that goes on is updated in place (upd; so is a failed one with an ordering key, which must stay where
+// Claim sees it), the ones that ended leave this writer's pending counters, and the attempts of those that
+// moved on either way (the others were not this caller's to record) go in. mv and upd take disjoint rows.
+const completeSQL = `WITH u AS (
+	  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)),
+	mv AS (
+	  DELETE FROM deliveries d USING u
+	  WHERE d.id = u.id AND d.status = 'pending' AND u.st <> 'pending' AND NOT (u.st = 'failed' AND d.ordering_key <> '')
+	    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
+	  RETURNING d.id, d.event_seq, d.event_id, d.destination, u.st, d.attempts + u.tried AS attempts, u.nx, d.created_at,
+	    u.er, d.ordering_key, d.ordering_block, d.retry_base, d.test),
+	lg AS (
+	  INSERT INTO delivery_log (` + logCols + `)
+	  SELECT id, event_seq, event_id, destination, st, attempts, nx, created_at, $7, er, ordering_key, ordering_block, retry_base, test
+	  FROM mv),
+	upd AS (
 	  UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
 	    leased = false, claim_token = 0, claim_node = 0, updated_at = $7, last_error = u.er
-	  FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)
-	  WHERE d.id = u.id AND d.status = 'pending'
+	  FROM u
+	  WHERE d.id = u.id AND d.status = 'pending' AND (u.st = 'pending' OR (u.st = 'failed' AND d.ordering_key <> ''))
 	    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
 	  RETURNING d.id, d.destination, d.status, d.created_at),
+	done AS (
+	  SELECT id, destination, st AS status, created_at FROM mv UNION ALL SELECT id, destination, status, created_at FROM upd),
 	cnt AS (
 	  INSERT INTO pending_counts (destination, shard, n)
-	  SELECT destination, $8, -count(*) FROM upd WHERE status <> 'pending' GROUP BY destination
+	  SELECT destination, $8, -count(*) FROM done WHERE status <> 'pending' GROUP BY destination
 	  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
 	INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
-	SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, upd.created_at
+	SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, done.created_at
 	FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
 	  AS a(id, n, at, us, code, er, resp)
-	JOIN upd ON upd.id = a.id
+	JOIN done ON done.id = a.id
 	ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
 		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
 
@@ -819,8 +837,12 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 			return err
 		}
 		rec.Deliveries = ds[seq]
+		ids := make([]int64, len(rec.Deliveries))
+		for i := range rec.Deliveries {
+			ids[i] = rec.Deliveries[i].ID
+		}
 		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-			WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = $1) AND received_at = $2 ORDER BY delivery_id, n`, seq, received)
+			WHERE delivery_id = ANY($1) AND received_at = $2 ORDER BY delivery_id, n`, ids, received)
 		if err != nil {
 			return err
 		}

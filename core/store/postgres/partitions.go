@@ -29,8 +29,8 @@ const (
 	cleanBatch = 2000
 )
 
-// partitioned are the tables partitioned by day.
-var partitioned = []string{"events", "attempts"}
+// partitioned are the tables partitioned by day: a day of each is made, detached and dropped together.
+var partitioned = []string{"events", "attempts", "delivery_log"}
 
 // partitionLock serialises partition DDL (per schema) between nodes and between the leader and intake.
 const partitionLock = `SELECT pg_advisory_xact_lock(hashtext('sluice.partitions.' || current_schema()))`
@@ -113,7 +113,7 @@ func (s *Store) premakeAround(ctx context.Context) error {
 // noPartition reports whether err is an insert that found no partition for its row.
 func noPartition(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23514" && (pgErr.TableName == "events" || pgErr.TableName == "attempts")
+	return errors.As(err, &pgErr) && pgErr.Code == "23514" && (pgErr.TableName == "events" || pgErr.TableName == "attempts" || pgErr.TableName == "delivery_log")
 }
 
 // finishDetaches completes detaches that a node dying halfway left pending.
@@ -170,17 +170,16 @@ func (s *Store) held(ctx context.Context, lo int64) (bool, error) {
 	return held, err
 }
 
-// dropDay detaches and drops the events and attempts partitions of the day starting at lo, unless one of the
-// day's deliveries is pending, and returns how many events it held. Retry and Replay refuse a delivery whose
-// event is no longer attached; one requeued before the detach is seen by the check made after it, and the
-// day is attached again.
+// dropDay detaches and drops the events, attempts and delivery log partitions of the day starting at lo,
+// unless one of the day's deliveries is pending, and returns how many events it held. Retry and Replay refuse a
+// delivery whose event is no longer attached; one requeued before the detach is seen by the check made after
+// it, and the day is attached again.
 func (s *Store) dropDay(ctx context.Context, lo int64) (int, error) {
 	if held, err := s.held(ctx, lo); err != nil || held {
 		return 0, err
 	}
 	var minSeq, maxSeq *int64
 	ev := pgx.Identifier{partitionName("events", lo)}.Sanitize()
-	at := pgx.Identifier{partitionName("attempts", lo)}.Sanitize()
 	if err := s.pool.QueryRow(ctx, `SELECT min(seq), max(seq) FROM `+ev).Scan(&minSeq, &maxSeq); err != nil {
 		return 0, err
 	}
@@ -190,13 +189,26 @@ func (s *Store) dropDay(ctx context.Context, lo int64) (int, error) {
 	}
 	defer conn.Release()
 	// Not in a transaction (CONCURRENTLY cannot be): the detach waits for the transactions using the table,
-	// never the other way round.
-	if _, err := conn.Exec(ctx, `ALTER TABLE events DETACH PARTITION `+ev+` CONCURRENTLY`); err != nil {
-		return 0, fmt.Errorf("detach %s: %w", ev, err)
-	}
-	if _, err := conn.Exec(ctx, `ALTER TABLE attempts DETACH PARTITION `+at+` CONCURRENTLY`); err != nil {
-		s.reattach(ctx, lo)
-		return 0, fmt.Errorf("detach %s: %w", at, err)
+	// never the other way round. Events go first: once its event is detached a delivery can no longer be
+	// requeued (nor its row moved back out of the log).
+	var detached []string
+	for _, table := range partitioned {
+		name := partitionName(table, lo)
+		var attached bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1)
+			AND inhparent = $2::regclass)`, name, table).Scan(&attached); err != nil {
+			s.reattach(ctx, lo)
+			return 0, err
+		}
+		if !attached {
+			continue // a day made before its table was partitioned (none should be): nothing to drop
+		}
+		id := pgx.Identifier{name}.Sanitize()
+		if _, err := conn.Exec(ctx, `ALTER TABLE `+table+` DETACH PARTITION `+id+` CONCURRENTLY`); err != nil {
+			s.reattach(ctx, lo)
+			return 0, fmt.Errorf("detach %s: %w", id, err)
+		}
+		detached = append(detached, id)
 	}
 	if held, err := s.held(ctx, lo); err != nil || held {
 		s.reattach(ctx, lo)
@@ -214,11 +226,12 @@ func (s *Store) dropDay(ctx context.Context, lo int64) (int, error) {
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `DROP TABLE `+ev); err != nil {
-			return err
+		for _, id := range detached {
+			if _, err := tx.Exec(ctx, `DROP TABLE `+id); err != nil {
+				return err
+			}
 		}
-		_, err := tx.Exec(ctx, `DROP TABLE `+at)
-		return err
+		return nil
 	})
 	if err != nil {
 		s.reattach(ctx, lo)

@@ -110,6 +110,9 @@ func TestRetentionDropsDays(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if !partitionsOf(t, s, "delivery_log")["delivery_log_p20310520"] || logged(t, s) != 20*2+3 {
+		t.Fatalf("day 1's finished deliveries are not in its log partition (%d logged)", logged(t, s))
+	}
 	cutoff := s.PartitionFloor(c.Now().Add(-time.Hour)) // the start of day 4: days 1 and 2 lie before it
 	n, err := s.Prune(ctx, cutoff, 5)
 	if err != nil || n != 20 {
@@ -119,7 +122,10 @@ func TestRetentionDropsDays(t *testing.T) {
 	if have["events_p20310520"] || partitionsOf(t, s, "attempts")["attempts_p20310520"] {
 		t.Fatalf("day 1 was not dropped: %v", have)
 	}
-	if !have["events_p20310521"] || !partitionsOf(t, s, "attempts")["attempts_p20310521"] {
+	if partitionsOf(t, s, "delivery_log")["delivery_log_p20310520"] || logged(t, s) != 3 {
+		t.Fatalf("day 1's log was not dropped with it (%d logged)", logged(t, s))
+	}
+	if !have["events_p20310521"] || !partitionsOf(t, s, "attempts")["attempts_p20310521"] || !partitionsOf(t, s, "delivery_log")["delivery_log_p20310521"] {
 		t.Fatalf("day 2 (a pending delivery) was dropped: %v", have)
 	}
 	if _, err := s.Delivery(ctx, res1[0].Deliveries[0].ID); !errors.Is(err, store.ErrNotFound) {
