@@ -31,7 +31,7 @@ type h1 struct {
 	maxHeader int64
 
 	mu    sync.Mutex
-	idle  map[string][]*h1Conn // by host:port, most recently used last
+	idle  map[string][]*h1Conn // by the URL's host, most recently used last
 	total int                  // connections in idle
 	sweep *time.Timer          // closes connections idle too long; nil while none is idle
 }
@@ -42,7 +42,8 @@ type h1 struct {
 const h1MaxBody = 64 << 10
 
 // h1MaxIdle, h1MaxIdleTotal and h1IdleTimeout match the transport's MaxIdleConnsPerHost, MaxIdleConns and
-// IdleConnTimeout (newTransport).
+// IdleConnTimeout (newTransport). A connection idle for less than h1FreshIdle is used without looking at it
+// first (see get).
 const (
 	h1MaxIdle      = 64
 	h1MaxIdleTotal = 256
