@@ -6,10 +6,12 @@
 // every request (trace.go).
 //
 // It also holds the signing and verification helpers that `sluice listen`, `sluice secret` and receivers' tests
-// use. Every connection — to the receiver and to an OAuth2 token endpoint — is made by the one transport
+// use. Every connection — to the receiver and to an OAuth2 token endpoint — is dialled by the one transport
 // newTransport builds over the sinks.Env dialer (the SSRF guard in production); it never follows redirects or
 // reads proxy settings from the environment, since either would let a request reach an address the guard was
-// not asked about. It imports the sink contract, core/event, sinks/template and the OpenTelemetry API, and
+// not asked about. Plain-http requests without a proxy are sent over HTTP/1.1 by h1 (h1.go) on connections
+// that transport's DialContext makes, on the attempt's own goroutine; everything else goes through the
+// transport itself. It imports the sink contract, core/event, sinks/template and the OpenTelemetry API, and
 // nothing else of Sluice's but core/netguard (to recognise a guard refusal).
 //
 // May import: core/event, core/netguard, sinks, sinks/internal/..., sinks/template, plugins/sdk/....

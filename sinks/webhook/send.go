@@ -158,10 +158,15 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 				return nil, nil, err
 			}
 		}
-		// The transport itself, not c.http.Do: a client copies every request's headers for redirects, which the
-		// sink never follows (c.http's CheckRedirect hands back the 3xx), and wraps errors transportError
-		// unwraps again.
-		resp, err := c.transport.RoundTrip(req)
+		// The transport itself (or h1 for plain http), not c.http.Do: a client copies every request's headers
+		// for redirects, which the sink never follows (c.http's CheckRedirect hands back the 3xx), and wraps
+		// errors transportError unwraps again.
+		var resp *http.Response
+		if c.h1.use(req, len(body)) {
+			resp, err = c.h1.RoundTrip(req)
+		} else {
+			resp, err = c.transport.RoundTrip(req)
+		}
 		if err != nil {
 			defer cancel()
 			return nil, nil, s.transportError(ctx, attemptCtx, r.origin, err)

@@ -241,6 +241,7 @@ type Sink struct {
 // client is an HTTP client with its transport, and the stamp of the TLS files it was built from.
 type client struct {
 	transport *http.Transport
+	h1        *h1 // plain-http requests sent directly; nil with a proxy
 	http      *http.Client
 	stamp     string
 }
@@ -374,7 +375,7 @@ func (s *Sink) newTransport(tc *tls.Config) *http.Transport {
 
 func (s *Sink) newClient(tc *tls.Config, stamp string) *client {
 	t := s.newTransport(tc)
-	return &client{transport: t, stamp: stamp, http: &http.Client{
+	return &client{transport: t, h1: newH1(t), stamp: stamp, http: &http.Client{
 		Transport: t,
 		// A redirect would be followed to an address the operator never configured; 3xx is a permanent
 		// failure instead (classify.go).
@@ -407,6 +408,7 @@ func (s *Sink) client() *client {
 	s.cur.Store(nc)
 	// Connections made with the old certificate finish what they carry; no new request uses them.
 	c.transport.CloseIdleConnections()
+	c.h1.closeIdle()
 	return nc
 }
 
@@ -420,7 +422,9 @@ func (s *Sink) Limits() sinks.Limits {
 
 // Close drops idle connections. It is safe while a Send runs (that request finishes on its own connection).
 func (s *Sink) Close(context.Context) error {
-	s.cur.Load().transport.CloseIdleConnections()
+	c := s.cur.Load()
+	c.transport.CloseIdleConnections()
+	c.h1.closeIdle()
 	if s.token != nil {
 		s.token.transport.CloseIdleConnections()
 	}

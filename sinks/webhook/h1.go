@@ -1,0 +1,370 @@
+package webhook
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// h1 sends plain-http requests that reach their receiver directly (no proxy) over HTTP/1.1 on the calling
+// goroutine: the request is written and its answer read by the attempt itself, on a kept-alive connection.
+//
+// Why not http.Transport: it hands every request to a connection's write goroutine and its answer back from a
+// read goroutine, each through channels and a select, with a context, a cancel registration and a connection
+// request per round trip. Under fan-out that machinery cost more CPU than the two system calls an exchange
+// needs (a profile of fanout10: ~40% of Sluice's CPU in the client, under a third of it the syscalls).
+//
+// What stays the same: connections are made by the transport's own DialContext (the SSRF guard judges every
+// address), response headers are bounded as the transport bounds them, the wire format is net/http's own
+// (Request.Write, ReadResponse). Everything else — https (TLS, HTTP/2), a proxy, a body too large to be sure
+// it is written before the answer, a header value the transport would refuse — goes through the transport as
+// before (see use).
+type h1 struct {
+	dial      func(ctx context.Context, network, address string) (net.Conn, error)
+	maxHeader int64
+
+	mu    sync.Mutex
+	idle  map[string][]*h1Conn // by the URL's host, most recently used last
+	total int                  // connections in idle
+	sweep *time.Timer          // closes connections idle too long; nil while none is idle
+}
+
+// h1MaxBody is the largest request body h1 sends: one that fits the socket's send buffer is written whole
+// before any answer can matter. A larger one may meet an early answer (a 413) while it is still being written;
+// the transport, which reads while it writes, reports that answer instead of the broken write.
+const h1MaxBody = 64 << 10
+
+// h1MaxIdle, h1MaxIdleTotal and h1IdleTimeout match the transport's MaxIdleConnsPerHost, MaxIdleConns and
+// IdleConnTimeout (newTransport). A connection idle for less than h1FreshIdle is used without looking at it
+// first (see get).
+const (
+	h1MaxIdle      = 64
+	h1MaxIdleTotal = 256
+	h1IdleTimeout  = 90 * time.Second
+	h1FreshIdle    = time.Second
+)
+
+func newH1(t *http.Transport) *h1 {
+	if t.Proxy != nil || t.DialContext == nil {
+		return nil
+	}
+	return &h1{dial: t.DialContext, maxHeader: t.MaxResponseHeaderBytes, idle: map[string][]*h1Conn{}}
+}
+
+// use reports whether req goes by h1. Header names and values are checked as the transport checks them, so
+// one it would refuse is refused by it, with its error.
+func (h *h1) use(req *http.Request, bodyLen int) bool {
+	if h == nil || req.URL.Scheme != "http" || bodyLen > h1MaxBody || req.Close {
+		return false
+	}
+	for k, vs := range req.Header {
+		if !validHeaderName(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !validHeaderValue(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+type h1Conn struct {
+	conn   net.Conn
+	peek   *peeker
+	lr     limitedConn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+}
+
+// limitedConn reads from conn, at most n bytes while n is not negative: the bound on response headers. got
+// counts the bytes read, so a failed exchange knows whether any of an answer came.
+type limitedConn struct {
+	conn net.Conn
+	n    int64
+	got  int64
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if l.n >= 0 {
+		if l.n == 0 {
+			return 0, errHeaderTooLarge
+		}
+		if int64(len(p)) > l.n {
+			p = p[:l.n]
+		}
+	}
+	n, err := l.conn.Read(p)
+	l.got += int64(n)
+	if l.n >= 0 {
+		l.n -= int64(n)
+	}
+	return n, err
+}
+
+var errHeaderTooLarge = errors.New("response headers too large")
+
+// h1Addr is where req goes: host:port, port 80 unless given.
+func h1Addr(req *http.Request) string {
+	host, port := req.URL.Hostname(), req.URL.Port()
+	if port == "" {
+		port = "80"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// RoundTrip sends req (whose body is bytes already in memory; GetBody gives it again) and returns its answer.
+// The response body must be closed: a body read to its end gives the connection back for the next request.
+func (h *h1) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	// Idle connections are kept by the URL's host as written (the same receiver written two ways only gets two
+	// pools); the address is worked out only to dial.
+	addr := req.URL.Host
+	for try := 0; ; try++ {
+		pc, reused := h.get(addr)
+		if pc == nil {
+			conn, err := h.dial(ctx, "tcp", h1Addr(req))
+			if err != nil {
+				return nil, err
+			}
+			pc = newH1Conn(conn)
+		}
+		if try > 0 {
+			body, err := req.GetBody()
+			if err != nil {
+				pc.conn.Close()
+				return nil, err
+			}
+			req.Body = body
+		}
+		resp, answered, err := h.exchange(ctx, pc, req, addr)
+		if err == nil {
+			return resp, nil
+		}
+		pc.conn.Close()
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		// A kept-alive connection the receiver closed just as it was taken: nothing of an answer came, so the
+		// request is made once more on a new connection (net/http's transport does the same for a connection
+		// that broke before the request was written, and its reader usually notices an idle close first).
+		if !reused || answered || try > 0 || req.GetBody == nil {
+			return nil, err
+		}
+	}
+}
+
+func newH1Conn(conn net.Conn) *h1Conn {
+	pc := &h1Conn{conn: conn, peek: newPeeker(conn), lr: limitedConn{conn: conn, n: -1}}
+	pc.br = bufio.NewReaderSize(&pc.lr, 4<<10)
+	pc.bw = bufio.NewWriterSize(conn, 4<<10)
+	return pc
+}
+
+// exchange writes req on pc and reads the answer's head. answered says some of an answer was read.
+func (h *h1) exchange(ctx context.Context, pc *h1Conn, req *http.Request, addr string) (*http.Response, bool, error) {
+	dl, hasDL := ctx.Deadline()
+	if hasDL {
+		pc.conn.SetDeadline(dl)
+	} else {
+		pc.conn.SetDeadline(time.Time{})
+	}
+	// Cancellation (shutdown) interrupts the connection's I/O at once; the deadline covers a timeout.
+	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+	fail := func(answered bool, err error) (*http.Response, bool, error) {
+		stop()
+		if errors.Is(err, os.ErrDeadlineExceeded) && hasDL && ctx.Err() == nil && !time.Now().Before(dl) {
+			// The connection's deadline is the context's: let the context say so, as the transport would.
+			<-ctx.Done()
+		}
+		return nil, answered, err
+	}
+	if err := req.Write(pc.bw); err != nil {
+		return fail(false, err)
+	}
+	if err := pc.bw.Flush(); err != nil {
+		return fail(false, err)
+	}
+	var resp *http.Response
+	pc.lr.got = int64(pc.br.Buffered())
+	for informational := 0; ; informational++ {
+		pc.lr.n = h.maxHeader
+		if h.maxHeader <= 0 {
+			pc.lr.n = -1
+		}
+		var err error
+		resp, err = http.ReadResponse(pc.br, req)
+		pc.lr.n = -1
+		if err != nil {
+			if errors.Is(err, errHeaderTooLarge) {
+				err = fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", h.maxHeader)
+			}
+			return fail(pc.lr.got > 0 || !isEOF(err), err)
+		}
+		// 1xx answers before the real one are skipped, as the transport skips them (101 would switch protocols:
+		// it is returned, and the connection is not reused).
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if informational >= 5 {
+			return fail(true, errors.New("net/http: too many 1xx informational responses"))
+		}
+	}
+	resp.Body = &h1Body{rc: resp.Body, h: h, pc: pc, addr: addr, stop: stop,
+		reuse: !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols}
+	return resp, true, nil
+}
+
+// isEOF reports whether a read ended because the receiver closed the connection without answering.
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, errConnReset)
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// h1Body is an answer's body: read to its end, the connection goes back to the pool when closed; closed before
+// that, the connection is closed too (rather than draining an unknown amount, as http's body would).
+type h1Body struct {
+	rc    io.ReadCloser
+	h     *h1
+	pc    *h1Conn
+	addr  string
+	stop  func() bool
+	reuse bool
+	eof   bool
+	done  bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, errors.New("http: read on closed response body")
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	// Interrupted by cancellation: the connection's deadline was moved, so it is not reused.
+	cancelled := !b.stop()
+	if b.eof && b.reuse && !cancelled {
+		_ = b.rc.Close() // at its end: reads nothing more
+		b.h.put(b.addr, b.pc)
+		return nil
+	}
+	b.pc.conn.Close()
+	return nil
+}
+
+// get takes the most recently used idle connection to addr that is still open; reused is false when none is.
+func (h *h1) get(addr string) (*h1Conn, bool) {
+	now := time.Now()
+	for {
+		h.mu.Lock()
+		list := h.idle[addr]
+		if len(list) == 0 {
+			h.mu.Unlock()
+			return nil, false
+		}
+		pc := list[len(list)-1]
+		list[len(list)-1] = nil
+		h.idle[addr] = list[:len(list)-1]
+		h.total--
+		h.mu.Unlock()
+		// A connection given back within the last second is not looked at (a system call per request under
+		// load): if the receiver closed it meanwhile, no answer comes and RoundTrip makes the request again.
+		idle := now.Sub(pc.idleAt)
+		if idle < h1IdleTimeout && pc.br.Buffered() == 0 && (idle < h1FreshIdle || pc.peek.open()) {
+			return pc, true
+		}
+		pc.conn.Close()
+	}
+}
+
+func (h *h1) put(addr string, pc *h1Conn) {
+	pc.idleAt = time.Now()
+	// No deadline while idle: the next request sets its own, and the check in get must not meet the old one.
+	if pc.conn.SetDeadline(time.Time{}) != nil {
+		pc.conn.Close()
+		return
+	}
+	h.mu.Lock()
+	if len(h.idle[addr]) >= h1MaxIdle || h.total >= h1MaxIdleTotal {
+		h.mu.Unlock()
+		pc.conn.Close()
+		return
+	}
+	h.idle[addr] = append(h.idle[addr], pc)
+	h.total++
+	if h.sweep == nil {
+		h.sweep = time.AfterFunc(h1IdleTimeout, h.expire)
+	}
+	h.mu.Unlock()
+}
+
+// expire closes the connections idle for h1IdleTimeout or longer, and comes back while any stays idle.
+func (h *h1) expire() {
+	var old []*h1Conn
+	cutoff := time.Now().Add(-h1IdleTimeout)
+	h.mu.Lock()
+	for addr, list := range h.idle {
+		// Oldest first: the ones given back earliest are at the front.
+		n := 0
+		for n < len(list) && !list[n].idleAt.After(cutoff) {
+			n++
+		}
+		old = append(old, list[:n]...)
+		if n == len(list) {
+			delete(h.idle, addr)
+			continue
+		}
+		kept := append(list[:0], list[n:]...)
+		clear(list[len(kept):])
+		h.idle[addr] = kept
+	}
+	h.total -= len(old)
+	h.sweep = nil
+	if h.total > 0 {
+		h.sweep = time.AfterFunc(h1IdleTimeout/2, h.expire)
+	}
+	h.mu.Unlock()
+	for _, pc := range old {
+		pc.conn.Close()
+	}
+}
+
+// closeIdle closes the idle connections, as http.Transport.CloseIdleConnections does.
+func (h *h1) closeIdle() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	idle := h.idle
+	h.idle, h.total = map[string][]*h1Conn{}, 0
+	if h.sweep != nil {
+		h.sweep.Stop()
+		h.sweep = nil
+	}
+	h.mu.Unlock()
+	for _, list := range idle {
+		for _, pc := range list {
+			pc.conn.Close()
+		}
+	}
+}
