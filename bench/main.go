@@ -5,10 +5,12 @@
 //	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog|
 //	                          single-pg|fanout10-pg|nodes3-pg] (or a comma-separated list)
 //	               [-duration 20s] [-publishers 64] [-rate 0] [-bin PATH] [-json] [-pg-dsn postgres://…]
+//	               [-profile DIR]
 //
 // The -pg scenarios run Sluice on PostgreSQL (-pg-dsn, default $SLUICE_TEST_PG_DSN), each in a fresh schema
 // dropped afterwards; nodes3-pg runs three nodes on it with the publishers spread over them. Without a DSN
-// they are skipped.
+// they are skipped. Each prints PostgreSQL's commits, WAL bytes and server CPU per accepted event; -profile
+// adds the nodes' CPU profiles and a sampling of the database backends' wait events and statements.
 package main
 
 import (
