@@ -5,10 +5,12 @@
 //	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog|
 //	                          single-pg|fanout10-pg|nodes3-pg] (or a comma-separated list)
 //	               [-duration 20s] [-publishers 64] [-rate 0] [-bin PATH] [-json] [-pg-dsn postgres://…]
+//	               [-profile DIR]
 //
 // The -pg scenarios run Sluice on PostgreSQL (-pg-dsn, default $SLUICE_TEST_PG_DSN), each in a fresh schema
 // dropped afterwards; nodes3-pg runs three nodes on it with the publishers spread over them. Without a DSN
-// they are skipped.
+// they are skipped. Each prints PostgreSQL's commits, WAL bytes and server CPU per accepted event; -profile
+// adds the nodes' CPU profiles and a sampling of the database backends' wait events and statements.
 package main
 
 import (
@@ -72,6 +74,9 @@ type opts struct {
 	rate       float64 // events/s across all publishers; 0 = as fast as possible
 	pgDSN      string  // run on PostgreSQL (a fresh schema) instead of the embedded store
 	nodes      int     // Sluice processes sharing the store (PostgreSQL only); 0 = 1
+	// name and profile: when profile is set, a CPU profile of each node over the middle half of the publishing
+	// period is written there as <name>-node<k>.pprof, and PostgreSQL's backends' wait events are sampled.
+	name, profile string
 }
 
 func main() {
@@ -83,6 +88,7 @@ func main() {
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	backlogN := flag.Int("backlog", 1_000_000, "events held for a down receiver in the backlog scenario")
 	binFlag := flag.String("bin", "", "run this Sluice binary instead of building ./cmd/sluice")
+	profile := flag.String("profile", "", "write CPU profiles of the Sluice nodes here (<scenario>-node<k>.pprof) and sample PostgreSQL's wait events")
 	flag.Parse()
 
 	bin := *binFlag
@@ -171,6 +177,7 @@ func main() {
 			}
 			continue
 		}
+		pg.o.name, pg.o.profile = pg.name, *profile
 		run(pg.name, func() (result, error) { return throughSluice(bin, pg.o) })
 	}
 
@@ -400,7 +407,7 @@ func throughSluice(bin string, o opts) (result, error) {
 		defer drop()
 		storeBlock = fmt.Sprintf("{driver: postgres, dsn: %q, max_conns: 20}", dsn)
 	}
-	var listens []string
+	var listens, pprofs []string
 	var cmds []*exec.Cmd
 	defer func() {
 		for _, cmd := range cmds {
@@ -424,6 +431,12 @@ destinations:
 		cmd := exec.Command(bin, "serve", "--config", cfgPath)
 		cmd.Stderr = os.Stderr
 		cmd.Env = os.Environ() // SLUICE_PPROF_ADDR=127.0.0.1:6060 profiles the server under load
+		if o.profile != "" {
+			// Each node its own pprof listener (one address in the environment would serve only the first).
+			addr := freePort()
+			pprofs = append(pprofs, addr)
+			cmd.Env = append(cmd.Env, "SLUICE_PPROF_ADDR="+addr)
+		}
 		if err := cmd.Start(); err != nil {
 			return result{}, err
 		}
@@ -448,6 +461,35 @@ destinations:
 			d += cpuTime(cmd.Process.Pid)
 		}
 		return d
+	}
+	var pgs *pgStats
+	if o.pgDSN != "" {
+		if pgs, err = startPGStats(o.pgDSN, o.profile != ""); err != nil {
+			return result{}, fmt.Errorf("read PostgreSQL's statistics: %w", err)
+		}
+	}
+	var profiled sync.WaitGroup
+	if o.profile != "" {
+		// Over the middle half of the publishing period, every node at once.
+		for k, addr := range pprofs {
+			profiled.Add(1)
+			go func() {
+				defer profiled.Done()
+				time.Sleep(d / 4)
+				url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(int(d/2/time.Second), 1))
+				resp, err := http.Get(url)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "profile node %d: %v\n", k, err)
+					return
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				path := filepath.Join(o.profile, fmt.Sprintf("%s-node%d.pprof", o.name, k))
+				if err := os.WriteFile(path, b, 0o644); err != nil {
+					fmt.Fprintf(os.Stderr, "profile node %d: %v\n", k, err)
+				}
+			}()
+		}
 	}
 	cpu0 := cpu()
 	c := client(publishers)
@@ -506,6 +548,10 @@ destinations:
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
 	windows := stopWindows()
+	if pgs != nil {
+		pgs.end(o.name, accepted.Load())
+	}
+	profiled.Wait()
 	if len(windows) == 0 { // shorter than half a window: the publishing period is the window
 		windows = []float64{float64(count()) / max(pubEnd, 1e-9)}
 	}

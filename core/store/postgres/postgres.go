@@ -43,7 +43,8 @@ type Options struct {
 	// renewed every LeaseTTL/3 while this process holds them, up to the lease the caller asked for. A negative
 	// value keeps every lease exactly as asked, unrenewed (the plain contract, for the conformance suite).
 	LeaseTTL time.Duration
-	// Writers is how many group commits may run at once (default MaxConns/4, at least 2).
+	// Writers is how many group commits may run at once (default MaxConns/4, at least 2), besides the one
+	// writer of completions.
 	Writers int
 	// MaxGroup bounds how many queued operations share one commit (default 256).
 	MaxGroup int
@@ -101,7 +102,9 @@ type Store struct {
 	pool *pgxpool.Pool
 	opts Options
 	ops  chan *op
-	wg   sync.WaitGroup
+	// comps carries the completions: they commit apart from the appends (see writer).
+	comps chan *op
+	wg    sync.WaitGroup
 	// node tells this process's change notifications from other nodes'.
 	node    string
 	channel string
@@ -120,6 +123,15 @@ type Store struct {
 	holds holds
 
 	commits, grouped atomic.Int64
+
+	// The writers of s.ops form their groups one at a time (form) and, while another of their groups commits,
+	// wait for more operations (gather). inflight counts their commits under way, commitTook is a moving
+	// average of a commit's time (ns), and ended is closed (and replaced) each time one ends.
+	form       sync.Mutex
+	inflight   atomic.Int32
+	commitTook atomic.Int64
+	endedMu    sync.Mutex
+	ended      chan struct{}
 
 	changes changeHub
 	leader  leader
@@ -166,9 +178,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 	bg, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, opts: opts, ops: make(chan *op, 4096), node: randomID(), channel: "sluice_changes." + schema,
+	s := &Store{pool: pool, opts: opts, ops: make(chan *op, 4096), comps: make(chan *op, 256), node: randomID(), channel: "sluice_changes." + schema,
 		closed: make(chan struct{}), stop: stop}
 	s.holds.m = map[int64]hold{}
+	s.ended = make(chan struct{})
 	s.nodeID = newToken()
 	if s.presence, err = s.takePresence(ctx); err != nil {
 		stop()
@@ -188,8 +201,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	for range opts.Writers {
 		s.wg.Add(1)
-		go s.writer()
+		go s.writer(s.ops, true)
 	}
+	s.wg.Add(1)
+	go s.writer(s.comps, false)
 	s.wg.Add(4)
 	go s.keepPresence(bg)
 	go s.renewLeases(bg)
@@ -256,8 +271,12 @@ func (s *Store) write(ctx context.Context, o *op) error {
 		return ErrClosed
 	default:
 	}
+	q := s.ops
+	if o.complete != nil {
+		q = s.comps
+	}
 	select {
-	case s.ops <- o:
+	case q <- o:
 		s.closing.RUnlock()
 	case <-ctx.Done():
 		s.closing.RUnlock()
@@ -267,20 +286,41 @@ func (s *Store) write(ctx context.Context, o *op) error {
 	return <-o.done
 }
 
-// writer takes the operations queued, runs them in one transaction and commits them together. Several
-// writers run at once (Options.Writers): while one commits, the next group forms.
-func (s *Store) writer() {
+// Group forming. The appends of a node wait a little for company while another of its groups commits: a
+// commit has a fixed cost on both sides (a round trip, a transaction, a WAL flush), and several nodes on one
+// database each see a share of the load — without the wait, three nodes made 2.3 times as many commits per
+// event as one (3.4 operations a group against 8.5), and PostgreSQL spent half as much again per event.
+const (
+	// minGroup ends the wait: a group this full goes.
+	minGroup = 16
+	// lingerShare is the longest wait, as a share (in %) of the node's recent commit time: the wait overlaps
+	// the commits under way instead of adding to them.
+	lingerShare = 50
+)
+
+// writer takes the operations of q, runs them in one transaction and commits them together. Several writers
+// share s.ops (Options.Writers): while one commits, the next group forms — one group at a time (s.form), so
+// the operations queued meanwhile go together rather than one to each idle writer. One more writer takes the
+// completions (s.comps), which never wait: the dispatcher writes its outcomes one batch at a time, and each
+// batch carries every outcome that came in while the previous one committed.
+func (s *Store) writer(q chan *op, linger bool) {
 	defer s.wg.Done()
 	group := make([]*op, 0, s.opts.MaxGroup)
 	shard := newToken() // this writer's row of each pending counter
 	for {
+		if linger {
+			s.form.Lock()
+		}
 		var first *op
 		select {
-		case first = <-s.ops:
+		case first = <-q:
 		case <-s.closed:
+			if linger {
+				s.form.Unlock()
+			}
 			for {
 				select {
-				case o := <-s.ops:
+				case o := <-q:
 					o.done <- ErrClosed
 				default:
 					return
@@ -288,17 +328,81 @@ func (s *Store) writer() {
 			}
 		}
 		group = append(group[:0], first)
-	fill:
-		for len(group) < s.opts.MaxGroup {
-			select {
-			case o := <-s.ops:
-				group = append(group, o)
-			default:
-				break fill
-			}
+		if !linger {
+			group = fill(q, group, s.opts.MaxGroup)
+			s.commit(withShard(context.Background(), shard), group)
+			continue
 		}
+		group = s.gather(group)
+		s.inflight.Add(1)
+		s.form.Unlock()
+		t0 := time.Now()
 		s.commit(withShard(context.Background(), shard), group)
+		s.commitEnded(time.Since(t0))
 	}
+}
+
+// fill adds what q holds to group, up to n operations, without waiting.
+func fill(q chan *op, group []*op, n int) []*op {
+	for len(group) < n {
+		select {
+		case o := <-q:
+			group = append(group, o)
+		default:
+			return group
+		}
+	}
+	return group
+}
+
+// gather fills group from s.ops and, while another group of this node commits, waits for more: until the
+// group holds minGroup operations, lingerShare of a recent commit's time has passed, or no group of this node
+// is committing any more. Nothing waits on an idle database: with no commit under way, the group goes at once.
+func (s *Store) gather(group []*op) []*op {
+	group = fill(s.ops, group, s.opts.MaxGroup)
+	if len(group) >= minGroup || s.inflight.Load() == 0 {
+		return group
+	}
+	wait := time.Duration(s.commitTook.Load()) * time.Duration(lingerShare) / 100
+	if wait <= 0 {
+		return group
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for len(group) < minGroup {
+		s.endedMu.Lock()
+		ended := s.ended
+		s.endedMu.Unlock()
+		if s.inflight.Load() == 0 {
+			break
+		}
+		select {
+		case o := <-s.ops:
+			group = fill(s.ops, append(group, o), s.opts.MaxGroup)
+			continue
+		case <-ended:
+			continue
+		case <-timer.C:
+		case <-s.closed:
+		}
+		break
+	}
+	return group
+}
+
+// commitEnded records a group's commit time in the moving average and wakes the writer waiting on it.
+func (s *Store) commitEnded(took time.Duration) {
+	for {
+		avg := s.commitTook.Load()
+		if s.commitTook.CompareAndSwap(avg, avg+(int64(took)-avg)/8) {
+			break
+		}
+	}
+	s.inflight.Add(-1)
+	s.endedMu.Lock()
+	close(s.ended)
+	s.ended = make(chan struct{})
+	s.endedMu.Unlock()
 }
 
 // commit runs a group in one transaction. Operations are re-runnable: if one fails, each runs again in its

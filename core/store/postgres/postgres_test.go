@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -673,5 +674,47 @@ func TestHoldsDropKeepsNewerClaim(t *testing.T) {
 	h.drop([]int64{1}, []int64{20})
 	if got := h.token(1); got != 0 {
 		t.Fatalf("token after dropping the current claim = %d, want 0", got)
+	}
+}
+
+// Completions commit on a writer of their own: a Complete is durable while the only writer of appends is
+// stuck in a commit (the dispatcher's outcomes never wait behind intake's groups).
+func TestCompletionsDoNotWaitForAppends(t *testing.T) {
+	dsn, schema := testSchema(t)
+	s := openNode(t, dsn, schema, func(o *Options) { o.Writers = 1 })
+	ctx := context.Background()
+	if _, err := s.Append(ctx, []store.NewEvent{ev("c1", "")}, appendOpts); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := s.Claim(ctx, "a", time.Now(), time.Minute, 10)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("claim = %+v, %v; want one job", jobs, err)
+	}
+	stuck, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	s.beforeCommit = func(pgx.Tx) {
+		if first.CompareAndSwap(false, true) {
+			close(stuck)
+			<-release
+		}
+	}
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, []store.NewEvent{ev("c2", "")}, appendOpts)
+		appended <- err
+	}()
+	<-stuck
+	err = s.Complete(ctx, []store.Outcome{{DeliveryID: jobs[0].Delivery.ID, Status: store.Delivered,
+		Attempt: store.Attempt{N: 1, At: time.Now(), StatusCode: 200}}})
+	close(release)
+	if err != nil {
+		t.Fatalf("complete while the appends' writer commits: %v", err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatalf("append held at its commit: %v", err)
+	}
+	d, err := s.Delivery(ctx, jobs[0].Delivery.ID)
+	if err != nil || d.Status != store.Delivered {
+		t.Fatalf("delivery = %+v, %v; want delivered", d, err)
 	}
 }
