@@ -166,7 +166,9 @@ func TestRabbitMQRestart(t *testing.T) {
 	confirmed := map[string]bool{}
 	got := map[string]int{}
 	var gotAt []time.Time
-	// The consumer of the out queue, reconnecting across the restart.
+	// The consumer of the out queue, reconnecting across the restart. It acks each message after counting it:
+	// with auto-ack the broker forgets a message once it is sent, and those still on their way to this
+	// consumer when the broker stops would be lost by the test, not by Sluice.
 	go func() {
 		for ctx.Err() == nil {
 			c, err := amqp.Dial(r.url)
@@ -177,7 +179,7 @@ func TestRabbitMQRestart(t *testing.T) {
 			cch, err := c.Channel()
 			var msgs <-chan amqp.Delivery
 			if err == nil {
-				msgs, err = cch.Consume(out, "", true, false, false, false, nil)
+				msgs, err = cch.Consume(out, "", false, false, false, false, nil)
 			}
 			for err == nil {
 				select {
@@ -190,6 +192,8 @@ func TestRabbitMQRestart(t *testing.T) {
 					got[m.MessageId]++
 					gotAt = append(gotAt, time.Now())
 					mu.Unlock()
+					// An ack lost with the connection brings the message again: a duplicate, counted as one.
+					err = m.Ack(false)
 				case <-ctx.Done():
 					err = ctx.Err()
 				}
