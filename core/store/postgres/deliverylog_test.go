@@ -345,29 +345,7 @@ func TestRetryAndReplayOfLoggedDeliveries(t *testing.T) {
 // leader moves the finished rows to the log, and every read answers as before.
 func TestMigrationMovesFinishedRows(t *testing.T) {
 	ctx := context.Background()
-	dsn, schema := testSchema(t)
-	conn, err := pgx.Connect(ctx, dsn+"&search_path="+schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := ensureSchema(ctx, conn, schema); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE sluice_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range Migrations() {
-		if m.Version > 4 {
-			break
-		}
-		if _, err := conn.Exec(ctx, m.SQL); err != nil {
-			t.Fatalf("%s: %v", m.Name, err)
-		}
-		if _, err := conn.Exec(ctx, `INSERT INTO sluice_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dsn, schema, conn := schemaAt(t, 4)
 	// 0004 made the partitions of today and the two days after (by the database's clock).
 	now := time.Now().UnixNano()
 	for _, q := range []string{

@@ -239,29 +239,7 @@ func TestRetentionDoesNotBlockIntake(t *testing.T) {
 // partitions and still answers for them (dedupe included).
 func TestMigrationKeepsRows(t *testing.T) {
 	ctx := context.Background()
-	dsn, schema := testSchema(t)
-	conn, err := pgx.Connect(ctx, dsn+"&search_path="+schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := ensureSchema(ctx, conn, schema); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE sluice_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range Migrations() {
-		if m.Version > 3 {
-			break
-		}
-		if _, err := conn.Exec(ctx, m.SQL); err != nil {
-			t.Fatalf("%s: %v", m.Name, err)
-		}
-		if _, err := conn.Exec(ctx, `INSERT INTO sluice_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dsn, schema, conn := schemaAt(t, 3)
 	old := storetest.T0.Add(-40 * 24 * time.Hour).UnixNano()
 	recent := storetest.T0.UnixNano()
 	for _, q := range []string{
@@ -368,4 +346,35 @@ func TestPipelinedGroup(t *testing.T) {
 	if page, err := s.ListEvents(ctx, store.EventFilter{Limit: 1000}); err != nil || len(page) != n {
 		t.Fatalf("%d events stored (%v), want %d", len(page), err, n)
 	}
+}
+
+// schemaAt makes a fresh schema with the migrations up to version applied and recorded, as a database written
+// by an earlier Sluice would be, and returns its DSN, its name and a connection to it (closed with the test).
+func schemaAt(t *testing.T, version int) (string, string, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	dsn, schema := testSchema(t)
+	conn, err := pgx.Connect(ctx, dsn+"&search_path="+schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if err := ensureSchema(ctx, conn, schema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE sluice_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range Migrations() {
+		if m.Version > version {
+			break
+		}
+		if _, err := conn.Exec(ctx, m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO sluice_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dsn, schema, conn
 }
