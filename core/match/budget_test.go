@@ -378,3 +378,25 @@ func TestTransformThatPanicsTheParserIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// TestTransformErrorQuotesTheExpressionShort: an evaluation error, kept with every failed attempt, quotes the
+// start of a long expression, cut on a rune boundary, not all of it.
+func TestTransformErrorQuotesTheExpressionShort(t *testing.T) {
+	// 11 bytes, then two-byte runes: byte 64 falls inside one.
+	expr := `abs(data."a` + strings.Repeat("é", 2000) + `")`
+	tr, err := CompileTransform(expr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tr.Apply(map[string]any{"data": map[string]any{}})
+	if err == nil {
+		t.Fatal("abs of a missing field evaluated without an error")
+	}
+	msg := err.Error()
+	if len(msg) > 400 || !strings.HasPrefix(msg, `transform "abs(data.\"aé`) || !strings.Contains(msg, `éé"…: `) {
+		t.Fatalf("the error quotes %d bytes of a %d-byte expression: %.200s", len(msg), len(expr), msg)
+	}
+	if strings.Contains(msg, `\x`) {
+		t.Fatalf("the cut split a rune: %.200s", msg)
+	}
+}

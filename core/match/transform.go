@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jmespath "github.com/jmespath-community/go-jmespath"
 	"github.com/jmespath-community/go-jmespath/pkg/binding"
@@ -232,22 +234,38 @@ func CompileTransform(expr string) (*Transform, error) {
 // String returns the expression.
 func (t *Transform) String() string { return t.expr }
 
+// shortExpr is how much of the expression an evaluation error quotes: the error is kept with every failed
+// attempt, and the expression (up to 16 KiB) is in the destination already.
+const shortExpr = 64
+
+// short is the expression quoted for an error, cut to its first shortExpr bytes (whole runes) and "…".
+func (t *Transform) short() string {
+	if len(t.expr) <= shortExpr {
+		return strconv.Quote(t.expr)
+	}
+	cut := shortExpr
+	for cut > 0 && !utf8.RuneStart(t.expr[cut]) {
+		cut--
+	}
+	return strconv.Quote(t.expr[:cut]) + "…"
+}
+
 // Apply evaluates the transform against an event document and returns the result as JSON. An error means the
 // expression could not be evaluated for this event (a function given the wrong type, say); retrying cannot
 // change that.
 func (t *Transform) Apply(doc map[string]any) (json.RawMessage, error) {
 	v, err := t.search(doc)
 	if err != nil {
-		return nil, fmt.Errorf("transform %q: %w", t.expr, err)
+		return nil, fmt.Errorf("transform %s: %w", t.short(), err)
 	}
 	// The result may share one value many times over (["@", "@"] repeated): its encoding is measured, within
 	// the budget, before it is made.
 	if n := encodedSize(v, MaxTransformOutput+1); n > MaxTransformOutput {
-		return nil, fmt.Errorf("transform %q: %w: the result exceeds %d bytes", t.expr, ErrBudget, MaxTransformOutput)
+		return nil, fmt.Errorf("transform %s: %w: the result exceeds %d bytes", t.short(), ErrBudget, MaxTransformOutput)
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("transform %q: result is not JSON: %v", t.expr, err)
+		return nil, fmt.Errorf("transform %s: result is not JSON: %v", t.short(), err)
 	}
 	return b, nil
 }
