@@ -103,10 +103,20 @@ func asList(v any) ([]any, bool) {
 func (e *evaluator) swallow() error { return e.over }
 
 // project evaluates expr on each element, keeping the results that are not null, each counted against the
-// budget (a projection's right-hand side).
-func (e *evaluator) project(expr parsing.ASTNode, elems []any) ([]any, error) {
+// budget (a projection's right-hand side). With a condition (a filter projection's), only the elements it
+// holds true for are evaluated; nil means all.
+func (e *evaluator) project(expr parsing.ASTNode, elems []any, cond *parsing.ASTNode) ([]any, error) {
 	collected := []any{}
 	for _, elem := range elems {
+		if cond != nil {
+			keep, err := e.eval(*cond, elem)
+			if err != nil {
+				return nil, err
+			}
+			if util.IsFalse(keep) {
+				continue
+			}
+		}
 		v, err := e.eval(expr, elem)
 		if err != nil {
 			return nil, err
@@ -249,27 +259,7 @@ func (e *evaluator) eval(node parsing.ASTNode, value any) (any, error) {
 		if !ok {
 			return nil, nil
 		}
-		collected := []any{}
-		for _, elem := range list {
-			keep, err := e.eval(node.Children[2], elem)
-			if err != nil {
-				return nil, err
-			}
-			if util.IsFalse(keep) {
-				continue
-			}
-			v, err := e.eval(node.Children[1], elem)
-			if err != nil {
-				return nil, err
-			}
-			if v != nil {
-				if err := e.grow(costElem); err != nil {
-					return nil, err
-				}
-				collected = append(collected, v)
-			}
-		}
-		return collected, nil
+		return e.project(node.Children[1], list, &node.Children[2])
 	case parsing.ASTFlatten:
 		left, err := e.eval(node.Children[0], value)
 		if err != nil {
@@ -422,7 +412,7 @@ func (e *evaluator) eval(node parsing.ASTNode, value any) (any, error) {
 			}
 			return nil, nil
 		}
-		return e.project(node.Children[1], list)
+		return e.project(node.Children[1], list, nil)
 	case parsing.ASTSubexpression, parsing.ASTIndexExpression:
 		left, err := e.eval(node.Children[0], value)
 		if err != nil {
@@ -469,7 +459,7 @@ func (e *evaluator) eval(node parsing.ASTNode, value any) (any, error) {
 		for _, v := range m {
 			values = append(values, v)
 		}
-		return e.project(node.Children[1], values)
+		return e.project(node.Children[1], values, nil)
 	}
 	return nil, errors.New("Unknown AST node: " + node.NodeType.String())
 }
