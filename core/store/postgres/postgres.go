@@ -513,16 +513,7 @@ func (s *Store) runBatch(ctx context.Context, ops []*op) (errs []error, err erro
 	shard, _ := ctx.Value(shardKey{}).(int64)
 	b := &pgx.Batch{}
 	b.Queue(`SELECT txid_current()`)
-	var calls []*appendCall
-	first := -1
-	for i, o := range ops {
-		if o.app != nil {
-			calls = append(calls, o.app)
-			if first < 0 {
-				first = i
-			}
-		}
-	}
+	calls, first := appendsOf(ops)
 	var plan *appendPlan
 	if len(calls) > 0 {
 		plan = s.planAppend(calls, shard)
@@ -585,16 +576,8 @@ func (s *Store) runBatch(ctx context.Context, ops []*op) (errs []error, err erro
 	return errs, nil
 }
 
-// runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
-func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
-	tx, xid, err := s.begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.c.Release() // a connection left inside a transaction (it broke) is closed, not reused
-	errs = make([]error, len(ops))
-	failed := false
-	// The group's appends go in together, as one statement; should it fail, each runs alone (commit).
+// appendsOf returns the group's appends, in order, and the index in ops of the first (-1 when none).
+func appendsOf(ops []*op) ([]*appendCall, int) {
 	var calls []*appendCall
 	first := -1
 	for i, o := range ops {
@@ -605,6 +588,20 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 			}
 		}
 	}
+	return calls, first
+}
+
+// runTx runs ops in one transaction and commits it unless one failed. err is a begin or commit failure.
+func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) {
+	tx, xid, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.c.Release() // a connection left inside a transaction (it broke) is closed, not reused
+	errs = make([]error, len(ops))
+	failed := false
+	// The group's appends go in together, as one statement; should it fail, each runs alone (commit).
+	calls, first := appendsOf(ops)
 	if len(calls) > 1 {
 		if err := s.appendAll(ctx, tx, calls); err != nil {
 			errs[first] = unavailable(err)
