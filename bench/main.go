@@ -88,7 +88,7 @@ func main() {
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	backlogN := flag.Int("backlog", 1_000_000, "events held for a down receiver in the backlog scenario")
 	binFlag := flag.String("bin", "", "run this Sluice binary instead of building ./cmd/sluice")
-	profile := flag.String("profile", "", "write CPU profiles of the Sluice nodes here (<scenario>-node<k>.pprof) and sample PostgreSQL's wait events")
+	profile := flag.String("profile", "", "write CPU profiles of the Sluice nodes of single, fanout10 and the -pg scenarios here (<scenario>-node<k>.pprof), and sample PostgreSQL's wait events in the -pg ones")
 	flag.Parse()
 
 	bin := *binFlag
@@ -121,7 +121,7 @@ func main() {
 		}
 		results = append(results, r)
 	}
-	single := opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap}
+	single := opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, name: "single", profile: *profile}
 	run("http-ceiling", func() (result, error) { return httpCeiling(*duration, *publishers, *rateCap) })
 	run("single", func() (result, error) { return throughSluice(bin, single) })
 	run("single-half", func() (result, error) {
@@ -134,7 +134,7 @@ func main() {
 		}
 		if maxRate == 0 {
 			probe := single
-			probe.d, probe.rate = min(*duration, 10*time.Second), 0
+			probe.d, probe.rate, probe.profile = min(*duration, 10*time.Second), 0, ""
 			fmt.Fprintf(os.Stderr, "single-half: probing the maximum rate for %v...\n", probe.d)
 			p, err := throughSluice(bin, probe)
 			if err != nil {
@@ -146,7 +146,7 @@ func main() {
 			return result{}, fmt.Errorf("no maximum rate to halve")
 		}
 		half := single
-		half.rate = maxRate / 2
+		half.rate, half.name = maxRate/2, "single-half"
 		fmt.Fprintf(os.Stderr, "single-half: maximum %.0f delivered/s, publishing at %.0f/s for %v...\n", maxRate, half.rate, half.d)
 		r, err := throughSluice(bin, half)
 		r.MaxRatePerS = maxRate
@@ -160,7 +160,7 @@ func main() {
 		return throughSluice(bin, opts{d: *duration, publishers: 8, receivers: 1, batch: 100, hookBatch: 100, rate: *rateCap})
 	})
 	run("fanout10", func() (result, error) {
-		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap})
+		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap, name: "fanout10", profile: *profile})
 	})
 	run("backlog", func() (result, error) { return backlog(bin, *backlogN) })
 	for _, pg := range []struct {

@@ -57,6 +57,15 @@ type Options struct {
 	// OnIdle, when set, is called when a lane's goroutines have gone to rest, by the last of them as it ends
 	// (tests, metrics). It must be quick.
 	OnIdle func(destination string)
+	// CompleteLinger, when positive, is how long outcomes that nothing waits on (see completion.awaited) may
+	// wait for company before they are written, so they share one store write: for a store whose every
+	// commit is costly, such as PostgreSQL's (a round trip, a transaction and a WAL flush on a server other
+	// nodes share). An outcome someone waits on is written at once, with whatever lingered before it. The
+	// cost is only that a delivery shows as pending (its lease held) that much longer, and that a crash in
+	// that time sends it again, which at-least-once allows. 0 (the default, and the embedded store's) writes
+	// each batch as soon as the previous one is written; New takes the store's when it has one
+	// (store.Lingerer). Negative: never linger.
+	CompleteLinger time.Duration
 }
 
 // Observer hears delivery outcomes. Observe is called once per outcome, on the goroutine that produced it, so
@@ -128,6 +137,9 @@ func New(st store.Store, opts Options) *Dispatcher {
 	if opts.Poll <= 0 {
 		opts.Poll = 5 * time.Second
 	}
+	if l, ok := st.(store.Lingerer); ok && opts.CompleteLinger == 0 {
+		opts.CompleteLinger = l.CompleteLinger()
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -180,10 +192,23 @@ func (d *Dispatcher) completer() {
 	defer close(d.completed)
 	var batch []completion
 	var outs []store.Outcome
+	var linger *time.Timer
 	for c := range d.outcomes {
 		batch, outs = append(batch[:0], c), append(outs[:0], c.outs...)
+		wait := d.opts.CompleteLinger > 0 && !c.awaited()
+		if wait {
+			if linger == nil {
+				linger = time.NewTimer(d.opts.CompleteLinger)
+			} else {
+				linger.Reset(d.opts.CompleteLinger)
+			}
+		}
 	fill:
-		for len(outs) < 1024 {
+		for len(outs) < maxCompleteBatch {
+			var more <-chan time.Time // nil unless lingering: the select below then never waits
+			if wait && len(outs) < lingerBatch {
+				more = linger.C
+			}
 			select {
 			case c, ok := <-d.outcomes:
 				if !ok {
@@ -191,13 +216,45 @@ func (d *Dispatcher) completer() {
 				}
 				batch = append(batch, c)
 				outs = append(outs, c.outs...)
+				wait = wait && !c.awaited()
+				continue
 			default:
-				break fill
 			}
+			if more == nil {
+				break
+			}
+			select {
+			case c, ok := <-d.outcomes:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, c)
+				outs = append(outs, c.outs...)
+				wait = wait && !c.awaited()
+			case <-more:
+				wait = false
+			}
+		}
+		if linger != nil {
+			linger.Stop()
 		}
 		d.write(batch, outs)
 		clear(batch) // the buffer is kept: it must not keep lanes' jobs (their events) alive
 	}
+}
+
+const (
+	// maxCompleteBatch bounds the outcomes of one store write.
+	maxCompleteBatch = 1024
+	// lingerBatch ends Options.CompleteLinger's wait: a batch this full is written at once.
+	lingerBatch = 256
+)
+
+// awaited says something waits on the completion being written: a barrier (Remove), a lane that stops
+// (disable, skips), a retry the scanner must schedule, or an ordered destination whose next delivery of a key
+// is held until this one is recorded. Only completions nobody waits on may linger (Options.CompleteLinger).
+func (c completion) awaited() bool {
+	return c.done != nil || c.disable || c.skips || c.retry || c.lane.dest.Ordered
 }
 
 // write records a batch of completions in one store call, then does what follows from them.

@@ -675,6 +675,16 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return err
 }
 
+var _ store.Lingerer = (*Store)(nil)
+
+// CompleteLinger implements store.Lingerer. Outcomes nobody waits on (first attempts of unordered destinations
+// that succeeded or failed for good) wait up to this long for company, so a node writes its completions a few
+// dozen to a commit instead of a handful: with three nodes on one database, completion-only commits were 40% of
+// all commits and PostgreSQL's CPU per event fell by a quarter with this wait (docs/performance.md).
+func (s *Store) CompleteLinger() time.Duration { return completeLinger }
+
+const completeLinger = 20 * time.Millisecond
+
 // ReleaseLeases implements store.Store: on a shared database it hands back this process's own leases and
 // those of nodes that are gone (their presence lock is free), never a live node's.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
