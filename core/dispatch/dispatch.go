@@ -203,43 +203,46 @@ func (d *Dispatcher) completer() {
 				linger.Reset(d.opts.CompleteLinger)
 			}
 		}
-	fill:
 		for len(outs) < maxCompleteBatch {
-			var more <-chan time.Time // nil unless lingering: the select below then never waits
+			var more <-chan time.Time // nil unless lingering: receive then does not wait
 			if wait && len(outs) < lingerBatch {
 				more = linger.C
 			}
-			select {
-			case c, ok := <-d.outcomes:
-				if !ok {
-					break fill
+			c, got, open := d.receive(more)
+			if !got {
+				if !open || more == nil {
+					break
 				}
-				batch = append(batch, c)
-				outs = append(outs, c.outs...)
-				wait = wait && !c.awaited()
+				wait = false // the linger is over: take what is queued, then write
 				continue
-			default:
 			}
-			if more == nil {
-				break
-			}
-			select {
-			case c, ok := <-d.outcomes:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, c)
-				outs = append(outs, c.outs...)
-				wait = wait && !c.awaited()
-			case <-more:
-				wait = false
-			}
+			batch, outs = append(batch, c), append(outs, c.outs...)
+			wait = wait && !c.awaited()
 		}
 		if linger != nil {
 			linger.Stop()
 		}
 		d.write(batch, outs)
 		clear(batch) // the buffer is kept: it must not keep lanes' jobs (their events) alive
+	}
+}
+
+// receive takes the next queued completion: at once if one is queued, else, with more non-nil, whichever comes
+// first of a completion and more. got says one was taken; open is false once Shutdown closed the queue.
+func (d *Dispatcher) receive(more <-chan time.Time) (c completion, got, open bool) {
+	select {
+	case c, ok := <-d.outcomes:
+		return c, ok, ok
+	default:
+	}
+	if more == nil {
+		return completion{}, false, true
+	}
+	select {
+	case c, ok := <-d.outcomes:
+		return c, ok, ok
+	case <-more:
+		return completion{}, false, true
 	}
 }
 

@@ -36,6 +36,13 @@ func plain(l *lane, n int) completion {
 	return completion{lane: l, outs: outs}
 }
 
+func shutdown(t *testing.T, d *Dispatcher) {
+	t.Helper()
+	if err := d.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func nextWrite(t *testing.T, r *completeRecorder) int {
 	t.Helper()
 	select {
@@ -62,10 +69,12 @@ func TestCompleteLingerGathersOutcomesNobodyWaitsOn(t *testing.T) {
 	t.Run("until an awaited completion", func(t *testing.T) {
 		r := newRecorder()
 		d := New(r, Options{Logger: quiet, CompleteLinger: time.Hour})
-		defer d.closeCompleter()
+		defer shutdown(t, d)
 		l := &lane{dest: Destination{Name: "a"}}
 		for range 3 {
 			d.complete(plain(l, 1))
+			// Taken by the completer before the next comes: without the linger each would be written alone.
+			waitFor(t, "the completer to take the outcome", func() bool { return len(d.outcomes) == 0 })
 		}
 		noWrite(t, r)
 		done := make(chan struct{})
@@ -79,7 +88,7 @@ func TestCompleteLingerGathersOutcomesNobodyWaitsOn(t *testing.T) {
 	t.Run("a retry or an ordered destination's outcome does not linger", func(t *testing.T) {
 		r := newRecorder()
 		d := New(r, Options{Logger: quiet, CompleteLinger: time.Hour})
-		defer d.closeCompleter()
+		defer shutdown(t, d)
 		retry := plain(&lane{dest: Destination{Name: "a"}, wake: make(chan struct{}, 1)}, 1)
 		retry.retry = true
 		d.complete(retry)
@@ -94,7 +103,7 @@ func TestCompleteLingerGathersOutcomesNobodyWaitsOn(t *testing.T) {
 	t.Run("until the batch is full", func(t *testing.T) {
 		r := newRecorder()
 		d := New(r, Options{Logger: quiet, CompleteLinger: time.Hour})
-		defer d.closeCompleter()
+		defer shutdown(t, d)
 		l := &lane{dest: Destination{Name: "a"}}
 		d.complete(plain(l, lingerBatch-1))
 		noWrite(t, r)
@@ -107,7 +116,7 @@ func TestCompleteLingerGathersOutcomesNobodyWaitsOn(t *testing.T) {
 		r := newRecorder()
 		d := New(r, Options{Logger: quiet, CompleteLinger: time.Hour})
 		d.complete(plain(&lane{dest: Destination{Name: "a"}}, 5))
-		d.closeCompleter() // returns only once everything queued is written
+		shutdown(t, d) // returns only once everything queued is written
 		if n := nextWrite(t, r); n != 5 {
 			t.Fatalf("wrote %d at shutdown, want 5", n)
 		}
@@ -116,7 +125,7 @@ func TestCompleteLingerGathersOutcomesNobodyWaitsOn(t *testing.T) {
 		r := newRecorder()
 		r.linger = 30 * time.Millisecond
 		d := New(lingeringRecorder{r}, Options{Logger: quiet})
-		defer d.closeCompleter()
+		defer shutdown(t, d)
 		if d.opts.CompleteLinger != r.linger {
 			t.Fatalf("CompleteLinger = %v, want the store's %v", d.opts.CompleteLinger, r.linger)
 		}
@@ -125,7 +134,7 @@ func TestCompleteLingerGathersOutcomesNobodyWaitsOn(t *testing.T) {
 			t.Fatalf("wrote %d, want 1", n)
 		}
 		never := New(lingeringRecorder{r}, Options{Logger: quiet, CompleteLinger: -1})
-		defer never.closeCompleter()
+		defer shutdown(t, never)
 		if never.opts.CompleteLinger >= 0 {
 			t.Fatalf("CompleteLinger = %v: a negative option must not take the store's", never.opts.CompleteLinger)
 		}
