@@ -111,6 +111,9 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	if f.Destinations != nil && len(f.Destinations) == 0 {
 		return []store.Delivery{}, nil
 	}
+	if err := s.settle(ctx); err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
 	var where []string
 	var args []any
 	index := "NOT INDEXED" // walk the table itself (id is the rowid), newest first
@@ -234,6 +237,11 @@ func nonNil(ds []store.Delivery) []store.Delivery {
 
 // Delivery implements store.Store.
 func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, error) {
+	if s.deferred.has(id) {
+		if err := s.settle(ctx); err != nil {
+			return nil, fmt.Errorf("read delivery %d: %w", id, err)
+		}
+	}
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -278,6 +286,10 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 		// The op may run twice (see commit): start from scratch. A refusal is not an op failure: returning it
 		// would roll back the neighbours sharing this commit only to run them again.
 		d, refused = store.Delivery{}, nil
+		if s.deferred.holds(id) { // pending and leased: its first attempt is under way
+			refused = fmt.Errorf("delivery %d is being attempted right now: %w", id, store.ErrConflict)
+			return nil
+		}
 		var status string
 		var leased int
 		err := tx.QueryRowContext(ctx, `SELECT status, leased FROM deliveries WHERE id = ?`, id).Scan(&status, &leased)
@@ -422,6 +434,10 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 	var n int
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
+		// A deferred delivery is pending: its row keeps its event.
+		if err := s.writeDeferred(ctx, tx, nil); err != nil {
+			return err
+		}
 		rows, err := tx.QueryContext(ctx, `DELETE FROM events WHERE seq IN (`+placeholders(len(seqs))+`)
 			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+pendingOfEvent+`)
 			RETURNING seq, dfirst, dlast`, seqs...)
@@ -479,7 +495,8 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 // pendingOfEvent matches a pending delivery d of the event in the outer query.
 const pendingOfEvent = `d.id BETWEEN events.dfirst AND events.dlast AND d.event_seq = events.seq AND d.status = 'pending'`
 
-// PendingCounts implements store.Store. It reads only deliveries_due, which holds pending rows alone.
+// PendingCounts implements store.Store. It reads only deliveries_due, which holds pending rows alone, and adds
+// the deferred deliveries, which are pending too.
 func (s *Store) PendingCounts(ctx context.Context) (map[string]int64, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT destination, count(*) FROM deliveries INDEXED BY deliveries_due
 		WHERE status = 'pending' GROUP BY destination`)
@@ -499,5 +516,6 @@ func (s *Store) PendingCounts(ctx context.Context) (map[string]int64, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count pending deliveries: %w", err)
 	}
+	s.deferred.counts(out)
 	return out, nil
 }

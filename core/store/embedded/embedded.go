@@ -56,9 +56,16 @@ type Store struct {
 	// tx.Stmt, so a group of operations binds each statement once. Only the writer goroutine touches these.
 	curTx   *sql.Tx
 	txStmts []boundStmt
-	// nextID is the id the next delivery row gets in the transaction idTx (see Append).
-	idTx   *sql.Tx
+	// nextID is the id the next delivery gets (see Append); only the writer makes deliveries. A transaction
+	// rolled back puts it back to where the transaction found it.
 	nextID int64
+
+	// deferred holds the deliveries whose rows are not written yet (deferred.go).
+	deferred deferredSet
+	// The deferred mark (see mark): the value committed last, the value the transaction in progress writes (0:
+	// none), and when it was last checked. Only the writer touches these.
+	marked, markNext int64
+	markedAt         time.Time
 }
 
 type boundStmt struct{ db, tx *sql.Stmt }
@@ -159,6 +166,24 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
 	}
+	if err := addFanout(wdb); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
+	}
+	recovered, err := recoverDeferred(wdb, opts.Now())
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: recover deliveries: %w", path, err)
+	}
+	if recovered > 0 {
+		opts.Logger.Info("store: wrote the rows of deliveries in flight when the process last stopped", "deliveries", recovered)
+	}
+	// Every delivery has a row now, so the highest id is the last one made.
+	var top sql.NullInt64
+	if err := wdb.QueryRow(`SELECT max(id) FROM deliveries`).Scan(&top); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: next delivery id: %w", path, err)
+	}
 	rdb, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		wdb.Close()
@@ -167,7 +192,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(4)
 	rdb.SetMaxIdleConns(4)
 	s := &Store{wdb: wdb, rdb: rdb, opts: opts, ops: make(chan *op, 4096), closed: make(chan struct{}),
-		stopped: make(chan struct{})}
+		stopped: make(chan struct{}), nextID: top.Int64 + 1, deferred: newDeferredSet()}
 	if err := s.stmts.prepare(wdb, rdb); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -402,10 +427,20 @@ func (s *Store) writer() {
 				select {
 				case o := <-s.ops:
 					o.done <- ErrClosed
+					continue
 				default:
-					return
+				}
+				break
+			}
+			// What is still deferred gets its row, so the database holds every delivery as a row.
+			if len(s.deferred.work) > 0 {
+				if _, err := s.runTx(ctx, []*op{{fn: func(ctx context.Context, tx *sql.Tx) error {
+					return s.writeDeferred(ctx, tx, nil)
+				}}}); err != nil {
+					s.opts.Logger.Error("store: write deferred deliveries at close", "err", err)
 				}
 			}
+			return
 		}
 		group = append(group[:0], first)
 		var linger <-chan time.Time
@@ -475,7 +510,13 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 		return nil, fmt.Errorf("store: begin: %w", err)
 	}
 	s.curTx, s.txStmts = tx, s.txStmts[:0]
-	defer func() { s.curTx, s.idTx = nil, nil }()
+	startID := s.nextID
+	s.markNext = 0
+	undo := func() {
+		s.nextID = startID
+		s.deferred.rollback()
+	}
+	defer func() { s.curTx = nil }()
 	errs = make([]error, len(ops))
 	failed := false
 	for i, o := range ops {
@@ -486,12 +527,26 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 			}
 		}
 	}
+	if !failed {
+		if err := s.mark(ctx, tx); err != nil {
+			for i := range errs {
+				errs[i] = err
+			}
+			failed = true
+		}
+	}
 	if failed {
 		_ = tx.Rollback()
+		undo()
 		return errs, nil
 	}
 	if err := tx.Commit(); err != nil {
+		undo()
 		return nil, fmt.Errorf("store: commit: %w", err)
+	}
+	s.deferred.committed()
+	if s.markNext != 0 {
+		s.marked, s.markedAt = s.markNext, time.Now()
 	}
 	return errs, nil
 }

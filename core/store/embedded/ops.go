@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,9 +16,9 @@ import (
 type stmts struct {
 	insEvent, findEvent, eventDeliveries *sql.Stmt
 	// insDeliveries[k] inserts 1<<k deliveries of one event in one statement (see Append).
-	insDeliveries                                [insChunks]*sql.Stmt
-	complete, completeFirst, insAttempt, nextDue *sql.Stmt
-	readEvent, readDeliveries, readAttempts      *sql.Stmt
+	insDeliveries                                         [insChunks]*sql.Stmt
+	complete, completeFirst, insDone, insAttempt, nextDue *sql.Stmt
+	readEvent, readDeliveries, readAttempts               *sql.Stmt
 }
 
 func (s *stmts) prepare(w, r *sql.DB) error {
@@ -31,7 +32,7 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		return st
 	}
 	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent, dfirst, dlast) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
+		traceparent, dfirst, dlast, fanout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
 	s.findEvent = prep(w, `SELECT seq, received_at, dfirst, dlast FROM events WHERE id = ? AND tenant = ?`)
 	for k := range s.insDeliveries {
 		s.insDeliveries[k] = prep(w, insDeliveriesSQL(1<<k))
@@ -42,6 +43,9 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.completeFirst = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + 1, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ?, a1_at = ?, a1_us = ?, a1_code = ?, a1_error = ?, a1_response = ?
 		WHERE id = ? AND status = 'pending'`)
+	s.insDone = prep(w, `INSERT INTO deliveries (id, event_seq, event_id, destination, status, attempts, next_at, leased,
+		created_at, updated_at, last_error, test, a1_at, a1_us, a1_code, a1_error, a1_response)
+		VALUES (?,?,?,?,?,1,?,0,?,?,?,?,?,?,?,?,?)`)
 	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
 		VALUES (?,?,?,?,?,?,?)`)
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
@@ -54,6 +58,13 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.readAttempts = prep(r, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
 		WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY delivery_id, n`)
 	return err
+}
+
+// deferrable reports whether ne's delivery d may be deferred (deferred.go): leased at birth, unordered and not
+// skipped.
+func deferrable(ne *store.NewEvent, d int) bool {
+	return d < len(ne.Leased) && ne.Leased[d] && (d >= len(ne.OrderingKeys) || ne.OrderingKeys[d] == "") &&
+		(d >= len(ne.Skipped) || ne.Skipped[d] == "")
 }
 
 // ofEvent selects an event's deliveries: ?1 and ?2 are its dfirst and dlast, ?3 its seq.
@@ -85,7 +96,7 @@ const deliveryArgs = 13
 
 func (s *stmts) close() {
 	for _, st := range append([]*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete,
-		s.completeFirst, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts}, s.insDeliveries[:]...) {
+		s.completeFirst, s.insDone, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts}, s.insDeliveries[:]...) {
 		if st != nil {
 			st.Close()
 		}
@@ -98,29 +109,35 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
 		ins, find := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent)
-		// Delivery ids are chosen here, so the event row can name its deliveries' range: the next id is the
-		// highest plus one (what SQLite would pick), read once per transaction and counted on from there (only
-		// this writer makes deliveries).
-		if s.idTx != tx {
-			// A bare max(id) is one seek to the table's last row; wrapped in an expression it would be a scan.
-			var top sql.NullInt64
-			if err := tx.QueryRowContext(ctx, `SELECT max(id) FROM deliveries`).Scan(&top); err != nil {
-				return fmt.Errorf("next delivery id: %w", err)
-			}
-			s.idTx, s.nextID = tx, top.Int64+1
-		}
 		var args []any
 		for i := range evs {
 			ne := &evs[i]
 			ev := &ne.Event
 			res[i] = store.AppendResult{}
+			n := len(ne.Destinations)
+			// Delivery ids are chosen here, so the event row can name its deliveries' range.
 			first, last := sql.NullInt64{}, sql.NullInt64{}
-			if n := len(ne.Destinations); n > 0 {
+			if n > 0 {
 				first = sql.NullInt64{Int64: s.nextID, Valid: true}
 				last = sql.NullInt64{Int64: s.nextID + int64(n) - 1, Valid: true}
 			}
+			// A delivery leased at birth, unordered and not skipped is deferred: its row is written when it
+			// completes (deferred.go), and the event row names it meanwhile.
+			var fo fanout
+			for d := range n {
+				if deferrable(ne, d) {
+					if fo.To == nil {
+						fo = fanout{Test: ne.Test, To: make([]string, n)}
+					}
+					fo.To[d] = ne.Destinations[d]
+				}
+			}
+			var foBlob []byte
+			if fo.To != nil {
+				foBlob, _ = json.Marshal(fo)
+			}
 			r, err := ins.ExecContext(ctx, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
-				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent), first, last)
+				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent), first, last, foBlob)
 			if err != nil {
 				return fmt.Errorf("insert event: %w", err)
 			}
@@ -137,6 +154,10 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 					continue
 				}
 				res[i].Duplicate = true
+				// The first event's deliveries as they stand, deferred ones included.
+				if err := s.writeDeferred(ctx, tx, func(r deferredRow) bool { return r.seq == seq }); err != nil {
+					return err
+				}
 				ds, err := deliveriesOf(ctx, tx.Stmt(s.stmts.eventDeliveries), dfirst, dlast, seq)
 				if err != nil {
 					return err
@@ -151,46 +172,62 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			if ne.Test {
 				test = 1
 			}
-			res[i].Deliveries = make([]store.Delivery, len(ne.Destinations))
+			res[i].Deliveries = make([]store.Delivery, n)
 			// Boxed once for all rows (an int64 in an interface is an allocation).
 			var seqV, evID, created, testV any = seq, ev.ID, nanos(now), test
-			// An event's deliveries go in by as few statements as the prepared sizes allow (10 = 8 + 2): a
+			// The rows written now go in by as few statements as the prepared sizes allow (10 = 8 + 2): a
 			// statement costs several times what a row does.
-			for j := 0; j < len(ne.Destinations); {
-				k := insChunks - 1
-				for 1<<k > len(ne.Destinations)-j {
-					k--
+			args, rows := args[:0], 0
+			flush := func() error {
+				for rows > 0 {
+					k := insChunks - 1
+					for 1<<k > rows {
+						k--
+					}
+					m := 1 << k
+					if _, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args[:m*deliveryArgs]...); err != nil {
+						return fmt.Errorf("insert delivery: %w", err)
+					}
+					args, rows = append(args[:0], args[m*deliveryArgs:]...), rows-m
 				}
-				n := 1 << k
-				args = args[:0]
-				id := s.nextID
-				for d := j; d < j+n; d++ {
-					next, leased := now, 0
-					if d < len(ne.Leased) && ne.Leased[d] {
-						next, leased = now.Add(opts.Lease), 1
-					}
-					key, block := "", 0
-					if d < len(ne.OrderingKeys) {
-						key = ne.OrderingKeys[d]
-					}
-					if d < len(ne.OrderingBlock) && ne.OrderingBlock[d] {
-						block = 1
-					}
-					status, reason := store.Pending, ""
-					if d < len(ne.Skipped) && ne.Skipped[d] != "" {
-						status, reason, next, leased, key, block = store.Skipped, ne.Skipped[d], now, 0, "", 0
-					}
-					args = append(args, seqV, evID, created, created, testV, id, ne.Destinations[d], string(status), nanos(next),
-						leased, key, block, reason)
-					res[i].Deliveries[d] = store.Delivery{ID: id, EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
-						NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
-					id++
-				}
-				if _, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args...); err != nil {
-					return fmt.Errorf("insert delivery: %w", err)
-				}
-				s.nextID, j = id, j+n
+				return nil
 			}
+			for d := range n {
+				id := s.nextID + int64(d)
+				next, leased := now, 0
+				if d < len(ne.Leased) && ne.Leased[d] {
+					next, leased = now.Add(opts.Lease), 1
+				}
+				key, block := "", 0
+				if d < len(ne.OrderingKeys) {
+					key = ne.OrderingKeys[d]
+				}
+				if d < len(ne.OrderingBlock) && ne.OrderingBlock[d] {
+					block = 1
+				}
+				status, reason := store.Pending, ""
+				if d < len(ne.Skipped) && ne.Skipped[d] != "" {
+					status, reason, next, leased, key, block = store.Skipped, ne.Skipped[d], now, 0, "", 0
+				}
+				res[i].Deliveries[d] = store.Delivery{ID: id, EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
+					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
+				if fo.To != nil && fo.To[d] != "" {
+					s.deferred.put(id, deferredRow{seq: seq, eventID: ev.ID, dest: ne.Destinations[d], created: nanos(now),
+						leaseEnd: nanos(next), test: ne.Test})
+					continue
+				}
+				args = append(args, seqV, evID, created, created, testV, id, ne.Destinations[d], string(status), nanos(next),
+					leased, key, block, reason)
+				if rows++; rows == 1<<(insChunks-1) {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			s.nextID += int64(n)
 		}
 		return nil
 	})
@@ -242,6 +279,10 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 	var jobs []store.Job
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		jobs = jobs[:0]
+		// Deferred deliveries whose lease ended are claimable like any other.
+		if err := s.writeDeferred(ctx, tx, func(r deferredRow) bool { return r.leaseEnd <= nanos(now) }); err != nil {
+			return err
+		}
 		rows, err := tx.QueryContext(ctx, `
 			UPDATE deliveries SET next_at = ?, leased = 1
 			WHERE id IN (SELECT d.id FROM deliveries d WHERE d.destination = ? AND d.status = 'pending' AND d.next_at <= ?
@@ -331,9 +372,28 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		var upd, first, ins *sql.Stmt
+		var upd, first, done, ins *sql.Stmt
 		for _, o := range outs {
 			a := o.Attempt
+			if r, ok := s.deferred.take(o.DeliveryID); ok {
+				if a.N == 1 {
+					// The common case: the delivery's only row, written once in its final state.
+					if done == nil {
+						done = s.txStmt(tx, s.stmts.insDone)
+					}
+					if _, err := done.ExecContext(ctx, o.DeliveryID, r.seq, r.eventID, r.dest, string(o.Status), nanos(o.NextAt),
+						r.created, nanos(now), a.Error, boolInt(r.test), nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
+						nullString(a.Error), a.Response); err != nil {
+						return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
+					}
+					continue
+				}
+				// Anything else starts from the row Append would have written.
+				if _, err := s.txStmt(tx, s.stmts.insDeliveries[0]).ExecContext(ctx, r.seq, r.eventID, r.created, r.created,
+					boolInt(r.test), o.DeliveryID, r.dest, string(store.Pending), r.leaseEnd, 1, "", 0, ""); err != nil {
+					return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
+				}
+			}
 			if a.N == 1 {
 				if first == nil {
 					first = s.txStmt(tx, s.stmts.completeFirst)
@@ -403,6 +463,9 @@ func addAttempt(rec *store.DeliveryRecord, a store.Attempt) {
 // ReleaseLeases implements store.Store.
 func (s *Store) ReleaseLeases(ctx context.Context) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.writeDeferred(ctx, tx, nil); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `UPDATE deliveries SET next_at = ?, leased = 0 WHERE status = 'pending' AND leased = 1`,
 			nanos(s.opts.Now()))
 		return err
@@ -413,6 +476,9 @@ func (s *Store) ReleaseLeases(ctx context.Context) error {
 func (s *Store) SkipPending(ctx context.Context, destination, reason string) (int, error) {
 	var n int64
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.writeDeferred(ctx, tx, func(r deferredRow) bool { return r.dest == destination }); err != nil {
+			return err
+		}
 		r, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = 'skipped', leased = 0, last_error = ?, updated_at = ?
 			WHERE destination = ? AND status = 'pending'`, reason, nanos(s.opts.Now()), destination)
 		if err != nil {
@@ -435,6 +501,9 @@ func (s *Store) TenantEvent(ctx context.Context, tenant, id string) (*store.Even
 }
 
 func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant string) (*store.EventRecord, error) {
+	if err := s.settle(ctx); err != nil {
+		return nil, err
+	}
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ package embedded
 //     layout (their a1_at is NULL).
 //   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
 //     retention finds old events by events_received.
+//   - Most deliveries have no row until they complete (see deferred.go): events.fanout names them meanwhile,
+//     and marks keeps where Open starts looking for them after a crash.
 //   - No index on deliveries.event_seq: an event's deliveries are made together with consecutive ids, which
 //     the event row keeps (dfirst, dlast: see addDeliveryRanges), so they are a rowid range.
 const schema = eventsTable + `
@@ -86,6 +88,10 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS health (
   k  TEXT PRIMARY KEY,
   at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (
+  k TEXT PRIMARY KEY,
+  v INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (
   name           TEXT PRIMARY KEY,

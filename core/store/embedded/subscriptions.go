@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sluicehq/sluice/core/store"
@@ -91,5 +92,14 @@ func (s *Store) Due(ctx context.Context, destinations []string, now time.Time) (
 		}
 		out = append(out, name)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find destinations with due deliveries: %w", err)
+	}
+	// Deferred deliveries whose lease ended (deferred.go) are due too.
+	for _, name := range s.deferred.expired(destinations, nanos(now)) {
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }

@@ -1,0 +1,299 @@
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/core/store"
+)
+
+// rowCount is how many rows deliveries holds, read on the pool without settling what is deferred.
+func rowCount(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.rdb.QueryRow(`SELECT count(*) FROM deliveries`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// mixedEvent has one delivery of each kind: leased (deferred), leased but ordered, not leased, and skipped.
+func mixedEvent(id string) store.NewEvent {
+	return store.NewEvent{Event: newEvent(id), Destinations: []string{"now", "ordered", "later", "off"},
+		Leased: []bool{true, true, false, false}, OrderingKeys: []string{"", "k", "", ""}, Skipped: []string{"", "", "", "disabled"}}
+}
+
+func delivered(id int64) store.Outcome {
+	return store.Outcome{DeliveryID: id, Status: store.Delivered,
+		Attempt: store.Attempt{N: 1, At: t0, Duration: 3 * time.Millisecond, StatusCode: 200, Response: []byte("ok")}}
+}
+
+// TestDeferredDeliveryIsWrittenOnce: a leased, unordered delivery gets no row at Append and one row, in its
+// final state, when it completes; the others get theirs at Append as before. Meanwhile it counts as pending.
+func TestDeferredDeliveryIsWrittenOnce(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	if n := rowCount(t, s); n != 3 {
+		t.Fatalf("%d delivery rows after Append, want 3 (all but the leased, unordered one)", n)
+	}
+	counts, err := s.PendingCounts(ctx)
+	if err != nil || counts["now"] != 1 || counts["ordered"] != 1 || counts["later"] != 1 || counts["off"] != 0 {
+		t.Fatalf("PendingCounts = %v, %v; want now, ordered and later 1 each", counts, err)
+	}
+	c.Advance(time.Second)
+	id := res[0].Deliveries[0].ID
+	if err := s.Complete(ctx, []store.Outcome{delivered(id)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rowCount(t, s); n != 4 {
+		t.Fatalf("%d delivery rows after Complete, want 4", n)
+	}
+	if counts, err := s.PendingCounts(ctx); err != nil || counts["now"] != 0 {
+		t.Fatalf("PendingCounts = %v, %v; want now 0", counts, err)
+	}
+	rec, err := s.Delivery(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rec.Delivery
+	if d.Status != store.Delivered || d.Attempts != 1 || d.Destination != "now" || d.EventID != "e-1" ||
+		!d.CreatedAt.Equal(t0) || !d.UpdatedAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("delivery after Complete = %+v", d)
+	}
+	if len(rec.AttemptLog) != 1 || rec.AttemptLog[0].StatusCode != 200 || string(rec.AttemptLog[0].Response) != "ok" {
+		t.Fatalf("attempt log = %+v, want the one attempt", rec.AttemptLog)
+	}
+	// Completed again (a late duplicate outcome): nothing changes, no second row.
+	if err := s.Complete(ctx, []store.Outcome{delivered(id)}); err != nil || rowCount(t, s) != 4 {
+		t.Fatalf("second Complete: %v, %d rows", err, rowCount(t, s))
+	}
+}
+
+// TestDeferredDeliveryReadsAsPending: every read sees a deferred delivery as the pending, leased row Append
+// used to write, and completing it after a read wrote that row still records the outcome.
+func TestDeferredDeliveryReadsAsPending(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	id := res[0].Deliveries[0].ID
+	if _, err := s.Retry(ctx, id, time.Now()); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Retry of a delivery being attempted: %v, want ErrConflict", err)
+	}
+	rec, err := s.Event(ctx, "e-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Deliveries) != 4 || rec.Deliveries[0].ID != id || rec.Deliveries[0].Status != store.Pending {
+		t.Fatalf("Event's deliveries = %+v, want 4, the first pending", rec.Deliveries)
+	}
+	if n := rowCount(t, s); n != 4 {
+		t.Fatalf("%d rows after a read, want 4: a read writes what was deferred", n)
+	}
+	ds, err := s.ListDeliveries(ctx, store.DeliveryFilter{Destinations: []string{"now"}})
+	if err != nil || len(ds) != 1 || ds[0].Status != store.Pending {
+		t.Fatalf("ListDeliveries = %+v, %v", ds, err)
+	}
+	if err := s.Complete(ctx, []store.Outcome{delivered(id)}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.Delivery(ctx, id); err != nil || rec.Status != store.Delivered || len(rec.AttemptLog) != 1 {
+		t.Fatalf("Delivery = %+v, %v", rec, err)
+	}
+	// A duplicate of the event answers with the deliveries as they stand.
+	dup := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	if !dup[0].Duplicate || len(dup[0].Deliveries) != 4 || dup[0].Deliveries[0].Status != store.Delivered {
+		t.Fatalf("duplicate Append = %+v", dup[0])
+	}
+}
+
+// TestDeferredDeliveryLeaseEnds: once its lease has ended, a deferred delivery is due and claimable, as a
+// leased row is; outcomes other than a first attempt start from that row too.
+func TestDeferredDeliveryLeaseEnds(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1"), mixedEvent("e-2")})
+	now := time.Now()
+	if due, err := s.Due(ctx, []string{"now", "x"}, now); err != nil || len(due) != 0 {
+		t.Fatalf("Due before the lease ends = %v, %v", due, err)
+	}
+	if jobs, err := s.Claim(ctx, "now", now, time.Minute, 10); err != nil || len(jobs) != 0 {
+		t.Fatalf("Claim before the lease ends = %d jobs, %v", len(jobs), err)
+	}
+	later := now.Add(opts.Lease + time.Second)
+	if due, err := s.Due(ctx, []string{"now", "x"}, later); err != nil || len(due) != 1 || due[0] != "now" {
+		t.Fatalf("Due after the lease ends = %v, %v", due, err)
+	}
+	jobs, err := s.Claim(ctx, "now", later, time.Minute, 10)
+	if err != nil || len(jobs) != 2 || jobs[0].Event.ID != "e-1" || jobs[1].Delivery.ID != res[1].Deliveries[0].ID {
+		t.Fatalf("Claim after the lease ends = %+v, %v", jobs, err)
+	}
+	// A skip (no attempt) of a delivery still deferred.
+	s2 := open(t, t.TempDir())
+	res = mustAppend(t, s2, []store.NewEvent{mixedEvent("e-3")})
+	id := res[0].Deliveries[0].ID
+	if err := s2.Complete(ctx, []store.Outcome{{DeliveryID: id, Status: store.Skipped, Attempt: store.Attempt{Error: "paused"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s2.Delivery(ctx, id); err != nil || rec.Status != store.Skipped || rec.Attempts != 0 || rec.LastError != "paused" {
+		t.Fatalf("skipped deferred delivery = %+v, %v", rec, err)
+	}
+}
+
+// TestDeferredUndoneWithItsTransaction: a transaction that fails takes back the deliveries it deferred and the
+// ids it handed out.
+func TestDeferredUndoneWithItsTransaction(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	next := s.nextID
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		s.deferred.put(next, deferredRow{seq: 1, eventID: "x", dest: "now"})
+		s.nextID++
+		return errors.New("boom")
+	})
+	if err == nil || len(s.deferred.work) != 0 || s.deferred.len() != 0 || s.nextID != next {
+		t.Fatalf("after a failed transaction: err %v, %d deferred, next id %d (want %d)", err, s.deferred.len(), s.nextID, next)
+	}
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	if res[0].Deliveries[0].ID != next || s.deferred.len() != 1 {
+		t.Fatalf("first delivery id %d, %d deferred; want %d and 1", res[0].Deliveries[0].ID, s.deferred.len(), next)
+	}
+}
+
+// copyDB copies the database files of an open store: what a process killed at that moment leaves on disk
+// (every commit so far is in the file or its WAL).
+func copyDB(t *testing.T, from string) string {
+	t.Helper()
+	to := t.TempDir()
+	for _, name := range []string{FileName, FileName + "-wal"} {
+		src, err := os.Open(filepath.Join(from, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, err := os.Create(filepath.Join(to, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(dst, src); err != nil {
+			t.Fatal(err)
+		}
+		src.Close()
+		if err := dst.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return to
+}
+
+// TestDeferredRecoveredAtOpen: deliveries deferred when the process died get their rows when the store opens
+// again, pending and due at once; those that completed are not made again.
+func TestDeferredRecoveredAtOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, dir)
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1"), mixedEvent("e-2"), mixedEvent("e-3")})
+	if err := s.Complete(ctx, []store.Outcome{delivered(res[1].Deliveries[0].ID)}); err != nil {
+		t.Fatal(err)
+	}
+	crashed := copyDB(t, dir)
+
+	r := open(t, crashed)
+	if n := rowCount(t, r); n != 12 {
+		t.Fatalf("%d delivery rows after the restart, want 12", n)
+	}
+	jobs, err := r.Claim(ctx, "now", time.Now(), time.Minute, 10)
+	if err != nil || len(jobs) != 2 || jobs[0].Event.ID != "e-1" || jobs[1].Event.ID != "e-3" {
+		t.Fatalf("Claim after the restart = %+v, %v; want e-1's and e-3's", jobs, err)
+	}
+	if rec, err := r.Delivery(ctx, res[1].Deliveries[0].ID); err != nil || rec.Status != store.Delivered {
+		t.Fatalf("the delivery completed before the crash = %+v, %v", rec, err)
+	}
+	// New deliveries carry on after the recovered ids, and the mark moved past the events looked at.
+	more := mustAppend(t, r, []store.NewEvent{mixedEvent("e-4")})
+	if more[0].Deliveries[0].ID <= res[2].Deliveries[3].ID {
+		t.Fatalf("new delivery id %d reuses an earlier one (last %d)", more[0].Deliveries[0].ID, res[2].Deliveries[3].ID)
+	}
+	var mark int64
+	if err := r.rdb.QueryRow(`SELECT v FROM marks WHERE k = ?`, markKey).Scan(&mark); err != nil || mark != 4 {
+		t.Fatalf("mark = %d, %v; want 4", mark, err)
+	}
+}
+
+// TestCloseWritesDeferredRows: a store closed cleanly holds every delivery as a row, as earlier versions wrote
+// them, so one of those can open it.
+func TestCloseWritesDeferredRows(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var status string
+	var leased int
+	if err := db.QueryRow(`SELECT status, leased FROM deliveries WHERE id = ?`, res[0].Deliveries[0].ID).Scan(&status, &leased); err != nil ||
+		status != "pending" || leased != 1 {
+		t.Fatalf("the deferred delivery's row after Close: %q leased=%d, %v", status, leased, err)
+	}
+}
+
+// TestUpgradeToDeferredDeliveries opens a store written by the version before deferred deliveries (no
+// events.fanout, no marks) holding a delivery in flight: it is kept, Open does not read the old events for
+// deferred ones, and new deliveries are deferred and recovered like any.
+func TestUpgradeToDeferredDeliveries(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, []store.NewEvent{mixedEvent("old-1"), mixedEvent("old-2")})
+	if err := s.Close(); err != nil { // writes the rows, as that version did at Append
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`ALTER TABLE events DROP COLUMN fanout`, `DROP TABLE marks`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s = open(t, dir)
+	var mark int64
+	if err := s.rdb.QueryRow(`SELECT v FROM marks WHERE k = ?`, markKey).Scan(&mark); err != nil || mark != 3 {
+		t.Fatalf("mark after the upgrade = %d, %v; want 3 (after the old events)", mark, err)
+	}
+	if err := s.ReleaseLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := s.Claim(ctx, "now", time.Now(), time.Minute, 10)
+	if err != nil || len(jobs) != 2 {
+		t.Fatalf("the old in-flight deliveries after the upgrade: %d claimed, %v; want 2", len(jobs), err)
+	}
+	mustAppend(t, s, []store.NewEvent{mixedEvent("new-1")})
+	if s.deferred.len() != 1 {
+		t.Fatalf("%d deliveries deferred after the upgrade, want 1", s.deferred.len())
+	}
+	r := open(t, copyDB(t, dir))
+	if rec, err := r.Event(ctx, "new-1"); err != nil || len(rec.Deliveries) != 4 || rec.Deliveries[0].Status != store.Pending {
+		t.Fatalf("new-1 after a crash = %+v, %v", rec, err)
+	}
+}
