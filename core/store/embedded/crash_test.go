@@ -18,8 +18,10 @@ import (
 const crashDirEnv = "SLUICE_TEST_STORE_CRASH_DIR"
 
 // TestCrashKeepsAcknowledgedAppends kills (SIGKILL) a process while it appends from several goroutines and
-// checks that every append it acknowledged is there when the store is opened again, and claimable once the
-// leases it held are released. The child prints "ack <id>" only after Append returned.
+// completes every other event's delivery, and checks that every append it acknowledged is there when the store
+// is opened again: a delivery whose completion returned is delivered, and every other is delivered or claimable
+// once the leases it held are released. The child prints "ack <id>" only after Append returned, and "done
+// <id>" only after Complete did. The deliveries are leased at birth, so most have no row until they complete.
 func TestCrashKeepsAcknowledgedAppends(t *testing.T) {
 	if dir := os.Getenv(crashDirEnv); dir != "" {
 		crashChild(t, dir)
@@ -43,9 +45,14 @@ func TestCrashKeepsAcknowledgedAppends(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	const killAfter = 300
 	var acked []string
+	done := map[string]bool{}
 	killed := false
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
+		if id, ok := strings.CutPrefix(sc.Text(), "done "); ok {
+			done[id] = true
+			continue
+		}
 		id, ok := strings.CutPrefix(sc.Text(), "ack ")
 		if !ok {
 			continue
@@ -64,11 +71,23 @@ func TestCrashKeepsAcknowledgedAppends(t *testing.T) {
 		t.Fatalf("the child ended on its own after %d acknowledged appends", len(acked))
 	}
 
+	if len(done) == 0 {
+		t.Fatal("the child completed no delivery before the kill")
+	}
 	ctx := context.Background()
 	s := open(t, dir)
+	delivered := map[string]bool{}
 	for _, id := range acked {
-		if _, err := s.Event(ctx, id); err != nil {
+		rec, err := s.Event(ctx, id)
+		if err != nil {
 			t.Fatalf("acknowledged event %s lost in the crash: %v", id, err)
+		}
+		if len(rec.Deliveries) != 1 {
+			t.Fatalf("acknowledged event %s has %d deliveries after the crash, want 1", id, len(rec.Deliveries))
+		}
+		delivered[id] = rec.Deliveries[0].Status == store.Delivered
+		if done[id] && !delivered[id] {
+			t.Fatalf("event %s: its completion returned before the crash, yet its delivery is %s", id, rec.Deliveries[0].Status)
 		}
 	}
 	if err := s.ReleaseLeases(ctx); err != nil {
@@ -83,11 +102,15 @@ func TestCrashKeepsAcknowledgedAppends(t *testing.T) {
 		claimed[j.Event.ID] = true
 	}
 	for _, id := range acked {
-		if !claimed[id] {
-			t.Fatalf("acknowledged event %s is not claimable after the restart", id)
+		if !claimed[id] && !delivered[id] {
+			t.Fatalf("acknowledged event %s is neither delivered nor claimable after the restart", id)
+		}
+		if claimed[id] && delivered[id] {
+			t.Fatalf("event %s is delivered, yet claimable again", id)
 		}
 	}
-	t.Logf("%d acknowledged appends (%d events stored) survived the kill", len(acked), len(jobs))
+	t.Logf("%d acknowledged appends survived the kill: %d delivered (%d acknowledged as such), %d claimable",
+		len(acked), len(acked)-len(jobs), len(done), len(jobs))
 }
 
 // crashChild appends from four goroutines until the parent kills the process.
@@ -97,6 +120,12 @@ func crashChild(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
+	say := func(what, id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, err := fmt.Printf("%s %s\n", what, id)
+		return err == nil
+	}
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -104,16 +133,24 @@ func crashChild(t *testing.T, dir string) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("g%d-%d", g, i)
-				_, err := s.Append(context.Background(), []store.NewEvent{{Event: newEvent(id), Destinations: []string{"d"}, Leased: []bool{true}}}, opts)
+				res, err := s.Append(context.Background(), []store.NewEvent{{Event: newEvent(id), Destinations: []string{"d"}, Leased: []bool{true}}}, opts)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "append:", err)
 					return
 				}
-				mu.Lock()
-				_, err = fmt.Printf("ack %s\n", id)
-				mu.Unlock()
-				if err != nil {
+				if !say("ack", id) {
 					return // the parent is gone
+				}
+				if i%2 == 1 {
+					continue
+				}
+				if err := s.Complete(context.Background(), []store.Outcome{{DeliveryID: res[0].Deliveries[0].ID,
+					Status: store.Delivered, Attempt: store.Attempt{N: 1, At: time.Now(), StatusCode: 200}}}); err != nil {
+					fmt.Fprintln(os.Stderr, "complete:", err)
+					return
+				}
+				if !say("done", id) {
+					return
 				}
 			}
 		}()

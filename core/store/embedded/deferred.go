@@ -216,7 +216,7 @@ const markKey = "deferred_from"
 // mark records, in tx and at most every markEvery, the lowest event seq that may still have a deferred
 // delivery. Computed inside the transaction, it is right for whatever the transaction commits.
 func (s *Store) mark(ctx context.Context, tx *sql.Tx) error {
-	now := time.Now()
+	now := s.opts.Now()
 	if now.Sub(s.markedAt) < markEvery {
 		return nil
 	}

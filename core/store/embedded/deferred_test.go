@@ -297,3 +297,38 @@ func TestUpgradeToDeferredDeliveries(t *testing.T) {
 		t.Fatalf("new-1 after a crash = %+v, %v", rec, err)
 	}
 }
+
+// TestDeferredMarkFollowsCompletions: the mark stays at the oldest event with a delivery deferred, and moves
+// past it once that completes, so Open after a crash reads only the recent events.
+func TestDeferredMarkFollowsCompletions(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+	mark := func() int64 {
+		t.Helper()
+		var v int64
+		if err := s.rdb.QueryRow(`SELECT v FROM marks WHERE k = ?`, markKey).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1"), mixedEvent("e-2")})
+	c.Advance(markEvery)
+	mustAppend(t, s, []store.NewEvent{mixedEvent("e-3")})
+	if m := mark(); m != 1 {
+		t.Fatalf("mark with e-1's delivery deferred = %d, want 1", m)
+	}
+	if err := s.Complete(ctx, []store.Outcome{delivered(res[0].Deliveries[0].ID), delivered(res[1].Deliveries[0].ID)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := mark(); m != 1 {
+		t.Fatalf("mark = %d within markEvery of the last, want it unchanged (1)", m)
+	}
+	c.Advance(markEvery)
+	if err := s.Ping(ctx); err != nil { // any write
+		t.Fatal(err)
+	}
+	if m := mark(); m != 3 {
+		t.Fatalf("mark after e-1's and e-2's deliveries completed = %d, want 3 (e-3's is deferred)", m)
+	}
+}

@@ -546,7 +546,7 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 	}
 	s.deferred.committed()
 	if s.markNext != 0 {
-		s.marked, s.markedAt = s.markNext, time.Now()
+		s.marked, s.markedAt = s.markNext, s.opts.Now()
 	}
 	return errs, nil
 }
