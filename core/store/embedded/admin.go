@@ -111,8 +111,18 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	if f.Destinations != nil && len(f.Destinations) == 0 {
 		return []store.Delivery{}, nil
 	}
-	if err := s.settle(ctx); err != nil {
-		return nil, fmt.Errorf("list deliveries: %w", err)
+	// Deferred deliveries are pending: a list that could show them gets their rows first.
+	if f.Status == "" || f.Status == store.Pending {
+		var keep func(deferredRow) bool
+		switch {
+		case f.EventID != "":
+			keep = func(r deferredRow) bool { return r.eventID == f.EventID }
+		case f.Destinations != nil:
+			keep = func(r deferredRow) bool { return slices.Contains(f.Destinations, r.dest) }
+		}
+		if err := s.settle(ctx, keep); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
 	}
 	var where []string
 	var args []any
@@ -237,10 +247,8 @@ func nonNil(ds []store.Delivery) []store.Delivery {
 
 // Delivery implements store.Store.
 func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, error) {
-	if s.deferred.has(id) {
-		if err := s.settle(ctx); err != nil {
-			return nil, fmt.Errorf("read delivery %d: %w", id, err)
-		}
+	if err := s.settle(ctx, func(r deferredRow) bool { return r.id == id }); err != nil {
+		return nil, fmt.Errorf("read delivery %d: %w", id, err)
 	}
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {

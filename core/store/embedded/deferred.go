@@ -22,7 +22,7 @@ import (
 // Every other operation sees deferred deliveries as the rows Append would have written (pending, leased until
 // the lease's end): the writes that touch deliveries (Claim, ReleaseLeases, SkipPending, Prune, a duplicate
 // Append) first write the rows they could touch, inside their own transaction; the admin reads write all of
-// them first (settle); PendingCounts and Due add them from memory; NextDue and Replay never see leased or
+// those they could return first (settle); PendingCounts and Due add them from memory; NextDue and Replay never see leased or
 // pending rows anyway. A clean Close writes the rows of what is still deferred, so a database left by Close
 // holds every delivery as a row.
 //
@@ -31,7 +31,7 @@ import (
 
 // deferredRow is what a deferred delivery's row would hold.
 type deferredRow struct {
-	seq      int64
+	id, seq  int64
 	eventID  string
 	dest     string
 	created  int64 // unix nanos: the event's received_at
@@ -46,6 +46,7 @@ type deferredRow struct {
 type deferredSet struct {
 	work    map[int64]deferredRow // writer only
 	changes []deferredChange      // writer only: work's changes in the transaction in progress
+	peak    int                   // writer only: the most deliveries deferred at once since the maps were made
 
 	mu   sync.Mutex
 	seen map[int64]deferredRow
@@ -65,7 +66,12 @@ func newDeferredSet() deferredSet {
 func (d *deferredSet) put(id int64, r deferredRow) {
 	d.work[id] = r
 	d.changes = append(d.changes, deferredChange{id: id, row: r, added: true})
+	d.peak = max(d.peak, len(d.work))
 }
+
+// shrinkAfter is how many deliveries deferred at once make the maps worth replacing once they are empty: a Go
+// map keeps the room it grew to, and a burst would otherwise hold it for good.
+const shrinkAfter = 1024
 
 // take removes id and returns its row, if it is deferred (writer).
 func (d *deferredSet) take(id int64) (deferredRow, bool) {
@@ -115,7 +121,7 @@ func (d *deferredSet) rollback() {
 			d.work[c.id] = c.row
 		}
 	}
-	d.changes = d.changes[:0]
+	d.resetChanges()
 }
 
 // committed publishes the changes of the transaction that committed (writer).
@@ -131,17 +137,37 @@ func (d *deferredSet) committed() {
 			delete(d.seen, c.id)
 		}
 	}
+	if len(d.seen) == 0 && d.peak >= shrinkAfter {
+		d.seen, d.work, d.peak = map[int64]deferredRow{}, map[int64]deferredRow{}, 0
+	}
 	d.mu.Unlock()
+	d.resetChanges()
+}
+
+// resetChanges empties changes, letting go of the room a large transaction made it grow to.
+func (d *deferredSet) resetChanges() {
+	if cap(d.changes) > shrinkAfter {
+		d.changes = nil
+		return
+	}
 	d.changes = d.changes[:0]
 }
 
 // The methods below read what is committed, from any goroutine.
 
-func (d *deferredSet) has(id int64) bool {
+// any reports whether a delivery keep picks (nil: any) is deferred.
+func (d *deferredSet) any(keep func(deferredRow) bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	_, ok := d.seen[id]
-	return ok
+	if keep == nil {
+		return len(d.seen) > 0
+	}
+	for _, r := range d.seen {
+		if keep(r) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *deferredSet) len() int {
@@ -198,12 +224,13 @@ func (s *Store) writeDeferred(ctx context.Context, tx *sql.Tx, keep func(deferre
 	return nil
 }
 
-// settle writes the rows of every delivery deferred so far, so a read on the pool sees them.
-func (s *Store) settle(ctx context.Context) error {
-	if s.deferred.len() == 0 {
+// settle writes the rows of the deliveries deferred so far that keep picks (nil: all), so a read on the pool
+// sees them. It writes nothing, and waits for no commit, when none is deferred.
+func (s *Store) settle(ctx context.Context, keep func(deferredRow) bool) error {
+	if !s.deferred.any(keep) {
 		return nil
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.writeDeferred(ctx, tx, nil) })
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.writeDeferred(ctx, tx, keep) })
 }
 
 // markEvery bounds how often the writer records the deferred mark.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -82,8 +83,18 @@ func TestDeferredDeliveryIsWrittenOnce(t *testing.T) {
 func TestDeferredDeliveryReadsAsPending(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, t.TempDir())
-	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1"), mixedEvent("e-2")})
 	id := res[0].Deliveries[0].ID
+	// Reads that cannot show a deferred delivery, or not these, write nothing.
+	if _, err := s.ListDeliveries(ctx, store.DeliveryFilter{Status: store.Delivered}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ListDeliveries(ctx, store.DeliveryFilter{Destinations: []string{"later"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rowCount(t, s); n != 6 {
+		t.Fatalf("%d rows after lists that cannot show the deferred deliveries, want 6", n)
+	}
 	if _, err := s.Retry(ctx, id, time.Now()); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("Retry of a delivery being attempted: %v, want ErrConflict", err)
 	}
@@ -94,12 +105,15 @@ func TestDeferredDeliveryReadsAsPending(t *testing.T) {
 	if len(rec.Deliveries) != 4 || rec.Deliveries[0].ID != id || rec.Deliveries[0].Status != store.Pending {
 		t.Fatalf("Event's deliveries = %+v, want 4, the first pending", rec.Deliveries)
 	}
-	if n := rowCount(t, s); n != 4 {
-		t.Fatalf("%d rows after a read, want 4: a read writes what was deferred", n)
+	if n := rowCount(t, s); n != 7 {
+		t.Fatalf("%d rows after reading e-1, want 7: the read writes e-1's deferred delivery, not e-2's", n)
 	}
 	ds, err := s.ListDeliveries(ctx, store.DeliveryFilter{Destinations: []string{"now"}})
-	if err != nil || len(ds) != 1 || ds[0].Status != store.Pending {
+	if err != nil || len(ds) != 2 || ds[0].Status != store.Pending || ds[1].Status != store.Pending {
 		t.Fatalf("ListDeliveries = %+v, %v", ds, err)
+	}
+	if n := rowCount(t, s); n != 8 {
+		t.Fatalf("%d rows after listing the destination, want 8", n)
 	}
 	if err := s.Complete(ctx, []store.Outcome{delivered(id)}); err != nil {
 		t.Fatal(err)
@@ -154,7 +168,7 @@ func TestDeferredUndoneWithItsTransaction(t *testing.T) {
 	s := open(t, t.TempDir())
 	next := s.nextID
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		s.deferred.put(next, deferredRow{seq: 1, eventID: "x", dest: "now"})
+		s.deferred.put(next, deferredRow{id: next, seq: 1, eventID: "x", dest: "now"})
 		s.nextID++
 		return errors.New("boom")
 	})
@@ -330,5 +344,30 @@ func TestDeferredMarkFollowsCompletions(t *testing.T) {
 	}
 	if m := mark(); m != 3 {
 		t.Fatalf("mark after e-1's and e-2's deliveries completed = %d, want 3 (e-3's is deferred)", m)
+	}
+}
+
+// TestDeferredRoomGivenBackAfterBurst: once a burst of deferred deliveries has completed, the writer lets go of
+// the room its maps and change list grew to.
+func TestDeferredRoomGivenBackAfterBurst(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	evs := make([]store.NewEvent, shrinkAfter+10)
+	for i := range evs {
+		evs[i] = store.NewEvent{Event: newEvent(fmt.Sprint("b-", i)), Destinations: []string{"now"}, Leased: []bool{true}}
+	}
+	res := mustAppend(t, s, evs)
+	if s.deferred.peak != len(evs) || cap(s.deferred.changes) != 0 {
+		t.Fatalf("after the burst: peak %d (want %d), room for %d changes (want none)", s.deferred.peak, len(evs), cap(s.deferred.changes))
+	}
+	outs := make([]store.Outcome, len(res))
+	for i, r := range res {
+		outs[i] = delivered(r.Deliveries[0].ID)
+	}
+	if err := s.Complete(ctx, outs); err != nil {
+		t.Fatal(err)
+	}
+	if s.deferred.peak != 0 || s.deferred.len() != 0 {
+		t.Fatalf("after the burst completed: peak %d, %d deferred; want the maps made anew", s.deferred.peak, s.deferred.len())
 	}
 }

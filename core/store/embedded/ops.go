@@ -212,7 +212,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				res[i].Deliveries[d] = store.Delivery{ID: id, EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
 					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
 				if fo.To != nil && fo.To[d] != "" {
-					s.deferred.put(id, deferredRow{seq: seq, eventID: ev.ID, dest: ne.Destinations[d], created: nanos(now),
+					s.deferred.put(id, deferredRow{id: id, seq: seq, eventID: ev.ID, dest: ne.Destinations[d], created: nanos(now),
 						leaseEnd: nanos(next), test: ne.Test})
 					continue
 				}
@@ -501,7 +501,7 @@ func (s *Store) TenantEvent(ctx context.Context, tenant, id string) (*store.Even
 }
 
 func (s *Store) event(ctx context.Context, id string, byTenant bool, tenant string) (*store.EventRecord, error) {
-	if err := s.settle(ctx); err != nil {
+	if err := s.settle(ctx, func(r deferredRow) bool { return r.eventID == id }); err != nil {
 		return nil, err
 	}
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
