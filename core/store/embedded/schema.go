@@ -14,13 +14,15 @@ package embedded
 //   - deliveries_failed is partial: new rows are pending, so it costs Append nothing and Complete only on a
 //     failure, yet lists "what failed" without walking every delivered row.
 //   - A delivery's first attempt is kept on its row (a1_*, NULL until tried), not in attempts: most deliveries
-//     succeed at once, and completing one is then a single row update, with no attempts row and its B-tree
-//     insert. attempts holds the later attempts (n >= 2), and the first ones of rows written before this
+//     succeed at once, and completing one is then a single row write (an insert, for a deferred delivery),
+//     with no attempts row and its B-tree insert. attempts holds the later attempts (n >= 2), and the first ones of rows written before this
 //     layout (their a1_at is NULL).
 //   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
 //     retention finds old events by events_received.
-//   - Most deliveries have no row until they complete (see deferred.go): events.fanout names them meanwhile,
-//     and marks keeps where Open starts looking for them after a crash.
+//   - A delivery leased at birth has no row until it completes (see deferred.go), so it never enters
+//     deliveries_due: events.fanout names it meanwhile, and marks keeps where Open starts looking for such
+//     deliveries after a crash. events.fanout and events.traceparent, dfirst and dlast are added by the
+//     migration steps in embedded.go, not here.
 //   - No index on deliveries.event_seq: an event's deliveries are made together with consecutive ids, which
 //     the event row keeps (dfirst, dlast: see addDeliveryRanges), so they are a rowid range.
 const schema = eventsTable + `
