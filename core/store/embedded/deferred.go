@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -270,7 +271,7 @@ func (s *Store) mark(ctx context.Context, tx *sql.Tx) error {
 // recoverDeferred writes, at Open, the rows of deliveries that were deferred when the process ended without
 // Close: the events from the mark on whose fanout names a delivery without a row. They are written pending and
 // due now (their leases died with the process). It returns how many it wrote.
-func recoverDeferred(db *sql.DB, now time.Time) (int, error) {
+func recoverDeferred(db *sql.DB, now time.Time, log *slog.Logger) (int, error) {
 	tx, err := db.Begin()
 	if err != nil {
 		return 0, err
@@ -310,18 +311,18 @@ func recoverDeferred(db *sql.DB, now time.Time) (int, error) {
 	}
 	n := 0
 	for _, e := range evs {
-		have := map[int64]bool{}
-		rows, err := tx.Query(`SELECT id FROM deliveries WHERE id BETWEEN ? AND ?`, e.first, e.first+int64(len(e.fo.To))-1)
+		have := map[int64]int64{} // delivery id → the event seq of its row
+		rows, err := tx.Query(`SELECT id, event_seq FROM deliveries WHERE id BETWEEN ? AND ?`, e.first, e.first+int64(len(e.fo.To))-1)
 		if err != nil {
 			return 0, err
 		}
 		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
+			var id, seq int64
+			if err := rows.Scan(&id, &seq); err != nil {
 				rows.Close()
 				return 0, err
 			}
-			have[id] = true
+			have[id] = seq
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -329,7 +330,16 @@ func recoverDeferred(db *sql.DB, now time.Time) (int, error) {
 		}
 		for i, dest := range e.fo.To {
 			id := e.first + int64(i)
-			if dest == "" || have[id] {
+			if dest == "" {
+				continue
+			}
+			if seq, ok := have[id]; ok {
+				if seq != e.seq {
+					// Only an earlier version, run on this file after a crash, makes deliveries with ids it did
+					// not know were taken (README: going back a version).
+					log.Error("store: a delivery in flight at a crash cannot be recovered: an earlier version reused its id",
+						"event_id", e.id, "destination", dest, "delivery_id", id)
+				}
 				continue
 			}
 			if _, err := tx.Exec(insDeliveriesSQL(1), e.seq, e.id, e.received, e.received, boolInt(e.fo.Test), id, dest,

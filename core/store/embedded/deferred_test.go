@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -381,5 +383,37 @@ func TestDeferredRoomGivenBackAfterBurst(t *testing.T) {
 	}
 	if s.deferred.peak != 0 || s.deferred.len() != 0 {
 		t.Fatalf("after the burst completed: peak %d, %d deferred; want the maps made anew", s.deferred.peak, s.deferred.len())
+	}
+}
+
+// TestDeferredIDTakenIsReported: when an earlier version, run on a file a crash left, gave a deferred
+// delivery's id to a delivery of its own, Open leaves that row alone and says which delivery it could not
+// recover.
+func TestDeferredIDTakenIsReported(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	crashed := copyDB(t, dir)
+	id := res[0].Deliveries[0].ID
+	db, err := sql.Open("sqlite", dsn(filepath.Join(crashed, FileName), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(insDeliveriesSQL(1), 99, "other", 1, 1, 0, id, "elsewhere", "pending", 1, 0, "", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	var logged strings.Builder
+	r, err := Open(crashed, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var dest string
+	if err := r.rdb.QueryRow(`SELECT destination FROM deliveries WHERE id = ?`, id).Scan(&dest); err != nil || dest != "elsewhere" {
+		t.Fatalf("delivery %d after Open: %q, %v; want the other row left alone", id, dest, err)
+	}
+	if !strings.Contains(logged.String(), "cannot be recovered") || !strings.Contains(logged.String(), fmt.Sprint("delivery_id=", id)) {
+		t.Fatalf("Open logged %q, want the delivery it could not recover named", logged.String())
 	}
 }

@@ -170,7 +170,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
 	}
-	recovered, err := recoverDeferred(wdb, opts.Now())
+	recovered, err := recoverDeferred(wdb, opts.Now(), opts.Logger)
 	if err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: recover deliveries: %w", path, err)
