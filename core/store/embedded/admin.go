@@ -439,11 +439,15 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 	if len(seqs) == 0 {
 		return 0, nil
 	}
+	chosen := make(map[int64]bool, len(seqs))
+	for _, seq := range seqs {
+		chosen[seq.(int64)] = true
+	}
 	var n int
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
 		// A deferred delivery is pending: its row keeps its event.
-		if err := s.writeDeferred(ctx, tx, nil); err != nil {
+		if err := s.writeDeferred(ctx, tx, func(r deferredRow) bool { return chosen[r.seq] }); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `DELETE FROM events WHERE seq IN (`+placeholders(len(seqs))+`)

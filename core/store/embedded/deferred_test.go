@@ -417,3 +417,33 @@ func TestDeferredIDTakenIsReported(t *testing.T) {
 		t.Fatalf("Open logged %q, want the delivery it could not recover named", logged.String())
 	}
 }
+
+// TestPruneKeepsEventOfDeferredDelivery: retention never removes an event whose delivery is deferred (pending),
+// and writes the rows of the events it looked at only.
+func TestPruneKeepsEventOfDeferredDelivery(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+	only := func(id string) store.NewEvent {
+		return store.NewEvent{Event: newEvent(id), Destinations: []string{"now"}, Leased: []bool{true}}
+	}
+	old := mustAppend(t, s, []store.NewEvent{only("old-1"), only("old-2")})
+	if err := s.Complete(ctx, []store.Outcome{delivered(old[1].Deliveries[0].ID)}); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(time.Hour)
+	mustAppend(t, s, []store.NewEvent{only("new-1")})
+	n, err := s.Prune(ctx, t0.Add(time.Minute), 10)
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want old-2 alone removed", n, err)
+	}
+	if _, err := s.Event(ctx, "old-2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("old-2 after Prune: %v, want gone", err)
+	}
+	if rowCount(t, s) != 1 || s.deferred.len() != 1 {
+		t.Fatalf("after Prune: %d rows, %d deferred; want old-1's row written and new-1's still deferred", rowCount(t, s), s.deferred.len())
+	}
+	if rec, err := s.Event(ctx, "old-1"); err != nil || rec.Deliveries[0].Status != store.Pending {
+		t.Fatalf("old-1 after Prune = %+v, %v; want kept, pending", rec, err)
+	}
+}
