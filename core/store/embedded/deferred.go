@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -22,10 +23,10 @@ import (
 //
 // Every other operation sees deferred deliveries as the rows Append would have written (pending, leased until
 // the lease's end): the writes that touch deliveries (Claim, ReleaseLeases, SkipPending, Prune, a duplicate
-// Append) first write the rows they could touch, inside their own transaction; the admin reads write all of
-// those they could return first (settle); PendingCounts and Due add them from memory; NextDue and Replay never see leased or
-// pending rows anyway. A clean Close writes the rows of what is still deferred, so a database left by Close
-// holds every delivery as a row.
+// Append) first write the rows they could touch, inside their own transaction; the admin reads first have the
+// writer write the rows they could return (settle); PendingCounts and Due add them from memory; NextDue and
+// Replay never see leased or pending rows anyway. A clean Close writes the rows of what is still deferred, so
+// a database left by Close holds every delivery as a row.
 //
 // Only unordered, unskipped, leased deliveries are deferred: an ordered delivery's row is what holds its key's
 // later deliveries back.
@@ -278,7 +279,7 @@ func recoverDeferred(db *sql.DB, now time.Time, log *slog.Logger) (int, error) {
 	}
 	defer tx.Rollback()
 	var from int64
-	if err := tx.QueryRow(`SELECT v FROM marks WHERE k = ?`, markKey).Scan(&from); err != nil && err != sql.ErrNoRows {
+	if err := tx.QueryRow(`SELECT v FROM marks WHERE k = ?`, markKey).Scan(&from); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("read the deferred mark: %w", err)
 	}
 	type ev struct {
