@@ -41,73 +41,115 @@ type deferredRow struct {
 	test     bool
 }
 
-// deferredSet is the deferred deliveries by id, twice over. The writer changes work inside its transactions,
-// recording each change so that a transaction rolled back is undone and one committed is copied to seen; other
-// goroutines read seen, which therefore holds what is committed, no more and no less (a read that found a
-// delivery neither deferred nor written would miss it).
+// deferredSet is the deferred deliveries by id. Only the writer changes it, inside its transactions; other
+// goroutines read it. Each entry says where it stands: a delivery deferred in the transaction in progress is
+// invisible to readers until that commits, and one taken (written) in it stays visible to them until then, so
+// a read never finds a delivery neither deferred nor written. A transaction rolled back is undone from its
+// list of changes.
 type deferredSet struct {
-	work    map[int64]deferredRow // writer only
-	changes []deferredChange      // writer only: work's changes in the transaction in progress
-	peak    int                   // writer only: the most deliveries deferred at once since the maps were made
-
 	mu   sync.Mutex
-	seen map[int64]deferredRow
+	rows map[int64]deferredEntry
+
+	changes []deferredChange // writer only: the changes of the transaction in progress
+	peak    int              // writer only: the most entries at once since rows was made
 }
+
+type deferredEntry struct {
+	deferredRow
+	state deferredState
+}
+
+type deferredState uint8
+
+const (
+	committed deferredState = iota // deferred, as committed
+	adding                         // deferred by the transaction in progress
+	taking                         // committed as deferred, taken by the transaction in progress
+)
+
+// forWriter reports whether the writer, inside its transaction, sees the entry as deferred.
+func (e deferredEntry) forWriter() bool { return e.state != taking }
+
+// forReaders reports whether other goroutines, which see only what is committed, see it as deferred.
+func (e deferredEntry) forReaders() bool { return e.state != adding }
 
 type deferredChange struct {
-	id    int64
-	row   deferredRow
-	added bool // else taken
+	id   int64
+	prev deferredEntry
+	had  bool
 }
 
-func newDeferredSet() deferredSet {
-	return deferredSet{work: map[int64]deferredRow{}, seen: map[int64]deferredRow{}}
-}
+func newDeferredSet() deferredSet { return deferredSet{rows: map[int64]deferredEntry{}} }
 
 // put defers id (writer).
 func (d *deferredSet) put(id int64, r deferredRow) {
-	d.work[id] = r
-	d.changes = append(d.changes, deferredChange{id: id, row: r, added: true})
-	d.peak = max(d.peak, len(d.work))
+	d.mu.Lock()
+	prev, had := d.rows[id]
+	d.rows[id] = deferredEntry{deferredRow: r, state: adding}
+	n := len(d.rows)
+	d.mu.Unlock()
+	d.changes = append(d.changes, deferredChange{id: id, prev: prev, had: had})
+	d.peak = max(d.peak, n)
 }
 
-// shrinkAfter is how many deliveries deferred at once make the maps worth replacing once they are empty: a Go
-// map keeps the room it grew to, and a burst would otherwise hold it for good.
+// shrinkAfter is how many entries at once make the map worth replacing once it is empty: a Go map keeps the
+// room it grew to, and a burst would otherwise hold it for good.
 const shrinkAfter = 1024
 
 // take removes id and returns its row, if it is deferred (writer).
 func (d *deferredSet) take(id int64) (deferredRow, bool) {
-	r, ok := d.work[id]
-	if ok {
-		delete(d.work, id)
-		d.changes = append(d.changes, deferredChange{id: id, row: r})
+	d.mu.Lock()
+	e, had := d.rows[id]
+	if !had || !e.forWriter() {
+		d.mu.Unlock()
+		return deferredRow{}, false
 	}
-	return r, ok
+	if e.state == adding {
+		delete(d.rows, id) // never committed: readers never saw it
+	} else {
+		d.rows[id] = deferredEntry{deferredRow: e.deferredRow, state: taking}
+	}
+	d.mu.Unlock()
+	d.changes = append(d.changes, deferredChange{id: id, prev: e, had: true})
+	return e.deferredRow, true
 }
 
 // holds reports whether id is deferred (writer).
 func (d *deferredSet) holds(id int64) bool {
-	_, ok := d.work[id]
-	return ok
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.rows[id]
+	return ok && e.forWriter()
+}
+
+// size is how many entries there are, whatever their state (writer).
+func (d *deferredSet) size() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.rows)
 }
 
 // ids returns the deferred deliveries keep picks (nil: all), in id order (writer).
 func (d *deferredSet) ids(keep func(deferredRow) bool) []int64 {
 	var out []int64
-	for id, r := range d.work {
-		if keep == nil || keep(r) {
+	d.mu.Lock()
+	for id, e := range d.rows {
+		if e.forWriter() && (keep == nil || keep(e.deferredRow)) {
 			out = append(out, id)
 		}
 	}
+	d.mu.Unlock()
 	slices.Sort(out)
 	return out
 }
 
 // minSeq is the lowest event seq with a deferred delivery; ok is false when none is deferred (writer).
 func (d *deferredSet) minSeq() (seq int64, ok bool) {
-	for _, r := range d.work {
-		if !ok || r.seq < seq {
-			seq, ok = r.seq, true
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.rows {
+		if e.forWriter() && (!ok || e.seq < seq) {
+			seq, ok = e.seq, true
 		}
 	}
 	return seq, ok
@@ -115,32 +157,37 @@ func (d *deferredSet) minSeq() (seq int64, ok bool) {
 
 // rollback undoes the changes of the transaction that failed (writer).
 func (d *deferredSet) rollback() {
+	d.mu.Lock()
 	for i := len(d.changes) - 1; i >= 0; i-- {
 		c := d.changes[i]
-		if c.added {
-			delete(d.work, c.id)
+		if c.had {
+			d.rows[c.id] = c.prev
 		} else {
-			d.work[c.id] = c.row
+			delete(d.rows, c.id)
 		}
 	}
+	d.mu.Unlock()
 	d.resetChanges()
 }
 
-// committed publishes the changes of the transaction that committed (writer).
+// committed settles the changes of the transaction that committed (writer).
 func (d *deferredSet) committed() {
 	if len(d.changes) == 0 {
 		return
 	}
 	d.mu.Lock()
 	for _, c := range d.changes {
-		if c.added {
-			d.seen[c.id] = c.row
-		} else {
-			delete(d.seen, c.id)
+		switch e, ok := d.rows[c.id]; {
+		case !ok:
+		case e.state == adding:
+			e.state = committed
+			d.rows[c.id] = e
+		case e.state == taking:
+			delete(d.rows, c.id)
 		}
 	}
-	if len(d.seen) == 0 && d.peak >= shrinkAfter {
-		d.seen, d.work, d.peak = map[int64]deferredRow{}, map[int64]deferredRow{}, 0
+	if len(d.rows) == 0 && d.peak >= shrinkAfter {
+		d.rows, d.peak = map[int64]deferredEntry{}, 0
 	}
 	d.mu.Unlock()
 	d.resetChanges()
@@ -155,34 +202,40 @@ func (d *deferredSet) resetChanges() {
 	d.changes = d.changes[:0]
 }
 
-// The methods below read what is committed, from any goroutine.
+// The methods below see what is committed, from any goroutine.
 
 // any reports whether a delivery keep picks (nil: any) is deferred.
 func (d *deferredSet) any(keep func(deferredRow) bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if keep == nil {
-		return len(d.seen) > 0
-	}
-	for _, r := range d.seen {
-		if keep(r) {
+	for _, e := range d.rows {
+		if e.forReaders() && (keep == nil || keep(e.deferredRow)) {
 			return true
 		}
 	}
 	return false
 }
 
+// len is how many deliveries are deferred.
 func (d *deferredSet) len() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.seen)
+	n := 0
+	for _, e := range d.rows {
+		if e.forReaders() {
+			n++
+		}
+	}
+	return n
 }
 
 // counts adds the deferred deliveries per destination to into.
 func (d *deferredSet) counts(into map[string]int64) {
 	d.mu.Lock()
-	for _, r := range d.seen {
-		into[r.dest]++
+	for _, e := range d.rows {
+		if e.forReaders() {
+			into[e.dest]++
+		}
 	}
 	d.mu.Unlock()
 }
@@ -191,9 +244,9 @@ func (d *deferredSet) counts(into map[string]int64) {
 func (d *deferredSet) expired(asked []string, now int64) []string {
 	var out []string
 	d.mu.Lock()
-	for _, r := range d.seen {
-		if r.leaseEnd <= now && !slices.Contains(out, r.dest) && slices.Contains(asked, r.dest) {
-			out = append(out, r.dest)
+	for _, e := range d.rows {
+		if e.forReaders() && e.leaseEnd <= now && !slices.Contains(out, e.dest) && slices.Contains(asked, e.dest) {
+			out = append(out, e.dest)
 		}
 	}
 	d.mu.Unlock()
@@ -209,7 +262,7 @@ type fanout struct {
 
 // writeDeferred writes, as Append would have, the rows of the deferred deliveries keep picks (nil: all).
 func (s *Store) writeDeferred(ctx context.Context, tx *sql.Tx, keep func(deferredRow) bool) error {
-	if len(s.deferred.work) == 0 {
+	if s.deferred.size() == 0 {
 		return nil
 	}
 	ins := s.txStmt(tx, s.stmts.insDeliveries[0])

@@ -182,7 +182,7 @@ func TestDeferredUndoneWithItsTransaction(t *testing.T) {
 		s.nextID++
 		return errors.New("boom")
 	})
-	if err == nil || len(s.deferred.work) != 0 || s.deferred.len() != 0 || s.nextID != next {
+	if err == nil || s.deferred.size() != 0 || s.nextID != next {
 		t.Fatalf("after a failed transaction: err %v, %d deferred, next id %d (want %d)", err, s.deferred.len(), s.nextID, next)
 	}
 	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
@@ -445,5 +445,45 @@ func TestPruneKeepsEventOfDeferredDelivery(t *testing.T) {
 	}
 	if rec, err := s.Event(ctx, "old-1"); err != nil || rec.Deliveries[0].Status != store.Pending {
 		t.Fatalf("old-1 after Prune = %+v, %v; want kept, pending", rec, err)
+	}
+}
+
+// TestDeferredSeenOnlyOnceCommitted: other goroutines see a delivery deferred only once the transaction that
+// deferred it commits, and still see it deferred until the one that writes its row commits.
+func TestDeferredSeenOnlyOnceCommitted(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	next := s.nextID
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		s.deferred.put(next, deferredRow{id: next, seq: 1, eventID: "x", dest: "now"})
+		s.deferred.put(next+1, deferredRow{id: next + 1, seq: 1, eventID: "x", dest: "now"})
+		if n := s.deferred.len(); n != 0 {
+			return fmt.Errorf("readers see %d deferred before the commit, want 0", n)
+		}
+		if _, ok := s.deferred.take(next + 1); !ok {
+			return errors.New("the writer does not see what it deferred")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, size := s.deferred.len(), s.deferred.size(); n != 1 || size != 1 {
+		t.Fatalf("after the commit: readers see %d, %d entries; want 1 and 1", n, size)
+	}
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, ok := s.deferred.take(next); !ok {
+			return errors.New("not deferred")
+		}
+		if s.deferred.holds(next) || s.deferred.len() != 1 {
+			return fmt.Errorf("while taken: writer holds %v, readers see %d; want false and 1", s.deferred.holds(next), s.deferred.len())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.deferred.len() != 0 || s.deferred.size() != 0 {
+		t.Fatalf("after the take committed: %d seen, %d entries", s.deferred.len(), s.deferred.size())
 	}
 }

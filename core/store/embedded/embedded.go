@@ -433,7 +433,7 @@ func (s *Store) writer() {
 				break
 			}
 			// What is still deferred gets its row, so the database holds every delivery as a row.
-			if len(s.deferred.work) > 0 {
+			if s.deferred.size() > 0 {
 				if _, err := s.runTx(ctx, []*op{{fn: func(ctx context.Context, tx *sql.Tx) error {
 					return s.writeDeferred(ctx, tx, nil)
 				}}}); err != nil {
