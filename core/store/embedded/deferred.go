@@ -413,12 +413,8 @@ func recoverDeferred(db *sql.DB, now time.Time, log *slog.Logger) (int, error) {
 // addFanout is the migration step that adds events.fanout. Like addTraceparent it runs after schema. Events
 // written before have no deferred deliveries, so the mark starts after them and Open never reads them.
 func addFanout(db *sql.DB) error {
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('events') WHERE name = 'fanout'`).Scan(&n); err != nil {
+	if has, err := eventsHas(db, "fanout"); err != nil || has {
 		return err
-	}
-	if n > 0 {
-		return nil
 	}
 	tx, err := db.Begin()
 	if err != nil {

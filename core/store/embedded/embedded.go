@@ -249,16 +249,21 @@ func migrate(db *sql.DB) error {
 	return nil
 }
 
+// eventsHas reports whether the events table has the column name (the migration steps below add columns).
+func eventsHas(db *sql.DB, name string) (bool, error) {
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('events') WHERE name = ?`, name).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
 // addTraceparent is the migration step that adds events.traceparent (the W3C trace context an event arrived
 // with, forwarded to receivers). It runs after schema, on new and old databases alike, and is a step of its own
 // so it does not touch the tables schema creates. The column is nullable: most events carry no trace context.
 func addTraceparent(db *sql.DB) error {
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('events') WHERE name = 'traceparent'`).Scan(&n); err != nil {
+	if has, err := eventsHas(db, "traceparent"); err != nil || has {
 		return err
-	}
-	if n > 0 {
-		return nil
 	}
 	if _, err := db.Exec(`ALTER TABLE events ADD COLUMN traceparent TEXT`); err != nil {
 		return fmt.Errorf("add events.traceparent: %w", err)
@@ -274,14 +279,15 @@ func addTraceparent(db *sql.DB) error {
 // is there, then drops it; a database an earlier version opened again (which recreates the index) is brought
 // back the same way.
 func addDeliveryRanges(db *sql.DB) error {
-	var cols, idx int
-	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('events') WHERE name = 'dfirst'`).Scan(&cols); err != nil {
+	var idx int
+	hasCols, err := eventsHas(db, "dfirst")
+	if err != nil {
 		return err
 	}
 	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'deliveries_event'`).Scan(&idx); err != nil {
 		return err
 	}
-	if cols > 0 && idx == 0 {
+	if hasCols && idx == 0 {
 		return nil
 	}
 	tx, err := db.Begin()
@@ -290,10 +296,10 @@ func addDeliveryRanges(db *sql.DB) error {
 	}
 	defer tx.Rollback()
 	var steps []string
-	if cols == 0 {
+	if !hasCols {
 		steps = append(steps, `ALTER TABLE events ADD COLUMN dfirst INTEGER`, `ALTER TABLE events ADD COLUMN dlast INTEGER`)
 	}
-	if cols == 0 || idx > 0 {
+	if !hasCols || idx > 0 {
 		// Fill the ranges of the events written before (with the index, if the database has it, else by one
 		// sort of the table), then drop the index if there is one.
 		steps = append(steps, `UPDATE events SET dfirst = r.a, dlast = r.b
