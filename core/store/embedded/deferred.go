@@ -62,9 +62,9 @@ type deferredEntry struct {
 type deferredState uint8
 
 const (
-	committed deferredState = iota // deferred, as committed
-	adding                         // deferred by the transaction in progress
-	taking                         // committed as deferred, taken by the transaction in progress
+	live   deferredState = iota // deferred, as committed
+	adding                      // deferred by the transaction in progress
+	taking                      // committed as deferred, taken by the transaction in progress
 )
 
 // forWriter reports whether the writer, inside its transaction, sees the entry as deferred.
@@ -180,7 +180,7 @@ func (d *deferredSet) committed() {
 		switch e, ok := d.rows[c.id]; {
 		case !ok:
 		case e.state == adding:
-			e.state = committed
+			e.state = live
 			d.rows[c.id] = e
 		case e.state == taking:
 			delete(d.rows, c.id)
