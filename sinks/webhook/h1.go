@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -23,7 +24,7 @@ import (
 //
 // What stays the same: connections are made by the transport's own DialContext (the SSRF guard judges every
 // address), response headers are bounded as the transport bounds them, the wire format is net/http's own
-// (Request.Write, ReadResponse). Everything else — https (TLS, HTTP/2), a proxy, a body too large to be sure
+// (writeRequest writes what Request.Write would, ReadResponse reads the answer). Everything else — https (TLS, HTTP/2), a proxy, a body too large to be sure
 // it is written before the answer, a header value the transport would refuse — goes through the transport as
 // before (see use).
 type h1 struct {
@@ -61,7 +62,8 @@ func newH1(t *http.Transport) *h1 {
 // use reports whether req goes by h1. Header names and values are checked as the transport checks them, so
 // one it would refuse is refused by it, with its error.
 func (h *h1) use(req *http.Request, bodyLen int) bool {
-	if h == nil || req.URL.Scheme != "http" || bodyLen > h1MaxBody || req.Close {
+	if h == nil || req.URL.Scheme != "http" || bodyLen > h1MaxBody || req.Close || req.ContentLength != int64(bodyLen) ||
+		len(req.TransferEncoding) > 0 || req.Trailer != nil || !plainHost(req.Host) || !plainHost(req.URL.Host) {
 		return false
 	}
 	for k, vs := range req.Header {
@@ -188,7 +190,7 @@ func (h *h1) exchange(ctx context.Context, pc *h1Conn, req *http.Request, addr s
 		}
 		return nil, answered, err
 	}
-	if err := req.Write(pc.bw); err != nil {
+	if err := writeRequest(pc.bw, req); err != nil {
 		return fail(false, err)
 	}
 	if err := pc.bw.Flush(); err != nil {
@@ -367,4 +369,108 @@ func (h *h1) closeIdle() {
 			pc.conn.Close()
 		}
 	}
+}
+
+// plainHost reports whether host (a URL's host, or a Host header; empty is allowed) needs nothing of what
+// Request.Write does to a host before sending it: no IDNA conversion, no IPv6 zone to remove, nothing to refuse.
+// A host that does goes by the transport.
+func plainHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':' ||
+			c == '[' || c == ']' || c == '_' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// writeRequest writes req on w as Request.Write does for the requests use accepts (a body of ContentLength
+// bytes, no transfer encoding, no trailer, a plain host, header names and values already checked): the request
+// line, Host, User-Agent (Go's default unless the request sets its own; none when set empty), Content-Length,
+// the other headers, and the body. Headers go in map order, which HTTP leaves free; Request.Write sorts them,
+// and formats the first lines with fmt, which cost more than the rest of the head together.
+func writeRequest(w *bufio.Writer, req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	ruri := req.URL.RequestURI()
+	for i := 0; i < len(ruri); i++ {
+		if c := ruri[i]; c < ' ' || c == 0x7f {
+			return errors.New("net/http: can't write control character in Request.URL")
+		}
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(ruri)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	ua := h1UserAgent
+	if vs, ok := req.Header["User-Agent"]; ok {
+		ua = ""
+		if len(vs) > 0 {
+			ua = trimHeaderValue(vs[0])
+		}
+	}
+	if ua != "" {
+		w.WriteString("User-Agent: ")
+		w.WriteString(ua)
+		w.WriteString("\r\n")
+	}
+	n := req.ContentLength
+	if n > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+		var num [20]byte
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(num[:0], n, 10))
+		w.WriteString("\r\n")
+	}
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		for _, v := range vs {
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(trimHeaderValue(v))
+			w.WriteString("\r\n")
+		}
+	}
+	w.WriteString("\r\n")
+	if req.Body == nil || req.Body == http.NoBody {
+		if n != 0 {
+			return fmt.Errorf("http: Request.ContentLength=%d with nil Body", n)
+		}
+		return nil
+	}
+	defer req.Body.Close()
+	wrote, err := io.Copy(w, req.Body)
+	if err != nil {
+		return err
+	}
+	if wrote != n {
+		return fmt.Errorf("http: ContentLength=%d with Body length %d", n, wrote)
+	}
+	return nil
+}
+
+// h1UserAgent is what Request.Write sends when a request names no User-Agent.
+const h1UserAgent = "Go-http-client/1.1"
+
+// trimHeaderValue trims what textproto.TrimString trims (the values reaching here hold no CR or LF).
+func trimHeaderValue(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }

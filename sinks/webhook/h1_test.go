@@ -2,10 +2,12 @@ package webhook
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -215,4 +217,81 @@ func TestPeekTellsClosedConnection(t *testing.T) {
 	}
 	srv.Close()
 	waitFor(t, func() bool { return !p.open() })
+}
+
+// h1 writes the bytes Request.Write writes, up to the order of the header lines (HTTP leaves it free).
+func TestWriteRequestMatchesRequestWrite(t *testing.T) {
+	mk := func(method, url, body string, hdr map[string][]string) *http.Request {
+		var r io.Reader
+		if body != "" {
+			r = strings.NewReader(body)
+		}
+		req, err := http.NewRequest(method, url, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, vs := range hdr {
+			req.Header[k] = vs
+		}
+		return req
+	}
+	cases := map[string]func() *http.Request{
+		"signed event": func() *http.Request {
+			return mk("POST", "http://127.0.0.1:8080/hook", `{"a":1}`, map[string][]string{
+				"Content-Type": {"application/json"}, "User-Agent": {"Sluice/1"}, "webhook-id": {"evt_1"},
+				"webhook-timestamp": {"1700000000"}, "webhook-signature": {"v1,abc= v1,def="}})
+		},
+		"query and escaped path": func() *http.Request {
+			return mk("PUT", "http://example.test/a%20b/c?x=1&y=%2F", "x", map[string][]string{"X-Multi": {"1", "2"}})
+		},
+		"empty POST":          func() *http.Request { return mk("POST", "http://h:1/", "", nil) },
+		"GET without body":    func() *http.Request { return mk("GET", "http://h/p", "", nil) },
+		"DELETE with body":    func() *http.Request { return mk("DELETE", "http://h/p", "gone", nil) },
+		"no user agent":       func() *http.Request { return mk("POST", "http://h/p", "b", map[string][]string{"User-Agent": {""}}) },
+		"padded values":       func() *http.Request { return mk("PATCH", "http://h/p", "b", map[string][]string{"X-Pad": {" \tv \t"}}) },
+		"no path":             func() *http.Request { return mk("POST", "http://h:9", "b", nil) },
+		"host header":         func() *http.Request { r := mk("POST", "http://127.0.0.1:9/p", "b", nil); r.Host = "api.test"; return r },
+		"excluded header set": func() *http.Request { return mk("POST", "http://h/p", "b", map[string][]string{"Trailer": {"x"}}) },
+	}
+	for name, build := range cases {
+		var want bytes.Buffer
+		if err := build().Write(&want); err != nil {
+			t.Fatalf("%s: Request.Write: %v", name, err)
+		}
+		var got bytes.Buffer
+		bw := bufio.NewWriter(&got)
+		if err := writeRequest(bw, build()); err != nil {
+			t.Fatalf("%s: writeRequest: %v", name, err)
+		}
+		bw.Flush()
+		if a, b := sortedHead(want.String()), sortedHead(got.String()); a != b {
+			t.Errorf("%s: h1 wrote\n%q\nRequest.Write wrote\n%q", name, got.String(), want.String())
+		}
+	}
+}
+
+// sortedHead is a request with its header lines sorted: the request line first, the body last.
+func sortedHead(raw string) string {
+	head, body, _ := strings.Cut(raw, "\r\n\r\n")
+	lines := strings.Split(head, "\r\n")
+	slices.Sort(lines[1:])
+	return strings.Join(lines, "\r\n") + "\r\n\r\n" + body
+}
+
+// A host Request.Write would rewrite (an IDN, an IPv6 zone) goes by the transport, which does.
+func TestH1LeavesUnusualHostsToTheTransport(t *testing.T) {
+	h := &h1{}
+	for _, url := range []string{"http://bücher.example/p", "http://[fe80::1%25eth0]:80/p"} {
+		req, err := http.NewRequest("POST", url, strings.NewReader("b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.use(req, 1) {
+			t.Errorf("%s goes by h1", url)
+		}
+	}
+	req, _ := http.NewRequest("POST", "http://[::1]:80/p", strings.NewReader("b"))
+	if !h.use(req, 1) {
+		t.Error("http://[::1]:80/p does not go by h1")
+	}
 }
