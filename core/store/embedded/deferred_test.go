@@ -487,3 +487,92 @@ func TestDeferredSeenOnlyOnceCommitted(t *testing.T) {
 		t.Fatalf("after the take committed: %d seen, %d entries", s.deferred.len(), s.deferred.size())
 	}
 }
+
+// TestCompleteRunsOfDeferredDeliveries: one Complete of 75 outcomes — runs of first attempts of deferred
+// deliveries longer than the largest multi-row insert, broken by outcomes that take other statements (a retry
+// after a later attempt, a delivery whose row Append wrote, a duplicate outcome of one already in the batch) —
+// records each delivery as its own outcome says, in the batch's order.
+func TestCompleteRunsOfDeferredDeliveries(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	const n = 70
+	dests, leased := make([]string, n), make([]bool, n)
+	for i := range dests {
+		dests[i], leased[i] = fmt.Sprintf("d%02d", i), true
+	}
+	ne := store.NewEvent{Event: newEvent("e-1"), Destinations: dests, Leased: leased}
+	res := mustAppend(t, s, []store.NewEvent{ne, mixedEvent("e-2")})
+	if rows := rowCount(t, s); rows != 3 {
+		t.Fatalf("%d rows after Append, want e-2's 3", rows)
+	}
+	ids := func(r store.AppendResult) (out []int64) {
+		for _, d := range r.Deliveries {
+			out = append(out, d.ID)
+		}
+		return out
+	}
+	e1, e2 := ids(res[0]), ids(res[1])
+	want := map[int64]store.Status{}
+	var outs []store.Outcome
+	for i, id := range e1 {
+		o := delivered(id)
+		switch {
+		case i == 40:
+			// A first attempt that failed and will be retried.
+			o.Status, o.NextAt, o.Attempt.StatusCode, o.Attempt.Error = store.Pending, t0.Add(time.Minute), 503, "busy"
+		case i == 41:
+			o.Status, o.Attempt.StatusCode, o.Attempt.Error = store.Failed, 410, "gone"
+		case i == 50:
+			// A later attempt of a deferred delivery (its lease ran out and it was claimed again): the row
+			// Append would have written, then the usual update.
+			o.Attempt.N = 2
+		}
+		want[id] = o.Status
+		outs = append(outs, o)
+		if i == 35 {
+			// e-2's ordered delivery, whose row Append wrote, between two runs.
+			outs = append(outs, delivered(e2[1]))
+			want[e2[1]] = store.Delivered
+		}
+		if i == 60 {
+			// A duplicate of an outcome earlier in the batch that ended its delivery changes nothing.
+			dup := delivered(e1[41])
+			dup.Attempt.StatusCode = 299
+			outs = append(outs, dup)
+		}
+	}
+	outs = append(outs, delivered(e2[0]))
+	want[e2[0]] = store.Delivered
+	if err := s.Complete(ctx, outs); err != nil {
+		t.Fatal(err)
+	}
+	if rows := rowCount(t, s); rows != 3+n+1 {
+		t.Fatalf("%d rows after Complete, want %d", rows, 3+n+1)
+	}
+	for id, st := range want {
+		rec, err := s.Delivery(ctx, id)
+		if err != nil {
+			t.Fatalf("delivery %d: %v", id, err)
+		}
+		d := rec.Delivery
+		if d.Status != st || len(rec.AttemptLog) != 1 {
+			t.Errorf("delivery %d: %s with %d attempts logged, want %s with 1", id, d.Status, len(rec.AttemptLog), st)
+		}
+	}
+	rec, err := s.Delivery(ctx, e1[40])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := rec.AttemptLog[0]; a.StatusCode != 503 || !rec.Delivery.NextAt.Equal(t0.Add(time.Minute)) {
+		t.Errorf("the retried delivery: attempt %+v, next at %s; want the 503, next at %s", a, rec.Delivery.NextAt, t0.Add(time.Minute))
+	}
+	if rec, err := s.Delivery(ctx, e1[41]); err != nil || rec.AttemptLog[0].StatusCode != 410 {
+		t.Errorf("the failed delivery after a duplicate outcome: %+v, %v; want its 410", rec, err)
+	}
+	if rec, err := s.Delivery(ctx, e1[50]); err != nil || rec.Delivery.Attempts != 1 || rec.AttemptLog[0].N != 2 {
+		t.Errorf("the delivery completed by its second attempt: %+v, %v", rec, err)
+	}
+	if counts, err := s.PendingCounts(ctx); err != nil || counts["d40"] != 1 || counts["d00"] != 0 || counts["now"] != 0 {
+		t.Errorf("PendingCounts = %v, %v; want d40 1, d00 and now 0", counts, err)
+	}
+}

@@ -16,9 +16,11 @@ import (
 type stmts struct {
 	insEvent, findEvent, eventDeliveries *sql.Stmt
 	// insDeliveries[k] inserts 1<<k deliveries of one event in one statement (see Append).
-	insDeliveries                                         [insChunks]*sql.Stmt
-	complete, completeFirst, insDone, insAttempt, nextDue *sql.Stmt
-	readEvent, readDeliveries, readAttempts               *sql.Stmt
+	insDeliveries [insChunks]*sql.Stmt
+	// insDone[k] writes 1<<k deferred deliveries in their final state in one statement (see Complete).
+	insDone                                      [insChunks]*sql.Stmt
+	complete, completeFirst, insAttempt, nextDue *sql.Stmt
+	readEvent, readDeliveries, readAttempts      *sql.Stmt
 }
 
 func (s *stmts) prepare(w, r *sql.DB) error {
@@ -43,9 +45,9 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 	s.completeFirst = prep(w, `UPDATE deliveries SET status = ?, attempts = attempts + 1, next_at = ?, leased = 0,
 		updated_at = ?, last_error = ?, a1_at = ?, a1_us = ?, a1_code = ?, a1_error = ?, a1_response = ?
 		WHERE id = ? AND status = 'pending'`)
-	s.insDone = prep(w, `INSERT INTO deliveries (id, event_seq, event_id, destination, status, attempts, next_at, leased,
-		created_at, updated_at, last_error, test, a1_at, a1_us, a1_code, a1_error, a1_response)
-		VALUES (?,?,?,?,?,1,?,0,?,?,?,?,?,?,?,?,?)`)
+	for k := range s.insDone {
+		s.insDone[k] = prep(w, insDoneSQL(1<<k))
+	}
 	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
 		VALUES (?,?,?,?,?,?,?)`)
 	s.nextDue = prep(r, `SELECT next_at FROM deliveries WHERE destination = ? AND status = 'pending' AND leased = 0
@@ -94,9 +96,28 @@ func insDeliveriesSQL(n int) string {
 // deliveryArgs is how many values each row of insDeliveriesSQL takes.
 const deliveryArgs = 13
 
+// insDoneSQL writes n deferred deliveries in their final state after their first attempt, doneArgs values per
+// row.
+func insDoneSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO deliveries (id, event_seq, event_id, destination, status, attempts, next_at, leased,
+		created_at, updated_at, last_error, test, a1_at, a1_us, a1_code, a1_error, a1_response) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,1,?,0,?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
+}
+
+// doneArgs is how many values each row of insDoneSQL takes.
+const doneArgs = 15
+
 func (s *stmts) close() {
-	for _, st := range append([]*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete,
-		s.completeFirst, s.insDone, s.insAttempt, s.nextDue, s.readEvent, s.readDeliveries, s.readAttempts}, s.insDeliveries[:]...) {
+	all := []*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete, s.completeFirst, s.insAttempt, s.nextDue,
+		s.readEvent, s.readDeliveries, s.readAttempts}
+	for _, st := range append(append(all, s.insDeliveries[:]...), s.insDone[:]...) {
 		if st != nil {
 			st.Close()
 		}
@@ -372,25 +393,48 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
-		var upd, first, done, ins *sql.Stmt
+		var upd, first, ins *sql.Stmt
+		// Runs of deferred deliveries completed by their first attempt (the common case) are written as
+		// multi-row inserts, in as few statements as the prepared sizes allow (a statement costs several times
+		// what a row does). Any other statement waits until the run before it is written, so the order of the
+		// writes is the order of outs.
+		var done []any
+		var doneIDs []int64
+		flush := func() error {
+			for len(doneIDs) > 0 {
+				k := insChunks - 1
+				for 1<<k > len(doneIDs) {
+					k--
+				}
+				m := 1 << k
+				if _, err := s.txStmt(tx, s.stmts.insDone[k]).ExecContext(ctx, done[:m*doneArgs]...); err != nil {
+					return fmt.Errorf("complete deliveries %d to %d: %w", doneIDs[0], doneIDs[m-1], err)
+				}
+				done, doneIDs = done[m*doneArgs:], doneIDs[m:]
+			}
+			return nil
+		}
 		for _, o := range outs {
 			a := o.Attempt
-			if r, ok := s.deferred.take(o.DeliveryID); ok {
-				if a.N == 1 {
-					// The common case: the delivery's only row, written once in its final state.
-					if done == nil {
-						done = s.txStmt(tx, s.stmts.insDone)
-					}
-					if _, err := done.ExecContext(ctx, o.DeliveryID, r.seq, r.eventID, r.dest, string(o.Status), nanos(o.NextAt),
-						r.created, nanos(now), a.Error, boolInt(r.test), nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
-						nullString(a.Error), a.Response); err != nil {
-						return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
-					}
-					continue
+			dr, deferred := s.deferred.take(o.DeliveryID)
+			if deferred && a.N == 1 {
+				// The delivery's only row, written once in its final state.
+				if done == nil {
+					done, doneIDs = make([]any, 0, len(outs)*doneArgs), make([]int64, 0, len(outs))
 				}
+				done = append(done, o.DeliveryID, dr.seq, dr.eventID, dr.dest, string(o.Status), nanos(o.NextAt), dr.created,
+					nanos(now), a.Error, boolInt(dr.test), nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
+					nullString(a.Error), a.Response)
+				doneIDs = append(doneIDs, o.DeliveryID)
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if deferred {
 				// Anything else starts from the row Append would have written.
-				if _, err := s.txStmt(tx, s.stmts.insDeliveries[0]).ExecContext(ctx, r.seq, r.eventID, r.created, r.created,
-					boolInt(r.test), o.DeliveryID, r.dest, string(store.Pending), r.leaseEnd, 1, "", 0, ""); err != nil {
+				if _, err := s.txStmt(tx, s.stmts.insDeliveries[0]).ExecContext(ctx, dr.seq, dr.eventID, dr.created, dr.created,
+					boolInt(dr.test), o.DeliveryID, dr.dest, string(store.Pending), dr.leaseEnd, 1, "", 0, ""); err != nil {
 					return fmt.Errorf("complete delivery %d: %w", o.DeliveryID, err)
 				}
 			}
@@ -426,7 +470,7 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 				return fmt.Errorf("record attempt of delivery %d: %w", o.DeliveryID, err)
 			}
 		}
-		return nil
+		return flush()
 	})
 }
 
