@@ -272,9 +272,9 @@ type DueFinder interface {
 	Due(ctx context.Context, destinations []string, now time.Time) ([]string, error)
 }
 
-// Lingerer is implemented by a store whose every commit is costly (a round trip, a transaction and a WAL flush on
-// a server that other nodes share): CompleteLinger is how long the dispatcher may hold outcomes nothing waits on
-// so that more of them share one Complete (dispatch.Options.CompleteLinger).
+// Lingerer is implemented by a store whose every commit is costly (an fsync; on PostgreSQL also a round trip and
+// a transaction on a server that other nodes share): CompleteLinger is how long the dispatcher may hold outcomes
+// nothing waits on so that more of them share one Complete (dispatch.Options.CompleteLinger).
 type Lingerer interface {
 	CompleteLinger() time.Duration
 }
