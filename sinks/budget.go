@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -16,21 +17,28 @@ const DefaultInFlightBytes = 256 << 20
 // dispatcher starts (delivery.max_inflight_bytes).
 var InFlight = NewBudget(DefaultInFlightBytes)
 
-// Budget is a counting semaphore of bytes. Safe for concurrent use. Acquiring within the limit is one atomic
-// compare-and-swap, under no lock; only an acquirer that must wait takes the lock.
+// Budget is a counting semaphore of bytes, first come first served: once an acquirer waits, later ones queue
+// behind it even when their bytes would fit, so a large attempt is never starved by a stream of small ones.
+// Safe for concurrent use. Acquiring within the limit while nobody waits is one atomic compare-and-swap, under
+// no lock; only an acquirer that must wait, and a release while someone waits, take the lock.
 type Budget struct {
 	limit   int64
 	used    atomic.Int64
 	peak    atomic.Int64 // the highest used has been
-	waiting atomic.Int64
+	waiting atomic.Int64 // acquirers queued, or about to look under mu
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced by a Release while someone waits
+	mu    sync.Mutex
+	queue []*budgetWaiter // oldest first
+}
+
+type budgetWaiter struct {
+	n     int64
+	ready chan struct{} // closed when the bytes are taken for it
 }
 
 // NewBudget returns a budget of limit bytes.
 func NewBudget(limit int64) *Budget {
-	return &Budget{limit: max(limit, 1), changed: make(chan struct{})}
+	return &Budget{limit: max(limit, 1)}
 }
 
 // Limit returns the budget's size in bytes.
@@ -51,36 +59,49 @@ func (b *Budget) take(n int64) bool {
 	}
 }
 
-// Acquire takes n bytes, waiting while the budget is spent; it returns ctx's error if ctx ends first. A
-// request larger than the whole budget takes all of it (it runs alone rather than never). Release the value
-// Acquire returned.
+// Acquire takes n bytes, waiting while the budget is spent or others wait before it; it returns ctx's error
+// if ctx ends first, having taken nothing. A request larger than the whole budget takes all of it (it runs
+// alone rather than never). Release the value Acquire returned.
 func (b *Budget) Acquire(ctx context.Context, n int64) (int64, error) {
 	n = min(max(n, 1), b.limit)
-	if b.take(n) {
+	if b.waiting.Load() == 0 && b.take(n) {
 		return n, nil
 	}
-	for {
-		// Registered as waiting before looking again: a Release either sees the waiter and wakes it, or
-		// happened before the look, which then sees the bytes it returned.
-		b.mu.Lock()
-		b.waiting.Add(1)
-		ch := b.changed
-		b.mu.Unlock()
-		ok := b.take(n)
-		if !ok {
-			select {
-			case <-ch:
-			case <-ctx.Done():
-			}
-		}
+	b.mu.Lock()
+	// Counted before looking: a Release that frees bytes after this look either sees the count and grants
+	// under mu (which waits for this acquirer to be queued), or came before the count and so before the look.
+	b.waiting.Add(1)
+	if len(b.queue) == 0 && b.take(n) {
 		b.waiting.Add(-1)
-		if ok {
-			return n, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
+		b.mu.Unlock()
+		return n, nil
 	}
+	w := &budgetWaiter{n: n, ready: make(chan struct{})}
+	b.queue = append(b.queue, w)
+	b.mu.Unlock()
+	select {
+	case <-w.ready:
+		return n, nil
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	select {
+	case <-w.ready:
+		// Granted as the context ended: the bytes go back, to whoever waits next.
+		b.mu.Unlock()
+		b.Release(n)
+		return 0, ctx.Err()
+	default:
+	}
+	i := slices.Index(b.queue, w)
+	b.queue = slices.Delete(b.queue, i, i+1)
+	b.waiting.Add(-1)
+	if i == 0 {
+		// The ones behind it may fit now.
+		b.grant()
+	}
+	b.mu.Unlock()
+	return 0, ctx.Err()
 }
 
 // Release returns n bytes taken by Acquire.
@@ -88,9 +109,22 @@ func (b *Budget) Release(n int64) {
 	b.used.Add(-n)
 	if b.waiting.Load() > 0 {
 		b.mu.Lock()
-		close(b.changed)
-		b.changed = make(chan struct{})
+		b.grant()
 		b.mu.Unlock()
+	}
+}
+
+// grant takes the bytes of queued acquirers, oldest first, for as long as the oldest fits. b.mu is held.
+func (b *Budget) grant() {
+	for len(b.queue) > 0 && b.take(b.queue[0].n) {
+		w := b.queue[0]
+		b.queue[0] = nil
+		b.queue = b.queue[1:]
+		b.waiting.Add(-1)
+		close(w.ready)
+	}
+	if len(b.queue) == 0 {
+		b.queue = nil // let the backing array go
 	}
 }
 

@@ -85,3 +85,86 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestBudgetServesInOrder: once an acquirer waits, later ones queue behind it even when their bytes would fit,
+// so a large attempt is not starved by small ones; waiters are served oldest first; a cancelled waiter at the
+// head lets the ones behind it through.
+func TestBudgetServesInOrder(t *testing.T) {
+	b := NewBudget(10)
+	held, err := b.Acquire(context.Background(), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigCtx, cancelBig := context.WithCancel(context.Background())
+	big := make(chan error, 1)
+	go func() { _, err := b.Acquire(bigCtx, 10); big <- err }()
+	waitUntil(t, func() bool { _, w := b.Used(); return w == 1 })
+	// 2 bytes are free, but the big acquirer came first: a small one that cannot wait gets nothing.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := b.Acquire(done, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a small acquirer went ahead of a waiting one: took %d, %v", n, err)
+	}
+	// Two small ones queue behind the big one: the first needs 2 bytes, the second 1.
+	order := make(chan int, 2)
+	for i, n := range []int64{2, 1} {
+		go func() {
+			if _, err := b.Acquire(context.Background(), n); err == nil {
+				order <- i
+			}
+		}()
+		waitUntil(t, func() bool { _, w := b.Used(); return w == 2+i })
+	}
+	select {
+	case i := <-order:
+		t.Fatalf("small acquirer %d went ahead of the big one", i)
+	default:
+	}
+	// The big one gives up: the 2 free bytes go to the oldest small one, and the younger, though its byte
+	// would have fit first, waits for the next release.
+	cancelBig()
+	if err := <-big; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled big acquirer: %v", err)
+	}
+	if i := <-order; i != 0 {
+		t.Fatalf("served %d first, want 0", i)
+	}
+	if used, waiting := b.Used(); used != 10 || waiting != 1 {
+		t.Fatalf("%d bytes held and %d waiting, want 10 and 1", used, waiting)
+	}
+	b.Release(2)
+	if i := <-order; i != 1 {
+		t.Fatalf("served %d second, want 1", i)
+	}
+	if used, waiting := b.Used(); used != 9 || waiting != 0 {
+		t.Fatalf("%d bytes held and %d waiting, want 9 and 0", used, waiting)
+	}
+	b.Release(1)
+	// A big one waits for the whole budget while a small one queues behind it: it is served first.
+	go func() { _, err := b.Acquire(context.Background(), 10); big <- err }()
+	waitUntil(t, func() bool { _, w := b.Used(); return w == 1 })
+	order = make(chan int, 1)
+	go func() {
+		if _, err := b.Acquire(context.Background(), 1); err == nil {
+			order <- 2
+		}
+	}()
+	waitUntil(t, func() bool { _, w := b.Used(); return w == 2 })
+	b.Release(held)
+	if err := <-big; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-order:
+		t.Fatal("a small acquirer was served while the big one holds the whole budget")
+	default:
+	}
+	b.Release(10)
+	if i := <-order; i != 2 {
+		t.Fatalf("served %d", i)
+	}
+	b.Release(1)
+	if used, waiting := b.Used(); used != 0 || waiting != 0 {
+		t.Fatalf("at the end: %d bytes held, %d waiting", used, waiting)
+	}
+}
