@@ -113,12 +113,23 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	}
 	// Deferred deliveries are pending: a list that could show them gets their rows first.
 	if f.Status == "" || f.Status == store.Pending {
-		var keep func(deferredRow) bool
-		switch {
-		case f.EventID != "":
-			keep = func(r deferredRow) bool { return r.eventID == f.EventID }
-		case f.Destinations != nil:
-			keep = func(r deferredRow) bool { return slices.Contains(f.Destinations, r.dest) }
+		since, until := nanos(f.Since), nanos(f.Until)
+		match := func(r deferredRow) bool {
+			return (f.EventID == "" || r.eventID == f.EventID) &&
+				(f.Destinations == nil || slices.Contains(f.Destinations, r.dest)) &&
+				(f.Before <= 0 || r.id < f.Before) &&
+				(f.Since.IsZero() || r.created >= since) && (f.Until.IsZero() || r.created < until)
+		}
+		keep := match
+		if f.Status == "" {
+			// A page holds the limit newest matches, so only the limit newest deferred ones can be among
+			// them: with those written, every older deferred match has a page's worth of newer matches
+			// before it, which stay matches whatever becomes of them. (Listing pending ones, a written row
+			// that completes meanwhile stops matching: then all are written.) A console left open on the
+			// list writes a page's worth per load, not everything in flight.
+			if newest, ok := s.deferred.newest(match, limit); ok {
+				keep = func(r deferredRow) bool { return r.id >= newest && match(r) }
+			}
 		}
 		if err := s.settle(ctx, keep); err != nil {
 			return nil, fmt.Errorf("list deliveries: %w", err)

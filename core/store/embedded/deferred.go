@@ -216,6 +216,49 @@ func (d *deferredSet) any(keep func(deferredRow) bool) bool {
 	return false
 }
 
+// newest returns the id of the n-th newest deferred delivery keep picks; ok is false when keep picks fewer than n.
+func (d *deferredSet) newest(keep func(deferredRow) bool, n int) (id int64, ok bool) {
+	if n <= 0 {
+		return 0, false
+	}
+	// The n largest ids seen so far, smallest first: a min-heap.
+	top := make([]int64, 0, n)
+	d.mu.Lock()
+	for id, e := range d.rows {
+		if !e.forReaders() || !keep(e.deferredRow) {
+			continue
+		}
+		switch {
+		case len(top) < n:
+			top = append(top, id)
+			for i := len(top) - 1; i > 0 && top[(i-1)/2] > top[i]; i = (i - 1) / 2 {
+				top[i], top[(i-1)/2] = top[(i-1)/2], top[i]
+			}
+		case id > top[0]:
+			top[0] = id
+			for i := 0; ; {
+				c := 2*i + 1
+				if c >= n {
+					break
+				}
+				if c+1 < n && top[c+1] < top[c] {
+					c++
+				}
+				if top[i] <= top[c] {
+					break
+				}
+				top[i], top[c] = top[c], top[i]
+				i = c
+			}
+		}
+	}
+	d.mu.Unlock()
+	if len(top) < n {
+		return 0, false
+	}
+	return top[0], true
+}
+
 // len is how many deliveries are deferred.
 func (d *deferredSet) len() int {
 	d.mu.Lock()

@@ -576,3 +576,82 @@ func TestCompleteRunsOfDeferredDeliveries(t *testing.T) {
 		t.Errorf("PendingCounts = %v, %v; want d40 1, d00 and now 0", counts, err)
 	}
 }
+
+// TestListWritesOnlyAPageOfDeferredRows: a list without a status filter writes the rows of the page's worth of
+// newest deferred deliveries it could show, not of everything in flight, and paging on walks every delivery
+// once; a list of pending ones writes every deferred delivery that matches.
+func TestListWritesOnlyAPageOfDeferredRows(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	var evs []store.NewEvent
+	for i := range 60 {
+		dest := "a"
+		if i%3 == 0 {
+			dest = "b"
+		}
+		evs = append(evs, store.NewEvent{Event: newEvent(fmt.Sprintf("e-%d", i)), Destinations: []string{dest}, Leased: []bool{true}})
+	}
+	res := mustAppend(t, s, evs)
+	if n := rowCount(t, s); n != 0 {
+		t.Fatalf("%d rows after Append, want none", n)
+	}
+	// Complete one of the newest: its row is written, and it is still listed in its place.
+	done := res[58].Deliveries[0].ID
+	if err := s.Complete(ctx, []store.Outcome{delivered(done)}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	before, pages := int64(0), 0
+	for {
+		ds, err := s.ListDeliveries(ctx, store.DeliveryFilter{Limit: 7, Before: before})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 0 {
+			break
+		}
+		pages++
+		for i, d := range ds {
+			if seen[d.ID] || (i > 0 && d.ID >= ds[i-1].ID) || (before > 0 && d.ID >= before) {
+				t.Fatalf("page %d lists %d out of order or twice", pages, d.ID)
+			}
+			seen[d.ID] = true
+			if want := store.Pending; d.ID == done {
+				if d.Status != store.Delivered {
+					t.Fatalf("the completed delivery is listed %s", d.Status)
+				}
+			} else if d.Status != want {
+				t.Fatalf("delivery %d is listed %s", d.ID, d.Status)
+			}
+		}
+		if rows := rowCount(t, s); rows > pages*7+1 {
+			t.Fatalf("%d rows after %d pages of 7: more than the pages could show were written", rows, pages)
+		}
+		before = ds[len(ds)-1].ID
+	}
+	if len(seen) != 60 || pages != 9 {
+		t.Fatalf("the pages listed %d deliveries in %d pages, want 60 in 9", len(seen), pages)
+	}
+	// By destination, the same holds.
+	s2 := open(t, t.TempDir())
+	mustAppend(t, s2, evs)
+	ds, err := s2.ListDeliveries(ctx, store.DeliveryFilter{Destinations: []string{"b"}, Limit: 5})
+	if err != nil || len(ds) != 5 {
+		t.Fatalf("list of b: %d, %v", len(ds), err)
+	}
+	for _, d := range ds {
+		if d.Destination != "b" {
+			t.Fatalf("list of b shows %+v", d)
+		}
+	}
+	if rows := rowCount(t, s2); rows != 5 {
+		t.Fatalf("%d rows after a page of 5 of b's, want 5", rows)
+	}
+	// Pending ones: every match is written (a written row that completed meanwhile would stop matching).
+	if _, err := s2.ListDeliveries(ctx, store.DeliveryFilter{Destinations: []string{"b"}, Status: store.Pending, Limit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if rows := rowCount(t, s2); rows != 20 {
+		t.Fatalf("%d rows after a page of b's pending ones, want all 20 of b's", rows)
+	}
+}
