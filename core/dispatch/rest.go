@@ -14,7 +14,9 @@ import (
 // little memory. A resting lane is woken by what would have woken its scanner — a delivery enqueued for it, a
 // poke (a retry written, an operator's retry or replay) — and by the dispatcher's one idle watch, which wakes
 // it when its next delivery falls due and, each Poll, asks the store (store.DueFinder) which resting lanes
-// have work nobody told them of (written by another node, or a lease that ran out).
+// have work nobody told them of (written by another node, or a lease that ran out). A new lane starts resting;
+// the idle watch asks the store at once whether it has work due, and if not, when it next will (a retry
+// written before a restart is then sent when due, not at the next Poll after).
 
 // crew is one run of a lane's goroutines and the queues they read.
 type crew struct {
@@ -206,16 +208,28 @@ func (d *Dispatcher) watchIdle() {
 				ask = append(ask, l)
 			}
 		}
+		fresh := d.idle.check
 		if !sweep {
-			ask = append(ask, d.idle.check...)
+			ask = append(ask, fresh...)
 		}
 		d.idle.check = nil
 		d.idle.mu.Unlock()
 		for _, l := range wake {
 			l.wakeUp()
 		}
+		woken := map[*lane]bool{}
 		if finder != nil && len(ask) > 0 {
-			d.wakeDue(finder, ask, now)
+			woken = d.wakeDue(finder, ask, now)
+		}
+		// A new lane with nothing due yet may have work due later (a retry written before a restart): learn
+		// when, so it is woken then rather than at the first sweep after.
+		for _, l := range fresh {
+			if woken[l] {
+				continue
+			}
+			if due, ok := d.learnDue(l); ok && due.Before(next) {
+				next = due
+			}
 		}
 		if !timer.Stop() {
 			select {
@@ -227,8 +241,29 @@ func (d *Dispatcher) watchIdle() {
 	}
 }
 
-// wakeDue asks the store which of lanes have work and wakes those.
-func (d *Dispatcher) wakeDue(finder store.DueFinder, lanes []*lane, now time.Time) {
+// learnDue records when a resting lane's next delivery falls due, asking the store, unless the lane woke
+// meanwhile or its due time is known already. It returns that time.
+func (d *Dispatcher) learnDue(l *lane) (time.Time, bool) {
+	next, ok, err := d.store.NextDue(context.Background(), l.dest.Name)
+	if err != nil {
+		d.log.Error("find next due delivery", "destination", l.dest.Name, "err", err)
+		return time.Time{}, false
+	}
+	if !ok {
+		return time.Time{}, false
+	}
+	d.idle.mu.Lock()
+	defer d.idle.mu.Unlock()
+	due, resting := d.idle.lanes[l]
+	if !resting || !due.IsZero() {
+		return time.Time{}, false
+	}
+	d.idle.lanes[l] = next
+	return next, true
+}
+
+// wakeDue asks the store which of lanes have work, wakes those, and returns them.
+func (d *Dispatcher) wakeDue(finder store.DueFinder, lanes []*lane, now time.Time) map[*lane]bool {
 	byName := make(map[string]*lane, len(lanes))
 	names := make([]string, 0, len(lanes))
 	for _, l := range lanes {
@@ -240,11 +275,14 @@ func (d *Dispatcher) wakeDue(finder store.DueFinder, lanes []*lane, now time.Tim
 	due, err := finder.Due(context.Background(), names, now)
 	if err != nil {
 		d.log.Error("find resting destinations with due deliveries", "err", err)
-		return
+		return nil
 	}
+	woken := make(map[*lane]bool, len(due))
 	for _, name := range due {
 		if l := byName[name]; l != nil {
 			l.wakeUp()
+			woken[l] = true
 		}
 	}
+	return woken
 }

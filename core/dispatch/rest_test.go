@@ -163,3 +163,30 @@ func (d *Dispatcher) restingUntil(name string) time.Time {
 	defer d.idle.mu.Unlock()
 	return d.idle.lanes[l]
 }
+
+// TestNewLaneLearnsWhenItsWorkFallsDue: a lane that starts resting while its destination has work due later (a
+// retry written before a restart) is woken when that falls due, not at the first look after: the idle watch
+// learns the time from the store.
+func TestNewLaneLearnsWhenItsWorkFallsDue(t *testing.T) {
+	var skew atomic.Int64
+	skew.Store(int64(-time.Hour)) // the dispatcher's clock an hour behind the store's: what the store wrote is due in an hour
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	r, _ := restRig(t, now)
+	ev := event.Event{ID: "later", Topic: "t", Time: time.Now(), Data: json.RawMessage(`{}`)}
+	if _, err := r.st.Append(context.Background(), []store.NewEvent{{Event: ev, Destinations: []string{"d"}}},
+		store.AppendOptions{DedupeWindow: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	due, ok, err := r.st.NextDue(context.Background(), "d")
+	if err != nil || !ok {
+		t.Fatalf("NextDue = %v, %v", ok, err)
+	}
+	sink := newFake(nil)
+	r.disp.Add(Destination{Name: "d", Sink: sink, Policy: Policy{Timeout: time.Second, Concurrency: 1}})
+	waitFor(t, "the new lane resting until its work is due", func() bool { return r.disp.restingUntil("d").Equal(due) })
+	if rec, _ := r.st.Event(context.Background(), "later"); rec.Deliveries[0].Status != store.Pending || rec.Deliveries[0].Attempts != 0 {
+		t.Fatalf("attempted before it was due: %+v", rec.Deliveries[0])
+	}
+	skew.Store(0)
+	r.waitStatus("later", store.Delivered)
+}
