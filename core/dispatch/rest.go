@@ -217,7 +217,7 @@ func (d *Dispatcher) watchIdle() {
 		for _, l := range wake {
 			l.wakeUp()
 		}
-		woken := map[*lane]bool{}
+		var woken map[*lane]bool // nil when none was asked: reads as empty
 		if finder != nil && len(ask) > 0 {
 			woken = d.wakeDue(finder, ask, now)
 		}
