@@ -231,6 +231,7 @@ func (m *Manager) Patch(ctx context.Context, idOrName, tenant string, body []byt
 		return View{}, p
 	}
 	ne := *e
+	ne.from = nil // changed in memory: the next Sync builds it from the store again
 	ne.spec, ne.dest, ne.updated = spec, d, m.opts.Now().UTC()
 	ne.fingerprint = fingerprint(m.cfg, d)
 	if p := m.checkSealable(&ne); p != nil {

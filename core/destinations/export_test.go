@@ -9,3 +9,6 @@ var SubscriptionName = subscriptionName
 
 // ExpireRuns ends the per-run subscriptions whose time is up now, as the sweeper does.
 func (m *Manager) ExpireRuns(ctx context.Context) { m.runs.expire(ctx) }
+
+// Built is how many API destinations the manager has built from stored records.
+func (m *Manager) Built() int64 { return m.built.Load() }

@@ -1,11 +1,13 @@
 package destinations
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +70,8 @@ type Manager struct {
 	// labels maps every destination id to its name (rebuilt with the router).
 	labels       atomic.Pointer[map[string]string]
 	metricLabels atomic.Pointer[map[string]string]
+	// built counts the API entries built from stored records (apiEntry).
+	built atomic.Int64
 }
 
 type entry struct {
@@ -87,6 +91,27 @@ type entry struct {
 	// broken: a stored API destination that could not be loaded or started; it stays disabled (reason says
 	// why) and can only be deleted.
 	broken bool
+	// from is the stored record (and the config) an API entry was built from by apiEntry. Sync compares the
+	// record it reads with it and builds again only what changed: building parses, validates and fingerprints
+	// the whole definition, which with thousands of destinations made every change on any node cost every
+	// other node a fraction of a second. An entry changed in memory drops it.
+	from *source
+}
+
+// source is what an API entry was built from.
+type source struct {
+	cfg *config.Config
+	rec store.DestinationRecord
+}
+
+// same reports whether rec is the record e was built from, under cfg.
+func (e *entry) same(cfg *config.Config, rec store.DestinationRecord) bool {
+	f := e.from
+	return f != nil && f.cfg == cfg && f.rec.ID == rec.ID && f.rec.Name == rec.Name && f.rec.Tenant == rec.Tenant &&
+		f.rec.Type == rec.Type && f.rec.CreatedAt.Equal(rec.CreatedAt) && f.rec.UpdatedAt.Equal(rec.UpdatedAt) &&
+		bytes.Equal(f.rec.Spec, rec.Spec) && slices.EqualFunc(f.rec.Retiring, rec.Retiring, func(a, b store.RetiringSecret) bool {
+		return a.Secret == b.Secret && a.Until.Equal(b.Until)
+	})
 }
 
 // keyError is a stored secret the configured keys cannot open: the operator's problem, not the destination's.
@@ -242,6 +267,7 @@ func (m *Manager) yamlEntries(cfg *config.Config, states map[string]store.Destin
 
 // apiEntry opens a stored API destination. stale reports secrets sealed under a previous key.
 func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, states map[string]store.DestinationState) (*entry, bool, error) {
+	m.built.Add(1)
 	var spec map[string]any
 	if err := json.Unmarshal(rec.Spec, &spec); err != nil {
 		return nil, false, fmt.Errorf("stored spec is not JSON: %w", err)
@@ -271,6 +297,7 @@ func (m *Manager) apiEntry(cfg *config.Config, rec store.DestinationRecord, stat
 		e.enabled, e.reason = false, st.Reason
 	}
 	e.fingerprint = fingerprint(cfg, d)
+	e.from = &source{cfg: cfg, rec: rec}
 	return e, stale, nil
 }
 

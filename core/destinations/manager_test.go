@@ -40,7 +40,7 @@ type receiver struct {
 	bodies [][]byte
 }
 
-func newReceiver(t *testing.T, status int) *receiver {
+func newReceiver(t testing.TB, status int) *receiver {
 	r := &receiver{status: status}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		b, _ := io.ReadAll(req.Body)
@@ -88,7 +88,7 @@ func (r *receiver) setStatus(s int) {
 }
 
 type stack struct {
-	t       *testing.T
+	t       testing.TB
 	mu      sync.Mutex
 	removed []string
 	dir     string
@@ -101,7 +101,7 @@ type stack struct {
 
 var testKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 
-func parse(t *testing.T, dir, src string) *config.Config {
+func parse(t testing.TB, dir, src string) *config.Config {
 	t.Helper()
 	file := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
@@ -124,13 +124,13 @@ func lanes() *destinations.Lanes {
 }
 
 // start runs a store, dispatcher, intake and manager over cfg in dir; keys seal secrets.
-func start(t *testing.T, dir string, cfg *config.Config, keys ...[]byte) *stack {
+func start(t testing.TB, dir string, cfg *config.Config, keys ...[]byte) *stack {
 	t.Helper()
 	return startAt(t, dir, cfg, nil, keys...)
 }
 
 // startAt is start with a clock (nil: the real one).
-func startAt(t *testing.T, dir string, cfg *config.Config, now func() time.Time, keys ...[]byte) *stack {
+func startAt(t testing.TB, dir string, cfg *config.Config, now func() time.Time, keys ...[]byte) *stack {
 	t.Helper()
 	st, err := embedded.Open(filepath.Join(dir, "data"), embedded.Options{})
 	if err != nil {
@@ -221,7 +221,7 @@ const (
 	secretB = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 )
 
-func conf(t *testing.T, dir, schedule string, autoDisable int, overlap string, dests ...string) *config.Config {
+func conf(t testing.TB, dir, schedule string, autoDisable int, overlap string, dests ...string) *config.Config {
 	return parse(t, dir, fmt.Sprintf(base, testKey, schedule, autoDisable, overlap, strings.Join(dests, "")))
 }
 

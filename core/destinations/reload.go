@@ -46,7 +46,7 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("API destination %s is not valid under the new config: %v", old.name, joinFieldErrors(ferrs))
 		}
 		e := *old
-		e.dest, e.fingerprint = d, fingerprint(cfg, d)
+		e.dest, e.fingerprint, e.from = d, fingerprint(cfg, d), nil
 		next = append(next, &e)
 	}
 	// By id: tenants' API destinations may share a name (a YAML destination's id is its name).

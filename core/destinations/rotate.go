@@ -41,6 +41,7 @@ func (m *Manager) RotateSecret(ctx context.Context, idOrName, tenant, secret str
 	now := m.opts.Now().UTC()
 	overlap := m.cfg.Delivery.RotationOverlap.D()
 	ne := *e
+	ne.from = nil // changed in memory: the next Sync builds it from the store again
 	ne.spec = deepCopy(e.spec).(map[string]any)
 	nc := ne.spec["config"].(map[string]any)
 	old, _ := nc["secrets"].([]any)
@@ -131,6 +132,7 @@ func (m *Manager) retire() {
 			continue
 		}
 		ne := *e
+		ne.from = nil // changed in memory: the next Sync builds it from the store again
 		ne.retiring = keep
 		d, ferrs := m.parse(m.cfg, ne.spec, keep)
 		if ferrs != nil {

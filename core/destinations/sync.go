@@ -80,6 +80,12 @@ func (m *Manager) syncDestinations(ctx context.Context) error {
 	for _, rec := range recs {
 		prev := old[rec.ID]
 		delete(old, rec.ID)
+		if prev != nil && prev.same(m.cfg, rec) {
+			// Unchanged since it was built: only its state can have moved.
+			add(m.syncState(ctx, prev, states))
+			next = append(next, prev)
+			continue
+		}
 		ne, _, err := m.apiEntry(m.cfg, rec, states)
 		if err != nil {
 			m.log.Warn("API destination changed by another node cannot run here", "destination", rec.Name, "id", rec.ID, "err", err)
@@ -90,7 +96,7 @@ func (m *Manager) syncDestinations(ctx context.Context) error {
 		}
 		if prev != nil && prev.name == ne.name && prev.fingerprint == ne.fingerprint {
 			m.mu.Lock()
-			prev.spec, prev.retiring, prev.updated = ne.spec, ne.retiring, ne.updated
+			prev.spec, prev.retiring, prev.updated, prev.from = ne.spec, ne.retiring, ne.updated, ne.from
 			m.mu.Unlock()
 			add(m.syncState(ctx, prev, states))
 			next = append(next, prev)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
 	"github.com/sluicehq/sluice/core/intake"
@@ -14,24 +15,34 @@ import (
 	"github.com/sluicehq/sluice/core/store"
 )
 
+// peerKey is the store key of the nodes in these tests.
+var peerKey = bytes.Repeat([]byte{7}, 32)
+
+// peer starts a second node's manager on st (a store another node shares) with cfg.
+func peer(t testing.TB, st store.Store, cfg *config.Config) *destinations.Manager {
+	t.Helper()
+	box, err := seal.New([][]byte{peerKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disp := dispatch.New(st, dispatch.Options{Poll: 50 * time.Millisecond})
+	m := destinations.New(destinations.Options{Store: st, Dispatcher: disp, Lanes: lanes(), Box: box})
+	in := intake.New(st, disp, nil, intake.Options{DedupeWindow: time.Hour})
+	if err := m.Start(context.Background(), cfg, in); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); _ = disp.Shutdown(context.Background()) })
+	return m
+}
+
 // TestSyncFollowsAnotherNode: a second manager on the same store (as a second node on a shared store) follows,
 // through Sync, the destinations the first creates, disables, enables and deletes.
 func TestSyncFollowsAnotherNode(t *testing.T) {
 	dir := t.TempDir()
 	rc := newReceiver(t, 204)
 	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	a := start(t, dir, cfg, bytes.Repeat([]byte{7}, 32))
-	box, err := seal.New([][]byte{bytes.Repeat([]byte{7}, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	disp := dispatch.New(a.st, dispatch.Options{Poll: 50 * time.Millisecond})
-	b := destinations.New(destinations.Options{Store: a.st, Dispatcher: disp, Lanes: lanes(), Box: box})
-	in := intake.New(a.st, disp, nil, intake.Options{DedupeWindow: time.Hour})
-	if err := b.Start(context.Background(), cfg, in); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); _ = disp.Shutdown(context.Background()) })
+	a := start(t, dir, cfg, peerKey)
+	b := peer(t, a.st, cfg)
 	ctx := context.Background()
 
 	v, err := a.mgr.Create(ctx, []byte(fmt.Sprintf(`{"name": "api-a", "type": "webhook", "topics": ["case.*"], "config": {"url": %q}}`, rc.URL)), "")
@@ -89,19 +100,8 @@ func TestWatchCatchesUpOnChangesMadeBeforeItSubscribed(t *testing.T) {
 	dir := t.TempDir()
 	rc := newReceiver(t, 204)
 	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	key := bytes.Repeat([]byte{7}, 32)
-	a := start(t, dir, cfg, key)
-	box, err := seal.New([][]byte{key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	disp := dispatch.New(a.st, dispatch.Options{Poll: 50 * time.Millisecond})
-	b := destinations.New(destinations.Options{Store: silentWatcher{a.st}, Dispatcher: disp, Lanes: lanes(), Box: box})
-	in := intake.New(a.st, disp, nil, intake.Options{DedupeWindow: time.Hour})
-	if err := b.Start(context.Background(), cfg, in); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); _ = disp.Shutdown(context.Background()) })
+	a := start(t, dir, cfg, peerKey)
+	b := peer(t, silentWatcher{a.st}, cfg)
 
 	v, err := a.mgr.Create(context.Background(), []byte(fmt.Sprintf(`{"name": "api-a", "type": "webhook", "topics": ["case.*"], "config": {"url": %q}}`, rc.URL)), "")
 	if err != nil {
@@ -121,5 +121,104 @@ func TestWatchCatchesUpOnChangesMadeBeforeItSubscribed(t *testing.T) {
 			t.Fatal("10 s after Watch started, the destination created before it is still unknown here")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSyncBuildsOnlyWhatChanged: Sync builds a destination again only when its stored record changed (or the
+// config did), not every destination at every change another node makes; and what changed still takes effect.
+func TestSyncBuildsOnlyWhatChanged(t *testing.T) {
+	dir := t.TempDir()
+	rc := newReceiver(t, 204)
+	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
+	a := start(t, dir, cfg, peerKey)
+	b := peer(t, a.st, cfg)
+	ctx := context.Background()
+	var ids []string
+	for i := range 5 {
+		v, err := a.mgr.Create(ctx, []byte(fmt.Sprintf(`{"name": "api-%d", "type": "webhook", "topics": ["case.*"], "config": {"url": %q, "secrets": ["whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"]}}`, i, rc.URL)), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, v.ID)
+	}
+	// sync runs b's Sync and reports how many destinations it built.
+	sync := func() int64 {
+		t.Helper()
+		before := b.Built()
+		if err := b.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return b.Built() - before
+	}
+	if n := sync(); n != 5 {
+		t.Fatalf("the first sync built %d destinations, want the 5 new ones", n)
+	}
+	if n := sync(); n != 0 {
+		t.Fatalf("a sync with nothing changed built %d destinations", n)
+	}
+
+	if _, err := a.mgr.Patch(ctx, ids[1], "", []byte(`{"topics": ["invoice.*"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := sync(); n != 1 {
+		t.Fatalf("after one destination was changed, the sync built %d", n)
+	}
+	if v, err := b.Get(ids[1], ""); err != nil || fmt.Sprint(v.Spec["topics"]) != "[invoice.*]" {
+		t.Fatalf("the changed destination on b: %v (%v)", v.Spec["topics"], err)
+	}
+
+	if _, _, err := a.mgr.RotateSecret(ctx, ids[2], "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := sync(); n != 1 {
+		t.Fatalf("after one secret was rotated, the sync built %d", n)
+	}
+	if v, err := b.Get(ids[2], ""); err != nil || len(v.Retiring) != 1 {
+		t.Fatalf("the rotated destination on b retires %d secrets (%v), want 1", len(v.Retiring), err)
+	}
+
+	// A state change needs no build.
+	if _, err := a.mgr.SetEnabled(ctx, ids[3], "", false, "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	if n := sync(); n != 0 {
+		t.Fatalf("after a destination was disabled, the sync built %d", n)
+	}
+	if b.Enabled()["api-3"] {
+		t.Fatal("disabled on a, still enabled on b")
+	}
+
+	// A reload builds every API destination under the new config; the next sync builds each once from the
+	// store, and after that nothing.
+	next := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-b", rc.URL, "case.*"))
+	if err := b.Apply(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if n := sync(); n != 5 {
+		t.Fatalf("the sync after a reload built %d destinations, want all 5", n)
+	}
+	if n := sync(); n != 0 {
+		t.Fatalf("the second sync after a reload built %d destinations", n)
+	}
+}
+
+// BenchmarkSyncUnchanged: what a change on another node costs this one when it concerns none of its 1,000 API
+// destinations (the store's reads and the comparison).
+func BenchmarkSyncUnchanged(b *testing.B) {
+	dir := b.TempDir()
+	rc := newReceiver(b, 204)
+	cfg := conf(b, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
+	a := start(b, dir, cfg, peerKey)
+	ctx := context.Background()
+	for i := range 1000 {
+		if _, err := a.mgr.Create(ctx, []byte(fmt.Sprintf(`{"name": "api-%d", "type": "webhook", "topics": ["case.*"], "config": {"url": %q, "secrets": ["whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"]}}`, i, rc.URL)), ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p := peer(b, a.st, cfg)
+	for b.Loop() {
+		if err := p.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
