@@ -34,7 +34,7 @@ type pgNode struct {
 
 // pgSchema returns the test DSN and a schema for this test alone, dropped when it ends; the test is skipped
 // without SLUICE_TEST_PG_DSN.
-func pgSchema(t *testing.T) (dsn, schema string) {
+func pgSchema(t testing.TB) (dsn, schema string) {
 	t.Helper()
 	dsn = os.Getenv("SLUICE_TEST_PG_DSN")
 	if dsn == "" {
@@ -59,7 +59,7 @@ func pgSchema(t *testing.T) (dsn, schema string) {
 	return dsn, schema
 }
 
-func startPGNode(t *testing.T, dsn, schema, dir string, now func() time.Time) *pgNode {
+func startPGNode(t testing.TB, dsn, schema, dir string, now func() time.Time) *pgNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Schema: schema, MaxConns: 8,

@@ -203,22 +203,44 @@ func TestSyncBuildsOnlyWhatChanged(t *testing.T) {
 }
 
 // BenchmarkSyncUnchanged: what a change on another node costs this one when it concerns none of its 1,000 API
-// destinations (the store's reads and the comparison).
+// destinations (the store's reads and a comparison per destination), on each store.
 func BenchmarkSyncUnchanged(b *testing.B) {
-	dir := b.TempDir()
-	rc := newReceiver(b, 204)
-	cfg := conf(b, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	a := start(b, dir, cfg, peerKey)
-	ctx := context.Background()
-	for i := range 1000 {
-		if _, err := a.mgr.Create(ctx, []byte(fmt.Sprintf(`{"name": "api-%d", "type": "webhook", "topics": ["case.*"], "config": {"url": %q, "secrets": ["whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"]}}`, i, rc.URL)), ""); err != nil {
-			b.Fatal(err)
+	const n = 1000
+	create := func(b *testing.B, m *destinations.Manager, url string) {
+		ctx := context.Background()
+		for i := range n {
+			if _, err := m.Create(ctx, []byte(fmt.Sprintf(`{"name": "api-%d", "type": "webhook", "topics": ["case.*"], "config": {"url": %q, "secrets": ["whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"]}}`, i, url)), ""); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
-	p := peer(b, a.st, cfg)
-	for b.Loop() {
-		if err := p.Sync(ctx); err != nil {
+	loop := func(b *testing.B, m *destinations.Manager) {
+		ctx := context.Background()
+		if err := m.Sync(ctx); err != nil {
 			b.Fatal(err)
 		}
+		if got := len(m.List("")); got < n {
+			b.Fatalf("the peer has %d destinations, want %d", got, n)
+		}
+		for b.Loop() {
+			if err := m.Sync(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
+	b.Run("embedded", func(b *testing.B) {
+		dir := b.TempDir()
+		rc := newReceiver(b, 204)
+		cfg := conf(b, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
+		a := start(b, dir, cfg, peerKey)
+		create(b, a.mgr, rc.URL)
+		loop(b, peer(b, a.st, cfg))
+	})
+	b.Run("postgres", func(b *testing.B) {
+		dsn, schema := pgSchema(b)
+		rc := newReceiver(b, 204)
+		a := startPGNode(b, dsn, schema, b.TempDir(), nil)
+		create(b, a.mgr, rc.URL)
+		loop(b, startPGNode(b, dsn, schema, b.TempDir(), nil).mgr)
+	})
 }
