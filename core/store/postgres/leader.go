@@ -81,6 +81,9 @@ func (s *Store) holdLead(ctx context.Context, tick <-chan time.Time) {
 		if _, err := s.moveFinished(ctx); err != nil && ctx.Err() == nil {
 			s.opts.Logger.Warn("store: move finished deliveries to the log", "err", err)
 		}
+		if _, err := s.vacuumChurned(ctx, c); err != nil && ctx.Err() == nil {
+			s.opts.Logger.Warn("store: vacuum the delivery queue (autovacuum is off)", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
