@@ -36,7 +36,9 @@ func (s *Store) vacuumChurned(ctx context.Context, c *pgx.Conn) ([]string, error
 		return nil, fmt.Errorf("read dead rows: %w", err)
 	}
 	for _, name := range names {
-		if _, err := c.Exec(ctx, `VACUUM `+pgx.Identifier{name}.Sanitize()); err != nil {
+		// SKIP_LOCKED: a vacuum already under way (an operator's, or autovacuum's against wraparound, which runs
+		// even when autovacuum is off) does the work; the leader does not wait for it.
+		if _, err := c.Exec(ctx, `VACUUM (SKIP_LOCKED) `+pgx.Identifier{name}.Sanitize()); err != nil {
 			return nil, fmt.Errorf("vacuum %s: %w", name, err)
 		}
 	}
