@@ -72,6 +72,8 @@ type Manager struct {
 	metricLabels atomic.Pointer[map[string]string]
 	// built counts the API entries built from stored records (apiEntry).
 	built atomic.Int64
+	// syncGap, when set (tests), is what Watch waits on between two Syncs (see minSyncGap).
+	syncGap func(took time.Duration) <-chan time.Time
 }
 
 type entry struct {

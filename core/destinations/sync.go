@@ -3,6 +3,7 @@ package destinations
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/sluicehq/sluice/core/store"
 )
@@ -10,7 +11,8 @@ import (
 // Watch keeps this node's destinations in step with changes other nodes make to the shared store (API
 // destinations created, changed or deleted; destinations enabled or disabled; per-run subscriptions
 // registered, refreshed or ended): each time the store's
-// Changes fires, Sync runs, and once when it starts. It returns at once for a store only this node uses (no store.Watcher), and
+// Changes fires, Sync runs (at most once per minSyncGap; changes in between share the next), and once when it
+// starts. It returns at once for a store only this node uses (no store.Watcher), and
 // otherwise when ctx ends.
 func (m *Manager) Watch(ctx context.Context) {
 	w, ok := m.opts.Store.(store.Watcher)
@@ -22,6 +24,10 @@ func (m *Manager) Watch(ctx context.Context) {
 	// but before the subscription was taken has already been announced, and no later signal repeats it.
 	first := make(chan struct{}, 1)
 	first <- struct{}{}
+	gap := m.syncGap
+	if gap == nil {
+		gap = func(took time.Duration) <-chan time.Time { return time.After(max(minSyncGap, syncRest*took)) }
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -29,11 +35,27 @@ func (m *Manager) Watch(ctx context.Context) {
 		case <-first:
 		case <-changes:
 		}
+		t0 := time.Now()
 		if err := m.Sync(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("reload destinations changed by another node; trying again at the next change", "err", err)
 		}
+		// Changes announced meanwhile wait for the gap, then one Sync takes them all.
+		select {
+		case <-ctx.Done():
+			return
+		case <-gap(time.Since(t0)):
+		}
 	}
 }
+
+// Sync reads every destination, state and subscription, so under a stream of changes (thousands of per-run
+// subscriptions, each refreshed once a minute, are dozens a second) back-to-back Syncs would take a core. Watch
+// rests between two: minSyncGap, or syncRest times as long as the last Sync took when that is longer. A change
+// after a quiet spell is taken at once; in a stream, within minSyncGap (plus the Sync).
+const (
+	minSyncGap = 250 * time.Millisecond
+	syncRest   = 4
+)
 
 // Sync brings the running destinations in line with what the store holds: API destinations, operational
 // states and per-run subscriptions written by another node. It writes nothing but the skips of a destination

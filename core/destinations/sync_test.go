@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/core/config"
 	"github.com/sluicehq/sluice/core/destinations"
 	"github.com/sluicehq/sluice/core/dispatch"
+	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/core/intake"
 	"github.com/sluicehq/sluice/core/seal"
 	"github.com/sluicehq/sluice/core/store"
@@ -93,6 +94,91 @@ func TestSyncFollowsAnotherNode(t *testing.T) {
 type silentWatcher struct{ store.Store }
 
 func (silentWatcher) Changes(context.Context) <-chan struct{} { return make(chan struct{}) }
+
+// countingWatcher is a shared store whose change signal the test sends; each Sync it serves (a read of the
+// destinations) is reported on synced.
+type countingWatcher struct {
+	store.Store
+	changes chan struct{}
+	synced  chan struct{}
+}
+
+func (w countingWatcher) Changes(context.Context) <-chan struct{} { return w.changes }
+
+func (w countingWatcher) Destinations(ctx context.Context) ([]store.DestinationRecord, error) {
+	w.synced <- struct{}{}
+	return w.Store.Destinations(ctx)
+}
+
+// TestWatchRestsBetweenSyncs: changes announced while Watch rests after a Sync, however many, are taken by one
+// Sync once the rest is over; none is lost, and none runs a Sync of its own.
+func TestWatchRestsBetweenSyncs(t *testing.T) {
+	dir := t.TempDir()
+	rc := newReceiver(t, 204)
+	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
+	a := start(t, dir, cfg, peerKey)
+	w := countingWatcher{Store: a.st, changes: make(chan struct{}, 1), synced: make(chan struct{}, 100)}
+	b := peer(t, w, cfg)
+	<-w.synced // Start's read
+	gap := make(chan time.Time)
+	b.SetSyncGap(func(time.Duration) <-chan time.Time { return gap })
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); b.Watch(ctx) }()
+	t.Cleanup(func() { cancel(); <-watched })
+	guard := time.After(20 * time.Second) // a guard against a hang, not a timed assertion
+	step := func(what string, c <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-guard:
+			t.Fatalf("gave up waiting for %s", what)
+		}
+	}
+	rest := func() {
+		t.Helper()
+		select {
+		case gap <- time.Now():
+		case <-w.synced:
+			t.Fatal("a Sync ran while Watch should have been resting")
+		case <-guard:
+			t.Fatal("Watch never rested")
+		}
+	}
+	announce := func() {
+		select {
+		case w.changes <- struct{}{}:
+		default: // one is pending already, as the store's hub would leave it
+		}
+	}
+	step("the first Sync", w.synced)
+
+	// A hundred changes while Watch rests, one of them a destination created on a.
+	v, err := a.mgr.Create(ctx, []byte(fmt.Sprintf(`{"name": "api-a", "type": "webhook", "topics": ["case.*"], "config": {"url": %q}}`, rc.URL)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		announce()
+	}
+	if _, err := b.Get(v.ID, ""); err == nil {
+		t.Fatal("b knew of the destination before its Sync")
+	}
+	rest()
+	step("the Sync after the rest", w.synced)
+	rest()
+	// Nothing is pending now: the next Sync is the next change's.
+	announce()
+	step("the next change's Sync", w.synced)
+	if _, err := b.Get(v.ID, ""); err != nil {
+		t.Fatalf("b does not know of the destination created on a: %v", err)
+	}
+	select {
+	case <-w.synced:
+		t.Fatal("more Syncs than changes taken")
+	default:
+	}
+}
 
 // TestWatchCatchesUpOnChangesMadeBeforeItSubscribed: a destination another node creates between this node's
 // Start and its Watch is running here once Watch has started, though no change signal ever arrives for it.
@@ -242,5 +328,25 @@ func BenchmarkSyncUnchanged(b *testing.B) {
 		a := startPGNode(b, dsn, schema, b.TempDir(), nil)
 		create(b, a.mgr, rc.URL)
 		loop(b, startPGNode(b, dsn, schema, b.TempDir(), nil).mgr)
+	})
+	// The same with 1,000 per-run subscriptions beside the destinations (each run's first event registers one).
+	b.Run("postgres+runs", func(b *testing.B) {
+		dsn, schema := pgSchema(b)
+		rc := newReceiver(b, 204)
+		a := startPGNode(b, dsn, schema, b.TempDir(), nil)
+		create(b, a.mgr, rc.URL)
+		for i := range n {
+			// A topic none of the destinations takes: each event reaches only its run's subscription.
+			body := fmt.Sprintf(`{"topic":"run.started","correlation_id":"run-%d","data":{},"subscriptions":[{"url":%q,"topics":["run.*"],"secret":%q}]}`,
+				i, rc.URL+"/run", secretA)
+			if _, err := publishJSON(&stack{in: a.in}, body); err != nil {
+				b.Fatal(err)
+			}
+		}
+		p := startPGNode(b, dsn, schema, b.TempDir(), nil)
+		if got := len(p.mgr.Subscriptions().Match(&event.Event{CorrelationID: "run-7", Topic: "run.ended"})); got != 1 {
+			b.Fatalf("the peer routes run-7 to %d subscriptions, want 1", got)
+		}
+		loop(b, p.mgr)
 	})
 }
