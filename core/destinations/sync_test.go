@@ -19,6 +19,16 @@ import (
 // peerKey is the store key of the nodes in these tests.
 var peerKey = bytes.Repeat([]byte{7}, 32)
 
+// nodeA starts the first node of a two-node test: its store and manager over one YAML destination (yaml-a,
+// to rc, for case.*). The second node is peer(t, a.st, cfg), or peer over a wrapper of a.st.
+func nodeA(t testing.TB) (*stack, *config.Config, *receiver) {
+	t.Helper()
+	dir := t.TempDir()
+	rc := newReceiver(t, 204)
+	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
+	return start(t, dir, cfg, peerKey), cfg, rc
+}
+
 // peer starts a second node's manager on st (a store another node shares) with cfg.
 func peer(t testing.TB, st store.Store, cfg *config.Config) *destinations.Manager {
 	t.Helper()
@@ -39,10 +49,7 @@ func peer(t testing.TB, st store.Store, cfg *config.Config) *destinations.Manage
 // TestSyncFollowsAnotherNode: a second manager on the same store (as a second node on a shared store) follows,
 // through Sync, the destinations the first creates, disables, enables and deletes.
 func TestSyncFollowsAnotherNode(t *testing.T) {
-	dir := t.TempDir()
-	rc := newReceiver(t, 204)
-	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	a := start(t, dir, cfg, peerKey)
+	a, cfg, rc := nodeA(t)
 	b := peer(t, a.st, cfg)
 	ctx := context.Background()
 
@@ -113,10 +120,7 @@ func (w countingWatcher) Destinations(ctx context.Context) ([]store.DestinationR
 // TestWatchRestsBetweenSyncs: changes announced while Watch rests after a Sync, however many, are taken by one
 // Sync once the rest is over; none is lost, and none runs a Sync of its own.
 func TestWatchRestsBetweenSyncs(t *testing.T) {
-	dir := t.TempDir()
-	rc := newReceiver(t, 204)
-	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	a := start(t, dir, cfg, peerKey)
+	a, cfg, rc := nodeA(t)
 	w := countingWatcher{Store: a.st, changes: make(chan struct{}, 1), synced: make(chan struct{}, 100)}
 	b := peer(t, w, cfg)
 	<-w.synced // Start's read
@@ -183,10 +187,7 @@ func TestWatchRestsBetweenSyncs(t *testing.T) {
 // TestWatchCatchesUpOnChangesMadeBeforeItSubscribed: a destination another node creates between this node's
 // Start and its Watch is running here once Watch has started, though no change signal ever arrives for it.
 func TestWatchCatchesUpOnChangesMadeBeforeItSubscribed(t *testing.T) {
-	dir := t.TempDir()
-	rc := newReceiver(t, 204)
-	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	a := start(t, dir, cfg, peerKey)
+	a, cfg, rc := nodeA(t)
 	b := peer(t, silentWatcher{a.st}, cfg)
 
 	v, err := a.mgr.Create(context.Background(), []byte(fmt.Sprintf(`{"name": "api-a", "type": "webhook", "topics": ["case.*"], "config": {"url": %q}}`, rc.URL)), "")
@@ -213,10 +214,7 @@ func TestWatchCatchesUpOnChangesMadeBeforeItSubscribed(t *testing.T) {
 // TestSyncBuildsOnlyWhatChanged: Sync builds a destination again only when its stored record changed (or the
 // config did), not every destination at every change another node makes; and what changed still takes effect.
 func TestSyncBuildsOnlyWhatChanged(t *testing.T) {
-	dir := t.TempDir()
-	rc := newReceiver(t, 204)
-	cfg := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-	a := start(t, dir, cfg, peerKey)
+	a, cfg, rc := nodeA(t)
 	b := peer(t, a.st, cfg)
 	ctx := context.Background()
 	var ids []string
@@ -276,7 +274,7 @@ func TestSyncBuildsOnlyWhatChanged(t *testing.T) {
 
 	// A reload builds every API destination under the new config; the next sync builds each once from the
 	// store, and after that nothing.
-	next := conf(t, dir, "1s", 0, "1h", yamlDest("yaml-b", rc.URL, "case.*"))
+	next := conf(t, a.dir, "1s", 0, "1h", yamlDest("yaml-b", rc.URL, "case.*"))
 	if err := b.Apply(ctx, next); err != nil {
 		t.Fatal(err)
 	}
@@ -315,10 +313,7 @@ func BenchmarkSyncUnchanged(b *testing.B) {
 		}
 	}
 	b.Run("embedded", func(b *testing.B) {
-		dir := b.TempDir()
-		rc := newReceiver(b, 204)
-		cfg := conf(b, dir, "1s", 0, "1h", yamlDest("yaml-a", rc.URL, "case.*"))
-		a := start(b, dir, cfg, peerKey)
+		a, cfg, rc := nodeA(b)
 		create(b, a.mgr, rc.URL)
 		loop(b, peer(b, a.st, cfg))
 	})
