@@ -178,8 +178,7 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 			return fmt.Errorf("read delivery %d: %w", id, err)
 		}
 		rec = &store.DeliveryRecord{Delivery: d}
-		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-			WHERE delivery_id = $1 AND received_at = $2 ORDER BY n`, id, nanos(d.CreatedAt))
+		rows, err := tx.Query(ctx, attemptsSQL+` ORDER BY n`, []int64{id}, nanos(d.CreatedAt))
 		if err != nil {
 			return fmt.Errorf("read attempts of delivery %d: %w", id, err)
 		}
@@ -260,10 +259,15 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 // next with a fresh retry schedule, and returns them as requeued (in id order). The caller adds them to the
 // pending counters.
 func unlog(ctx context.Context, tx pgx.Tx, ids []int64, next, now int64) ([]store.Delivery, error) {
+	// A first attempt kept on the log row goes to attempts, where the queue's deliveries keep theirs.
 	rows, err := tx.Query(ctx, `WITH g AS (
 		  DELETE FROM delivery_log l WHERE id = ANY($1)
 		    AND EXISTS (SELECT 1 FROM events e WHERE e.seq = l.event_seq AND e.received_at = l.created_at)
-		  RETURNING `+logCols+`)
+		  RETURNING `+logCols+`, a1_at, a1_us, a1_code, a1_error, a1_response),
+		a1 AS (
+		  INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
+		  SELECT id, 1, a1_at, a1_us, a1_code, a1_error, a1_response, created_at FROM g WHERE a1_at IS NOT NULL
+		  ON CONFLICT (delivery_id, n, received_at) DO NOTHING)
 		INSERT INTO deliveries (`+logCols+`, leased, claim_token, claim_node)
 		SELECT id, event_seq, event_id, destination, 'pending', attempts, $2, created_at, $3, last_error,
 		  ordering_key, ordering_block, attempts, test, false, 0, 0 FROM g

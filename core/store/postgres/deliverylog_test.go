@@ -59,10 +59,13 @@ func onlyUnfinished(t *testing.T, s *Store) {
 }
 
 // unmoveAll puts every logged delivery back into deliveries as it is (finished), as it was stored before the
-// log existed.
+// log existed: a first attempt kept on the log row goes back to attempts.
 func unmoveAll(t *testing.T, s *Store) {
 	t.Helper()
-	if _, err := s.pool.Exec(context.Background(), `WITH g AS (DELETE FROM delivery_log RETURNING `+logCols+`)
+	if _, err := s.pool.Exec(context.Background(), `WITH g AS (DELETE FROM delivery_log RETURNING `+logCols+`,
+		  a1_at, a1_us, a1_code, a1_error, a1_response),
+		a1 AS (INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
+		  SELECT id, 1, a1_at, a1_us, a1_code, a1_error, a1_response, created_at FROM g WHERE a1_at IS NOT NULL)
 		INSERT INTO deliveries (`+logCols+`) SELECT `+logCols+` FROM g`); err != nil {
 		t.Fatal(err)
 	}
@@ -414,5 +417,86 @@ func TestMigrationMovesFinishedRows(t *testing.T) {
 	}
 	if pc, err := s.PendingCounts(ctx); err != nil || pc["a"] != 1 || pc["e"] != 1 {
 		t.Fatalf("pending counts = %v, %v", pc, err)
+	}
+}
+
+// TestFirstAttemptOnTheLogRow: a delivery that ends at its first attempt keeps that attempt on its log row, and
+// no row of attempts is written for it; every read shows the attempt as before. A delivery tried again keeps its
+// attempts as rows, and a logged delivery moved back to the queue (Retry) takes its first attempt into attempts.
+func TestFirstAttemptOnTheLogRow(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	evs := []store.NewEvent{ev("once", ""), ev("twice", ""), ev("failed", "")}
+	for i := range evs {
+		evs[i].Destinations, evs[i].Leased = []string{"a"}, []bool{true}
+	}
+	res, err := s.Append(ctx, evs, appendOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	once, twice, failed := res[0].Deliveries[0].ID, res[1].Deliveries[0].ID, res[2].Deliveries[0].ID
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	first := store.Attempt{N: 1, At: at, StatusCode: 204, Duration: 1500 * time.Microsecond, Response: []byte("ok")}
+	if err := s.Complete(ctx, []store.Outcome{
+		{DeliveryID: once, Status: store.Delivered, Attempt: first},
+		{DeliveryID: twice, Status: store.Pending, NextAt: at, Attempt: store.Attempt{N: 1, At: at, StatusCode: 503, Error: "busy"}},
+		{DeliveryID: failed, Status: store.Failed, Attempt: store.Attempt{N: 1, At: at, StatusCode: 410, Error: "gone"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, []store.Outcome{{DeliveryID: twice, Status: store.Delivered, Attempt: store.Attempt{N: 2, At: at, StatusCode: 200}}}); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(id int64) (n int) {
+		t.Helper()
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM attempts WHERE delivery_id = $1`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if a, b, c := rows(once), rows(twice), rows(failed); a != 0 || b != 2 || c != 0 {
+		t.Fatalf("rows of attempts: %d for the delivery ended at its first attempt, %d for the one tried twice, %d for the failed one; want 0, 2, 0", a, b, c)
+	}
+	want := map[int64]string{once: "[1:204:]", twice: "[1:503:busy 2:200:]", failed: "[1:410:gone]"}
+	show := func(log []store.Attempt) string {
+		out := make([]string, len(log))
+		for i, a := range log {
+			out[i] = fmt.Sprintf("%d:%d:%s", a.N, a.StatusCode, a.Error)
+		}
+		return fmt.Sprint(out)
+	}
+	for id, w := range want {
+		d, err := s.Delivery(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := show(d.AttemptLog); got != w {
+			t.Errorf("delivery %d shows attempts %s, want %s", id, got, w)
+		}
+	}
+	d, _ := s.Delivery(ctx, once)
+	if a := d.AttemptLog[0]; !a.At.Equal(at) || a.Duration != first.Duration || string(a.Response) != "ok" || a.DeliveryID != once {
+		t.Errorf("the first attempt read back from the log row: %+v, want %+v", a, first)
+	}
+	rec, err := s.Event(ctx, "once")
+	if err != nil || len(rec.Deliveries) != 1 || show(rec.Deliveries[0].AttemptLog) != want[once] {
+		t.Fatalf("the event shows %+v (%v), want its delivery with attempts %s", rec, err, want[once])
+	}
+
+	// Retried, the delivery is back in the queue with its first attempt in attempts; its second attempt ends it.
+	if _, err := s.Retry(ctx, once, at); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(once); n != 1 {
+		t.Fatalf("after a retry the delivery has %d rows of attempts, want its first", n)
+	}
+	if d, _ := s.Delivery(ctx, once); show(d.AttemptLog) != want[once] || d.Status != store.Pending {
+		t.Fatalf("after a retry: %s with attempts %s, want pending with %s", d.Status, show(d.AttemptLog), want[once])
+	}
+	if err := s.Complete(ctx, []store.Outcome{{DeliveryID: once, Status: store.Delivered, Attempt: store.Attempt{N: 2, At: at, StatusCode: 200}}}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := s.Delivery(ctx, once); show(d.AttemptLog) != "[1:204: 2:200:]" || d.Status != store.Delivered || rows(once) != 2 {
+		t.Fatalf("after its second attempt: %s with attempts %s (%d rows), want delivered with [1:204: 2:200:] in 2 rows", d.Status, show(d.AttemptLog), rows(once))
 	}
 }

@@ -590,18 +590,25 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 // completeSQL is a Complete in one statement: a delivery that ends leaves deliveries for delivery_log (mv, lg),
 // one that goes on is updated in place (upd; so is a failed one with an ordering key, which must stay where
 // Claim sees it), the ones that ended leave this writer's pending counters, and the attempts of those that
-// moved on either way (the others were not this caller's to record) go in. mv and upd take disjoint rows.
+// moved on either way (the others were not this caller's to record) go in. mv and upd take disjoint rows. A
+// delivery that ends at its first attempt keeps that attempt on its log row (a1_*, migration 0006) instead of a
+// row of attempts.
 const completeSQL = `WITH u AS (
-	  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, st, tried, nx, er, tok)),
+	  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[],
+	    $16::int[], $17::bigint[], $18::bigint[], $19::int[], $20::bytea[])
+	    AS u(id, st, tried, nx, er, tok, n, at, us, code, resp)),
 	mv AS (
 	  DELETE FROM deliveries d USING u
 	  WHERE d.id = u.id AND d.status = 'pending' AND u.st <> 'pending' AND NOT (u.st = 'failed' AND d.ordering_key <> '')
 	    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
 	  RETURNING d.id, d.event_seq, d.event_id, d.destination, u.st, d.attempts + u.tried AS attempts, u.nx, d.created_at,
-	    u.er, d.ordering_key, d.ordering_block, d.retry_base, d.test),
+	    u.er, d.ordering_key, d.ordering_block, d.retry_base, d.test,
+	    u.n = 1 AND d.attempts + u.tried = 1 AS logged1, u.at, u.us, u.code, u.resp),
 	lg AS (
-	  INSERT INTO delivery_log (` + logCols + `)
-	  SELECT id, event_seq, event_id, destination, st, attempts, nx, created_at, $7, er, ordering_key, ordering_block, retry_base, test
+	  INSERT INTO delivery_log (` + logCols + `, a1_at, a1_us, a1_code, a1_error, a1_response)
+	  SELECT id, event_seq, event_id, destination, st, attempts, nx, created_at, $7, er, ordering_key, ordering_block,
+	    retry_base, test, CASE WHEN logged1 THEN at END, CASE WHEN logged1 THEN us END, CASE WHEN logged1 THEN code END,
+	    CASE WHEN logged1 THEN er END, CASE WHEN logged1 THEN resp END
 	  FROM mv),
 	upd AS (
 	  UPDATE deliveries d SET status = u.st, attempts = d.attempts + u.tried, next_at = u.nx,
@@ -611,7 +618,8 @@ const completeSQL = `WITH u AS (
 	    AND (d.claim_token = u.tok OR (u.tok = 0 AND (NOT d.leased OR d.next_at <= $7)))
 	  RETURNING d.id, d.destination, d.status, d.created_at),
 	done AS (
-	  SELECT id, destination, st AS status, created_at FROM mv UNION ALL SELECT id, destination, status, created_at FROM upd),
+	  SELECT id, destination, st AS status, created_at, logged1 FROM mv
+	  UNION ALL SELECT id, destination, status, created_at, false FROM upd),
 	cnt AS (
 	  INSERT INTO pending_counts (destination, shard, n)
 	  SELECT destination, $8, -count(*) FROM done WHERE status <> 'pending' GROUP BY destination
@@ -621,6 +629,7 @@ const completeSQL = `WITH u AS (
 	FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
 	  AS a(id, n, at, us, code, er, resp)
 	JOIN done ON done.id = a.id
+	WHERE NOT (a.n = 1 AND done.logged1)
 	ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
 		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
 
@@ -635,10 +644,16 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	ids, toks, nexts := make([]int64, n), make([]int64, n), make([]int64, n)
 	statuses, errs := make([]string, n), make([]string, n)
 	tried := make([]int32, n)
+	// Each outcome's attempt again, aligned with ids: a first attempt that ends its delivery goes on the log row.
+	oN, oCode := make([]int32, n), make([]int32, n)
+	oAt, oUs := make([]int64, n), make([]int64, n)
+	oResp := make([][]byte, n)
 	for i, o := range outs {
 		ids[i], toks[i], nexts[i], statuses[i], errs[i] = o.DeliveryID, s.holds.token(o.DeliveryID), nanos(o.NextAt), string(o.Status), o.Attempt.Error
 		if o.Attempt.N > 0 {
 			tried[i] = 1
+			a := o.Attempt
+			oN[i], oCode[i], oAt[i], oUs[i], oResp[i] = int32(a.N), int32(a.StatusCode), nanos(a.At), a.Duration.Microseconds(), a.Response
 		}
 	}
 	var aID []int64
@@ -656,7 +671,8 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	}
 	o := &op{}
 	o.complete = func(shard int64) []any {
-		return []any{ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp}
+		return []any{ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp,
+			oN, oAt, oUs, oCode, oResp}
 	}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error {
 		shard, _ := ctx.Value(shardKey{}).(int64)
@@ -851,8 +867,7 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		for i := range rec.Deliveries {
 			ids[i] = rec.Deliveries[i].ID
 		}
-		rows, err := tx.Query(ctx, `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
-			WHERE delivery_id = ANY($1) AND received_at = $2 ORDER BY delivery_id, n`, ids, received)
+		rows, err := tx.Query(ctx, attemptsSQL+` ORDER BY delivery_id, n`, ids, received)
 		if err != nil {
 			return err
 		}
@@ -880,6 +895,14 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 	}
 	return &rec, nil
 }
+
+// attemptsSQL reads the attempts of the deliveries $1 of one event (received at $2): the rows of attempts, and
+// the first attempts kept on log rows (completeSQL). The caller orders them.
+const attemptsSQL = `SELECT delivery_id, n, at, duration_us, status_code, error, response FROM attempts
+	WHERE delivery_id = ANY($1) AND received_at = $2
+	UNION ALL
+	SELECT id, 1, a1_at, a1_us, a1_code, a1_error, a1_response FROM delivery_log
+	WHERE id = ANY($1) AND created_at = $2 AND a1_at IS NOT NULL`
 
 func scanAttempt(rows pgx.Rows) (store.Attempt, error) {
 	var a store.Attempt
