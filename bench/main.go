@@ -90,6 +90,12 @@ func main() {
 	binFlag := flag.String("bin", "", "run this Sluice binary instead of building ./cmd/sluice")
 	profile := flag.String("profile", "", "write CPU profiles of the Sluice nodes of single, fanout10 and the -pg scenarios here (<scenario>-node<k>.pprof), and sample PostgreSQL's wait events in the -pg ones")
 	flag.Parse()
+	if *profile != "" {
+		// Made here rather than found missing after a whole run.
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			fail(fmt.Errorf("-profile: %w", err))
+		}
+	}
 
 	bin := *binFlag
 	if bin == "" {
