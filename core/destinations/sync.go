@@ -50,8 +50,9 @@ func (m *Manager) Watch(ctx context.Context) {
 
 // Sync reads every destination, state and subscription, so under a stream of changes (thousands of per-run
 // subscriptions, each refreshed once a minute, are dozens a second) back-to-back Syncs would take a core. Watch
-// rests between two: minSyncGap, or syncRest times as long as the last Sync took when that is longer. A change
-// after a quiet spell is taken at once; in a stream, within minSyncGap (plus the Sync).
+// rests between two: minSyncGap, or syncRest times as long as the last Sync took when that is longer (so Syncs
+// take at most a fifth of a core). A change after a quiet spell is taken at once; in a stream, when the rest
+// ends.
 const (
 	minSyncGap = 250 * time.Millisecond
 	syncRest   = 4
