@@ -68,9 +68,11 @@ func BenchmarkCompleteStatement(b *testing.B) {
 					ids[j], sts[j], tried[j], ns[j], codes[j], ats[j], us[j] = r.Deliveries[0].ID, "delivered", 1, 1, 200, now, 1500
 				}
 				b.StartTimer()
-				args := []any{ids, sts, tried, nexts, errs, toks, now, int64(0), ids, ns, ats, us, codes, errs, resp}
+				args := []any{ids, sts, tried, nexts, errs, toks, now, int64(0)}
 				if mode == "move" {
 					args = append(args, ns, ats, us, codes, resp) // each outcome's attempt, aligned with ids
+				} else {
+					args = append(args, ids, ns, ats, us, codes, errs, resp)
 				}
 				if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
 					b.Fatal(err)

@@ -595,7 +595,7 @@ func (s *Store) NextDue(ctx context.Context, destination string) (time.Time, boo
 // row of attempts.
 const completeSQL = `WITH u AS (
 	  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[],
-	    $16::int[], $17::bigint[], $18::bigint[], $19::int[], $20::bytea[])
+	    $9::int[], $10::bigint[], $11::bigint[], $12::int[], $13::bytea[])
 	    AS u(id, st, tried, nx, er, tok, n, at, us, code, resp)),
 	mv AS (
 	  DELETE FROM deliveries d USING u
@@ -625,11 +625,9 @@ const completeSQL = `WITH u AS (
 	  SELECT destination, $8, -count(*) FROM done WHERE status <> 'pending' GROUP BY destination
 	  ON CONFLICT (destination, shard) DO UPDATE SET n = pending_counts.n + excluded.n)
 	INSERT INTO attempts (delivery_id, n, at, duration_us, status_code, error, response, received_at)
-	SELECT a.id, a.n, a.at, a.us, a.code, a.er, a.resp, done.created_at
-	FROM unnest($9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], $14::text[], $15::bytea[])
-	  AS a(id, n, at, us, code, er, resp)
-	JOIN done ON done.id = a.id
-	WHERE NOT (a.n = 1 AND done.logged1)
+	SELECT u.id, u.n, u.at, u.us, u.code, u.er, u.resp, done.created_at
+	FROM u JOIN done ON done.id = u.id
+	WHERE u.n > 0 AND NOT (u.n = 1 AND done.logged1)
 	ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
 		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
 
@@ -644,35 +642,21 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	ids, toks, nexts := make([]int64, n), make([]int64, n), make([]int64, n)
 	statuses, errs := make([]string, n), make([]string, n)
 	tried := make([]int32, n)
-	// Each outcome's attempt again, aligned with ids: a first attempt that ends its delivery goes on the log row.
-	oN, oCode := make([]int32, n), make([]int32, n)
-	oAt, oUs := make([]int64, n), make([]int64, n)
-	oResp := make([][]byte, n)
+	// Each outcome's attempt (n 0: none), aligned with ids.
+	aN, aCode := make([]int32, n), make([]int32, n)
+	aAt, aUs := make([]int64, n), make([]int64, n)
+	aResp := make([][]byte, n)
 	for i, o := range outs {
 		ids[i], toks[i], nexts[i], statuses[i], errs[i] = o.DeliveryID, s.holds.token(o.DeliveryID), nanos(o.NextAt), string(o.Status), o.Attempt.Error
 		if o.Attempt.N > 0 {
 			tried[i] = 1
 			a := o.Attempt
-			oN[i], oCode[i], oAt[i], oUs[i], oResp[i] = int32(a.N), int32(a.StatusCode), nanos(a.At), a.Duration.Microseconds(), a.Response
+			aN[i], aCode[i], aAt[i], aUs[i], aResp[i] = int32(a.N), int32(a.StatusCode), nanos(a.At), a.Duration.Microseconds(), a.Response
 		}
-	}
-	var aID []int64
-	var aN, aCode []int32
-	var aAt, aUs []int64
-	var aErr []string
-	var aResp [][]byte
-	for _, o := range outs {
-		if o.Attempt.N == 0 {
-			continue
-		}
-		a := o.Attempt
-		aID, aN, aAt, aUs = append(aID, o.DeliveryID), append(aN, int32(a.N)), append(aAt, nanos(a.At)), append(aUs, a.Duration.Microseconds())
-		aCode, aErr, aResp = append(aCode, int32(a.StatusCode)), append(aErr, a.Error), append(aResp, a.Response)
 	}
 	o := &op{}
 	o.complete = func(shard int64) []any {
-		return []any{ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aID, aN, aAt, aUs, aCode, aErr, aResp,
-			oN, oAt, oUs, oCode, oResp}
+		return []any{ids, statuses, tried, nexts, errs, toks, nanos(s.opts.Now()), shard, aN, aAt, aUs, aCode, aResp}
 	}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error {
 		shard, _ := ctx.Value(shardKey{}).(int64)
