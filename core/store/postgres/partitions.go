@@ -162,12 +162,24 @@ func (s *Store) dropDays(ctx context.Context, cutoff time.Time) (int, error) {
 	return total, nil
 }
 
-// held reports whether a delivery of an event received in [lo, hi) is pending.
-func (s *Store) held(ctx context.Context, lo int64) (bool, error) {
+// held reports whether a delivery of the day starting at lo is pending, given the range of the seqs of the day's
+// events (nil when it has none). A delivery is made with its event and takes its received_at as created_at, so
+// the day's deliveries are among those of its events' seqs: deliveries_event finds them, and the day's bounds
+// leave out any other day's event whose seq falls in the range.
+func (s *Store) held(ctx context.Context, lo int64, minSeq, maxSeq *int64) (bool, error) {
+	if minSeq == nil {
+		return false, nil
+	}
 	var held bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'pending' AND created_at >= $1 AND created_at < $2)`,
-		lo, lo+dayNanos).Scan(&held)
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE event_seq BETWEEN $1 AND $2
+		AND status = 'pending' AND created_at >= $3 AND created_at < $4)`, *minSeq, *maxSeq, lo, lo+dayNanos).Scan(&held)
 	return held, err
+}
+
+// seqs returns the lowest and highest seq of the events in table (nil when it holds none).
+func (s *Store) seqs(ctx context.Context, table string) (minSeq, maxSeq *int64, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT min(seq), max(seq) FROM `+table).Scan(&minSeq, &maxSeq)
+	return minSeq, maxSeq, err
 }
 
 // dropDay detaches and drops the events, attempts and delivery log partitions of the day starting at lo,
@@ -175,12 +187,12 @@ func (s *Store) held(ctx context.Context, lo int64) (bool, error) {
 // delivery whose event is no longer attached; one requeued before the detach is seen by the check made after
 // it, and the day is attached again.
 func (s *Store) dropDay(ctx context.Context, lo int64) (int, error) {
-	if held, err := s.held(ctx, lo); err != nil || held {
+	ev := pgx.Identifier{partitionName("events", lo)}.Sanitize()
+	minSeq, maxSeq, err := s.seqs(ctx, ev)
+	if err != nil {
 		return 0, err
 	}
-	var minSeq, maxSeq *int64
-	ev := pgx.Identifier{partitionName("events", lo)}.Sanitize()
-	if err := s.pool.QueryRow(ctx, `SELECT min(seq), max(seq) FROM `+ev).Scan(&minSeq, &maxSeq); err != nil {
+	if held, err := s.held(ctx, lo, minSeq, maxSeq); err != nil || held {
 		return 0, err
 	}
 	conn, err := s.pool.Acquire(ctx)
@@ -210,7 +222,13 @@ func (s *Store) dropDay(ctx context.Context, lo int64) (int, error) {
 		}
 		detached = append(detached, id)
 	}
-	if held, err := s.held(ctx, lo); err != nil || held {
+	// Detached, the day's events are fixed: their seqs are read again, so an event that came in since the first
+	// look (a node whose clock lags by days) is counted too.
+	if minSeq, maxSeq, err = s.seqs(ctx, ev); err != nil {
+		s.reattach(ctx, lo)
+		return 0, err
+	}
+	if held, err := s.held(ctx, lo, minSeq, maxSeq); err != nil || held {
 		s.reattach(ctx, lo)
 		return 0, err
 	}

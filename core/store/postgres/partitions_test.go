@@ -168,6 +168,84 @@ func TestRetentionDropsDays(t *testing.T) {
 	}
 }
 
+// TestRetentionHeldByItsOwnDayOnly: retention finds a day's pending deliveries through its events' range of
+// seqs. A node whose clock lags puts an event into an earlier day after later days' events, so that day's range
+// holds another day's seq: the pending delivery of that other day must not keep it, and its own must.
+func TestRetentionHeldByItsOwnDayOnly(t *testing.T) {
+	ctx := context.Background()
+	day1 := time.Date(2031, 5, 20, 10, 0, 0, 0, time.UTC)
+	c := newClock(day1)
+	dsn, schema := testSchema(t)
+	s := openNode(t, dsn, schema, func(o *Options) { o.Now = c.Now; o.LeaseTTL = -1 })
+	deliver := func(res []store.AppendResult) {
+		t.Helper()
+		var outs []store.Outcome
+		for _, r := range res {
+			for _, d := range r.Deliveries {
+				outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}})
+			}
+		}
+		if err := s.Complete(ctx, outs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	early, err := s.Append(ctx, []store.NewEvent{ev("d1-early", "")}, appendOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(24 * time.Hour)
+	if _, err := s.Append(ctx, []store.NewEvent{ev("d2-pending", "")}, appendOpts); err != nil { // left pending
+		t.Fatal(err)
+	}
+	c.Advance(-24 * time.Hour) // the lagging node
+	late, err := s.Append(ctx, []store.NewEvent{ev("d1-late", "")}, appendOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lo, mid, hi int64
+	if err := s.pool.QueryRow(ctx, `SELECT (SELECT seq FROM events WHERE id = 'd1-early'), (SELECT seq FROM events WHERE id = 'd2-pending'),
+		(SELECT seq FROM events WHERE id = 'd1-late')`).Scan(&lo, &mid, &hi); err != nil || !(lo < mid && mid < hi) {
+		t.Fatalf("seqs %d, %d, %d (%v): day 1's range does not hold day 2's event", lo, mid, hi, err)
+	}
+	lo1 := s.PartitionFloor(day1).UnixNano()
+	heldNow := func() bool {
+		t.Helper()
+		minSeq, maxSeq, err := s.seqs(ctx, partitionName("events", lo1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, err := s.held(ctx, lo1, minSeq, maxSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return held
+	}
+	if !heldNow() {
+		t.Fatal("day 1 is not held while its own deliveries are pending")
+	}
+	deliver(early)
+	if !heldNow() {
+		t.Fatal("day 1 is not held while its late event's deliveries are pending")
+	}
+	deliver(late)
+	if heldNow() {
+		t.Fatal("day 1 is held by day 2's pending delivery, whose seq lies in its range")
+	}
+
+	// And retention acts on it: day 1 is dropped whole, day 2 kept.
+	c.Advance(4 * 24 * time.Hour)
+	if n, err := s.Prune(ctx, s.PartitionFloor(day1.Add(2*24*time.Hour)), 5); err != nil || n != 2 {
+		t.Fatalf("prune = %d, %v; want day 1's two events", n, err)
+	}
+	have := partitionsOf(t, s, "events")
+	if have["events_p20310520"] || !have["events_p20310521"] {
+		t.Fatalf("events partitions after prune: %v; want day 1 gone and day 2 kept", have)
+	}
+	if rec, err := s.Event(ctx, "d2-pending"); err != nil || len(rec.Deliveries) != 2 {
+		t.Fatalf("d2-pending = %+v, %v; want kept with its deliveries", rec, err)
+	}
+}
+
 // TestRetentionDoesNotBlockIntake: a day is detached while a long reader holds the events table; the detach
 // waits for the reader, and appends go on meanwhile.
 func TestRetentionDoesNotBlockIntake(t *testing.T) {
