@@ -68,27 +68,40 @@ func TestPartitionsPremade(t *testing.T) {
 
 // TestRetentionDropsDays: a day wholly before the cutoff goes whole, with its deliveries and ids; a day with
 // a pending delivery stays (its finished events go row by row) until that delivery ends.
+// retentionDay1 is the day retention tests start on; retentionNode opens a node on a fresh schema whose clock
+// starts there and that renews no leases.
+var retentionDay1 = time.Date(2031, 5, 20, 10, 0, 0, 0, time.UTC)
+
+func retentionNode(t *testing.T) (*Store, *clock) {
+	c := newClock(retentionDay1)
+	dsn, schema := testSchema(t)
+	return openNode(t, dsn, schema, func(o *Options) { o.Now = c.Now; o.LeaseTTL = -1 }), c
+}
+
+// deliverAll records every delivery of res as delivered at its first attempt, except destination b's of the
+// event keep.
+func deliverAll(t *testing.T, s *Store, c *clock, res []store.AppendResult, keep string) {
+	t.Helper()
+	var outs []store.Outcome
+	for _, r := range res {
+		for _, d := range r.Deliveries {
+			if r.ID == keep && d.Destination == "b" {
+				continue
+			}
+			outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}})
+		}
+	}
+	if err := s.Complete(context.Background(), outs); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRetentionDropsDays(t *testing.T) {
 	ctx := context.Background()
-	day1 := time.Date(2031, 5, 20, 10, 0, 0, 0, time.UTC)
-	c := newClock(day1)
-	dsn, schema := testSchema(t)
-	s := openNode(t, dsn, schema, func(o *Options) { o.Now = c.Now; o.LeaseTTL = -1 })
-
+	s, c := retentionNode(t)
 	deliverAll := func(res []store.AppendResult, keep string) {
 		t.Helper()
-		var outs []store.Outcome
-		for _, r := range res {
-			for _, d := range r.Deliveries {
-				if r.ID == keep && d.Destination == "b" {
-					continue
-				}
-				outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}})
-			}
-		}
-		if err := s.Complete(ctx, outs); err != nil {
-			t.Fatal(err)
-		}
+		deliverAll(t, s, c, res, keep)
 	}
 	var first []store.NewEvent
 	for i := range 20 {
@@ -173,21 +186,11 @@ func TestRetentionDropsDays(t *testing.T) {
 // holds another day's seq: the pending delivery of that other day must not keep it, and its own must.
 func TestRetentionHeldByItsOwnDayOnly(t *testing.T) {
 	ctx := context.Background()
-	day1 := time.Date(2031, 5, 20, 10, 0, 0, 0, time.UTC)
-	c := newClock(day1)
-	dsn, schema := testSchema(t)
-	s := openNode(t, dsn, schema, func(o *Options) { o.Now = c.Now; o.LeaseTTL = -1 })
+	day1 := retentionDay1
+	s, c := retentionNode(t)
 	deliver := func(res []store.AppendResult) {
 		t.Helper()
-		var outs []store.Outcome
-		for _, r := range res {
-			for _, d := range r.Deliveries {
-				outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}})
-			}
-		}
-		if err := s.Complete(ctx, outs); err != nil {
-			t.Fatal(err)
-		}
+		deliverAll(t, s, c, res, "")
 	}
 	early, err := s.Append(ctx, []store.NewEvent{ev("d1-early", "")}, appendOpts)
 	if err != nil {
