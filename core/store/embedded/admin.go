@@ -421,16 +421,21 @@ func (s *Store) Replay(ctx context.Context, f store.ReplayFilter, now time.Time)
 
 // Prune implements store.Store.
 //
-// The oldest events are found on the read pool by events_received (deleted rows leave the index, so each call
-// starts at the oldest survivor); the write transaction deletes only those that still have no pending
-// delivery, so a retry or replay that raced the read keeps its event.
+// The oldest events are found on the read pool by walking events in seq order (deleted rows leave the table,
+// so each call starts at the oldest survivor) below a bound found by pruneBound; each is checked against
+// cutoff itself. The write transaction deletes only those that still have no pending delivery, so a retry or
+// replay that raced the read keeps its event.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, error) {
 	if limit <= 0 {
 		limit = defaultPruneBatch
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT seq FROM events INDEXED BY events_received WHERE received_at < ?
+	bound, err := s.pruneBound(ctx, nanos(cutoff), nanos(s.opts.Now()))
+	if err != nil {
+		return 0, fmt.Errorf("prune: find old events: %w", err)
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT seq FROM events WHERE seq < ? AND received_at < ?
 		AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+pendingOfEvent+`)
-		ORDER BY received_at LIMIT ?`, nanos(cutoff), limit)
+		ORDER BY seq LIMIT ?`, bound, nanos(cutoff), limit)
 	if err != nil {
 		return 0, fmt.Errorf("prune: find old events: %w", err)
 	}
@@ -513,6 +518,41 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 		return 0, err
 	}
 	return n, nil
+}
+
+// pruneBound returns the seq below which Prune looks for events received before cutoff: the first seq from
+// which events were received at or after it, found by bisection over seq (a seek by rowid per step). The one
+// writer stamps events as it appends them, so received_at grows with seq, but for clock steps. Those cost
+// time, never an event: every event below the bound is still checked against cutoff, and one above it waits
+// for a later call. An event stamped in the future (the clock ran ahead, then was set back) is passed over
+// rather than taken for the bound, so it cannot hold back the days after it.
+func (s *Store) pruneBound(ctx context.Context, cutoff, now int64) (int64, error) {
+	var first, last sql.NullInt64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT min(seq), max(seq) FROM events`).Scan(&first, &last); err != nil {
+		return 0, err
+	}
+	if !first.Valid {
+		return 0, nil
+	}
+	lo, hi := first.Int64, last.Int64+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		var seq, received int64
+		err := s.rdb.QueryRowContext(ctx, `SELECT seq, received_at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1`, mid).Scan(&seq, &received)
+		if errors.Is(err, sql.ErrNoRows) {
+			hi = mid // deleted meanwhile
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if received < cutoff || received > now {
+			lo = min(seq+1, hi)
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }
 
 // pendingOfEvent matches a pending delivery d of the event in the outer query.

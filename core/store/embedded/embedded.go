@@ -170,6 +170,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
 	}
+	// Earlier versions indexed events by received_at for retention, which now walks by seq (Prune). A
+	// database an earlier version opened again (which recreates the index) loses it again here.
+	if _, err := wdb.Exec(`DROP INDEX IF EXISTS events_received`); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store %s: upgrade schema: %w", path, err)
+	}
 	recovered, err := recoverDeferred(wdb, opts.Now(), opts.Logger)
 	if err != nil {
 		wdb.Close()

@@ -76,6 +76,7 @@ func TestUpgradeFromEarlierLayout(t *testing.T) {
 		`ALTER TABLE events DROP COLUMN dfirst`,
 		`ALTER TABLE events DROP COLUMN dlast`,
 		`CREATE INDEX deliveries_event ON deliveries(event_seq)`,
+		`CREATE INDEX events_received ON events(received_at)`,
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -91,8 +92,10 @@ func TestUpgradeFromEarlierLayout(t *testing.T) {
 	if after := answers(t, s, res); !reflect.DeepEqual(after, before) {
 		t.Fatalf("after the upgrade:\n%+v\nwant\n%+v", after, before)
 	}
-	if err := s.rdb.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = 'deliveries_event'`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("deliveries_event after the upgrade: %d %v, want it dropped", n, err)
+	for _, idx := range []string{"deliveries_event", "events_received"} {
+		if err := s.rdb.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = ?`, idx).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%s after the upgrade: %d %v, want it dropped", idx, n, err)
+		}
 	}
 	// A range that takes in another event's rows (as rows an earlier version wrote might) still answers the
 	// event's own deliveries and attempts only.

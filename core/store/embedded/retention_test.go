@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,4 +213,87 @@ func countAttempts(t *testing.T, s *Store) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestPruneThroughClockSteps: retention walks events by seq below a bound it finds by bisection, trusting
+// received_at to grow with seq. Clock steps may delay an event's removal but never remove one too young or
+// still pending, and an event stamped in the future (the clock ran ahead, then was set back) must not hold
+// back the old events after it: here it sits where the bisection looks first.
+func TestPruneThroughClockSteps(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+	var all []store.AppendResult
+	appendAt := func(at time.Time, ids ...string) {
+		t.Helper()
+		c.n.Store(at.UnixNano())
+		for _, id := range ids {
+			all = append(all, mustAppend(t, s, []store.NewEvent{{Event: newEvent(id), Destinations: []string{"d"}}})...)
+		}
+	}
+	appendAt(t0, "a1", "a2", "a3", "a4", "a5", "a6", "held")
+	appendAt(t0.Add(365*24*time.Hour), "future")
+	appendAt(t0.Add(time.Minute), "b1", "b2", "b3", "b4")
+	appendAt(t0.Add(2*time.Hour), "y1", "y2")
+	appendAt(t0.Add(-time.Hour), "dip")
+	var outs []store.Outcome
+	var held int64
+	for _, r := range all {
+		if r.ID == "held" {
+			held = r.Deliveries[0].ID
+			continue
+		}
+		outs = append(outs, store.Outcome{DeliveryID: r.Deliveries[0].ID, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}})
+	}
+	if err := s.Complete(ctx, outs); err != nil {
+		t.Fatal(err)
+	}
+	var first, last, future int64
+	if err := s.rdb.QueryRow(`SELECT min(seq), max(seq), (SELECT seq FROM events WHERE id = 'future') FROM events`).Scan(&first, &last, &future); err != nil {
+		t.Fatal(err)
+	}
+	if mid := first + (last+1-first)/2; future != mid {
+		t.Fatalf("the future event is at seq %d, not where the bisection looks first (%d)", future, mid)
+	}
+	left := func() []string {
+		t.Helper()
+		rows, err := s.rdb.Query(`SELECT id FROM events ORDER BY seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+
+	// An hour's retention, three hours on: the a and b events go; held is pending, y young, future ahead;
+	// dip, old but stamped after the young ones, may wait.
+	c.n.Store(t0.Add(3 * time.Hour).UnixNano())
+	if n, err := s.Prune(ctx, t0.Add(time.Hour), 0); err != nil || n != 10 {
+		t.Fatalf("Prune = %d %v, want the 10 a and b events; left %v", n, err, left())
+	}
+	if got, want := left(), []string{"held", "future", "y1", "y2", "dip"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("left after the first Prune: %v, want %v", got, want)
+	}
+	// Once the young ones are old, they go and so does dip; held stays pending, future stays ahead.
+	c.n.Store(t0.Add(6 * time.Hour).UnixNano())
+	if n, err := s.Prune(ctx, t0.Add(5*time.Hour), 0); err != nil || n != 3 {
+		t.Fatalf("Prune = %d %v, want y1, y2 and dip; left %v", n, err, left())
+	}
+	if err := s.Complete(ctx, []store.Outcome{{DeliveryID: held, Status: store.Delivered, Attempt: store.Attempt{N: 1, At: c.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Prune(ctx, t0.Add(5*time.Hour), 0); err != nil || n != 1 {
+		t.Fatalf("Prune = %d %v, want held now that it ended; left %v", n, err, left())
+	}
+	if got, want := left(), []string{"future"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("left: %v, want %v", got, want)
+	}
 }

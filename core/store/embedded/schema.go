@@ -17,8 +17,10 @@ package embedded
 //     succeed at once, and completing one is then a single row write (an insert, for a deferred delivery),
 //     with no attempts row and its B-tree insert. attempts holds the later attempts (n >= 2), and the first ones of rows written before this
 //     layout (their a1_at is NULL).
-//   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above, and
-//     retention finds old events by events_received.
+//   - No index on deliveries.created_at: time bounds of lists and replays are filters on the walk above.
+//   - No index on events.received_at: retention walks events by seq, which grows with received_at, up to a
+//     bound it finds by bisection (Prune). The index cost every event a B-tree insert and a page rewritten per
+//     commit (about 11% of the bytes written per event of a fan-out of 1) for that one reader.
 //   - A delivery leased at birth has no row until it completes (see deferred.go), so it never enters
 //     deliveries_due: events.fanout names it meanwhile, and marks keeps where Open starts looking for such
 //     deliveries after a crash. events.fanout and events.traceparent, dfirst and dlast are added by the
@@ -45,7 +47,6 @@ CREATE TABLE IF NOT EXISTS events (
 );`
 
 const rest = `
-CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
 CREATE INDEX IF NOT EXISTS events_topic ON events(topic, seq);
 CREATE INDEX IF NOT EXISTS events_tenant ON events(tenant, seq) WHERE tenant != '';
 CREATE TABLE IF NOT EXISTS deliveries (
