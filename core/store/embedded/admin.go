@@ -15,8 +15,9 @@ import (
 
 // The admin reads below run on the read-only pool, never on the writer, so a slow list cannot delay intake.
 // Their plans are pinned with INDEXED BY / NOT INDEXED: the database has no statistics (no ANALYZE), and a
-// planner that picked, say, events_received for a time-bounded list would sort the whole range before
-// applying the LIMIT. Walking an index whose key ends in seq/id backwards stops after Limit matches instead.
+// planner that picked an index on another key for a filtered list would sort the whole range it matched
+// before applying the LIMIT. Walking an index whose key ends in seq/id backwards stops after Limit matches
+// instead.
 
 const (
 	defaultListLimit = 100
