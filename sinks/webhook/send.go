@@ -228,12 +228,19 @@ func noCancel() {}
 func (s *Sink) header(e *event.Event, id string, ts int64, body []byte) http.Header {
 	// One map sized for everything this request carries, and one backing array for the values of this request:
 	// the fixed headers are copied by reference (a header's value slice is never changed in place, only
-	// replaced), so the transport adding to the map never touches s.headers.
-	h := make(http.Header, len(s.headers)+len(s.headerT)+9)
+	// replaced), so the transport adding to the map never touches s.headers. The size is exact: the webhook-*
+	// three (or the hex signature), the ce-* six in binary mode, and what the send adds (traceparent,
+	// tracestate, Authorization). A usual request's eight then fit one group of the map, a single allocation,
+	// where a map sized for more than eight is a table of several.
+	n := 3
+	if e != nil && s.cfg.Format == FormatCloudEvents {
+		n += 6
+	}
+	h := make(http.Header, len(s.headers)+len(s.headerT)+n+3)
 	for k, v := range s.headers {
 		h[k] = v[:len(v):len(v)]
 	}
-	vals := make([]string, 0, 9)
+	vals := make([]string, 0, n)
 	set := func(k, v string) {
 		vals = append(vals, v)
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
