@@ -417,9 +417,9 @@ func (l *lane) deliver(batch []store.Job) {
 			l.handBack(batch) // stopping while waiting for room in the in-flight budget: nothing was sent
 			return
 		}
-		ctx, cancel := context.WithTimeout(sinks.WithReport(l.d.attemptCtx, &rep), p.Timeout)
+		ctx := sinks.NewAttempt(l.d.attemptCtx, &rep, time.Now().Add(p.Timeout))
 		err = l.dest.Sink.Send(ctx, evs)
-		cancel()
+		ctx.Release()
 		l.d.inFlight().Release(held)
 		if err != nil && l.d.attemptCtx.Err() != nil {
 			// Shutdown cut the attempt short: not a failure. The leases are released at the next start.

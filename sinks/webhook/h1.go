@@ -11,7 +11,10 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/sinks"
 )
 
 // h1 sends plain-http requests that reach their receiver directly (no proxy) over HTTP/1.1 on the calling
@@ -27,6 +30,11 @@ import (
 // (writeRequest writes what Request.Write would, ReadResponse reads the answer). Everything else — https (TLS, HTTP/2), a proxy, a body too large to be sure
 // it is written before the answer, a header value the transport would refuse — goes through the transport as
 // before (see use).
+//
+// Cancellation: an attempt's deadline is its connection's. An attempt made by the dispatcher (sinks.NewAttempt)
+// is cancelled early only with its long-lived parent, which h1 watches once (watch): cancelling it moves the
+// deadline of every connection in use (busy) into the past. Any other context is watched per request
+// (context.AfterFunc), which costs its timer, channel and registration on every request.
 type h1 struct {
 	dial      func(ctx context.Context, network, address string) (net.Conn, error)
 	maxHeader int64
@@ -35,6 +43,18 @@ type h1 struct {
 	idle  map[string][]*h1Conn // by the URL's host, most recently used last
 	total int                  // connections in idle
 	sweep *time.Timer          // closes connections idle too long; nil while none is idle
+	// busy lists the connections carrying a request (a ring through h1Conn.prev and next; nil when empty).
+	busy *h1Conn
+	// watched is the attempts' parent being watched, with the stop of its watch; nil when none is. Changed
+	// with h.mu held.
+	watched atomic.Pointer[h1Watch]
+	// retired is set by closeIdle: the watch ends once no connection is busy.
+	retired bool
+}
+
+type h1Watch struct {
+	parent context.Context
+	stop   func() bool
 }
 
 // h1MaxBody is the largest request body h1 sends: one that fits the socket's send buffer is written whole
@@ -86,6 +106,8 @@ type h1Conn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
+	// prev and next link the connection into h1.busy while it carries a request.
+	prev, next *h1Conn
 }
 
 // limitedConn reads from conn, at most n bytes while n is not negative: the bound on response headers. got
@@ -139,11 +161,14 @@ func (h *h1) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 			pc = newH1Conn(conn)
+			h.mu.Lock()
+			h.enter(pc)
+			h.mu.Unlock()
 		}
 		if try > 0 {
 			body, err := req.GetBody()
 			if err != nil {
-				pc.conn.Close()
+				h.drop(pc)
 				return nil, err
 			}
 			req.Body = body
@@ -152,7 +177,7 @@ func (h *h1) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		pc.conn.Close()
+		h.drop(pc)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
@@ -181,9 +206,22 @@ func (h *h1) exchange(ctx context.Context, pc *h1Conn, req *http.Request, addr s
 		pc.conn.SetDeadline(time.Time{})
 	}
 	// Cancellation (shutdown) interrupts the connection's I/O at once; the deadline covers a timeout.
-	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+	var stop func() bool
+	parent, watched := sinks.AttemptParent(ctx)
+	if watched {
+		h.watch(parent)
+		// After the deadline is set: a cancellation that came before it, whose interruption the deadline may
+		// have overwritten, is seen here.
+		if parent.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+	} else {
+		stop = context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+	}
 	fail := func(answered bool, err error) (*http.Response, bool, error) {
-		stop()
+		if stop != nil {
+			stop()
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && hasDL && ctx.Err() == nil && !time.Now().Before(dl) {
 			// The connection's deadline is the context's: let the context say so, as the transport would.
 			<-ctx.Done()
@@ -221,7 +259,7 @@ func (h *h1) exchange(ctx context.Context, pc *h1Conn, req *http.Request, addr s
 			return fail(true, errors.New("net/http: too many 1xx informational responses"))
 		}
 	}
-	resp.Body = &h1Body{rc: resp.Body, h: h, pc: pc, addr: addr, stop: stop,
+	resp.Body = &h1Body{rc: resp.Body, h: h, pc: pc, addr: addr, stop: stop, parent: parent,
 		reuse: !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols}
 	return resp, true, nil
 }
@@ -237,14 +275,16 @@ var aLongTimeAgo = time.Unix(1, 0)
 // h1Body is an answer's body: read to its end, the connection goes back to the pool when closed; closed before
 // that, the connection is closed too (rather than draining an unknown amount, as http's body would).
 type h1Body struct {
-	rc    io.ReadCloser
-	h     *h1
-	pc    *h1Conn
-	addr  string
-	stop  func() bool
-	reuse bool
-	eof   bool
-	done  bool
+	rc   io.ReadCloser
+	h    *h1
+	pc   *h1Conn
+	addr string
+	// stop ends the request's own watch of its context; parent, when stop is nil, is the watched parent.
+	stop   func() bool
+	parent context.Context
+	reuse  bool
+	eof    bool
+	done   bool
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -264,13 +304,18 @@ func (b *h1Body) Close() error {
 	}
 	b.done = true
 	// Interrupted by cancellation: the connection's deadline was moved, so it is not reused.
-	cancelled := !b.stop()
+	var cancelled bool
+	if b.stop != nil {
+		cancelled = !b.stop()
+	} else {
+		cancelled = b.parent.Err() != nil
+	}
 	if b.eof && b.reuse && !cancelled {
 		_ = b.rc.Close() // at its end: reads nothing more
 		b.h.put(b.addr, b.pc)
 		return nil
 	}
-	b.pc.conn.Close()
+	b.h.drop(b.pc)
 	return nil
 }
 
@@ -288,6 +333,7 @@ func (h *h1) get(addr string) (*h1Conn, bool) {
 		list[len(list)-1] = nil
 		h.idle[addr] = list[:len(list)-1]
 		h.total--
+		h.enter(pc)
 		h.mu.Unlock()
 		// A connection given back within the last second is not looked at (a system call per request under
 		// load): if the receiver closed it meanwhile, no answer comes and RoundTrip makes the request again.
@@ -295,7 +341,7 @@ func (h *h1) get(addr string) (*h1Conn, bool) {
 		if idle < h1IdleTimeout && pc.br.Buffered() == 0 && (idle < h1FreshIdle || pc.peek.open()) {
 			return pc, true
 		}
-		pc.conn.Close()
+		h.drop(pc)
 	}
 }
 
@@ -303,10 +349,11 @@ func (h *h1) put(addr string, pc *h1Conn) {
 	pc.idleAt = time.Now()
 	// No deadline while idle: the next request sets its own, and the check in get must not meet the old one.
 	if pc.conn.SetDeadline(time.Time{}) != nil {
-		pc.conn.Close()
+		h.drop(pc)
 		return
 	}
 	h.mu.Lock()
+	h.leave(pc)
 	if len(h.idle[addr]) >= h1MaxIdle || h.total >= h1MaxIdleTotal {
 		h.mu.Unlock()
 		pc.conn.Close()
@@ -351,7 +398,8 @@ func (h *h1) expire() {
 	}
 }
 
-// closeIdle closes the idle connections, as http.Transport.CloseIdleConnections does.
+// closeIdle closes the idle connections, as http.Transport.CloseIdleConnections does. The watch of the
+// attempts' parent ends once no connection is busy.
 func (h *h1) closeIdle() {
 	if h == nil {
 		return
@@ -363,6 +411,8 @@ func (h *h1) closeIdle() {
 		h.sweep.Stop()
 		h.sweep = nil
 	}
+	h.retired = true
+	h.unwatchIdle()
 	h.mu.Unlock()
 	for _, list := range idle {
 		for _, pc := range list {
@@ -473,4 +523,81 @@ func trimHeaderValue(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// enter lists pc as busy; h.mu is held.
+func (h *h1) enter(pc *h1Conn) {
+	if h.busy == nil {
+		pc.prev, pc.next = pc, pc
+	} else {
+		pc.prev, pc.next = h.busy.prev, h.busy
+		h.busy.prev.next = pc
+		h.busy.prev = pc
+	}
+	h.busy = pc
+}
+
+// leave takes pc off the busy list (if it is on it); h.mu is held.
+func (h *h1) leave(pc *h1Conn) {
+	if pc.next == nil {
+		return
+	}
+	if pc.next == pc {
+		h.busy = nil
+	} else {
+		pc.prev.next, pc.next.prev = pc.next, pc.prev
+		if h.busy == pc {
+			h.busy = pc.next
+		}
+	}
+	pc.prev, pc.next = nil, nil
+	if h.retired {
+		h.unwatchIdle()
+	}
+}
+
+// drop closes pc, which is not given back.
+func (h *h1) drop(pc *h1Conn) {
+	h.mu.Lock()
+	h.leave(pc)
+	h.mu.Unlock()
+	pc.conn.Close()
+}
+
+// watch makes sure parent is watched: once it is cancelled, interrupt moves the busy connections' deadlines
+// into the past. One parent is watched at a time (the dispatcher has one); another one takes its place.
+func (h *h1) watch(parent context.Context) {
+	if w := h.watched.Load(); w != nil && w.parent == parent {
+		return
+	}
+	h.mu.Lock()
+	if w := h.watched.Load(); w == nil || w.parent != parent {
+		if w != nil {
+			w.stop()
+		}
+		h.watched.Store(&h1Watch{parent: parent, stop: context.AfterFunc(parent, h.interrupt)})
+	}
+	h.mu.Unlock()
+}
+
+// unwatchIdle ends the watch when no connection is busy; h.mu is held.
+func (h *h1) unwatchIdle() {
+	if w := h.watched.Load(); h.busy == nil && w != nil {
+		w.stop()
+		h.watched.Store(nil)
+	}
+}
+
+// interrupt ends what the busy connections are doing: their attempts' parent was cancelled.
+func (h *h1) interrupt() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pc := h.busy; pc != nil {
+		for {
+			pc.conn.SetDeadline(aLongTimeAgo)
+			if pc = pc.next; pc == h.busy {
+				break
+			}
+		}
+	}
 }

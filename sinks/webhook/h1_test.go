@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/core/event"
 	"github.com/sluicehq/sluice/sinks"
 )
 
@@ -293,5 +295,117 @@ func TestH1LeavesUnusualHostsToTheTransport(t *testing.T) {
 	req, _ := http.NewRequest("POST", "http://[::1]:80/p", strings.NewReader("b"))
 	if !h.use(req, 1) {
 		t.Error("http://[::1]:80/p does not go by h1")
+	}
+}
+
+// An attempt made by the dispatcher (sinks.NewAttempt) is interrupted when its parent is cancelled, though no
+// request watches its own context: every request in flight ends at once with the cancellation, its connection is
+// not reused, and a request that starts afterwards ends before it is sent.
+func TestAttemptParentCancelInterruptsRequests(t *testing.T) {
+	const inFlight = 3
+	started := make(chan struct{}, inFlight)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	s := newSink(t, rc.URL, nil, sinks.Env{})
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// Answered normally first: the report is filled through the attempt's context.
+	ok := newReceiver(t, nil)
+	okSink := newSink(t, ok.URL, nil, sinks.Env{})
+	// The dispatcher's deadline is the sink's timeout (15 s here) or less, so the sink uses its context as is;
+	// were the parent not watched, the requests below would end with that deadline instead.
+	deadline := time.Now().Add(10 * time.Second)
+	var rep sinks.Report
+	a := sinks.NewAttempt(parent, &rep, deadline)
+	if err := okSink.Send(a, []event.Event{testEvent()}); err != nil || rep.StatusCode != http.StatusNoContent {
+		t.Fatalf("send: %v, report %+v", err, rep)
+	}
+	a.Release()
+
+	errs := make(chan error, inFlight)
+	for range inFlight {
+		go func() {
+			a := sinks.NewAttempt(parent, nil, deadline)
+			defer a.Release()
+			errs <- s.Send(a, []event.Event{testEvent()})
+		}()
+	}
+	for range inFlight {
+		<-started
+	}
+	h := s.cur.Load().h1
+	if w := h.watched.Load(); w == nil || w.parent != parent {
+		t.Fatal("the attempts' parent is not watched")
+	}
+	cancel()
+	for range inFlight {
+		if err := <-errs; !errors.Is(err, context.Canceled) {
+			t.Fatalf("interrupted send = %v, want context.Canceled", err)
+		}
+	}
+	// Ended by the cancellation, not by their connections' deadline (after which the error is the same).
+	if !time.Now().Before(deadline) {
+		t.Fatal("the requests in flight ran to their deadline: the cancellation did not interrupt them")
+	}
+	h.mu.Lock()
+	busy, idle := h.busy, h.total
+	h.mu.Unlock()
+	if busy != nil || idle != 0 {
+		t.Fatalf("after the interruption: busy %v, %d idle (want none of either)", busy != nil, idle)
+	}
+	late := sinks.NewAttempt(parent, nil, deadline)
+	defer late.Release()
+	if err := s.Send(late, []event.Event{testEvent()}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("send after the cancellation = %v", err)
+	}
+	if n := len(rc.requests()); n != inFlight {
+		t.Fatalf("receiver got %d requests, want %d", n, inFlight)
+	}
+}
+
+// The watch of the attempts' parent ends when the sink is closed, once no request is in flight: a sink
+// replaced by a reload leaves nothing registered with the dispatcher's context.
+func TestAttemptParentWatchEndsWithTheSink(t *testing.T) {
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	s := newSink(t, rc.URL, nil, sinks.Env{})
+	h := s.cur.Load().h1
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		a := sinks.NewAttempt(parent, nil, time.Now().Add(10*time.Second))
+		defer a.Release()
+		done <- s.Send(a, []event.Event{testEvent()})
+	}()
+	<-started
+	if w := h.watched.Load(); w == nil || w.parent != parent {
+		t.Fatal("the parent is not watched while a request is in flight")
+	}
+	_ = s.Close(context.Background())
+	if h.watched.Load() == nil {
+		t.Fatal("the watch ended while a request was still in flight")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if h.watched.Load() != nil {
+		t.Fatal("the watch outlived the closed sink's last request")
 	}
 }

@@ -732,9 +732,10 @@ func BenchmarkSendFanout(b *testing.B) {
 		if i%len(ss) == 0 {
 			batch[0].ID = fmt.Sprintf("evt_%d", i)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		// As the dispatcher calls it.
+		ctx := sinks.NewAttempt(context.Background(), nil, time.Now().Add(15*time.Second))
 		err := ss[i%len(ss)].Send(ctx, batch)
-		cancel()
+		ctx.Release()
 		if err != nil {
 			b.Fatal(err)
 		}
