@@ -19,6 +19,7 @@ import (
 type Attempt struct {
 	parent   context.Context
 	values   context.Context // parent, with the report
+	rep      *Report         // the report, filled by Note directly
 	deadline time.Time
 
 	released atomic.Bool
@@ -31,7 +32,7 @@ type Attempt struct {
 // NewAttempt returns the context of an attempt that must end by deadline, whose sink's Note calls fill rep
 // (when not nil).
 func NewAttempt(parent context.Context, rep *Report, deadline time.Time) *Attempt {
-	a := &Attempt{parent: parent, values: parent, deadline: deadline}
+	a := &Attempt{parent: parent, values: parent, rep: rep, deadline: deadline}
 	if rep != nil {
 		a.values = WithReport(parent, rep)
 	}

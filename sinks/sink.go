@@ -99,6 +99,10 @@ func WithReport(ctx context.Context, r *Report) context.Context { return sinkapi
 // Note records the far side's answer for the attempt log. A sink calls it for successes and failures alike;
 // it does nothing when the caller did not ask for a report.
 func Note(ctx context.Context, statusCode int, response []byte) {
+	if a, ok := ctx.(*Attempt); ok && a.rep != nil {
+		a.rep.StatusCode, a.rep.Response = statusCode, response
+		return
+	}
 	sinkapi.Note(ctx, statusCode, response)
 }
 

@@ -19,6 +19,7 @@ import (
 // route is where one event goes: its rendered url and header values.
 type route struct {
 	url    string
+	parsed *url.URL    // url, parsed; nil when it is rendered for each event
 	origin string      // scheme://host[:port], what errors name instead of the full URL
 	header [][2]string // rendered templated headers, in the order of s.headerT
 }
@@ -83,7 +84,7 @@ var hostChars = regexp.MustCompile(`^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{
 // route renders the url and header templates for e. A placeholder that cannot be filled is a permanent
 // failure naming the field and the path.
 func (s *Sink) route(e *event.Event) (route, error) {
-	r := route{url: s.url, origin: s.origin}
+	r := route{url: s.url, parsed: s.parsedURL, origin: s.origin}
 	if s.urlT != nil {
 		raw, err := s.urlT.Render(e, "", s.now())
 		if err != nil {

@@ -138,7 +138,14 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 	c := s.client()
 	for try := 0; ; try++ {
 		attemptCtx, cancel := s.attemptContext(ctx)
-		req, err := http.NewRequestWithContext(attemptCtx, s.method, r.url, bytes.NewReader(body))
+		u := r.url
+		if r.parsed != nil {
+			u = "" // set below: parsing the url again costs more than the rest of the request's making
+		}
+		req, err := http.NewRequestWithContext(attemptCtx, s.method, u, bytes.NewReader(body))
+		if err == nil && r.parsed != nil {
+			req.URL, req.Host = r.parsed, r.parsed.Host
+		}
 		if err != nil {
 			cancel()
 			return nil, nil, sinks.Permanent(fmt.Errorf("build request: %v", classify.URLErrMsg(err)))

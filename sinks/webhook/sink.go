@@ -217,7 +217,8 @@ type Sink struct {
 	url        string
 	origin     string // scheme://host[:port], what errors name instead of the full URL
 	urlT       *template.Template
-	hostSuffix string // the literal end of a templated url's host
+	parsedURL  *url.URL // the url parsed, when it is not a template
+	hostSuffix string   // the literal end of a templated url's host
 	headerT    []headerTemplate
 	method     string
 	signer     *signer // standard signing, one key per secret, newest first
@@ -280,6 +281,10 @@ func New(_ context.Context, cfg *Config, env sinks.Env) (*Sink, error) {
 		}
 	} else if u, err := url.Parse(cfg.URL); err == nil {
 		s.origin = u.Scheme + "://" + u.Host
+		// What http.NewRequest makes of the url, made once: requests share it (nothing on the way out changes a
+		// request's URL).
+		u.Host = strings.TrimSuffix(u.Host, ":")
+		s.parsedURL = u
 	}
 	s.cfg.Secrets = append([]string(nil), cfg.Secrets...)
 	if s.userAgent == "" {
