@@ -303,15 +303,7 @@ func TestH1LeavesUnusualHostsToTheTransport(t *testing.T) {
 // not reused, and a request that starts afterwards ends before it is sent.
 func TestAttemptParentCancelInterruptsRequests(t *testing.T) {
 	const inFlight = 3
-	started := make(chan struct{}, inFlight)
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
+	rc, started, release := holdingReceiver(t, inFlight)
 	defer close(release)
 	s := newSink(t, rc.URL, nil, sinks.Env{})
 	parent, cancel := context.WithCancel(context.Background())
@@ -374,15 +366,7 @@ func TestAttemptParentCancelInterruptsRequests(t *testing.T) {
 // The watch of the attempts' parent ends when the sink is closed, once no request is in flight: a sink
 // replaced by a reload leaves nothing registered with the dispatcher's context.
 func TestAttemptParentWatchEndsWithTheSink(t *testing.T) {
-	started := make(chan struct{}, 1)
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
+	rc, started, release := holdingReceiver(t, 1)
 	s := newSink(t, rc.URL, nil, sinks.Env{})
 	h := s.cur.Load().h1
 	parent, cancel := context.WithCancel(context.Background())
@@ -408,4 +392,18 @@ func TestAttemptParentWatchEndsWithTheSink(t *testing.T) {
 	if h.watched.Load() != nil {
 		t.Fatal("the watch outlived the closed sink's last request")
 	}
+}
+
+// holdingReceiver answers no request until release is closed (or the request goes away); started receives a
+// value as each request comes in, with room for n.
+func holdingReceiver(t *testing.T, n int) (rc *receiver, started, release chan struct{}) {
+	started, release = make(chan struct{}, n), make(chan struct{})
+	rc = newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	return rc, started, release
 }
