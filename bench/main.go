@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -45,8 +46,14 @@ type result struct {
 	E2EP99MS      float64 `json:"publish_to_receive_p99_ms"`
 	PeakRSSMB     float64 `json:"peak_rss_mb"`
 	CPUMicrosPerE float64 `json:"cpu_us_per_event"`
-	DrainPerS     float64 `json:"drain_per_s,omitempty"`
-	RatioCeiling  float64 `json:"ratio_to_http_ceiling,omitempty"`
+	// HarnessCPUPerE is this process's CPU (the publishers and receivers, all on loopback) per accepted event,
+	// over the same span as CPUMicrosPerE; in http-ceiling, per exchange (both of its ends). IdlePct is the
+	// machine's idle share (iowait included) while publishing. Together they say what a run was bound by: with
+	// no idle left, Sluice's CPU per event plus the harness's (plus PostgreSQL's) sets the rate.
+	HarnessCPUPerE float64 `json:"harness_cpu_us_per_event"`
+	IdlePct        float64 `json:"idle_pct"`
+	DrainPerS      float64 `json:"drain_per_s,omitempty"`
+	RatioCeiling   float64 `json:"ratio_to_http_ceiling,omitempty"`
 	// RatePerS is the publishing cap (events/s) of a rate-capped run; MaxRatePerS is the uncapped delivered/s it
 	// was derived from (single-half: half of it), from the same run's single or from a short probe.
 	RatePerS    float64 `json:"rate_per_s,omitempty"`
@@ -197,7 +204,7 @@ func main() {
 	}
 	fmt.Println(machine())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\trate cap/s\taccepted/s\tdelivered/s\tvs ceiling\t10s windows min–max /s\taccept p99 ms\tp50 ms\tp99 ms\tpeak RSS MB\tCPU µs/event\tdrain/s\t")
+	fmt.Fprintln(tw, "scenario\trate cap/s\taccepted/s\tdelivered/s\tvs ceiling\t10s windows min–max /s\taccept p99 ms\tp50 ms\tp99 ms\tpeak RSS MB\tCPU µs/event\tharness µs/event\tidle %\tdrain/s\t")
 	for _, r := range results {
 		rate := ""
 		if r.RatePerS > 0 {
@@ -219,8 +226,9 @@ func main() {
 		if r.DrainPerS > 0 {
 			drain = fmt.Sprintf("%.0f", r.DrainPerS)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%s\t\n", r.Scenario, rate, r.AcceptedPerS,
-			r.DeliveredPerS, ratio, windows, r.AcceptP99MS, r.E2EP50MS, r.E2EP99MS, r.PeakRSSMB, r.CPUMicrosPerE, drain)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", r.Scenario, rate,
+			r.AcceptedPerS, r.DeliveredPerS, ratio, windows, r.AcceptP99MS, r.E2EP50MS, r.E2EP99MS, r.PeakRSSMB, r.CPUMicrosPerE,
+			r.HarnessCPUPerE, r.IdlePct, drain)
 	}
 	tw.Flush()
 }
@@ -316,6 +324,7 @@ func httpCeiling(d time.Duration, publishers int, rate float64) (result, error) 
 	addr, stop := serve(rc)
 	defer stop()
 	c := client(publishers)
+	self0, idle0 := selfCPU(), readIdle()
 	start := time.Now()
 	pace := newPacer(rate, 1, start, d, grace(d))
 	var wg sync.WaitGroup
@@ -339,9 +348,11 @@ func httpCeiling(d time.Duration, publishers int, rate float64) (result, error) 
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
+	idle := idle0.since()
 	n := rc.count.Load()
 	return result{Accepted: n, AcceptedPerS: float64(n) / el, DeliveredPerS: float64(n) / el, Deliveries: n,
-		E2EP50MS: rc.lat.percentile(0.5), E2EP99MS: rc.lat.percentile(0.99), RatePerS: rate, MissedSends: pace.missed()}, nil
+		E2EP50MS: rc.lat.percentile(0.5), E2EP99MS: rc.lat.percentile(0.99), RatePerS: rate, MissedSends: pace.missed(),
+		HarnessCPUPerE: perEvent(selfCPU()-self0, n), IdlePct: idle}, nil
 }
 
 // grace is how long a rate-capped run may overrun its duration to send the slots it fell behind on.
@@ -497,7 +508,7 @@ destinations:
 			}()
 		}
 	}
-	cpu0 := cpu()
+	cpu0, self0, idle0 := cpu(), selfCPU(), readIdle()
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
@@ -553,6 +564,7 @@ destinations:
 	}
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
+	idle := idle0.since()
 	windows := stopWindows()
 	if pgs != nil {
 		pgs.end(o.name, accepted.Load())
@@ -578,7 +590,7 @@ destinations:
 		Accepted: accepted.Load(), AcceptedPerS: float64(accepted.Load()) / pubEnd, Deliveries: delivered,
 		AcceptP99MS: acceptLat.percentile(0.99), E2EP50MS: lat.percentile(0.5), E2EP99MS: lat.percentile(0.99),
 		PeakRSSMB: rssOf(cmds), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
-		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows),
+		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows), IdlePct: idle,
 	}
 	if r.MissedSends > 0 {
 		fmt.Fprintf(os.Stderr, "warning: %d scheduled events were never sent: Sluice fell more than %v behind %.0f/s\n",
@@ -587,9 +599,8 @@ destinations:
 	if receivers > 0 && last > 0 {
 		r.DeliveredPerS = float64(delivered) / time.Unix(0, last).Sub(start).Seconds()
 	}
-	if r.Accepted > 0 {
-		r.CPUMicrosPerE = (cpu() - cpu0).Seconds() * 1e6 / float64(r.Accepted)
-	}
+	r.CPUMicrosPerE = perEvent(cpu()-cpu0, r.Accepted)
+	r.HarnessCPUPerE = perEvent(selfCPU()-self0, r.Accepted)
 	if delivered < want {
 		fmt.Fprintf(os.Stderr, "warning: %d of %d deliveries arrived before the drain deadline\n", delivered, want)
 	}
@@ -617,6 +628,54 @@ func peakRSS(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// perEvent is d in µs per event, 0 without events.
+func perEvent(d time.Duration, events int64) float64 {
+	if events <= 0 {
+		return 0
+	}
+	return d.Seconds() * 1e6 / float64(events)
+}
+
+// selfCPU is the user and system CPU this process (the harness) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// idleMark is a reading of the machine's CPU time counters (/proc/stat): idle (with iowait) and all.
+type idleMark struct{ idle, all uint64 }
+
+func readIdle() idleMark {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return idleMark{}
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	var m idleMark
+	// cpu user nice system idle iowait irq softirq steal (guest time is counted in user already)
+	for i := 1; i < len(f) && i <= 8; i++ {
+		v, _ := strconv.ParseUint(f[i], 10, 64)
+		m.all += v
+		if i == 4 || i == 5 {
+			m.idle += v
+		}
+	}
+	return m
+}
+
+// since is the idle share, in %, of the machine's CPU time from m until now.
+func (m idleMark) since() float64 {
+	n := readIdle()
+	if n.all <= m.all {
+		return 0
+	}
+	return 100 * float64(n.idle-m.idle) / float64(n.all-m.all)
 }
 
 func cpuTime(pid int) time.Duration {
