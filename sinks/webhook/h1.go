@@ -476,9 +476,8 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	}
 	n := req.ContentLength
 	if n > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
-		var num [20]byte
 		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(num[:0], n, 10))
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10)) // the digits written in place: no allocation
 		w.WriteString("\r\n")
 	}
 	for k, vs := range req.Header {

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -751,4 +752,77 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// A request made for a url fixed per sink is the request http.NewRequestWithContext makes: the same bytes on
+// the wire, the same context, and a body that can be had again for a retry. One that goes by the transport
+// gets a body net/http knows to be in memory (written with the head, see inMemoryBody).
+func TestNewRequestAsNewRequestWithContext(t *testing.T) {
+	type ctxKey struct{}
+	ctx := context.WithValue(context.Background(), ctxKey{}, 1)
+	for _, tc := range []struct{ method, url, body string }{
+		{"POST", "http://127.0.0.1:9/hook?x=1", `{"a":1}`},
+		{"PUT", "https://receiver.test/a%20b", "data"},
+		{"POST", "http://127.0.0.1:9/", ""},
+	} {
+		s := newSink(t, tc.url, func(c *Config) { c.Method = tc.method }, sinks.Env{})
+		ev := testEvent()
+		r, err := s.route(&ev)
+		if err != nil || r.parsed == nil {
+			t.Fatalf("%s: route %+v, %v: want a url parsed once", tc.url, r, err)
+		}
+		got, err := s.newRequest(ctx, r, []byte(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		want, err := http.NewRequestWithContext(ctx, tc.method, tc.url, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Context() != ctx || got.ContentLength != want.ContentLength || got.Host != want.Host ||
+			got.URL.String() != want.URL.String() {
+			t.Errorf("%s: request %+v, want %+v", tc.url, got, want)
+		}
+		again, err := got.GetBody()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotWire, wantWire strings.Builder
+		got.Header, want.Header = http.Header{"X-A": {"1"}}, http.Header{"X-A": {"1"}}
+		if err := got.Write(&gotWire); err != nil {
+			t.Fatal(err)
+		}
+		if err := want.Write(&wantWire); err != nil {
+			t.Fatal(err)
+		}
+		if gotWire.String() != wantWire.String() {
+			t.Errorf("%s: on the wire\n%q\nwant\n%q", tc.url, gotWire.String(), wantWire.String())
+		}
+		if b, _ := io.ReadAll(again); string(b) != tc.body {
+			t.Errorf("%s: GetBody after the body was sent gives %q, want %q", tc.url, b, tc.body)
+		}
+
+		// For the transport.
+		got, _ = s.newRequest(ctx, r, []byte(tc.body))
+		inMemoryBody(got, []byte(tc.body))
+		if tc.body == "" {
+			if got.Body != http.NoBody {
+				t.Errorf("%s: empty body %T, want http.NoBody", tc.url, got.Body)
+			}
+			continue
+		}
+		if fmt.Sprintf("%T", got.Body) != fmt.Sprintf("%T", io.NopCloser(bytes.NewReader(nil))) {
+			t.Errorf("%s: body for the transport %T, want a NopCloser of a bytes.Reader", tc.url, got.Body)
+		}
+		for range 2 {
+			rc, _ := got.GetBody()
+			if b, _ := io.ReadAll(rc); string(b) != tc.body {
+				t.Errorf("%s: transport's GetBody gives %q, want %q", tc.url, b, tc.body)
+			}
+		}
+	}
 }
