@@ -69,7 +69,7 @@ func (m *Manager) emit(ctx context.Context, topic, tenant string, data map[strin
 	if err != nil {
 		return
 	}
-	ev := event.Event{Topic: topic, Tenant: tenant, Data: raw}
+	ev := event.Event{Topic: topic, Tenant: tenant, Data: raw, DataChecked: true}
 	res, err := m.pub.Publish(context.WithoutCancel(ctx), []event.Event{ev})
 	if err == nil && len(res) == 1 && res[0].Err != nil {
 		err = res[0].Err

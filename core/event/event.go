@@ -28,6 +28,10 @@ type Event struct {
 	// OrderingKey is the event's ordering key for the destination it is being delivered to (its
 	// `ordering_key`); sinks that order by key use it (Pub/Sub ordering key). Never stored with the event.
 	OrderingKey string `json:"-"`
+	// DataChecked says Data is known to be valid JSON: intake's decoders set it, having parsed it, so a sink
+	// that sends Data as it is need not check it again for each destination. Never stored: an event read back
+	// from the store (a retry, a claim after a restart) is checked where it is sent.
+	DataChecked bool `json:"-"`
 }
 
 // NewID returns a new event id: a UUIDv7, so ids sort by creation time.

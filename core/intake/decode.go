@@ -57,7 +57,7 @@ func toEvent(ctx context.Context, in *input, prefix string) (event.Event, error)
 	if len(in.Data) == 0 {
 		return ev, invalid(prefix+"data", "is required: the event's payload as JSON (use {} for none)")
 	}
-	ev.Data = in.Data
+	ev.Data, ev.DataChecked = in.Data, true // parsed as JSON by the decoder, or checked by the CloudEvents one
 	if in.Time != nil {
 		t, err := time.Parse(time.RFC3339Nano, *in.Time)
 		if err != nil {

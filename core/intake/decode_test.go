@@ -67,3 +67,34 @@ func FuzzDecode(f *testing.F) {
 		check("binary cloudevent", it, err)
 	})
 }
+
+// Every decoder marks the events it makes as holding checked JSON data (event.DataChecked), so sinks need not
+// check it again for each destination; whatever the data arrived as, it is valid JSON.
+func TestDecodedDataIsChecked(t *testing.T) {
+	ctx := context.Background()
+	decoders := map[string]func() (Item, error){
+		"event": func() (Item, error) { return DecodeEvent(ctx, []byte(`{"topic":"a.b","data":{"x":[1,2]}}`)) },
+		"batch event": func() (Item, error) {
+			return DecodeBatchEvent(ctx, []byte(`{"topic":"a.b","data":"text"}`), "events[0].")
+		},
+		"cloudevent": func() (Item, error) {
+			return DecodeCloudEvent(ctx, []byte(`{"specversion":"1.0","id":"1","source":"s","type":"a.b","data":{"x":1}}`), "")
+		},
+		"cloudevent, base64 text": func() (Item, error) {
+			return DecodeCloudEvent(ctx, []byte(`{"specversion":"1.0","id":"1","source":"s","type":"a.b",`+
+				`"datacontenttype":"text/plain","data_base64":"aGk="}`), "")
+		},
+		"cloudevent without data": func() (Item, error) {
+			return DecodeCloudEvent(ctx, []byte(`{"specversion":"1.0","id":"1","source":"s","type":"a.b"}`), "")
+		},
+	}
+	for name, decode := range decoders {
+		it, err := decode()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !it.Event.DataChecked || !json.Valid(it.Event.Data) {
+			t.Errorf("%s: data %s, checked %v: want valid JSON marked as checked", name, it.Event.Data, it.Event.DataChecked)
+		}
+	}
+}

@@ -591,20 +591,6 @@ func TestConcurrentSend(t *testing.T) {
 	}
 }
 
-func TestInvalidDataIsPermanent(t *testing.T) {
-	rc := newReceiver(t, nil)
-	s := newSink(t, rc.URL, nil, sinks.Env{})
-	e := testEvent()
-	e.Data = json.RawMessage(`{"a":`)
-	_, err := sendOne(t, s, e)
-	if class, _ := sinks.Classify(err); err == nil || class != sinks.ClassPermanent {
-		t.Fatalf("invalid data: %v", err)
-	}
-	if len(rc.requests()) != 0 {
-		t.Fatal("invalid data was sent")
-	}
-}
-
 // Through a guard with no allow list, every internal target fails permanently with the guard's reason, and
 // none is connected: literal addresses are refused before a socket exists, names at connect time.
 func TestSSRF(t *testing.T) {
@@ -713,7 +699,28 @@ func TestAttemptErrorHidesURLSecrets(t *testing.T) {
 
 // One delivery as the dispatcher makes it (the attempt's context carries the destination's timeout), in a
 // fan-out: ten destinations with the same secret, each sent every event in turn. Compare with benchstat.
-func BenchmarkSendFanout(b *testing.B) {
+func BenchmarkSendFanout(b *testing.B) { benchFanout(b, testEvent()) }
+
+// The same with 1 KiB of data, as intake hands it over (checked: event.DataChecked) and as a claim reads it back
+// from the store (unchecked: each destination checks it is JSON).
+func BenchmarkSendFanoutKiB(b *testing.B) {
+	ev := testEvent()
+	var data strings.Builder
+	data.WriteString(`{"case":{"id":"c-1","status":"approved"},"items":[`)
+	for i := 0; data.Len() < 1000; i++ {
+		if i > 0 {
+			data.WriteByte(',')
+		}
+		data.WriteString(`{"name":"document","kind":"passport","score":0.93,"ok":true}`)
+	}
+	data.WriteString(`]}`)
+	ev.Data = json.RawMessage(data.String())
+	b.Run("unchecked", func(b *testing.B) { benchFanout(b, ev) })
+	ev.DataChecked = true
+	b.Run("checked", func(b *testing.B) { benchFanout(b, ev) })
+}
+
+func benchFanout(b *testing.B, ev event.Event) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(204)
@@ -724,7 +731,6 @@ func BenchmarkSendFanout(b *testing.B) {
 	for range 10 {
 		ss = append(ss, newSink(b, srv.URL, nil, sinks.Env{Dial: guard.DialContext, Timeout: 15 * time.Second}))
 	}
-	ev := testEvent()
 	batch := []event.Event{ev}
 	b.ReportAllocs()
 	cpu0 := processCPU()
@@ -824,5 +830,38 @@ func TestNewRequestAsNewRequestWithContext(t *testing.T) {
 				t.Errorf("%s: transport's GetBody gives %q, want %q", tc.url, b, tc.body)
 			}
 		}
+	}
+}
+
+// Data not known to be JSON is checked before it is sent, and refused for good when it is not JSON; data intake
+// parsed (event.DataChecked) is sent without a second check. A transform's result is always checked: the mark
+// speaks only of the data.
+func TestInvalidDataIsPermanent(t *testing.T) {
+	rc := newReceiver(t, nil)
+	s := newSink(t, rc.URL, func(c *Config) { c.Format = FormatRaw }, sinks.Env{})
+	broken := testEvent()
+	broken.Data = json.RawMessage(`{"a":`)
+	_, err := sendOne(t, s, broken)
+	if class, _ := sinks.Classify(err); err == nil || class != sinks.ClassPermanent || !strings.Contains(err.Error(), "not valid JSON") {
+		t.Fatalf("unchecked broken data: %v, want a permanent error saying it is not JSON", err)
+	}
+	if n := len(rc.requests()); n != 0 {
+		t.Fatalf("%d requests for broken data", n)
+	}
+
+	trusted := broken
+	trusted.DataChecked = true // intake's word, taken as given (it parsed the data)
+	if _, err := sendOne(t, s, trusted); err != nil {
+		t.Fatalf("checked data: %v", err)
+	}
+	if got := string(rc.last(t).Body); got != `{"a":` {
+		t.Fatalf("sent %q, want the data as it is", got)
+	}
+
+	shaped := trusted
+	shaped.Body = json.RawMessage(`[1,`)
+	_, err = sendOne(t, s, shaped)
+	if class, _ := sinks.Classify(err); err == nil || class != sinks.ClassPermanent {
+		t.Fatalf("broken transform result on checked data: %v, want a permanent error", err)
 	}
 }
