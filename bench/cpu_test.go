@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -38,5 +39,21 @@ func TestSelfCPU(t *testing.T) {
 	}
 	if got := perEvent(time.Second, 0); got != 0 {
 		t.Fatalf("no events: %v", got)
+	}
+}
+
+// The padding grows an event's data to about the size asked for, and stays JSON.
+func TestPadding(t *testing.T) {
+	if padding(0) != "" || padding(100) != "" {
+		t.Fatal("padding for small sizes")
+	}
+	for _, n := range []int{1024, 4096} {
+		data := `{"sent_ns":1,"case":{"id":"c-1","status":"approved"}` + padding(n) + `}`
+		if !json.Valid([]byte(data)) {
+			t.Fatalf("padded data is not JSON: %s", data)
+		}
+		if len(data) < n-100 || len(data) > n+10 {
+			t.Fatalf("data of %d bytes for %d asked", len(data), n)
+		}
 	}
 }

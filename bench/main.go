@@ -95,8 +95,10 @@ func main() {
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	backlogN := flag.Int("backlog", 1_000_000, "events held for a down receiver in the backlog scenario")
 	binFlag := flag.String("bin", "", "run this Sluice binary instead of building ./cmd/sluice")
+	dataBytes := flag.Int("data-bytes", 0, "grow each event's data to about this many bytes with an array of small objects, in every scenario and in http-ceiling's requests alike (0: data of about 60 bytes)")
 	profile := flag.String("profile", "", "write CPU profiles of the Sluice nodes of single, fanout10 and the -pg scenarios here (<scenario>-node<k>.pprof), and sample PostgreSQL's wait events in the -pg ones")
 	flag.Parse()
+	pad = padding(*dataBytes)
 	if *profile != "" {
 		// Made here rather than found missing after a whole run.
 		if err := os.MkdirAll(*profile, 0o755); err != nil {
@@ -337,7 +339,7 @@ func httpCeiling(d time.Duration, publishers int, rate float64) (result, error) 
 				if !ok {
 					return
 				}
-				body := fmt.Sprintf(`{"topic":"bench","data":{"sent_ns":%d}}`, t0.UnixNano())
+				body := fmt.Sprintf(`{"topic":"bench","data":{"sent_ns":%d%s}}`, t0.UnixNano(), pad)
 				resp, err := c.Post("http://"+addr+"/", "application/json", strings.NewReader(body))
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
@@ -540,11 +542,11 @@ destinations:
 				if batch > 1 {
 					parts := make([]string, batch)
 					for i := range parts {
-						parts[i] = fmt.Sprintf(`{"topic":"bench.event","data":{"sent_ns":%d,"n":%d}}`, t0.UnixNano(), i)
+						parts[i] = fmt.Sprintf(`{"topic":"bench.event","data":{"sent_ns":%d,"n":%d%s}}`, t0.UnixNano(), i, pad)
 					}
 					body, path = `{"events":[`+strings.Join(parts, ",")+`]}`, "/v1/events/batch"
 				} else {
-					body, path = fmt.Sprintf(`{"topic":"bench.event","data":{"sent_ns":%d,"case":{"id":"c-1","status":"approved"}}}`, t0.UnixNano()), "/v1/events"
+					body, path = fmt.Sprintf(`{"topic":"bench.event","data":{"sent_ns":%d,"case":{"id":"c-1","status":"approved"}%s}}`, t0.UnixNano(), pad), "/v1/events"
 				}
 				req, _ := http.NewRequest("POST", "http://"+listen+path, strings.NewReader(body))
 				req.Header.Set("Authorization", "Bearer bench-key")
@@ -628,6 +630,28 @@ func peakRSS(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// pad is added to every event's data (-data-bytes): `,"items":[…]`, or "".
+var pad string
+
+// padding returns the `,"items":[…]` member that grows an event's data of about 60 bytes to about n bytes:
+// small objects of strings, a number and a boolean, the shape of a typical payload.
+func padding(n int) string {
+	const item = `{"name":"document","kind":"passport","score":0.93,"ok":true}`
+	if n <= 60+len(item) {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(`,"items":[`)
+	for i := 0; 60+b.Len()+len(item)+2 <= n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(item)
+	}
+	b.WriteByte(']')
+	return b.String()
 }
 
 // perEvent is d in µs per event, 0 without events.
@@ -751,7 +775,7 @@ destinations:
 			for next.Add(100) <= int64(n) {
 				parts := make([]string, 100)
 				for i := range parts {
-					parts[i] = fmt.Sprintf(`{"topic":"bench.event","data":{"sent_ns":%d,"case":{"id":"c-%d","status":"approved"}}}`, time.Now().UnixNano(), i)
+					parts[i] = fmt.Sprintf(`{"topic":"bench.event","data":{"sent_ns":%d,"case":{"id":"c-%d","status":"approved"}%s}}`, time.Now().UnixNano(), i, pad)
 				}
 				req, _ := http.NewRequest("POST", "http://"+listen+"/v1/events/batch", strings.NewReader(`{"events":[`+strings.Join(parts, ",")+`]}`))
 				req.Header.Set("Authorization", "Bearer bench-key")
