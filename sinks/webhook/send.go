@@ -165,7 +165,6 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 		if c.h1.use(req, len(body)) {
 			resp, err = c.h1.RoundTrip(req)
 		} else {
-			inMemoryBody(req, body)
 			resp, err = c.transport.RoundTrip(req)
 		}
 		if err != nil {
@@ -192,9 +191,10 @@ func (s *Sink) exchange(ctx context.Context, span trace.Span, r route, e *event.
 }
 
 // newRequest makes one attempt's request, without headers. With the url parsed once for the sink (r.parsed) it
-// is made here rather than by http.NewRequestWithContext, which parses the url again, makes a header map that
-// header replaces at once, and wraps the body twice: three allocations instead of six, on every delivery. Its
-// body is h1's kind; one going by the transport gets the transport's (inMemoryBody).
+// is made here rather than by http.NewRequestWithContext, which parses the url again and makes a header map that
+// header replaces at once. The body is the kind net/http knows to be in memory (a bytes.Reader), which its
+// transport writes together with the request's head: with any other kind it flushes the head first, and an early
+// answer (a refused client certificate) breaks the second write and hides behind a broken pipe.
 func (s *Sink) newRequest(ctx context.Context, r route, body []byte) (*http.Request, error) {
 	if r.parsed == nil {
 		return http.NewRequestWithContext(ctx, s.method, r.url, bytes.NewReader(body))
@@ -202,49 +202,13 @@ func (s *Sink) newRequest(ctx context.Context, r route, body []byte) (*http.Requ
 	req := http.Request{Method: s.method, URL: r.parsed, Host: r.parsed.Host, Proto: "HTTP/1.1", ProtoMajor: 1,
 		ProtoMinor: 1, Body: http.NoBody, GetBody: noBody}
 	if len(body) > 0 {
-		b := &bodyReader{b: body}
-		req.Body, req.GetBody, req.ContentLength = b, b.again, int64(len(body))
+		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	return req.WithContext(ctx), nil
 }
 
 func noBody() (io.ReadCloser, error) { return http.NoBody, nil }
-
-// inMemoryBody gives a request going by the transport a body net/http knows to be in memory: the transport
-// writes such a body with the request's head, and any other after flushing the head, in a second write that an
-// early answer (a refused client certificate) can break first, hiding the answer behind a broken pipe.
-func inMemoryBody(req *http.Request, body []byte) {
-	if _, ok := req.Body.(*bodyReader); ok {
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-}
-
-// bodyReader is a request body in memory. again gives it anew from its start, for a request made again.
-type bodyReader struct {
-	b   []byte
-	off int
-}
-
-func (r *bodyReader) Read(p []byte) (int, error) {
-	if r.off >= len(r.b) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b[r.off:])
-	r.off += n
-	return n, nil
-}
-
-// WriteTo writes what is left of the body in one call (io.Copy takes it before Read).
-func (r *bodyReader) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(r.b[r.off:])
-	r.off += n
-	return int64(n), err
-}
-
-func (r *bodyReader) Close() error { return nil }
-
-func (r *bodyReader) again() (io.ReadCloser, error) { return &bodyReader{b: r.b}, nil }
 
 // lastTimestamp is the webhook-timestamp text of the latest second asked for: every request within a second
 // shares one string instead of formatting its own.
