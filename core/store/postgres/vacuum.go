@@ -37,8 +37,10 @@ func (s *Store) vacuumChurned(ctx context.Context, c *pgx.Conn) ([]string, error
 	}
 	for _, name := range names {
 		// SKIP_LOCKED: a vacuum already under way (an operator's, or autovacuum's against wraparound, which runs
-		// even when autovacuum is off) does the work; the leader does not wait for it.
-		if _, err := c.Exec(ctx, `VACUUM (SKIP_LOCKED) `+pgx.Identifier{name}.Sanitize()); err != nil {
+		// even when autovacuum is off) does the work; the leader does not wait for it. ANALYZE: nothing else
+		// renews these tables' statistics either, and plans made from a new table's (a queue that is always
+		// nearly empty) go wrong once a backlog builds up. It reads a sample of the live rows, few in a queue.
+		if _, err := c.Exec(ctx, `VACUUM (ANALYZE, SKIP_LOCKED) `+pgx.Identifier{name}.Sanitize()); err != nil {
 			return nil, fmt.Errorf("vacuum %s: %w", name, err)
 		}
 	}

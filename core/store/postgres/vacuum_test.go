@@ -12,7 +12,7 @@ import (
 // TestLeaderVacuumsTheQueue: where autovacuum leaves the delivery queue alone (here the table's
 // autovacuum_enabled is off; a server with autovacuum = off is the same case for every table), the leader
 // vacuums it once the rows of finished deliveries pile up, so the queue does not grow by every delivery ever
-// made.
+// made, and renews its statistics.
 func TestLeaderVacuumsTheQueue(t *testing.T) {
 	dsn, schema := testSchema(t)
 	s := openNode(t, dsn, schema, func(o *Options) { o.LeaderEvery = 50 * time.Millisecond })
@@ -68,5 +68,15 @@ func TestLeaderVacuumsTheQueue(t *testing.T) {
 	if made <= vacuumDeadRows {
 		t.Fatalf("the leader vacuumed the queue after %d finished deliveries, before %d dead rows", made, vacuumDeadRows)
 	}
+	// The vacuum analyzes too: nothing else renews the queue's statistics here.
+	waitFor(t, "the queue's statistics to be renewed with its vacuum", func() bool {
+		var n int64
+		err := s.pool.QueryRow(ctx, `SELECT analyze_count FROM pg_stat_user_tables
+			WHERE schemaname = current_schema() AND relname = 'deliveries'`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
 	t.Logf("vacuumed after %d finished deliveries", made)
 }
