@@ -438,6 +438,24 @@ func scanDelivery(sc interface{ Scan(...any) error }, extra ...any) (store.Deliv
 	return d, nil
 }
 
+// claimSQL leases up to $3 due deliveries of destination $1, those first whose turn came first: pending ones
+// whose ordering key (if any) no earlier pending delivery holds, nor an earlier failed one when the delivery
+// blocks on failures. It reads only the destination's own rows (deliveries_due), whatever others hold
+// (TestBatchesFindRowsByID).
+var claimSQL = `WITH c AS (
+	  SELECT d.id, d.next_at AS due FROM deliveries d
+	  WHERE d.destination = $1 AND d.status = 'pending' AND d.next_at <= $2
+	    AND (d.ordering_key = '' OR (
+	      NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = d.destination AND p.status = 'pending'
+	          AND p.ordering_key = d.ordering_key AND p.ordering_key <> '' AND p.id < d.id)
+	      AND (NOT d.ordering_block OR NOT EXISTS (SELECT 1 FROM deliveries f WHERE f.destination = d.destination
+	          AND f.status = 'failed' AND f.ordering_key = d.ordering_key AND f.ordering_key <> '' AND f.id < d.id))))
+	  ORDER BY d.next_at, d.id LIMIT $3
+	  FOR UPDATE SKIP LOCKED)
+	UPDATE deliveries d SET next_at = $4, leased = true, claim_token = $5, claim_node = $6
+	FROM c WHERE d.id = c.id
+	RETURNING ` + prefixed("d.", deliveryCols) + `, d.event_seq, c.due`
+
 // Claim implements store.Store. Rows are locked with FOR UPDATE SKIP LOCKED, so nodes claiming the same
 // destination at once take different rows; each claim writes a fresh token that Complete and renewals check.
 func (s *Store) Claim(ctx context.Context, destination string, now time.Time, lease time.Duration, limit int) ([]store.Job, error) {
@@ -454,20 +472,7 @@ func (s *Store) Claim(ctx context.Context, destination string, now time.Time, le
 	var got []claimed
 	// One statement is its own transaction: no BEGIN and COMMIT round trips around it.
 	err := func() error {
-		rows, err := s.pool.Query(ctx, `
-			WITH c AS (
-			  SELECT d.id, d.next_at AS due FROM deliveries d
-			  WHERE d.destination = $1 AND d.status = 'pending' AND d.next_at <= $2
-			    AND (d.ordering_key = '' OR (
-			      NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = d.destination AND p.status = 'pending'
-			          AND p.ordering_key = d.ordering_key AND p.ordering_key <> '' AND p.id < d.id)
-			      AND (NOT d.ordering_block OR NOT EXISTS (SELECT 1 FROM deliveries f WHERE f.destination = d.destination
-			          AND f.status = 'failed' AND f.ordering_key = d.ordering_key AND f.ordering_key <> '' AND f.id < d.id))))
-			  ORDER BY d.next_at, d.id LIMIT $3
-			  FOR UPDATE SKIP LOCKED)
-			UPDATE deliveries d SET next_at = $4, leased = true, claim_token = $5, claim_node = $6
-			FROM c WHERE d.id = c.id
-			RETURNING `+prefixed("d.", deliveryCols)+`, d.event_seq, c.due`,
+		rows, err := s.pool.Query(ctx, claimSQL,
 			destination, nanos(now), limit, nanos(s.leaseEnd(now, lease)), token, s.nodeID)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
