@@ -3,12 +3,14 @@
 // own HTTP ceiling measured in the same run.
 //
 //	go run ./bench [-scenario all|http-ceiling|single|single-half|batch-intake|batch-webhook|fanout10|backlog|
-//	                          single-pg|fanout10-pg|nodes3-pg] (or a comma-separated list)
+//	                          outage|single-pg|fanout10-pg|nodes3-pg|outage-pg] (or a comma-separated list)
 //	               [-duration 20s] [-publishers 64] [-rate 0] [-bin PATH] [-json] [-pg-dsn postgres://…]
 //	               [-profile DIR]
 //
 // The -pg scenarios run Sluice on PostgreSQL (-pg-dsn, default $SLUICE_TEST_PG_DSN), each in a fresh schema
-// dropped afterwards; nodes3-pg runs three nodes on it with the publishers spread over them. Without a DSN
+// dropped afterwards; nodes3-pg runs three nodes on it with the publishers spread over them. outage and
+// outage-pg are single with a second destination whose receiver answers 503 throughout: what one destination's
+// growing backlog costs the deliveries of another. Without a DSN
 // they are skipped. Each prints PostgreSQL's commits, WAL bytes and server CPU per accepted event; -profile
 // adds the nodes' CPU profiles and a sampling of the database backends' wait events and statements.
 package main
@@ -81,13 +83,16 @@ type opts struct {
 	rate       float64 // events/s across all publishers; 0 = as fast as possible
 	pgDSN      string  // run on PostgreSQL (a fresh schema) instead of the embedded store
 	nodes      int     // Sluice processes sharing the store (PostgreSQL only); 0 = 1
+	// down adds destinations subscribed to every event whose receivers answer 503 throughout: their deliveries
+	// pile up as a backlog beside the live ones, which alone are counted.
+	down int
 	// name and profile: when profile is set, a CPU profile of each node over the middle half of the publishing
 	// period is written there as <name>-node<k>.pprof, and PostgreSQL's backends' wait events are sampled.
 	name, profile string
 }
 
 func main() {
-	scenario := flag.String("scenario", "all", "all, or a comma-separated list of http-ceiling, single, single-half, batch-intake, batch-webhook, fanout10, backlog, single-pg, fanout10-pg and nodes3-pg")
+	scenario := flag.String("scenario", "all", "all, or a comma-separated list of http-ceiling, single, single-half, batch-intake, batch-webhook, fanout10, backlog, outage, single-pg, fanout10-pg, nodes3-pg and outage-pg")
 	pgDSN := flag.String("pg-dsn", os.Getenv("SLUICE_TEST_PG_DSN"), "PostgreSQL for the -pg scenarios (each runs in a fresh schema)")
 	duration := flag.Duration("duration", 20*time.Second, "publishing time per scenario")
 	publishers := flag.Int("publishers", 64, "concurrent publishers")
@@ -178,6 +183,9 @@ func main() {
 		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap, name: "fanout10", profile: *profile})
 	})
 	run("backlog", func() (result, error) { return backlog(bin, *backlogN) })
+	run("outage", func() (result, error) {
+		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 1, down: 1, batch: 1, rate: *rateCap, name: "outage", profile: *profile})
+	})
 	for _, pg := range []struct {
 		name string
 		o    opts
@@ -185,6 +193,7 @@ func main() {
 		{"single-pg", opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
 		{"fanout10-pg", opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
 		{"nodes3-pg", opts{d: *duration, publishers: *publishers, receivers: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 3}},
+		{"outage-pg", opts{d: *duration, publishers: *publishers, receivers: 1, down: 1, batch: 1, rate: *rateCap, pgDSN: *pgDSN, nodes: 1}},
 	} {
 		if *pgDSN == "" {
 			if *scenario == pg.name || *scenario == "all" {
@@ -413,7 +422,12 @@ func throughSluice(bin string, o opts) (result, error) {
 		}
 		fmt.Fprintf(&dests, "  - {name: r%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]%s}}\n", i, addr, secret, extra)
 	}
-	if receivers == 0 {
+	for i := range o.down {
+		addr, stop := serve(&gate{})
+		defer stop()
+		fmt.Fprintf(&dests, "  - {name: down%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]}}\n", i, addr, secret)
+	}
+	if receivers+o.down == 0 {
 		dests.WriteString("  []\n")
 	}
 	storeBlock := fmt.Sprintf("{path: %s}", filepath.Join(dir, "data"))
