@@ -81,6 +81,54 @@ func TestDeferredDeliveryIsWrittenOnce(t *testing.T) {
 	}
 }
 
+// TestDeferredRescheduledWithoutAttempt: a deferred delivery rescheduled without an attempt (its destination's
+// breaker is open) gets one row, the same as a delivery whose row Append wrote ends up with after the same
+// outcome, and is claimed again when due.
+func TestDeferredRescheduledWithoutAttempt(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	s := openClock(t, t.TempDir(), c)
+	res := mustAppend(t, s, []store.NewEvent{mixedEvent("e-1")})
+	deferredID, writtenID := res[0].Deliveries[0].ID, res[0].Deliveries[2].ID // "now" (deferred), "later" (its row)
+	c.Advance(time.Second)
+	due := t0.Add(time.Minute)
+	reschedule := func(id int64) store.Outcome {
+		return store.Outcome{DeliveryID: id, Status: store.Pending, NextAt: due, Attempt: store.Attempt{Error: "circuit open"}}
+	}
+	if err := s.Complete(ctx, []store.Outcome{reschedule(deferredID), reschedule(writtenID)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rowCount(t, s); n != 4 {
+		t.Fatalf("%d delivery rows after Complete, want 4", n)
+	}
+	got, err := s.Delivery(ctx, deferredID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.Delivery(ctx, writtenID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, w := got.Delivery, want.Delivery
+	g.ID, g.Destination, w.ID, w.Destination = 0, "", 0, ""
+	if g != w || g.Status != store.Pending || g.Attempts != 0 || !g.NextAt.Equal(due) || g.LastError != "circuit open" {
+		t.Fatalf("rescheduled deferred delivery = %+v, want it as the written one: %+v", g, w)
+	}
+	if len(got.AttemptLog) != 0 || len(want.AttemptLog) != 0 {
+		t.Fatalf("attempt logs %+v and %+v, want none", got.AttemptLog, want.AttemptLog)
+	}
+	if counts, err := s.PendingCounts(ctx); err != nil || counts["now"] != 1 {
+		t.Fatalf("PendingCounts = %v, %v; want now 1 (still pending)", counts, err)
+	}
+	if jobs, err := s.Claim(ctx, "now", due.Add(-time.Millisecond), time.Minute, 10); err != nil || len(jobs) != 0 {
+		t.Fatalf("Claim before it is due = %d jobs, %v; want none", len(jobs), err)
+	}
+	jobs, err := s.Claim(ctx, "now", due, time.Minute, 10)
+	if err != nil || len(jobs) != 1 || jobs[0].Delivery.ID != deferredID {
+		t.Fatalf("Claim when due = %+v, %v; want the rescheduled delivery", jobs, err)
+	}
+}
+
 // TestDeferredDeliveryReadsAsPending: every read sees a deferred delivery as the pending, leased row Append
 // used to write, and completing it after a read wrote that row still records the outcome.
 func TestDeferredDeliveryReadsAsPending(t *testing.T) {

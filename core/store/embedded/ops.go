@@ -96,8 +96,8 @@ func insDeliveriesSQL(n int) string {
 // deliveryArgs is how many values each row of insDeliveriesSQL takes.
 const deliveryArgs = 13
 
-// insDoneSQL writes n deferred deliveries in their final state after their first attempt, doneArgs values per
-// row.
+// insDoneSQL writes n deferred deliveries in their final state after their first attempt (or none: a
+// destination whose breaker is open), doneArgs values per row.
 func insDoneSQL(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO deliveries (id, event_seq, event_id, destination, status, attempts, next_at, leased,
@@ -106,13 +106,13 @@ func insDoneSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,1,?,0,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,0,?,?,?,?,?,?,?,?,?)")
 	}
 	return b.String()
 }
 
 // doneArgs is how many values each row of insDoneSQL takes.
-const doneArgs = 15
+const doneArgs = 16
 
 func (s *stmts) close() {
 	all := []*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete, s.completeFirst, s.insAttempt, s.nextDue,
@@ -394,10 +394,10 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.opts.Now()
 		var upd, first, ins *sql.Stmt
-		// Runs of deferred deliveries completed by their first attempt (the common case) are written as
-		// multi-row inserts, in as few statements as the prepared sizes allow (a statement costs several times
-		// what a row does). Any other statement waits until the run before it is written, so the order of the
-		// writes is the order of outs.
+		// Runs of deferred deliveries completed by their first attempt (the common case), or rescheduled without
+		// one (their destination's breaker is open), are written as multi-row inserts, in as few statements as
+		// the prepared sizes allow (a statement costs several times what a row does). Any other statement waits
+		// until the run before it is written, so the order of the writes is the order of outs.
 		var done []any
 		var doneIDs []int64
 		flush := func() error {
@@ -417,14 +417,18 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		for _, o := range outs {
 			a := o.Attempt
 			dr, deferred := s.deferred.take(o.DeliveryID)
-			if deferred && a.N == 1 {
+			if deferred && a.N <= 1 {
 				// The delivery's only row, written once in its final state.
 				if done == nil {
 					done, doneIDs = make([]any, 0, len(outs)*doneArgs), make([]int64, 0, len(outs))
 				}
-				done = append(done, o.DeliveryID, dr.seq, dr.eventID, dr.dest, string(o.Status), nanos(o.NextAt), dr.created,
-					nanos(now), a.Error, boolInt(dr.test), nanos(a.At), a.Duration.Microseconds(), a.StatusCode,
-					nullString(a.Error), a.Response)
+				done = append(done, o.DeliveryID, dr.seq, dr.eventID, dr.dest, string(o.Status), a.N, nanos(o.NextAt),
+					dr.created, nanos(now), a.Error, boolInt(dr.test))
+				if a.N == 1 {
+					done = append(done, nanos(a.At), a.Duration.Microseconds(), a.StatusCode, nullString(a.Error), a.Response)
+				} else {
+					done = append(done, nil, nil, nil, nil, nil)
+				}
 				doneIDs = append(doneIDs, o.DeliveryID)
 				continue
 			}
