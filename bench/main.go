@@ -83,8 +83,8 @@ type opts struct {
 	rate       float64 // events/s across all publishers; 0 = as fast as possible
 	pgDSN      string  // run on PostgreSQL (a fresh schema) instead of the embedded store
 	nodes      int     // Sluice processes sharing the store (PostgreSQL only); 0 = 1
-	// down adds destinations subscribed to every event whose receivers answer 503 throughout: their deliveries
-	// pile up as a backlog beside the live ones, which alone are counted.
+	// down adds destinations subscribed to every event whose receivers answer 503 throughout: their breakers
+	// open and their deliveries pile up as a backlog beside the live ones, which alone are counted.
 	down int
 	// name and profile: when profile is set, a CPU profile of each node over the middle half of the publishing
 	// period is written there as <name>-node<k>.pprof, and PostgreSQL's backends' wait events are sampled.
@@ -425,7 +425,9 @@ func throughSluice(bin string, o opts) (result, error) {
 	for i := range o.down {
 		addr, stop := serve(&gate{})
 		defer stop()
-		fmt.Fprintf(&dests, "  - {name: down%d, type: webhook, topics: [\"*\"], config: {url: \"http://%s/hook\", secrets: [\"%s\"]}}\n", i, addr, secret)
+		// A breaker that judges 2 s instead of 30: it opens within the first seconds, so the run measures the
+		// outage's lasting state (the backlog held in the store, a probe now and then), not its first window.
+		fmt.Fprintf(&dests, "  - {name: down%d, type: webhook, topics: [\"*\"], breaker: {window: 2s}, config: {url: \"http://%s/hook\", secrets: [\"%s\"]}}\n", i, addr, secret)
 	}
 	if receivers+o.down == 0 {
 		dests.WriteString("  []\n")
