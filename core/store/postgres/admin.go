@@ -49,28 +49,7 @@ func (a *args) add(v any) string {
 
 // ListEvents implements store.Store.
 func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.EventSummary, error) {
-	var where []string
-	var a args
-	if f.Topic != "" {
-		where = append(where, "topic = "+a.add(f.Topic))
-	}
-	if f.TenantSet {
-		where = append(where, "tenant = "+a.add(f.Tenant))
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "received_at >= "+a.add(nanos(f.Since)))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "received_at < "+a.add(nanos(f.Until)))
-	}
-	if f.Before > 0 {
-		where = append(where, "seq < "+a.add(f.Before))
-	}
-	q := `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data FROM events`
-	if len(where) > 0 {
-		q += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	q += ` ORDER BY seq DESC LIMIT ` + a.add(listLimit(f.Limit))
+	q, a := listEventsQuery(f)
 	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("list events: %w", err))
@@ -95,55 +74,41 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Ev
 	return out, nil
 }
 
+// listEventsQuery is ListEvents' statement for f and its arguments.
+func listEventsQuery(f store.EventFilter) (string, args) {
+	var where []string
+	var a args
+	if f.Topic != "" {
+		where = append(where, "topic = "+a.add(f.Topic))
+	}
+	if f.TenantSet {
+		where = append(where, "tenant = "+a.add(f.Tenant))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "received_at >= "+a.add(nanos(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "received_at < "+a.add(nanos(f.Until)))
+	}
+	if f.Before > 0 {
+		where = append(where, "seq < "+a.add(f.Before))
+	}
+	q := `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data FROM events`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY seq DESC LIMIT ` + a.add(listLimit(f.Limit))
+	return q, a
+}
+
 // ListDeliveries implements store.Store.
 func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]store.Delivery, error) {
-	limit := listLimit(f.Limit)
 	if f.Destinations != nil && len(f.Destinations) == 0 {
 		return []store.Delivery{}, nil
 	}
-	var where []string
-	var a args
-	if f.Status != "" {
-		if err := checkStatus(f.Status); err != nil {
-			return nil, fmt.Errorf("list deliveries: %w", err)
-		}
-		// Inlined (it is checked) so the planner can use the partial indexes.
-		where = append(where, "status = '"+string(f.Status)+"'")
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "created_at >= "+a.add(nanos(f.Since)))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "created_at < "+a.add(nanos(f.Until)))
-	}
-	if f.Before > 0 {
-		where = append(where, "id < "+a.add(f.Before))
-	}
-	if f.EventID != "" {
-		where = append(where, "event_seq IN (SELECT seq FROM events WHERE id = "+a.add(f.EventID)+")")
-	}
-	if f.Destinations != nil {
-		seen := map[string]bool{}
-		var ds []string
-		for _, d := range f.Destinations {
-			if !seen[d] {
-				seen[d] = true
-				ds = append(ds, d)
-			}
-		}
-		where = append(where, "destination = ANY("+a.add(ds)+")")
-	}
-	cond := ""
-	if len(where) > 0 {
-		cond = ` WHERE ` + strings.Join(where, " AND ")
-	}
-	lim := a.add(limit)
-	// Pending deliveries are all in deliveries; finished ones are in either table (most in the log). Each side
-	// yields its newest page, in one statement (one snapshot: a row the mover moves meanwhile is seen once).
-	q := `SELECT ` + deliveryCols + ` FROM deliveries` + cond + ` ORDER BY id DESC LIMIT ` + lim
-	if f.Status != store.Pending {
-		q = `SELECT * FROM ((` + q + `) UNION ALL (SELECT ` + deliveryCols + ` FROM delivery_log` + cond +
-			` ORDER BY id DESC LIMIT ` + lim + `)) x ORDER BY id DESC LIMIT ` + lim
+	q, a, err := listDeliveriesQuery(f)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
@@ -163,6 +128,74 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	}
 	slices.SortFunc(out, func(a, b store.Delivery) int { return cmp.Compare(b.ID, a.ID) })
 	return out, nil
+}
+
+// listDeliveriesQuery is ListDeliveries' statement for f (Destinations nil or not empty) and its arguments.
+func listDeliveriesQuery(f store.DeliveryFilter) (string, args, error) {
+	limit := listLimit(f.Limit)
+	var where []string
+	var a args
+	if f.Status != "" {
+		if err := checkStatus(f.Status); err != nil {
+			return "", nil, err
+		}
+		// Inlined (it is checked) so the planner can use the partial indexes.
+		where = append(where, "status = '"+string(f.Status)+"'")
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "created_at >= "+a.add(nanos(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "created_at < "+a.add(nanos(f.Until)))
+	}
+	if f.Before > 0 {
+		where = append(where, "id < "+a.add(f.Before))
+	}
+	if f.EventID != "" {
+		where = append(where, "event_seq IN (SELECT seq FROM events WHERE id = "+a.add(f.EventID)+")")
+	}
+	var dests string // the placeholder of the destinations, when they are given
+	if f.Destinations != nil {
+		seen := map[string]bool{}
+		var ds []string
+		for _, d := range f.Destinations {
+			if !seen[d] {
+				seen[d] = true
+				ds = append(ds, d)
+			}
+		}
+		dests = a.add(ds)
+		// A range of one value rather than =: an equality would make the planner treat destination as a
+		// constant and drop it from the order below (see page).
+		where = append(where, "destination >= dd.name AND destination <= dd.name")
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = ` WHERE ` + strings.Join(where, " AND ")
+	}
+	lim := a.add(limit)
+	// page is the newest page of one table. Given destinations, it is the newest page of each, merged: each
+	// reads its own rows through (destination, id), so a tenant's list costs a page per destination whatever
+	// other tenants' destinations hold. (One scan for all of them, destination = ANY, cannot come out of that
+	// index in id order; the planner took the primary key backwards instead and read every newer row of the
+	// other destinations to find a page of these: TestTenantListsReadTheirOwnRows.)
+	page := func(table string) string {
+		if dests == "" {
+			return `SELECT ` + deliveryCols + ` FROM ` + table + cond + ` ORDER BY id DESC LIMIT ` + lim
+		}
+		// Ordered as the (destination, id) index is: the planner otherwise may take the primary key backwards,
+		// expecting a destination's rows to be a fair share of every stretch of ids.
+		return `SELECT x.* FROM unnest(` + dests + `::text[]) AS dd(name) CROSS JOIN LATERAL (
+			SELECT ` + deliveryCols + ` FROM ` + table + cond + ` ORDER BY destination DESC, id DESC LIMIT ` + lim + `) x
+			ORDER BY x.id DESC LIMIT ` + lim
+	}
+	// Pending deliveries are all in deliveries; finished ones are in either table (most in the log). Each side
+	// yields its newest page, in one statement (one snapshot: a row the mover moves meanwhile is seen once).
+	q := page("deliveries")
+	if f.Status != store.Pending {
+		q = `SELECT * FROM ((` + q + `) UNION ALL (` + page("delivery_log") + `)) y ORDER BY id DESC LIMIT ` + lim
+	}
+	return q, a, nil
 }
 
 // Delivery implements store.Store.

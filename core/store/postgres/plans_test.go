@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,8 @@ import (
 )
 
 // rowsRead runs sql under EXPLAIN ANALYZE in a transaction it rolls back and answers how many rows of table
-// the plan's scans read: those they returned and those their filters removed, over all their loops. (A claim
+// (or of its day partitions) the plan's scans read: those they returned and those their filters removed, over
+// all their loops. (A claim
 // reads each of its rows twice: to choose it, then to update it.)
 func rowsRead(t *testing.T, s *Store, table, sql string, args ...any) float64 {
 	t.Helper()
@@ -33,7 +35,8 @@ func rowsRead(t *testing.T, s *Store, table, sql string, args ...any) float64 {
 	var walk func(n map[string]any) float64
 	walk = func(n map[string]any) float64 {
 		var read float64
-		if n["Relation Name"] == table && n["Node Type"] != "ModifyTable" { // scans, not the write they feed
+		rel, _ := n["Relation Name"].(string)
+		if (rel == table || strings.HasPrefix(rel, table+"_p")) && n["Node Type"] != "ModifyTable" { // scans (of a day's partition too), not the write they feed
 			num := func(k string) float64 { f, _ := n[k].(float64); return f }
 			read = (num("Actual Rows") + num("Rows Removed by Filter") + num("Rows Removed by Index Recheck")) * num("Actual Loops")
 		}
@@ -116,5 +119,89 @@ func TestBatchesFindRowsByID(t *testing.T) {
 	later := time.Now().Add(time.Minute)
 	if n := rowsRead(t, s, "deliveries", claimSQL, "up", nanos(later), batch, nanos(later.Add(time.Minute)), int64(7), s.nodeID); n > 2*batch {
 		t.Errorf("claiming %d deliveries read %.0f rows of deliveries (%d pending); want at most %d", batch, n, backlog+2*batch, 2*batch)
+	}
+}
+
+// A tenant's lists read a page of their own rows, however many rows other tenants have: tenant a's 60,000
+// delivered events, newer than all of b's, do not make tenant b's pages of deliveries (b has two destinations)
+// or of events (one topic for both) read them. With statistics up to date a scan of the primary key looked
+// cheap for b (a seventh of the rows are b's), and it met all of a's rows first.
+func TestTenantListsReadTheirOwnRows(t *testing.T) {
+	ctx := context.Background()
+	dsn, schema := testSchema(t)
+	noLeader(t, dsn, schema)
+	s := openNode(t, dsn, schema, nil)
+	deliver := func(tenant string, dests []string, n int) {
+		t.Helper()
+		for b := 0; b < n; b += 1000 {
+			evs := make([]store.NewEvent, min(1000, n-b))
+			for j := range evs {
+				evs[j] = store.NewEvent{Event: event.Event{ID: fmt.Sprint(tenant, b+j), Tenant: tenant, Topic: "case.updated",
+					Time: time.Now(), Data: []byte(`{}`)}, Destinations: dests, Leased: make([]bool, len(dests))}
+				for k := range dests {
+					evs[j].Leased[k] = true
+				}
+			}
+			res, err := s.Append(ctx, evs, appendOpts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var outs []store.Outcome
+			for _, r := range res {
+				for _, d := range r.Deliveries {
+					outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered,
+						Attempt: store.Attempt{N: 1, At: time.Now(), StatusCode: 200}})
+				}
+			}
+			if err := s.Complete(ctx, outs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const others, own, page = 60_000, 5_000, 101
+	deliver("b", []string{"b1", "b2"}, own) // b's rows are the oldest: a scan in id order meets them last
+	deliver("a", []string{"a1"}, others)
+	// Statistics as a new table has them (never analyzed): a page may read all of b's rows, never a's. Then
+	// up to date: a page reads a page of each of b's destinations.
+	for _, analyzed := range []bool{false, true} {
+		bound := func(own, page float64) float64 {
+			if analyzed {
+				return page
+			}
+			return own
+		}
+		if analyzed {
+			if _, err := s.pool.Exec(ctx, `ANALYZE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, st := range []store.Status{"", store.Delivered, store.Pending} {
+			f := store.DeliveryFilter{Destinations: []string{"b1", "b2"}, Status: st, Limit: page}
+			q, a, err := listDeliveriesQuery(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A page of each destination from each table, or all of b's rows.
+			if read := rowsRead(t, s, "deliveries", q, a...) + rowsRead(t, s, "delivery_log", q, a...); read > bound(2*own, 2*2*page) {
+				t.Errorf("analyzed %v: b's deliveries (status %q) read %.0f rows for a page of %d; b has %d", analyzed, st, read, page, 2*own)
+			}
+			got, err := s.ListDeliveries(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[store.Status]int{"": page, store.Delivered: page, store.Pending: 0}[st]
+			if len(got) != want {
+				t.Errorf("b's deliveries (status %q): %d, want %d", st, len(got), want)
+			}
+			for i, d := range got {
+				if d.Destination != "b1" && d.Destination != "b2" || i > 0 && d.ID >= got[i-1].ID {
+					t.Fatalf("b's deliveries (status %q): %+v at %d, want b's only, newest first", st, d, i)
+				}
+			}
+		}
+		q, a := listEventsQuery(store.EventFilter{Tenant: "b", TenantSet: true, Topic: "case.updated", Limit: page})
+		if read := rowsRead(t, s, "events", q, a...); read > bound(own, 2*page) {
+			t.Errorf("analyzed %v: b's events of a topic read %.0f rows for a page of %d; b has %d", analyzed, read, page, own)
+		}
 	}
 }
