@@ -199,7 +199,19 @@ func TestTenantListsReadTheirOwnRows(t *testing.T) {
 				}
 			}
 		}
-		q, a := listEventsQuery(store.EventFilter{Tenant: "b", TenantSet: true, Topic: "case.updated", Limit: page})
+		// One event's deliveries: found through the event, whatever the destination holds.
+		f := store.DeliveryFilter{Destinations: []string{"b1", "b2"}, EventID: "b4242", Limit: page}
+		q, a, err := listDeliveriesQuery(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if read := rowsRead(t, s, "deliveries", q, a...) + rowsRead(t, s, "delivery_log", q, a...); read > 2*2 {
+			t.Errorf("analyzed %v: the deliveries of one of b's events read %.0f rows", analyzed, read)
+		}
+		if got, err := s.ListDeliveries(ctx, f); err != nil || len(got) != 2 || got[0].EventID != "b4242" || got[1].EventID != "b4242" {
+			t.Errorf("the deliveries of one of b's events: %+v, %v", got, err)
+		}
+		q, a = listEventsQuery(store.EventFilter{Tenant: "b", TenantSet: true, Topic: "case.updated", Limit: page})
 		if read := rowsRead(t, s, "events", q, a...); read > bound(own, 2*page) {
 			t.Errorf("analyzed %v: b's events of a topic read %.0f rows for a page of %d; b has %d", analyzed, read, page, own)
 		}
