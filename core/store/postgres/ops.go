@@ -841,6 +841,10 @@ func (s *Store) TenantEvent(ctx context.Context, tenant, id string) (*store.Even
 	return s.event(ctx, &tenant, id)
 }
 
+// eventSQL finds event $1 of tenant $2 (NULL: the first of any tenant's with that id).
+const eventSQL = `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data, traceparent
+	FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) ORDER BY seq LIMIT 1`
+
 func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.EventRecord, error) {
 	var rec store.EventRecord
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
@@ -848,8 +852,7 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		var md, sc, data []byte
 		ev := &rec.Event
 		var tp *string
-		err := tx.QueryRow(ctx, `SELECT seq, id, topic, tenant, time, received_at, correlation_id, metadata, scope, data, traceparent
-			FROM events WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) ORDER BY seq LIMIT 1`, id, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
+		err := tx.QueryRow(ctx, eventSQL, id, tenant).Scan(&seq, &ev.ID, &ev.Topic, &ev.Tenant, &t, &received,
 			&ev.CorrelationID, &md, &sc, &data, &tp)
 		if tp != nil {
 			ev.Traceparent = *tp

@@ -211,6 +211,10 @@ func TestTenantListsReadTheirOwnRows(t *testing.T) {
 		if got, err := s.ListDeliveries(ctx, f); err != nil || len(got) != 2 || got[0].EventID != "b4242" || got[1].EventID != "b4242" {
 			t.Errorf("the deliveries of one of b's events: %+v, %v", got, err)
 		}
+		// One event by its id, as a tenant asks for it.
+		if read := rowsRead(t, s, "events", eventSQL, "b4242", "b"); read > 2 {
+			t.Errorf("analyzed %v: one of b's events by id read %.0f rows", analyzed, read)
+		}
 		q, a = listEventsQuery(store.EventFilter{Tenant: "b", TenantSet: true, Topic: "case.updated", Limit: page})
 		if read := rowsRead(t, s, "events", q, a...); read > bound(own, 2*page) {
 			t.Errorf("analyzed %v: b's events of a topic read %.0f rows for a page of %d; b has %d", analyzed, read, page, own)
