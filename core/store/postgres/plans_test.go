@@ -146,14 +146,7 @@ func TestTenantListsReadTheirOwnRows(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var outs []store.Outcome
-			for _, r := range res {
-				for _, d := range r.Deliveries {
-					outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered,
-						Attempt: store.Attempt{N: 1, At: time.Now(), StatusCode: 200}})
-				}
-			}
-			if err := s.Complete(ctx, outs); err != nil {
+			if err := s.Complete(ctx, delivered(res)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -76,6 +76,18 @@ func ev(id, tenant string) store.NewEvent {
 
 var appendOpts = store.AppendOptions{DedupeWindow: time.Hour, Lease: time.Hour}
 
+// delivered is an outcome for every delivery of res: delivered at the first attempt.
+func delivered(res []store.AppendResult) []store.Outcome {
+	var outs []store.Outcome
+	for _, r := range res {
+		for _, d := range r.Deliveries {
+			outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered,
+				Attempt: store.Attempt{N: 1, At: time.Now(), StatusCode: 200}})
+		}
+	}
+	return outs
+}
+
 // waitFor polls cond until it holds, failing after a generous deadline (a guard, not a timed assertion).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

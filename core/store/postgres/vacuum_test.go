@@ -50,13 +50,7 @@ func TestLeaderVacuumsTheQueue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var outs []store.Outcome
-		for _, r := range res {
-			for _, d := range r.Deliveries {
-				outs = append(outs, store.Outcome{DeliveryID: d.ID, Status: store.Delivered,
-					Attempt: store.Attempt{N: 1, At: time.Now(), StatusCode: 204}})
-			}
-		}
+		outs := delivered(res)
 		if len(outs) != 2*len(evs) {
 			t.Fatalf("%d deliveries for %d events", len(outs), len(evs))
 		}
