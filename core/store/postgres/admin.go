@@ -106,7 +106,7 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 	if f.Destinations != nil && len(f.Destinations) == 0 {
 		return []store.Delivery{}, nil
 	}
-	q, a, err := listDeliveriesQuery(f)
+	q, a, err := s.listDeliveriesQuery(f)
 	if err != nil {
 		return nil, fmt.Errorf("list deliveries: %w", err)
 	}
@@ -131,10 +131,11 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]s
 }
 
 // listDeliveriesQuery is ListDeliveries' statement for f (Destinations nil or not empty) and its arguments.
-func listDeliveriesQuery(f store.DeliveryFilter) (string, args, error) {
+func (s *Store) listDeliveriesQuery(f store.DeliveryFilter) (string, args, error) {
 	limit := listLimit(f.Limit)
 	var where []string
 	var a args
+	var event string // the placeholder of the event id, when it is given
 	if f.Status != "" {
 		if err := checkStatus(f.Status); err != nil {
 			return "", nil, err
@@ -152,9 +153,10 @@ func listDeliveriesQuery(f store.DeliveryFilter) (string, args, error) {
 		where = append(where, "id < "+a.add(f.Before))
 	}
 	if f.EventID != "" {
-		// An array the subquery fills once: = ANY of it is an index condition on event_seq whatever the statistics
-		// say (a semi-join was planned from them, and behind stale ones read every row of the destinations).
-		where = append(where, "event_seq = ANY(ARRAY(SELECT seq FROM events WHERE id = "+a.add(f.EventID)+"))")
+		// The ids of the event's deliveries, an array the subquery fills once (each event's are a range of the
+		// primary key): = ANY of it is an index condition whatever the statistics say (a semi-join was planned
+		// from them, and behind stale ones read every row of the destinations).
+		event = a.add(f.EventID)
 	}
 	var dests string // the placeholder of the destinations, when they are given
 	if f.Destinations != nil {
@@ -171,9 +173,16 @@ func listDeliveriesQuery(f store.DeliveryFilter) (string, args, error) {
 		// constant and drop it from the order below (see page).
 		where = append(where, "destination >= dd.name AND destination <= dd.name")
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = ` WHERE ` + strings.Join(where, " AND ")
+	conds := func(table string) string {
+		w := where
+		if event != "" {
+			w = append(w[:len(w):len(w)], "id = ANY(ARRAY(SELECT t.id FROM events e JOIN "+table+" t ON "+s.idsOf("t", "e.seq")+
+				" WHERE e.id = "+event+"))")
+		}
+		if len(w) == 0 {
+			return ""
+		}
+		return ` WHERE ` + strings.Join(w, " AND ")
 	}
 	lim := a.add(limit)
 	// page is the newest page of one table. Given destinations, it is the newest page of each, merged: each
@@ -182,6 +191,7 @@ func listDeliveriesQuery(f store.DeliveryFilter) (string, args, error) {
 	// index in id order; the planner took the primary key backwards instead and read every newer row of the
 	// other destinations to find a page of these: TestTenantListsReadTheirOwnRows.)
 	page := func(table string) string {
+		cond := conds(table)
 		if dests == "" {
 			return `SELECT ` + deliveryCols + ` FROM ` + table + cond + ` ORDER BY id DESC LIMIT ` + lim
 		}
@@ -428,7 +438,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 		n = 0
 		rows, err := tx.Query(ctx, `DELETE FROM events WHERE (seq, received_at) IN (
 			  SELECT seq, received_at FROM events e WHERE received_at < $1
-			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
+			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+s.idsOf("d", "e.seq")+` AND d.status = 'pending')
 			  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
 			RETURNING seq, received_at, tenant, id`, nanos(cutoff), limit)
 		if err != nil {
@@ -457,15 +467,16 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 			AND seq = ANY($3)`, tenants, ids, gone); err != nil {
 			return fmt.Errorf("prune: delete event ids: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1)
-			UNION ALL SELECT id FROM delivery_log WHERE event_seq = ANY($1) AND created_at = ANY($2))
+		if _, err := tx.Exec(ctx, `DELETE FROM attempts WHERE delivery_id IN (`+s.idsOfSeqs("deliveries", "$1")+`
+			UNION ALL `+s.idsOfSeqs("delivery_log", "$1")+` AND t.created_at = ANY($2))
 			AND received_at = ANY($2)`, gone, received); err != nil {
 			return fmt.Errorf("prune: delete attempts: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE event_seq = ANY($1)`, gone); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE id IN (`+s.idsOfSeqs("deliveries", "$1")+`)`, gone); err != nil {
 			return fmt.Errorf("prune: delete deliveries: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM delivery_log WHERE event_seq = ANY($1) AND created_at = ANY($2)`, gone, received); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM delivery_log WHERE created_at = ANY($2) AND id IN (`+s.idsOfSeqs("delivery_log", "$1")+`
+			AND t.created_at = ANY($2))`, gone, received); err != nil {
 			return fmt.Errorf("prune: delete logged deliveries: %w", err)
 		}
 		n = len(gone)

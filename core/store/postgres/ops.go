@@ -105,6 +105,11 @@ type appendCall struct {
 // Append implements store.Store. The events and deliveries of every Append a group commit carries go in with
 // one statement (multi-row inserts from UNNEST arrays); only duplicates take a second one.
 func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
+	for i := range evs {
+		if err := checkFanout(evs[i].Event.ID, len(evs[i].Destinations)); err != nil {
+			return nil, err
+		}
+	}
 	c := &appendCall{evs: evs, opts: opts, res: make([]store.AppendResult, len(evs)), token: newToken()}
 	o := &op{app: c}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error { return s.appendAll(ctx, tx, []*appendCall{c}) }
@@ -120,8 +125,8 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 }
 
 // appendSQL claims each event's (tenant, id) in event_ids (it dedupes across the day partitions; the first
-// of equal ids, in argument order, owns it), inserts the winners' events and their deliveries (ids in
-// argument order), adds the pending deliveries to this writer's counter rows, and answers, per winning event
+// of equal ids, in argument order, owns it), inserts the winners' events and their deliveries (ids made from
+// the event's seq and each one's place in its fan-out: deliveryID), adds the pending deliveries to this writer's counter rows, and answers, per winning event
 // (its 1-based index), its seq and its delivery ids in order.
 const appendSQL = `WITH u AS (
 	  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::text[])
@@ -137,12 +142,13 @@ const appendSQL = `WITH u AS (
 	  INSERT INTO events (seq, tenant, id, topic, time, received_at, correlation_id, metadata, scope, data, traceparent)
 	  SELECT won.seq, u.t, u.i, u.tp, u.tm, $10, u.c, u.m, u.sc, u.d, u.tr FROM u JOIN won ON won.ord = u.ord),
 	dl AS (
-	  INSERT INTO deliveries (event_seq, event_id, destination, status, next_at, leased, claim_token, claim_node,
+	  INSERT INTO deliveries (id, event_seq, event_id, destination, status, next_at, leased, claim_token, claim_node,
 	    created_at, updated_at, ordering_key, ordering_block, test, last_error)
-	  SELECT won.seq, u.i, x.d, CASE WHEN x.w = '' THEN 'pending' ELSE 'skipped' END, x.n, x.l, x.tk,
+	  SELECT (won.seq << 16) + x.p, won.seq, u.i, x.d, CASE WHEN x.w = '' THEN 'pending' ELSE 'skipped' END, x.n, x.l, x.tk,
 	    CASE WHEN x.l THEN $11::bigint ELSE 0 END, $10, $10, x.k, x.b, x.te, x.w
-	  FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::bool[], $16::bigint[], $17::text[], $18::bool[], $19::bool[], $20::text[])
-	    WITH ORDINALITY AS x(eo, d, n, l, tk, k, b, te, w, dord)
+	  FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::bool[], $16::bigint[], $17::text[], $18::bool[], $19::bool[], $20::text[],
+	      $22::int[])
+	    WITH ORDINALITY AS x(eo, d, n, l, tk, k, b, te, w, p, dord)
 	  JOIN won ON won.ord = x.eo JOIN u ON u.ord = x.eo
 	  ORDER BY x.dord
 	  RETURNING id, event_seq, destination, status),
@@ -155,6 +161,7 @@ const appendSQL = `WITH u AS (
 
 // appendPlan is the statement of a group's appends (appendSQL and its arguments) and what answering them needs.
 type appendPlan struct {
+	s                 *Store
 	calls             []*appendCall
 	now               time.Time
 	args              []any
@@ -192,6 +199,7 @@ func (s *Store) planAppend(calls []*appendCall, shard int64) *appendPlan {
 	dOrd, dNext, dTok := make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m)
 	dDest, dKey, dWhy := make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
 	dLeased, dBlock, dTest := make([]bool, 0, m), make([]bool, 0, m), make([]bool, 0, m)
+	dPos := make([]int32, 0, m)
 	for _, c := range calls {
 		c.leased, c.leaseUntil = c.leased[:0], nanos(now.Add(c.opts.Lease))
 		leaseEnd := nanos(s.leaseEnd(now, c.opts.Lease))
@@ -231,12 +239,13 @@ func (s *Store) planAppend(calls []*appendCall, shard int64) *appendPlan {
 				}
 				dOrd, dDest, dNext, dLeased, dTok = append(dOrd, ord), append(dDest, dest), append(dNext, next), append(dLeased, l), append(dTok, tok)
 				dKey, dBlock, dTest, dWhy = append(dKey, k), append(dBlock, b), append(dTest, ne.Test), append(dWhy, why)
+				dPos = append(dPos, int32(j))
 			}
 		}
 	}
-	return &appendPlan{calls: calls, now: now, n: n, dDest: dDest, dKey: dKey, dWhy: dWhy, dNext: dNext, dLeased: dLeased,
+	return &appendPlan{s: s, calls: calls, now: now, n: n, dDest: dDest, dKey: dKey, dWhy: dWhy, dNext: dNext, dLeased: dLeased,
 		args: []any{tenants, ids, topics, times, corr, mds, scs, datas, traces, nanos(now), s.nodeID,
-			dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard}}
+			dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard, dPos}}
 }
 
 // answer reads appendSQL's rows into the calls' results and looks up the duplicates with q.
@@ -259,7 +268,7 @@ type dupWork struct {
 // appends committed: the events they duplicate are committed too).
 func (p *appendPlan) finish(ctx context.Context, q querier) error {
 	for _, d := range p.dups {
-		if err := duplicates(ctx, q, p.now, d.c.opts, d.c.res, d.ts, d.is, d.owner, d.dupT, d.dupI); err != nil {
+		if err := p.s.duplicates(ctx, q, p.now, d.c.opts, d.c.res, d.ts, d.is, d.owner, d.dupT, d.dupI); err != nil {
 			return err
 		}
 	}
@@ -335,7 +344,7 @@ func (p *appendPlan) read(rows pgx.Rows) error {
 
 // duplicates answers the inputs whose (tenant, id) was stored already: a duplicate within the window, or
 // refused with ErrIDReused outside it.
-func duplicates(ctx context.Context, tx querier, now time.Time, opts store.AppendOptions, res []store.AppendResult,
+func (s *Store) duplicates(ctx context.Context, tx querier, now time.Time, opts store.AppendOptions, res []store.AppendResult,
 	tenants, ids []string, owner []int64, dupT, dupI []string) error {
 	type key struct{ tenant, id string }
 	type found struct{ seq, received int64 }
@@ -377,7 +386,7 @@ func duplicates(ctx context.Context, tx querier, now time.Time, opts store.Appen
 		seqs = append(seqs, f.seq)
 	}
 	if len(seqs) > 0 {
-		ds, err := deliveriesOf(ctx, tx, seqs)
+		ds, err := s.deliveriesOf(ctx, tx, seqs)
 		if err != nil {
 			return err
 		}
@@ -399,10 +408,8 @@ type querier interface {
 }
 
 // deliveriesOf reads the deliveries of events by seq, in id order.
-func deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
-	// One statement: one snapshot of both tables, so a row the mover moves meanwhile is seen once.
-	rows, err := q.Query(ctx, `SELECT `+deliveryCols+`, event_seq FROM deliveries WHERE event_seq = ANY($1)
-		UNION ALL SELECT `+deliveryCols+`, event_seq FROM delivery_log WHERE event_seq = ANY($1) ORDER BY id`, seqs)
+func (s *Store) deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]store.DeliveryRecord, error) {
+	rows, err := q.Query(ctx, s.deliveriesOfSQL(), seqs)
 	if err != nil {
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
@@ -417,6 +424,16 @@ func deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[int64][]sto
 		out[seq] = append(out[seq], store.DeliveryRecord{Delivery: d})
 	}
 	return out, rows.Err()
+}
+
+// deliveriesOfSQL is deliveriesOf's statement: one snapshot of both tables, so a row the mover moves meanwhile is
+// seen once. Each event's rows are a range of ids (idsOf).
+func (s *Store) deliveriesOfSQL() string {
+	of := func(table string) string {
+		return `SELECT ` + prefixed("t.", deliveryCols) + `, t.event_seq FROM (SELECT DISTINCT unnest($1::bigint[]) AS qs) q
+			JOIN ` + table + ` t ON ` + s.idsOf("t", "q.qs")
+	}
+	return of("deliveries") + ` UNION ALL ` + of("delivery_log") + ` ORDER BY id`
 }
 
 // deliveryCols are the columns scanDelivery reads, in its order.
@@ -865,7 +882,7 @@ func (s *Store) event(ctx context.Context, tenant *string, id string) (*store.Ev
 		}
 		ev.Time, rec.ReceivedAt = fromNanos(t), fromNanos(received)
 		ev.Metadata, ev.Scope, ev.Data = unmarshalMap(md), unmarshalMap(sc), data
-		ds, err := deliveriesOf(ctx, tx, []int64{seq})
+		ds, err := s.deliveriesOf(ctx, tx, []int64{seq})
 		if err != nil {
 			return err
 		}

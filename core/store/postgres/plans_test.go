@@ -170,7 +170,7 @@ func TestTenantListsReadTheirOwnRows(t *testing.T) {
 		}
 		for _, st := range []store.Status{"", store.Delivered, store.Pending} {
 			f := store.DeliveryFilter{Destinations: []string{"b1", "b2"}, Status: st, Limit: page}
-			q, a, err := listDeliveriesQuery(f)
+			q, a, err := s.listDeliveriesQuery(f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,7 +194,7 @@ func TestTenantListsReadTheirOwnRows(t *testing.T) {
 		}
 		// One event's deliveries: found through the event, whatever the destination holds.
 		f := store.DeliveryFilter{Destinations: []string{"b1", "b2"}, EventID: "b4242", Limit: page}
-		q, a, err := listDeliveriesQuery(f)
+		q, a, err := s.listDeliveriesQuery(f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,6 +203,14 @@ func TestTenantListsReadTheirOwnRows(t *testing.T) {
 		}
 		if got, err := s.ListDeliveries(ctx, f); err != nil || len(got) != 2 || got[0].EventID != "b4242" || got[1].EventID != "b4242" {
 			t.Errorf("the deliveries of one of b's events: %+v, %v", got, err)
+		}
+		// One event's deliveries, as an event's record reads them: a range of ids in each table.
+		var seq int64
+		if err := s.pool.QueryRow(ctx, `SELECT seq FROM events WHERE tenant = 'b' AND id = 'b4242'`).Scan(&seq); err != nil {
+			t.Fatal(err)
+		}
+		if read := rowsRead(t, s, "deliveries", s.deliveriesOfSQL(), []int64{seq}) + rowsRead(t, s, "delivery_log", s.deliveriesOfSQL(), []int64{seq}); read != 2 {
+			t.Errorf("analyzed %v: the deliveries of one of b's events by seq read %.0f rows, want its 2", analyzed, read)
 		}
 		// One event by its id, as a tenant asks for it.
 		if read := rowsRead(t, s, "events", eventSQL, "b4242", "b"); read > 2 {

@@ -112,6 +112,9 @@ type Store struct {
 	// process runs, which is how other nodes tell its leases from a dead node's.
 	nodeID   int64
 	presence *pgx.Conn
+	// firstSeq is the first event seq whose deliveries' ids are made from it (migration 0008): older events'
+	// deliveries are found by event_seq.
+	firstSeq int64
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -193,6 +196,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		stop()
 		pool.Close()
 		return nil, unavailable(fmt.Errorf("store: read change version: %w", err))
+	}
+	if err := s.pool.QueryRow(ctx, `SELECT first_seq FROM delivery_ids`).Scan(&s.firstSeq); err != nil {
+		stop()
+		pool.Close()
+		return nil, unavailable(fmt.Errorf("store: read delivery_ids: %w", err))
 	}
 	if err := s.premakeAround(ctx); err != nil {
 		stop()
