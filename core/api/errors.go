@@ -41,6 +41,7 @@ var statusOf = []struct {
 	{intake.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 	{intake.ErrClosed, http.StatusServiceUnavailable, "unavailable"},
 	{store.ErrIDReused, http.StatusConflict, "conflict"},
+	{store.ErrFanout, http.StatusUnprocessableEntity, "fanout_limit"},
 
 	{destinations.ErrMalformed, http.StatusBadRequest, "invalid_json"},
 	{destinations.ErrForbidden, http.StatusForbidden, "forbidden"},

@@ -28,6 +28,7 @@ func TestProblemOf(t *testing.T) {
 		{&intake.Error{Kind: intake.ErrLimit, Field: "subscriptions[0]", Msg: "cap"}, 422, "subscription_limit", "subscriptions[0]", "cap"},
 		{&intake.Error{Kind: intake.ErrUnavailable, Field: "subscriptions[0]", Msg: "retry later"}, 503, "unavailable", "subscriptions[0]", "retry later"},
 		{fmt.Errorf("append: %w", store.ErrIDReused), 409, "conflict", "", "append: " + store.ErrIDReused.Error()},
+		{fmt.Errorf("%w: at most 65536", store.ErrFanout), 422, "fanout_limit", "", store.ErrFanout.Error() + ": at most 65536"},
 		{&destinations.Error{Kind: destinations.ErrMalformed, Msg: "not JSON"}, 400, "invalid_json", "", "not JSON"},
 		{&destinations.Error{Kind: destinations.ErrForbidden, Field: "tenant", Msg: "no"}, 403, "forbidden", "tenant", "no"},
 		{fmt.Errorf("get: %w", &destinations.Error{Kind: destinations.ErrNotFound, Msg: "no destination with this id"}), 404, "not_found", "", "no destination with this id"},

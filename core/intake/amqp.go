@@ -243,6 +243,9 @@ func (in *Intake) handleDeliveries(ctx context.Context, c config.AMQPIntake, bat
 			}
 		case errors.Is(failed, store.ErrIDReused):
 			dl.reject(ctx, m.d, "id: "+failed.Error())
+		case errors.Is(failed, store.ErrFanout):
+			// Sent again it would match as many destinations: it goes to the dead letters, not round and round.
+			dl.reject(ctx, m.d, failed.Error())
 		default:
 			log.Error("amqp message not stored; it returns to the queue", "message_id", m.d.MessageId, "err", failed)
 			_ = m.d.Nack(false, true)

@@ -11,6 +11,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/sluicehq/sluice/core/config"
+	"github.com/sluicehq/sluice/core/store"
+	"github.com/sluicehq/sluice/sinks"
+	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
 // amqpURL returns the test broker, skipping when none is configured.
@@ -306,5 +309,87 @@ func TestAMQPTrust(t *testing.T) {
 		if _, err := f.st.Event(context.Background(), id); err == nil {
 			t.Errorf("refused message %s was stored", id)
 		}
+	}
+}
+
+// fanoutStore refuses one event id as the PostgreSQL store refuses an event with more deliveries than it can
+// number (store.ErrFanout), and appends the rest.
+type fanoutStore struct {
+	store.Store
+	refuse string
+}
+
+func (s fanoutStore) Append(ctx context.Context, evs []store.NewEvent, o store.AppendOptions) ([]store.AppendResult, error) {
+	out := make([]store.AppendResult, len(evs))
+	var keep []store.NewEvent
+	var at []int
+	for i, ne := range evs {
+		if ne.Event.ID == s.refuse {
+			out[i] = store.AppendResult{ID: ne.Event.ID, Err: fmt.Errorf("%w: at most 65536", store.ErrFanout)}
+			continue
+		}
+		keep, at = append(keep, ne), append(at, i)
+	}
+	res, err := s.Store.Append(ctx, keep, o)
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range at {
+		out[i] = res[k]
+	}
+	return out, nil
+}
+
+// TestAMQPFanoutRefusalDeadLettered: an event the store refuses for its fan-out would match as many
+// destinations if sent again, so it goes to the dead letters with the reason instead of back to the queue;
+// the message beside it is stored.
+func TestAMQPFanoutRefusalDeadLettered(t *testing.T) {
+	url := amqpURL(t)
+	b := newBroker(t, url)
+	q, dlq, dlx := b.name("events"), b.name("rejected"), b.name("dlx")
+	b.exchange(dlx, "fanout")
+	b.queue(dlq)
+	if err := b.ch.QueueBind(dlq, "", dlx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.queue(q)
+	f := newFixture(t, t.TempDir(), testConfig, nil)
+	cfg, err := config.Parse("t.yaml", []byte(testConfig), func(string) (string, bool) { return "", false }, sinks.NewRegistry(webhook.Spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := New(fanoutStore{Store: f.st, refuse: "wide"}, f.disp, routerFor(cfg.Destinations), f.opts)
+	t.Cleanup(in.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		in.ConsumeAMQP(ctx, config.AMQPIntake{Name: "events", URL: url, Queue: q, Prefetch: 8, TopicFrom: config.TopicFromBody,
+			DeadLetterExchange: dlx})
+		close(done)
+	}()
+	for _, id := range []string{"wide", "fine"} {
+		b.publish("", q, amqp.Publishing{MessageId: id, ContentType: "application/json", Body: []byte(`{"topic":"case.created","data":{}}`)})
+	}
+	var reason string
+	waitUntil(t, "the refused message dead-lettered", func() bool {
+		d, ok, err := b.ch.Get(dlq, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && d.MessageId == "wide" {
+			reason, _ = d.Headers[HeaderRejectReason].(string)
+		}
+		return reason != ""
+	})
+	if !strings.Contains(reason, "at most 65536") {
+		t.Errorf("dead-lettered with %q, want the limit named", reason)
+	}
+	waitUntil(t, "the other message stored", func() bool { _, err := f.st.Event(context.Background(), "fine"); return err == nil })
+	if _, err := f.st.Event(context.Background(), "wide"); err == nil {
+		t.Error("the refused event was stored")
+	}
+	if n := b.depth(q); n != 0 {
+		t.Errorf("%d messages left in the source queue, want none (the refused one must not come back)", n)
 	}
 }

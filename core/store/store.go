@@ -55,6 +55,10 @@ var ErrUnavailable = errors.New("store unavailable")
 // ErrIDReused is returned by Append when an event id was already used outside the dedupe window.
 var ErrIDReused = errors.New("event id already used")
 
+// ErrFanout refuses an event (AppendResult.Err) that matched more destinations than the store can number
+// deliveries for in one event (the PostgreSQL store: 65,536). Publishing it again cannot succeed.
+var ErrFanout = errors.New("event matches too many destinations")
+
 // NewEvent is one event to append with the destinations it matched.
 type NewEvent struct {
 	Event        event.Event

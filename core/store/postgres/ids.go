@@ -3,6 +3,8 @@ package postgres
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/sluicehq/sluice/core/store"
 )
 
 // A delivery's id is its event's seq shifted left by idShift, plus its place in the event's fan-out (migration
@@ -50,8 +52,8 @@ func (s *Store) idsOfSeqs(table, arr string) string {
 // checkFanout refuses an event with more deliveries than its ids can number.
 func checkFanout(id string, n int) error {
 	if n > MaxFanout {
-		return fmt.Errorf("event %q matches %d destinations; the postgres store holds at most %d deliveries an event: narrow the destinations' topics or filters",
-			id, n, MaxFanout)
+		return fmt.Errorf("%w: event %q matches %d destinations; the postgres store holds at most %d deliveries an event: narrow the destinations' topics or filters",
+			store.ErrFanout, id, n, MaxFanout)
 	}
 	return nil
 }

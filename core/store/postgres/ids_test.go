@@ -165,7 +165,8 @@ func TestFreshDeliveryIDs(t *testing.T) {
 	}
 }
 
-// An event whose deliveries its ids cannot number is refused whole, naming the limit; nothing is stored.
+// An event whose deliveries its ids cannot number is refused alone (store.ErrFanout, naming the limit), as a
+// reused id is: nothing of it is stored, and the events beside it are.
 func TestFanoutBound(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
@@ -174,16 +175,36 @@ func TestFanoutBound(t *testing.T) {
 		dests[i] = fmt.Sprint("d", i)
 	}
 	wide := store.NewEvent{Event: event.Event{ID: "wide", Topic: "t", Time: time.Now(), Data: []byte(`{}`)}, Destinations: dests}
-	_, err := s.Append(ctx, []store.NewEvent{ev("ok", ""), wide}, appendOpts)
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprint("at most ", MaxFanout)) || !strings.Contains(err.Error(), `"wide"`) {
-		t.Fatalf("append of %d destinations: %v; want the limit named", len(dests), err)
+	res, err := s.Append(ctx, []store.NewEvent{ev("ok", ""), wide, ev("ok2", "")}, appendOpts)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if page, err := s.ListEvents(ctx, store.EventFilter{}); err != nil || len(page) != 0 {
-		t.Fatalf("events stored by a refused append: %d, %v", len(page), err)
+	if e := res[1].Err; !errors.Is(e, store.ErrFanout) || !strings.Contains(e.Error(), fmt.Sprint("at most ", MaxFanout)) ||
+		!strings.Contains(e.Error(), `"wide"`) || len(res[1].Deliveries) != 0 {
+		t.Fatalf("append of %d destinations: %+v; want it refused with the limit named", len(dests), res[1])
 	}
-	// At the bound it goes in, its last delivery numbered just below the next event's first.
-	res, err := s.Append(ctx, []store.NewEvent{{Event: wide.Event, Destinations: dests[:MaxFanout]}}, appendOpts)
-	if err != nil || len(res[0].Deliveries) != MaxFanout || res[0].Deliveries[MaxFanout-1].ID != deliveryID(2, 0)-1 {
+	if res[0].Err != nil || len(res[0].Deliveries) != 2 || res[2].Err != nil || len(res[2].Deliveries) != 2 ||
+		res[0].ID != "ok" || res[2].ID != "ok2" {
+		t.Fatalf("the events beside it: %+v, %+v; want both stored", res[0], res[2])
+	}
+	page, err := s.ListEvents(ctx, store.EventFilter{})
+	if err != nil || len(page) != 2 || page[0].Event.ID != "ok2" || page[1].Event.ID != "ok" {
+		t.Fatalf("events stored: %+v, %v; want ok and ok2 only", page, err)
+	}
+	// Alone, it is refused without a statement; at the bound it goes in, its last delivery numbered just below
+	// the next event's first.
+	if res, err := s.Append(ctx, []store.NewEvent{wide}, appendOpts); err != nil || !errors.Is(res[0].Err, store.ErrFanout) {
+		t.Fatalf("append of the wide event alone: %+v, %v", res, err)
+	}
+	res, err = s.Append(ctx, []store.NewEvent{{Event: wide.Event, Destinations: dests[:MaxFanout]}}, appendOpts)
+	if err != nil || res[0].Err != nil || len(res[0].Deliveries) != MaxFanout {
 		t.Fatalf("append of %d destinations: %v", MaxFanout, err)
+	}
+	var seq int64
+	if err := s.pool.QueryRow(ctx, `SELECT seq FROM events WHERE id = 'wide'`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	if last := res[0].Deliveries[MaxFanout-1].ID; last != deliveryID(seq+1, 0)-1 {
+		t.Fatalf("last delivery of a full fan-out: %d, want %d", last, deliveryID(seq+1, 0)-1)
 	}
 }

@@ -106,10 +106,40 @@ type appendCall struct {
 // one statement (multi-row inserts from UNNEST arrays); only duplicates take a second one.
 func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
 	for i := range evs {
-		if err := checkFanout(evs[i].Event.ID, len(evs[i].Destinations)); err != nil {
-			return nil, err
+		if checkFanout(evs[i].Event.ID, len(evs[i].Destinations)) != nil {
+			return s.appendWithin(ctx, evs, opts)
 		}
 	}
+	return s.append(ctx, evs, opts)
+}
+
+// appendWithin appends the events of evs whose deliveries their ids can number (MaxFanout) and refuses the
+// others alone, as Append refuses a reused id.
+func (s *Store) appendWithin(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
+	out := make([]store.AppendResult, len(evs))
+	var keep []store.NewEvent
+	var at []int
+	for i := range evs {
+		if err := checkFanout(evs[i].Event.ID, len(evs[i].Destinations)); err != nil {
+			out[i] = store.AppendResult{ID: evs[i].Event.ID, Err: err}
+			continue
+		}
+		keep, at = append(keep, evs[i]), append(at, i)
+	}
+	if len(keep) == 0 {
+		return out, nil
+	}
+	res, err := s.append(ctx, keep, opts)
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range at {
+		out[i] = res[k]
+	}
+	return out, nil
+}
+
+func (s *Store) append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
 	c := &appendCall{evs: evs, opts: opts, res: make([]store.AppendResult, len(evs)), token: newToken()}
 	o := &op{app: c}
 	o.fn = func(ctx context.Context, tx pgx.Tx) error { return s.appendAll(ctx, tx, []*appendCall{c}) }
