@@ -176,7 +176,7 @@ func (s *Store) listDeliveriesQuery(f store.DeliveryFilter) (string, args, error
 	conds := func(table string) string {
 		w := where
 		if event != "" {
-			w = append(w[:len(w):len(w)], "id = ANY(ARRAY(SELECT t.id FROM events e JOIN "+table+" t ON "+s.idsOf("t", "e.seq")+
+			w = append(w[:len(w):len(w)], "id = ANY(ARRAY(SELECT t.id FROM events e JOIN "+table+" t ON "+s.idsOf("t", "e.seq", "e.seq")+
 				" WHERE e.id = "+event+"))")
 		}
 		if len(w) == 0 {
@@ -438,7 +438,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 		n = 0
 		rows, err := tx.Query(ctx, `DELETE FROM events WHERE (seq, received_at) IN (
 			  SELECT seq, received_at FROM events e WHERE received_at < $1
-			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+s.idsOf("d", "e.seq")+` AND d.status = 'pending')
+			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+s.idsOf("d", "e.seq", "e.seq")+` AND d.status = 'pending')
 			  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
 			RETURNING seq, received_at, tenant, id`, nanos(cutoff), limit)
 		if err != nil {

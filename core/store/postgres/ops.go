@@ -155,9 +155,10 @@ func (s *Store) append(ctx context.Context, evs []store.NewEvent, opts store.App
 }
 
 // appendSQL claims each event's (tenant, id) in event_ids (it dedupes across the day partitions; the first
-// of equal ids, in argument order, owns it), inserts the winners' events and their deliveries (ids made from
-// the event's seq and each one's place in its fan-out: deliveryID), adds the pending deliveries to this writer's counter rows, and answers, per winning event
-// (its 1-based index), its seq and its delivery ids in order.
+// of equal ids, in argument order, owns it), inserts the winners' events and their deliveries (each one's id
+// made from its event's seq and its place in the fan-out, as deliveryID makes it), adds the pending deliveries
+// to this writer's counter rows, and answers, per winning event (its 1-based index), its seq and its delivery
+// ids in order.
 const appendSQL = `WITH u AS (
 	  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::text[])
 	    WITH ORDINALITY AS u(t, i, tp, tm, c, m, sc, d, tr, ord)),
@@ -461,7 +462,7 @@ func (s *Store) deliveriesOf(ctx context.Context, q querier, seqs []int64) (map[
 func (s *Store) deliveriesOfSQL() string {
 	of := func(table string) string {
 		return `SELECT ` + prefixed("t.", deliveryCols) + `, t.event_seq FROM (SELECT DISTINCT unnest($1::bigint[]) AS qs) q
-			JOIN ` + table + ` t ON ` + s.idsOf("t", "q.qs")
+			JOIN ` + table + ` t ON ` + s.idsOf("t", "q.qs", "q.qs")
 	}
 	return of("deliveries") + ` UNION ALL ` + of("delivery_log") + ` ORDER BY id`
 }

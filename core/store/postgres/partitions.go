@@ -164,14 +164,14 @@ func (s *Store) dropDays(ctx context.Context, cutoff time.Time) (int, error) {
 
 // held reports whether a delivery of the day starting at lo is pending, given the range of the seqs of the day's
 // events (nil when it has none). A delivery is made with its event and takes its received_at as created_at, so
-// the day's deliveries are among those of its events' seqs (a range of ids: idsOfRange), and the day's bounds
+// the day's deliveries are among those of its events' seqs (a range of ids: idsOf), and the day's bounds
 // leave out any other day's event whose seq falls in the range.
 func (s *Store) held(ctx context.Context, lo int64, minSeq, maxSeq *int64) (bool, error) {
 	if minSeq == nil {
 		return false, nil
 	}
 	var held bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE `+s.idsOfRange("$1::bigint", "$2::bigint")+`
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE `+s.idsOf("", "$1::bigint", "$2::bigint")+`
 		AND status = 'pending' AND created_at >= $3 AND created_at < $4)`, *minSeq, *maxSeq, lo, lo+dayNanos).Scan(&held)
 	return held, err
 }
@@ -291,7 +291,7 @@ func (s *Store) cleanRetired(ctx context.Context) error {
 			// Deliveries of the day's events: created at the instant their event was received. None is pending
 			// (the day was dropped only then, and a delivery whose event is gone cannot be requeued).
 			tag, err := s.pool.Exec(ctx, `DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
-				WHERE `+s.idsOfRange("$1::bigint", "$2::bigint")+` AND created_at >= $3 AND created_at < $4 AND status <> 'pending' LIMIT $5)`,
+				WHERE `+s.idsOf("", "$1::bigint", "$2::bigint")+` AND created_at >= $3 AND created_at < $4 AND status <> 'pending' LIMIT $5)`,
 				d.minSeq, d.maxSeq, d.lo, d.hi, cleanBatch)
 			if err != nil {
 				return fmt.Errorf("delete deliveries of a dropped day: %w", err)
