@@ -145,7 +145,8 @@ func (s *suite) dedupe(t *testing.T) {
 
 // tenantIDs: event ids are per tenant. The same id from two tenants is two events, each with its own
 // deliveries, neither a duplicate of the other; within one tenant it is a duplicate as always. TenantEvent
-// reads one tenant's; Event reads the first appended; a delivery list by event id finds both.
+// reads one tenant's; Event reads the first appended; a delivery list by event id finds all, and one tenant's
+// list (its destinations) only its own.
 func (s *suite) tenantIDs(t *testing.T) {
 	e := s.store(t)
 	ofTenant := func(tenant, dest string) store.NewEvent {
@@ -185,6 +186,11 @@ func (s *suite) tenantIDs(t *testing.T) {
 	}
 	if got := e.walkDeliveries(store.DeliveryFilter{EventID: "shared"}); len(got) != 3 {
 		t.Fatalf("deliveries of event id shared: %d, want 3 (one per tenant)", len(got))
+	}
+	// A tenant's list (its destinations only) asked for an id another tenant also used sees its own delivery.
+	if got := e.walkDeliveries(store.DeliveryFilter{EventID: "shared", Destinations: []string{"dst-b"}}); len(got) != 1 ||
+		got[0].ID != b[0].Deliveries[0].ID {
+		t.Fatalf("globex's deliveries of event id shared: %+v, want its own one (%d)", got, b[0].Deliveries[0].ID)
 	}
 }
 
