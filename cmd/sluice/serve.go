@@ -102,7 +102,7 @@ func openStore(c config.Store, log *slog.Logger) (store.Store, error) {
 	case "postgres":
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, MaxConns: c.MaxConns, Logger: log})
+		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, MaxConns: c.MaxConns, Logger: log, Prewarm: true})
 	}
 	return nil, fmt.Errorf("store driver %q is not available", c.Driver)
 }

@@ -92,12 +92,11 @@ func (s *Store) watch(ctx context.Context, schema string) {
 func (s *Store) listen(ctx context.Context, hints chan<- struct{}) {
 	for ctx.Err() == nil {
 		err := func() error {
-			conn, err := s.pool.Acquire(ctx)
+			// A connection of its own, not the pool's: it stays in LISTEN until it breaks.
+			c, err := s.dedicated(ctx)
 			if err != nil {
 				return err
 			}
-			// The connection is taken out of the pool: it stays in LISTEN until it breaks.
-			c := conn.Hijack()
 			defer c.Close(context.Background())
 			if _, err := c.Exec(ctx, `LISTEN `+pgx.Identifier{s.channel}.Sanitize()); err != nil {
 				return err

@@ -44,11 +44,10 @@ func (s *Store) lead(ctx context.Context) {
 
 // holdLead takes a connection, tries for the lock until it gets it, and holds it while the connection lives.
 func (s *Store) holdLead(ctx context.Context, tick <-chan time.Time) {
-	conn, err := s.pool.Acquire(ctx)
+	c, err := s.dedicated(ctx)
 	if err != nil {
 		return
 	}
-	c := conn.Hijack()
 	defer c.Close(context.Background())
 	defer s.leader.on.Store(false)
 	for {

@@ -52,6 +52,11 @@ type Options struct {
 	Poll time.Duration
 	// LeaderEvery is how often a node that is not the leader tries to become it (default 2s).
 	LeaderEvery time.Duration
+	// Prewarm opens all MaxConns connections in Open and keeps them open, each with the statements of the hot
+	// path (appends, completions, claims, lease renewals) prepared and run once on empty input: a node's first
+	// commits cost what its later ones do (see warm). Open fails, naming store.max_conns, when PostgreSQL
+	// refuses that many connections. `sluice serve` sets it; tests that open many stores at once leave it off.
+	Prewarm bool
 }
 
 func (o *Options) defaults() {
@@ -91,6 +96,15 @@ func (o *Options) poolConfig() (*pgxpool.Config, error) {
 		return nil, errors.New("store.dsn: is not a valid PostgreSQL connection string: use postgres://user:password@host:5432/db?sslmode=…")
 	}
 	cfg.MaxConns = int32(max(o.MaxConns, 1))
+	if o.Prewarm {
+		cfg.MinConns = cfg.MaxConns
+		cfg.AfterConnect = warm
+		// Opened together, the connections would also reach their lifetime together, and the pool would make
+		// them all again at once, under load: spread their ends over a quarter of the lifetime.
+		if cfg.MaxConnLifetimeJitter == 0 {
+			cfg.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 4
+		}
+	}
 	if o.Schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = o.Schema
 	}
@@ -100,8 +114,10 @@ func (o *Options) poolConfig() (*pgxpool.Config, error) {
 // Store is the PostgreSQL store.
 type Store struct {
 	pool *pgxpool.Pool
-	opts Options
-	ops  chan *op
+	// connCfg makes the connections held outside the pool (dedicated).
+	connCfg *pgx.ConnConfig
+	opts    Options
+	ops     chan *op
 	// comps carries the completions: they commit apart from the appends (see writer).
 	comps chan *op
 	wg    sync.WaitGroup
@@ -169,43 +185,51 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if _, err := Migrate(ctx, opts, false); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, unavailable(fmt.Errorf("store: connect: %w", err))
-	}
-	schema := opts.Schema
-	if schema == "" {
-		if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
-			pool.Close()
-			return nil, unavailable(fmt.Errorf("store: %w", err))
-		}
-	}
 	bg, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, opts: opts, ops: make(chan *op, 4096), comps: make(chan *op, 256), node: randomID(), channel: "sluice_changes." + schema,
+	s := &Store{opts: opts, connCfg: cfg.ConnConfig, ops: make(chan *op, 4096), comps: make(chan *op, 256), node: randomID(),
 		closed: make(chan struct{}), stop: stop}
 	s.holds.m = map[int64]hold{}
 	s.ended = make(chan struct{})
 	s.nodeID = newToken()
+	// The presence lock first: a pool that opens its connections at once (Prewarm) then cannot take the last
+	// connection PostgreSQL allows before it.
 	if s.presence, err = s.takePresence(ctx); err != nil {
 		stop()
-		pool.Close()
 		return nil, err
+	}
+	// What fails from here lets go of the presence lock's connection and the pool.
+	fail := func(err error) (*Store, error) {
+		stop()
+		s.presence.Close(context.Background())
+		if s.pool != nil {
+			s.pool.Close()
+		}
+		return nil, err
+	}
+	schema := opts.Schema
+	if schema == "" {
+		if err := s.presence.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+			return fail(unavailable(fmt.Errorf("store: %w", err)))
+		}
+	}
+	s.channel = "sluice_changes." + schema
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return fail(unavailable(fmt.Errorf("store: connect: %w", err)))
 	}
 	s.changes.subs = map[chan struct{}]bool{}
 	if err := s.pool.QueryRow(ctx, `SELECT version FROM changes`).Scan(&s.changes.seen); err != nil {
-		stop()
-		pool.Close()
-		return nil, unavailable(fmt.Errorf("store: read change version: %w", err))
+		return fail(unavailable(fmt.Errorf("store: read change version: %w", err)))
 	}
 	if err := s.pool.QueryRow(ctx, `SELECT first_seq FROM delivery_ids`).Scan(&s.firstSeq); err != nil {
-		stop()
-		pool.Close()
-		return nil, unavailable(fmt.Errorf("store: read delivery_ids: %w", err))
+		return fail(unavailable(fmt.Errorf("store: read delivery_ids: %w", err)))
 	}
 	if err := s.premakeAround(ctx); err != nil {
-		stop()
-		pool.Close()
-		return nil, unavailable(fmt.Errorf("store: make partitions: %w", err))
+		return fail(unavailable(fmt.Errorf("store: make partitions: %w", err)))
+	}
+	if opts.Prewarm {
+		if err := fillPool(ctx, s.pool, int(cfg.MaxConns)); err != nil {
+			return fail(err)
+		}
 	}
 	for range opts.Writers {
 		s.wg.Add(1)

@@ -11,11 +11,10 @@ import (
 // takePresence takes this node's presence lock (a session advisory lock keyed by its node id) on a connection
 // of its own: while it is held, other nodes leave this node's leases alone at their start.
 func (s *Store) takePresence(ctx context.Context) (*pgx.Conn, error) {
-	pc, err := s.pool.Acquire(ctx)
+	c, err := s.dedicated(ctx)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("store: %w", err))
 	}
-	c := pc.Hijack()
 	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock($1)`, s.nodeID); err != nil {
 		c.Close(context.Background())
 		return nil, unavailable(fmt.Errorf("store: take the presence lock: %w", err))
@@ -51,4 +50,10 @@ func (s *Store) keepPresence(ctx context.Context) {
 		}
 		s.presence = c
 	}
+}
+
+// dedicated opens a connection outside the pool, for what holds one for the process's life (the presence
+// lock, LISTEN, leadership): the pool's MaxConns stay for statements, and its warm connections stay in it.
+func (s *Store) dedicated(ctx context.Context) (*pgx.Conn, error) {
+	return pgx.ConnectConfig(ctx, s.connCfg)
 }
