@@ -216,6 +216,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 		return fail(unavailable(fmt.Errorf("store: connect: %w", err)))
 	}
+	// Before any other use of the pool, so that a refusal is met here and named.
+	if opts.Prewarm {
+		if err := fillPool(ctx, s.pool, int(cfg.MaxConns)); err != nil {
+			return fail(err)
+		}
+	}
 	s.changes.subs = map[chan struct{}]bool{}
 	if err := s.pool.QueryRow(ctx, `SELECT version FROM changes`).Scan(&s.changes.seen); err != nil {
 		return fail(unavailable(fmt.Errorf("store: read change version: %w", err)))
@@ -225,11 +231,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if err := s.premakeAround(ctx); err != nil {
 		return fail(unavailable(fmt.Errorf("store: make partitions: %w", err)))
-	}
-	if opts.Prewarm {
-		if err := fillPool(ctx, s.pool, int(cfg.MaxConns)); err != nil {
-			return fail(err)
-		}
 	}
 	for range opts.Writers {
 		s.wg.Add(1)
