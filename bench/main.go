@@ -101,6 +101,7 @@ func main() {
 	backlogN := flag.Int("backlog", 1_000_000, "events held for a down receiver in the backlog scenario")
 	binFlag := flag.String("bin", "", "run this Sluice binary instead of building ./cmd/sluice")
 	dataBytes := flag.Int("data-bytes", 0, "grow each event's data to about this many bytes with an array of small objects, in every scenario and in http-ceiling's requests alike (0: data of about 60 bytes)")
+	flag.DurationVar(&stallAbove, "stalls", 0, "print, for each 100 ms of (scheduled) send time in which an accept took longer than this, its offset, clock time and slowest accept: where the accept tail comes from (0: off)")
 	profile := flag.String("profile", "", "write CPU profiles of the Sluice nodes of single, fanout10 and the -pg scenarios here (<scenario>-node<k>.pprof), and sample PostgreSQL's wait events in the -pg ones")
 	flag.Parse()
 	pad = padding(*dataBytes)
@@ -173,11 +174,11 @@ func main() {
 		return r, err
 	})
 	run("batch-intake", func() (result, error) {
-		return throughSluice(bin, opts{d: *duration, publishers: 8, batch: 100, rate: *rateCap})
+		return throughSluice(bin, opts{d: *duration, publishers: 8, batch: 100, rate: *rateCap, name: "batch-intake"})
 	})
 	run("batch-webhook", func() (result, error) {
 		// Batched end to end: events published 100 to a request and delivered 100 to a webhook request.
-		return throughSluice(bin, opts{d: *duration, publishers: 8, receivers: 1, batch: 100, hookBatch: 100, rate: *rateCap})
+		return throughSluice(bin, opts{d: *duration, publishers: 8, receivers: 1, batch: 100, hookBatch: 100, rate: *rateCap, name: "batch-webhook"})
 	})
 	run("fanout10", func() (result, error) {
 		return throughSluice(bin, opts{d: *duration, publishers: *publishers, receivers: 10, batch: 1, rate: *rateCap, name: "fanout10", profile: *profile})
@@ -530,6 +531,7 @@ destinations:
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
+	slow := newStalls(stallAbove)
 	total := func() (n int64) {
 		for _, rc := range rcs {
 			n += rc.count.Load()
@@ -575,13 +577,16 @@ destinations:
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusAccepted {
 					accepted.Add(int64(batch))
-					acceptLat.record(time.Since(t0))
+					took := time.Since(t0)
+					acceptLat.record(took)
+					slow.record(t0, took)
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
+	slow.report(os.Stderr, o.name, start)
 	idle := idle0.since()
 	windows := stopWindows()
 	if pgs != nil {
@@ -650,6 +655,9 @@ func peakRSS(pid int) float64 {
 
 // pad is added to every event's data (-data-bytes): `,"items":[…]`, or "".
 var pad string
+
+// stallAbove is -stalls: accepts slower than this are reported by the 100 ms window they were sent in.
+var stallAbove time.Duration
 
 // padding returns the `,"items":[…]` member that grows an event's data of about 60 bytes to about n bytes:
 // small objects of strings, a number and a boolean, the shape of a typical payload.
