@@ -531,7 +531,6 @@ destinations:
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
-	slow := newStalls(stallAbove)
 	total := func() (n int64) {
 		for _, rc := range rcs {
 			n += rc.count.Load()
@@ -539,6 +538,7 @@ destinations:
 		return n
 	}
 	start := time.Now()
+	slow := newStalls(stallAbove, start)
 	pace := newPacer(o.rate, batch, start, d, grace(d))
 	count := total
 	if receivers == 0 {
@@ -586,7 +586,7 @@ destinations:
 	}
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
-	slow.report(os.Stderr, o.name, start)
+	slow.report(os.Stderr, o.name)
 	idle := idle0.since()
 	windows := stopWindows()
 	if pgs != nil {

@@ -11,14 +11,16 @@ import (
 // stallWindow is the span stalls groups slow accepts by, in scheduled send time.
 const stallWindow = 100 * time.Millisecond
 
-// stalls collects, for -stalls, the windows of scheduled send time in which an accept took longer than above:
+// stalls collects, for -stalls, the windows of scheduled send time (counted from start) in which an accept took
+// longer than above:
 // where a run's accept tail comes from (a node's first second, a vacuum, a checkpoint), to be read beside the
 // server's own logs. In a rate-capped run a stall shows in every window it delayed, since latency counts from
 // the scheduled send.
 type stalls struct {
 	above time.Duration
+	start time.Time
 	mu    sync.Mutex
-	win   map[int64]stall // by the window's start, unix ns
+	win   map[int64]stall // by the window's number, from start
 }
 
 type stall struct {
@@ -26,8 +28,8 @@ type stall struct {
 	worst time.Duration
 }
 
-func newStalls(above time.Duration) *stalls {
-	return &stalls{above: above, win: map[int64]stall{}}
+func newStalls(above time.Duration, start time.Time) *stalls {
+	return &stalls{above: above, start: start, win: map[int64]stall{}}
 }
 
 // record notes an accept sent (or scheduled) at sent that took took. A nil stalls, or a threshold of 0, keeps
@@ -36,7 +38,7 @@ func (s *stalls) record(sent time.Time, took time.Duration) {
 	if s == nil || s.above <= 0 || took <= s.above {
 		return
 	}
-	k := sent.Truncate(stallWindow).UnixNano()
+	k := int64(max(sent.Sub(s.start), 0) / stallWindow)
 	s.mu.Lock()
 	w := s.win[k]
 	w.n++
@@ -46,7 +48,7 @@ func (s *stalls) record(sent time.Time, took time.Duration) {
 }
 
 // report writes a line per window, in time order, with its offset from start and its UTC clock time.
-func (s *stalls) report(w io.Writer, name string, start time.Time) {
+func (s *stalls) report(w io.Writer, name string) {
 	if s == nil || s.above <= 0 {
 		return
 	}
@@ -62,9 +64,9 @@ func (s *stalls) report(w io.Writer, name string, start time.Time) {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		at := time.Unix(0, k)
+		off := time.Duration(k) * stallWindow
 		st := s.win[k]
-		fmt.Fprintf(w, "%s: stall at %+.1fs (%s UTC): %d accepts over %v, the slowest %v\n", name,
-			at.Sub(start).Seconds(), at.UTC().Format("15:04:05.0"), st.n, s.above, st.worst.Round(time.Millisecond))
+		fmt.Fprintf(w, "%s: stall at +%.1fs (%s UTC): %d accepts over %v, the slowest %v\n", name,
+			off.Seconds(), s.start.Add(off).UTC().Format("15:04:05.000"), st.n, s.above, st.worst.Round(time.Millisecond))
 	}
 }
