@@ -201,12 +201,16 @@ func (s *Store) listDeliveriesQuery(f store.DeliveryFilter) (string, args, error
 			SELECT ` + deliveryCols + ` FROM ` + table + cond + ` ORDER BY destination DESC, id DESC LIMIT ` + lim + `) x
 			ORDER BY x.id DESC LIMIT ` + lim
 	}
-	// Pending deliveries are all in deliveries; finished ones are in either table (most in the log). Each side
-	// yields its newest page, in one statement (one snapshot: a row the mover moves meanwhile is seen once).
-	q := page("deliveries")
+	// Pending deliveries are in deliveries or open on fanouts rows; finished ones are in deliveries or the log
+	// (most in the log). Each side yields its newest page, in one statement (one snapshot: a row the mover
+	// moves meanwhile, or a completion closes, is seen once).
+	// The open entries of fanouts rows are pending deliveries too (a status other than pending leaves their
+	// page empty at planning).
+	q := `SELECT * FROM ((` + page("deliveries") + `) UNION ALL (` + page("fanout_deliveries") + `)`
 	if f.Status != store.Pending {
-		q = `SELECT * FROM ((` + q + `) UNION ALL (` + page("delivery_log") + `)) y ORDER BY id DESC LIMIT ` + lim
+		q += ` UNION ALL (` + page("delivery_log") + `)`
 	}
+	q += `) y ORDER BY id DESC LIMIT ` + lim
 	return q, a, nil
 }
 
@@ -215,7 +219,8 @@ func (s *Store) Delivery(ctx context.Context, id int64) (*store.DeliveryRecord, 
 	var rec *store.DeliveryRecord
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		d, err := scanDelivery(tx.QueryRow(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE id = $1
-			UNION ALL SELECT `+deliveryCols+` FROM delivery_log WHERE id = $1 LIMIT 1`, id))
+			UNION ALL SELECT `+deliveryCols+` FROM delivery_log WHERE id = $1
+			UNION ALL SELECT `+deliveryCols+` FROM fanout_deliveries WHERE event_seq = $1 >> 16 AND id = $1 LIMIT 1`, id))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("delivery %d: %w", id, store.ErrNotFound)
 		}
@@ -256,6 +261,10 @@ func (s *Store) Retry(ctx context.Context, id int64, now time.Time) (store.Deliv
 		var status, dest string
 		var leased bool
 		var next int64
+		// An open entry of a fanouts row becomes a row first (spillSQL).
+		if err := spill(ctx, tx, `f.event_seq = $1::bigint >> 16`, id); err != nil {
+			return fmt.Errorf("retry delivery %d: %w", id, err)
+		}
 		// A delivery whose event retention has detached is gone with it: requeued, it could never be sent.
 		err := tx.QueryRow(ctx, `SELECT status, leased, next_at, destination FROM deliveries d WHERE id = $1
 			AND EXISTS (SELECT 1 FROM events e WHERE e.seq = d.event_seq AND e.received_at = d.created_at) FOR UPDATE OF d`, id).Scan(&status, &leased, &next, &dest)
@@ -439,6 +448,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int, er
 		rows, err := tx.Query(ctx, `DELETE FROM events WHERE (seq, received_at) IN (
 			  SELECT seq, received_at FROM events e WHERE received_at < $1
 			    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE `+s.idsOf("d", "e.seq", "e.seq")+` AND d.status = 'pending')
+			    AND NOT EXISTS (SELECT 1 FROM fanouts f WHERE f.event_seq = e.seq)
 			  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
 			RETURNING seq, received_at, tenant, id`, nanos(cutoff), limit)
 		if err != nil {

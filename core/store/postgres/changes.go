@@ -129,14 +129,16 @@ func (s *Store) listen(ctx context.Context, hints chan<- struct{}) {
 
 var _ store.DueFinder = (*Store)(nil)
 
-// Due implements store.DueFinder: one query, an index probe per destination asked about.
+// Due implements store.DueFinder: one query, an index probe per destination asked about (and one of fanouts'
+// leases: an entry whose lease ran out is Claim's to take).
 func (s *Store) Due(ctx context.Context, destinations []string, now time.Time) ([]string, error) {
 	out := []string{}
 	if len(destinations) == 0 {
 		return out, nil
 	}
 	rows, err := s.pool.Query(ctx, `SELECT n FROM unnest($1::text[]) AS n
-		WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.destination = n AND d.status = 'pending' AND d.next_at <= $2)`,
+		WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.destination = n AND d.status = 'pending' AND d.next_at <= $2)
+		  OR EXISTS (SELECT 1 FROM fanout_deliveries f WHERE f.destination = n AND f.next_at <= $2)`,
 		destinations, nanos(now))
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("find destinations with due deliveries: %w", err))

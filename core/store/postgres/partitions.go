@@ -172,7 +172,8 @@ func (s *Store) held(ctx context.Context, lo int64, minSeq, maxSeq *int64) (bool
 	}
 	var held bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE `+s.idsOf("", "$1::bigint", "$2::bigint")+`
-		AND status = 'pending' AND created_at >= $3 AND created_at < $4)`, *minSeq, *maxSeq, lo, lo+dayNanos).Scan(&held)
+		AND status = 'pending' AND created_at >= $3 AND created_at < $4)
+		OR EXISTS (SELECT 1 FROM fanouts WHERE event_seq BETWEEN $1 AND $2 AND created_at >= $3 AND created_at < $4)`, *minSeq, *maxSeq, lo, lo+dayNanos).Scan(&held)
 	return held, err
 }
 

@@ -87,7 +87,7 @@ func TestBatchesFindRowsByID(t *testing.T) {
 	now := time.Now()
 	for j, r := range res {
 		ids[j] = r.Deliveries[0].ID
-		toks[j], untils[j] = s.holds.token(ids[j]), nanos(now.Add(time.Hour))
+		toks[j], untils[j] = s.holds.get(ids[j]).token, nanos(now.Add(time.Hour))
 		if toks[j] == 0 {
 			t.Fatalf("delivery %d is not held by its appender", ids[j])
 		}

@@ -161,13 +161,33 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// stmt is a statement and its arguments; scan, if set, reads the rows it answers.
+type stmt struct {
+	sql  string
+	args []any
+	scan func(pgx.Rows) error
+}
+
+// run runs st in tx.
+func (st stmt) run(ctx context.Context, tx pgx.Tx) error {
+	if st.scan == nil {
+		_, err := tx.Exec(ctx, st.sql, st.args...)
+		return err
+	}
+	rows, err := tx.Query(ctx, st.sql, st.args...)
+	if err != nil {
+		return err
+	}
+	return st.scan(rows)
+}
+
 type op struct {
 	fn func(ctx context.Context, tx pgx.Tx) error
 	// app, set on an Append, lets the appends of a group run as one statement.
 	app *appendCall
-	// complete, set on a Complete, gives completeSQL's arguments. A group made only of appends and completions
-	// is sent as one pipeline (runBatch).
-	complete func(shard int64) []any
+	// complete, set on a Complete, gives its statements (Complete). A group made only of appends and
+	// completions is sent as one pipeline (runBatch).
+	complete func(shard int64) []stmt
 	// changed marks an operation other nodes must learn of (a hint is sent after its commit).
 	changed bool
 	// after runs once the commit is durable.
@@ -238,9 +258,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s.wg.Add(1)
 	go s.writer(s.comps, false)
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go s.keepPresence(bg)
 	go s.renewLeases(bg)
+	go s.spillExpired(bg)
 	go s.watch(bg, schema)
 	go s.lead(bg)
 	return s, nil
@@ -552,9 +573,13 @@ func (s *Store) runBatch(ctx context.Context, ops []*op) (errs []error, err erro
 		plan = s.planAppend(calls, shard)
 		b.Queue(appendSQL, plan.args...)
 	}
-	for _, o := range ops {
+	sts := make([][]stmt, len(ops))
+	for i, o := range ops {
 		if o.complete != nil {
-			b.Queue(completeSQL, o.complete(shard)...)
+			sts[i] = o.complete(shard)
+			for _, st := range sts[i] {
+				b.Queue(st.sql, st.args...)
+			}
 		}
 	}
 	errs = make([]error, len(ops))
@@ -581,12 +606,16 @@ func (s *Store) runBatch(ctx context.Context, ops []*op) (errs []error, err erro
 			return fail(first, err)
 		}
 	}
-	for i, o := range ops {
-		if o.complete == nil {
-			continue
-		}
-		if _, err := br.Exec(); err != nil {
-			return fail(i, fmt.Errorf("complete deliveries: %w", err))
+	for i := range ops {
+		for _, st := range sts[i] {
+			if st.scan == nil {
+				_, err = br.Exec()
+			} else if rows, err = br.Query(); err == nil {
+				err = st.scan(rows)
+			}
+			if err != nil {
+				return fail(i, fmt.Errorf("complete deliveries: %w", err))
+			}
 		}
 	}
 	if err := br.Close(); err != nil {

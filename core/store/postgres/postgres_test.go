@@ -680,11 +680,11 @@ func TestHoldsDropKeepsNewerClaim(t *testing.T) {
 	h.put(1, hold{token: 10})
 	h.put(1, hold{token: 20}) // claimed again
 	h.drop([]int64{1}, []int64{10})
-	if got := h.token(1); got != 20 {
+	if got := h.get(1).token; got != 20 {
 		t.Fatalf("token after dropping the older claim = %d, want 20", got)
 	}
 	h.drop([]int64{1}, []int64{20})
-	if got := h.token(1); got != 0 {
+	if got := h.get(1).token; got != 0 {
 		t.Fatalf("token after dropping the current claim = %d, want 0", got)
 	}
 }

@@ -8,11 +8,11 @@ import (
 )
 
 // churned are the tables whose rows every delivery writes and deletes (deliveries: a row from intake to its
-// completion) or rewrites (pending_counts: a row per writer and destination, updated by every commit). They
+// completion; fanouts: a row per event whose deliveries are leased at birth, until they end) or rewrites (pending_counts: a row per writer and destination, updated by every commit). They
 // stay small only while their dead rows are vacuumed away; PostgreSQL's autovacuum does that, unless it is
 // off for the server or for the table. Then the leader does it (vacuumChurned), or deliveries would grow by
 // the size of every delivery ever made, and each claim would scan the dead rows' index entries.
-var churned = []string{"deliveries", "pending_counts"}
+var churned = []string{"deliveries", "fanouts", "pending_counts"}
 
 // vacuumDeadRows is how many dead rows, beyond the live ones, make the leader vacuum a churned table that
 // autovacuum does not look after. Under load deliveries passes it within a second or two; each vacuum then

@@ -12,19 +12,26 @@ import (
 // TestLeaderVacuumsTheQueue: where autovacuum leaves the delivery queue alone (here the table's
 // autovacuum_enabled is off; a server with autovacuum = off is the same case for every table), the leader
 // vacuums it once the rows of finished deliveries pile up, so the queue does not grow by every delivery ever
-// made, and renews its statistics.
+// made, and renews its statistics. The queue is both tables: deliveries, and fanouts (the events whose
+// deliveries are all leased at birth).
 func TestLeaderVacuumsTheQueue(t *testing.T) {
+	for _, table := range []string{"deliveries", "fanouts"} {
+		t.Run(table, func(t *testing.T) { leaderVacuums(t, table) })
+	}
+}
+
+func leaderVacuums(t *testing.T, table string) {
 	dsn, schema := testSchema(t)
 	s := openNode(t, dsn, schema, func(o *Options) { o.LeaderEvery = 50 * time.Millisecond })
 	ctx := context.Background()
-	if _, err := s.pool.Exec(ctx, `ALTER TABLE deliveries SET (autovacuum_enabled = off)`); err != nil {
+	if _, err := s.pool.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = off)`); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the node to lead", s.Leading)
 	vacuums := func() (n int64) {
 		t.Helper()
 		err := s.pool.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables
-			WHERE schemaname = current_schema() AND relname = 'deliveries'`).Scan(&n)
+			WHERE schemaname = current_schema() AND relname = $1`, table).Scan(&n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,8 +40,9 @@ func TestLeaderVacuumsTheQueue(t *testing.T) {
 	if n := vacuums(); n != 0 {
 		t.Fatalf("a new queue was vacuumed %d times", n)
 	}
-	// Deliveries leased at birth and completed, 1,000 at a time, until the leader has vacuumed: each leaves a
-	// dead row in deliveries. The statistics the leader reads lag the commits by a second or so.
+	// Deliveries made and completed, 1,000 at a time, until the leader has vacuumed: each leaves a dead row in
+	// deliveries, or each event (both leased at birth) two in fanouts (its update and its delete). The
+	// statistics the leader reads lag the commits by a second or so.
 	deadline := time.Now().Add(60 * time.Second)
 	made := 0
 	for vacuums() == 0 {
@@ -44,7 +52,7 @@ func TestLeaderVacuumsTheQueue(t *testing.T) {
 		evs := make([]store.NewEvent, 500)
 		for i := range evs {
 			evs[i] = ev(fmt.Sprintf("e%d", made/2+i), "")
-			evs[i].Leased = []bool{true, true}
+			evs[i].Leased = []bool{true, table == "fanouts"}
 		}
 		res, err := s.Append(ctx, evs, appendOpts)
 		if err != nil {
@@ -66,7 +74,7 @@ func TestLeaderVacuumsTheQueue(t *testing.T) {
 	waitFor(t, "the queue's statistics to be renewed with its vacuum", func() bool {
 		var n int64
 		err := s.pool.QueryRow(ctx, `SELECT analyze_count FROM pg_stat_user_tables
-			WHERE schemaname = current_schema() AND relname = 'deliveries'`).Scan(&n)
+			WHERE schemaname = current_schema() AND relname = $1`, table).Scan(&n)
 		if err != nil {
 			t.Fatal(err)
 		}
