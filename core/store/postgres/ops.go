@@ -191,8 +191,8 @@ const appendSQL = `WITH u AS (
 	  ORDER BY x.dord
 	  RETURNING id, event_seq, destination, status),
 	fo AS (
-	  INSERT INTO fanouts (event_seq, event_id, created_at, dests, open, claim_token, claim_node, lease_until)
-	  SELECT x.seq, x.event_id, $10, array_agg(x.d ORDER BY x.p), array_agg(true ORDER BY x.p), min(x.tk), $11, min(x.n)
+	  INSERT INTO fanouts (event_seq, event_id, created_at, dests, open, remaining, claim_token, claim_node, lease_until)
+	  SELECT x.seq, x.event_id, $10, array_agg(x.d ORDER BY x.p), array_agg(true ORDER BY x.p), count(*), min(x.tk), $11, min(x.n)
 	  FROM x WHERE x.f GROUP BY x.seq, x.event_id
 	  RETURNING event_seq, dests),
 	made AS (
@@ -296,11 +296,14 @@ func (s *Store) planAppend(calls []*appendCall, shard int64) *appendPlan {
 			dOrd, dDest, dNext, dLeased, dTok, dKey, dBlock, dTest, dWhy, shard, dPos, dFan}}
 }
 
+// fanoutMin is the fewest deliveries an event goes in as a fanouts row with (a variable for benchmarks).
+var fanoutMin = 2
+
 // fansOut reports whether ne's deliveries go in as one fanouts row (appendSQL): two or more, all leased at
 // birth, none ordered, none born skipped, and not a test send. A single delivery stays a row: measured on
 // single-pg, its fanouts row cost PostgreSQL 10–25 µs more per event than the row (docs/performance.md).
 func fansOut(ne *store.NewEvent) bool {
-	if len(ne.Destinations) < 2 || ne.Test {
+	if len(ne.Destinations) < fanoutMin || ne.Test {
 		return false
 	}
 	for j := range ne.Destinations {
@@ -735,24 +738,35 @@ const completeSQL = `WITH u AS MATERIALIZED (
 // fanCompleteSQL is completeSQL for deliveries carried by fanouts rows (migration 0009): it closes the entries
 // of the outcomes whose row still has the completer's token, writing the log row (first attempt on it) of
 // each that ended, or a deliveries row (pending, due at its retry, unleased) of each that goes on, and takes
-// the ended ones off this writer's pending counters. The entries it closed are the ones open when it took the
-// row's lock (closing, computed in the update from the row as locked); reapSQL then deletes the rows left
-// with none open. It answers the ids of the outcomes it did not close: spilled (now rows), or no longer the
-// completer's.
+// the ended ones off this writer's pending counters. The entries it closes (g) are read from the statement's
+// snapshot of the rows: only a row's holder changes its open entries, and a node writes its completions one
+// transaction at a time (its completion writer), so they are still open when the row is locked. A row whose
+// open entries the outcomes close all is deleted (fd), another has them closed and counted down (fu). What
+// can happen meanwhile is a spill (another node's, deleting the row): then neither takes it, and the statement
+// answers the ids of the outcomes it did not close, which Complete writes again as rows.
 const fanCompleteSQL = `WITH u AS MATERIALIZED (
 	  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[],
 	    $9::int[], $10::bigint[], $11::bigint[], $12::int[], $13::bytea[])
 	    AS u(id, st, tried, nx, er, tok, n, at, us, code, resp)),
-	g AS (SELECT id >> 16 AS seq, tok, array_agg((id & 65535)::int + 1) AS ps FROM u WHERE tok <> 0 GROUP BY 1, 2),
-	f AS (
-	  UPDATE fanouts f SET
-	    open = ARRAY(SELECT o.v AND NOT o.i = ANY(g.ps) FROM unnest(f.open) WITH ORDINALITY AS o(v, i) ORDER BY o.i),
-	    closing = ARRAY(SELECT o.i::int FROM unnest(f.open) WITH ORDINALITY AS o(v, i) WHERE o.v AND o.i = ANY(g.ps) ORDER BY o.i)
-	  FROM g WHERE f.event_seq = g.seq AND f.claim_token = g.tok
-	  RETURNING f.event_seq, f.event_id, f.dests, f.closing, f.created_at),
+	g AS (
+	  SELECT f.event_seq AS seq, f.claim_token AS tok, array_agg(x.p) AS ps, f.remaining = count(*) AS last
+	  FROM (SELECT id >> 16 AS seq, tok, (id & 65535)::int + 1 AS p FROM u WHERE tok <> 0) x
+	  JOIN fanouts f ON f.event_seq = x.seq AND f.claim_token = x.tok AND f.open[x.p]
+	  GROUP BY f.event_seq, f.claim_token, f.remaining),
+	fd AS (
+	  DELETE FROM fanouts f USING g WHERE f.event_seq = g.seq AND f.claim_token = g.tok AND g.last
+	  RETURNING f.event_seq, f.event_id, f.dests, f.created_at),
+	fu AS (
+	  UPDATE fanouts f SET open = ARRAY(SELECT o.v AND NOT o.i = ANY(g.ps) FROM unnest(f.open) WITH ORDINALITY AS o(v, i) ORDER BY o.i),
+	    remaining = f.remaining - cardinality(g.ps)
+	  FROM g WHERE f.event_seq = g.seq AND f.claim_token = g.tok AND NOT g.last
+	  RETURNING f.event_seq, f.event_id, f.dests, f.created_at),
+	c AS (
+	  SELECT x.event_seq, x.event_id, x.dests, x.created_at, k.i
+	  FROM (SELECT * FROM fd UNION ALL SELECT * FROM fu) x JOIN g ON g.seq = x.event_seq CROSS JOIN LATERAL unnest(g.ps) AS k(i)),
 	e AS MATERIALIZED (
-	  SELECT u.*, f.event_seq, f.event_id, f.dests[k.i] AS destination, f.created_at, u.n = 1 AND u.tried = 1 AS logged1
-	  FROM f CROSS JOIN LATERAL unnest(f.closing) AS k(i) JOIN u ON u.id = (f.event_seq << 16) + k.i - 1),
+	  SELECT u.*, c.event_seq, c.event_id, c.dests[c.i] AS destination, c.created_at, u.n = 1 AND u.tried = 1 AS logged1
+	  FROM c JOIN u ON u.id = (c.event_seq << 16) + c.i - 1),
 	lg AS (
 	  INSERT INTO delivery_log (` + logCols + `, a1_at, a1_us, a1_code, a1_error, a1_response)
 	  SELECT id, event_seq, event_id, destination, st, tried, nx, created_at, $7, er, '', false, 0, false,
@@ -774,9 +788,6 @@ const fanCompleteSQL = `WITH u AS MATERIALIZED (
 	  ON CONFLICT (delivery_id, n, received_at) DO UPDATE SET at = excluded.at, duration_us = excluded.duration_us,
 	    status_code = excluded.status_code, error = excluded.error, response = excluded.response)
 	SELECT id FROM u WHERE id NOT IN (SELECT id FROM e)`
-
-// reapSQL deletes the fanouts rows of the deliveries $1 that have no open entry left.
-const reapSQL = `DELETE FROM fanouts WHERE event_seq IN (SELECT DISTINCT unnest($1::bigint[]) >> 16) AND NOT (true = ANY(open))`
 
 // spillSQL turns the fanouts rows that match a condition (appended after it: WHERE ...) into rows of deliveries
 // for their open entries, as intake would have written them — pending, leased under the same token by the same
@@ -833,8 +844,16 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	// rows committed after it started); those are completed as rows in a second transaction.
 	var rows, fans []store.Outcome
 	var rowToks, fanToks []int64
+	var fanIDs map[int64]bool
 	for _, o := range outs {
 		if hd := s.holds.get(o.DeliveryID); hd.fan {
+			if fanIDs[o.DeliveryID] {
+				continue // an outcome given twice: fanCompleteSQL closes an entry once
+			}
+			if fanIDs == nil {
+				fanIDs = map[int64]bool{}
+			}
+			fanIDs[o.DeliveryID] = true
 			fans, fanToks = append(fans, o), append(fanToks, hd.token)
 		} else {
 			rows, rowToks = append(rows, o), append(rowToks, hd.token)
@@ -856,7 +875,7 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 					}
 				}
 				return err
-			}}, stmt{sql: reapSQL, args: []any{outcomeIDs(fans)}})
+			}})
 		}
 		if len(rows) > 0 {
 			sts = append(sts, stmt{sql: completeSQL, args: outcomeArgs(rows, rowToks, now, shard)})

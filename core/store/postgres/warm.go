@@ -29,7 +29,6 @@ var hotStatements = []struct {
 		int8s, bools, int8s, texts, bools, bools, texts, int64(0), int4s, bools}},
 	{completeSQL, []any{int8s, texts, int4s, int8s, texts, int8s, int64(0), int64(0), int4s, int8s, int8s, int4s, byteas}},
 	{fanCompleteSQL, []any{int8s, texts, int4s, int8s, texts, int8s, int64(0), int64(0), int4s, int8s, int8s, int4s, byteas}},
-	{reapSQL, []any{int8s}},
 	{fanRenewSQL, []any{int8s, int8s, int8s, int64(0), int64(0)}},
 	{claimSQL, []any{"", int64(0), 0, int64(0), int64(0), int64(0)}},
 	{renewSQL, []any{int8s, int8s, int8s, int64(0), int64(0)}},

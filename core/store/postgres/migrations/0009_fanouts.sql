@@ -4,19 +4,19 @@
 -- key, none born skipped, and it is not a test send; any other event's deliveries are rows of deliveries as before.
 --
 -- Entry i of dests (1-based) is the delivery whose id is event_seq << 16 | (i - 1); it is open (pending, under
--- the fanout's lease) while open[i]. The holder's completion closes entries (their log rows, or a deliveries
--- row for one that will be retried) and deletes the row with its last. Anything else that must act on an open
--- entry — a retry by hand, a skip, a released or expired lease — first spills the row: its open entries become
--- deliveries rows exactly as intake would have written them (pending, leased under the same token until the
--- same time), and the row goes, in one statement. The holder's completion then finds them as rows.
+-- the fanout's lease) while open[i]. The holder's completions close entries (their log rows, or a deliveries
+-- row for one that will be retried), counting remaining down, and delete the row with the last. Anything else
+-- that must act on an open entry — a retry by hand, a skip, a released or expired lease — first spills the row:
+-- its open entries become deliveries rows exactly as intake would have written them (pending, leased under the
+-- same token until the same time), and the row goes, in one statement. The holder's completions then find
+-- them as rows.
 CREATE TABLE fanouts (
   event_seq   bigint PRIMARY KEY,
   event_id    text NOT NULL,
   created_at  bigint NOT NULL,
   dests       text[] NOT NULL,
   open        boolean[] NOT NULL,
-  -- The entries the last completion closed (set by it, read back in its RETURNING).
-  closing     integer[] NOT NULL DEFAULT '{}',
+  remaining   integer NOT NULL, -- how many are open
   claim_token bigint NOT NULL,
   claim_node  bigint NOT NULL,
   lease_until bigint NOT NULL
