@@ -300,8 +300,8 @@ func (s *Store) planAppend(calls []*appendCall, shard int64) *appendPlan {
 var fanoutMin = 2
 
 // fansOut reports whether ne's deliveries go in as one fanouts row (appendSQL): two or more, all leased at
-// birth, none ordered, none born skipped, and not a test send. A single delivery stays a row: measured on
-// single-pg, its fanouts row cost PostgreSQL 10–25 µs more per event than the row (docs/performance.md).
+// birth, none ordered, none born skipped, and not a test send. A single delivery stays a row: made a fanouts
+// row, it cost PostgreSQL more than its row in single-pg and nodes3-pg (docs/performance.md).
 func fansOut(ne *store.NewEvent) bool {
 	if len(ne.Destinations) < fanoutMin || ne.Test {
 		return false
@@ -1020,37 +1020,28 @@ func (s *Store) ReleaseLeases(ctx context.Context) error {
 // lease its caller asked for. A lease that another node has taken over (its token changed) or that ended is
 // forgotten.
 func (s *Store) renewLeases(ctx context.Context) {
-	defer s.wg.Done()
 	if s.opts.LeaseTTL < 0 {
+		s.wg.Done()
 		return
 	}
-	tick := time.NewTicker(s.opts.LeaseTTL / 3)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	s.every(ctx, s.opts.LeaseTTL/3, func() {
 		// Only leases with less than 5/6 of LeaseTTL left are renewed (one not renewed last tick has at least
 		// half left, so a failed renewal still leaves a tick to spare): most deliveries end long before, and
 		// rewriting their rows would only contend with their completions.
 		now := s.opts.Now()
 		ids, toks, untils := s.holds.due(nanos(now.Add(5 * s.opts.LeaseTTL / 6)))
 		if len(ids) == 0 {
-			continue
+			return
 		}
 		// Fanouts rows first: one spilled meanwhile is found as rows by the second statement.
 		kept := map[int64]bool{}
-		failed := false
 		for _, q := range []string{fanRenewSQL, renewSQL} {
 			rows, err := s.pool.Query(ctx, q, ids, toks, untils, nanos(now.Add(s.opts.LeaseTTL)), nanos(now))
 			if err != nil {
 				if ctx.Err() == nil {
 					s.opts.Logger.Warn("store: renew leases", "leases", len(ids), "err", err)
 				}
-				failed = true
-				break
+				return
 			}
 			for rows.Next() {
 				var id int64
@@ -1060,12 +1051,8 @@ func (s *Store) renewLeases(ctx context.Context) {
 			}
 			rows.Close()
 			if rows.Err() != nil {
-				failed = true
-				break
+				return
 			}
-		}
-		if failed {
-			continue
 		}
 		var gone, goneToks, keptIDs, keptToks []int64
 		for i, id := range ids {
@@ -1077,29 +1064,22 @@ func (s *Store) renewLeases(ctx context.Context) {
 		}
 		s.holds.drop(gone, goneToks)
 		s.holds.renewed(keptIDs, keptToks, nanos(now.Add(s.opts.LeaseTTL)))
-	}
+	})
 }
 
 // spillExpired spills, every second (or LeaseTTL/3 if shorter), the fanouts rows whose lease has run out: a
 // node that died leaves them, and spilled they are rows whose lease has run out, which every node's lanes claim
 // (claimSQL). Every node does it; a row goes once (the spill deletes it).
 func (s *Store) spillExpired(ctx context.Context) {
-	defer s.wg.Done()
 	if s.opts.LeaseTTL < 0 {
+		s.wg.Done()
 		return
 	}
-	tick := time.NewTicker(min(time.Second, s.opts.LeaseTTL/3))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	s.every(ctx, min(time.Second, s.opts.LeaseTTL/3), func() {
 		if err := spill(ctx, s.pool, `f.lease_until <= $1`, nanos(s.opts.Now())); err != nil && ctx.Err() == nil {
 			s.opts.Logger.Warn("store: spill expired fan-outs", "err", err)
 		}
-	}
+	})
 }
 
 // SkipPending implements store.Store.

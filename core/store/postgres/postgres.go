@@ -267,6 +267,22 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// every runs fn every d until ctx ends, then marks the loop done (s.wg): the shape of the store's background
+// loops.
+func (s *Store) every(ctx context.Context, d time.Duration, fn func()) {
+	defer s.wg.Done()
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		fn()
+	}
+}
+
 func randomID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -25,17 +24,9 @@ func (s *Store) takePresence(ctx context.Context) (*pgx.Conn, error) {
 // keepPresence checks the presence connection and, when it broke (PostgreSQL restarted, a network cut), takes
 // the lock again on a new one. Only this goroutine touches s.presence after Open (Close waits for it).
 func (s *Store) keepPresence(ctx context.Context) {
-	defer s.wg.Done()
-	tick := time.NewTicker(s.opts.LeaderEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	s.every(ctx, s.opts.LeaderEvery, func() {
 		if s.presence != nil && ping(ctx, s.presence) == nil {
-			continue
+			return
 		}
 		if s.presence != nil {
 			s.presence.Close(context.Background())
@@ -46,10 +37,10 @@ func (s *Store) keepPresence(ctx context.Context) {
 			if ctx.Err() == nil {
 				s.opts.Logger.Warn("store: presence lock lost; taking it again", "err", err)
 			}
-			continue
+			return
 		}
 		s.presence = c
-	}
+	})
 }
 
 // dedicated opens a connection outside the pool, for what holds one for the process's life (the presence
