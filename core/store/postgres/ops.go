@@ -842,26 +842,31 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 	// fanouts rows first: a spill that comes later waits for this transaction and spills only what it left
 	// open. One spilled before it took the row's lock is a row fanCompleteSQL answers as missed (it cannot see
 	// rows committed after it started); those are completed as rows in a second transaction.
-	var rows, fans []store.Outcome
-	var rowToks, fanToks []int64
-	var fanIDs map[int64]bool
-	for _, o := range outs {
-		if hd := s.holds.get(o.DeliveryID); hd.fan {
-			if fanIDs[o.DeliveryID] {
-				continue // an outcome given twice: fanCompleteSQL closes an entry once
+	toks, fan := make([]int64, len(outs)), make([]bool, len(outs))
+	anyFan := false
+	for i, o := range outs {
+		hd := s.holds.get(o.DeliveryID)
+		toks[i], fan[i] = hd.token, hd.fan
+		anyFan = anyFan || hd.fan
+	}
+	rows, rowToks := outs, toks
+	var fans []store.Outcome
+	var fanToks []int64
+	if anyFan {
+		rows, rowToks = nil, nil
+		fanIDs := map[int64]bool{}
+		for i, o := range outs {
+			switch {
+			case !fan[i]:
+				rows, rowToks = append(rows, o), append(rowToks, toks[i])
+			case !fanIDs[o.DeliveryID]: // an outcome given twice: fanCompleteSQL closes an entry once
+				fanIDs[o.DeliveryID] = true
+				fans, fanToks = append(fans, o), append(fanToks, toks[i])
 			}
-			if fanIDs == nil {
-				fanIDs = map[int64]bool{}
-			}
-			fanIDs[o.DeliveryID] = true
-			fans, fanToks = append(fans, o), append(fanToks, hd.token)
-		} else {
-			rows, rowToks = append(rows, o), append(rowToks, hd.token)
 		}
 	}
 	var missed map[int64]bool
-	o := &op{}
-	o.complete = func(shard int64) []stmt {
+	o := completion(func(shard int64) []stmt {
 		now := nanos(s.opts.Now())
 		var sts []stmt
 		if len(fans) > 0 {
@@ -881,18 +886,10 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 			sts = append(sts, stmt{sql: completeSQL, args: outcomeArgs(rows, rowToks, now, shard)})
 		}
 		return sts
-	}
-	o.fn = func(ctx context.Context, tx pgx.Tx) error {
-		shard, _ := ctx.Value(shardKey{}).(int64)
-		for _, st := range o.complete(shard) {
-			if err := st.run(ctx, tx); err != nil {
-				return fmt.Errorf("complete deliveries: %w", err)
-			}
-		}
-		return nil
-	}
-	ids, toks := slices.Concat(outcomeIDs(rows), outcomeIDs(fans)), slices.Concat(rowToks, fanToks)
-	o.after = func() { s.holds.drop(ids, toks) }
+	})
+	// The holds these outcomes end (an outcome given twice ends its hold once).
+	ids, held := slices.Concat(outcomeIDs(rows), outcomeIDs(fans)), slices.Concat(rowToks, fanToks)
+	o.after = func() { s.holds.drop(ids, held) }
 	err := s.write(ctx, o)
 	if err == nil && len(missed) > 0 {
 		var again []store.Outcome
@@ -902,22 +899,31 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 				again, againToks = append(again, out), append(againToks, fanToks[i])
 			}
 		}
-		a := &op{}
-		a.complete = func(shard int64) []stmt {
+		err = s.write(ctx, completion(func(shard int64) []stmt {
 			return []stmt{{sql: completeSQL, args: outcomeArgs(again, againToks, nanos(s.opts.Now()), shard)}}
-		}
-		a.fn = func(ctx context.Context, tx pgx.Tx) error {
-			shard, _ := ctx.Value(shardKey{}).(int64)
-			return a.complete(shard)[0].run(ctx, tx)
-		}
-		err = s.write(ctx, a)
+		}))
 	}
 	if err != nil {
 		// The caller keeps nothing of these deliveries now; renewing their leases would keep them from every
 		// node for as long as the leases asked for. Unrenewed, they come back within LeaseTTL.
-		s.holds.drop(ids, toks)
+		s.holds.drop(ids, held)
 	}
 	return err
+}
+
+// completion is the operation of a Complete whose statements stmts gives (see op.complete).
+func completion(stmts func(shard int64) []stmt) *op {
+	o := &op{complete: stmts}
+	o.fn = func(ctx context.Context, tx pgx.Tx) error {
+		shard, _ := ctx.Value(shardKey{}).(int64)
+		for _, st := range stmts(shard) {
+			if err := st.run(ctx, tx); err != nil {
+				return fmt.Errorf("complete deliveries: %w", err)
+			}
+		}
+		return nil
+	}
+	return o
 }
 
 // outcomeIDs returns the delivery ids of outs.
