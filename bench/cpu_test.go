@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// The machine's counters parse into a reading whose idle part is within the whole, and a share over a span
-// is a percentage.
+// The machine's counters parse into a reading whose idle and steal parts are within the whole, and the
+// shares over a span are percentages that together fit in it.
 func TestIdleShare(t *testing.T) {
 	m := readIdle()
-	if m.all == 0 || m.idle > m.all {
+	if m.all == 0 || m.idle > m.all || m.steal > m.all {
 		t.Fatalf("reading of /proc/stat: %+v", m)
 	}
 	// The counters tick every 10 ms of each CPU's time, idle or not.
@@ -20,8 +20,8 @@ func TestIdleShare(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if p := m.since(); p < 0 || p > 100 {
-		t.Fatalf("idle share %v%%", p)
+	if idle, steal := m.since(); idle < 0 || steal < 0 || idle+steal > 100 {
+		t.Fatalf("idle share %v%%, steal share %v%%", idle, steal)
 	}
 }
 

@@ -51,9 +51,12 @@ type result struct {
 	// HarnessCPUPerE is this process's CPU (the publishers and receivers, all on loopback) per accepted event,
 	// over the same span as CPUMicrosPerE; in http-ceiling, per exchange (both of its ends). IdlePct is the
 	// machine's idle share (iowait included) while publishing. Together they say what a run was bound by: with
-	// no idle left, Sluice's CPU per event plus the harness's (plus PostgreSQL's) sets the rate.
+	// no idle left, Sluice's CPU per event plus the harness's (plus PostgreSQL's) sets the rate. StealPct is the
+	// share the hypervisor gave other guests (a cloud VM's neighbours): a run with much of it measured a slower
+	// machine than its neighbours in the table, and compares only with runs of as much.
 	HarnessCPUPerE float64 `json:"harness_cpu_us_per_event"`
 	IdlePct        float64 `json:"idle_pct"`
+	StealPct       float64 `json:"steal_pct"`
 	DrainPerS      float64 `json:"drain_per_s,omitempty"`
 	RatioCeiling   float64 `json:"ratio_to_http_ceiling,omitempty"`
 	// RatePerS is the publishing cap (events/s) of a rate-capped run; MaxRatePerS is the uncapped delivered/s it
@@ -216,7 +219,7 @@ func main() {
 	}
 	fmt.Println(machine())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\trate cap/s\taccepted/s\tdelivered/s\tvs ceiling\t10s windows min–max /s\taccept p99 ms\tp50 ms\tp99 ms\tpeak RSS MB\tCPU µs/event\tharness µs/event\tidle %\tdrain/s\t")
+	fmt.Fprintln(tw, "scenario\trate cap/s\taccepted/s\tdelivered/s\tvs ceiling\t10s windows min–max /s\taccept p99 ms\tp50 ms\tp99 ms\tpeak RSS MB\tCPU µs/event\tharness µs/event\tidle %\tsteal %\tdrain/s\t")
 	for _, r := range results {
 		rate := ""
 		if r.RatePerS > 0 {
@@ -238,9 +241,9 @@ func main() {
 		if r.DrainPerS > 0 {
 			drain = fmt.Sprintf("%.0f", r.DrainPerS)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", r.Scenario, rate,
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", r.Scenario, rate,
 			r.AcceptedPerS, r.DeliveredPerS, ratio, windows, r.AcceptP99MS, r.E2EP50MS, r.E2EP99MS, r.PeakRSSMB, r.CPUMicrosPerE,
-			r.HarnessCPUPerE, r.IdlePct, drain)
+			r.HarnessCPUPerE, r.IdlePct, r.StealPct, drain)
 	}
 	tw.Flush()
 }
@@ -360,11 +363,11 @@ func httpCeiling(d time.Duration, publishers int, rate float64) (result, error) 
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
-	idle := idle0.since()
+	idle, steal := idle0.since()
 	n := rc.count.Load()
 	return result{Accepted: n, AcceptedPerS: float64(n) / el, DeliveredPerS: float64(n) / el, Deliveries: n,
 		E2EP50MS: rc.lat.percentile(0.5), E2EP99MS: rc.lat.percentile(0.99), RatePerS: rate, MissedSends: pace.missed(),
-		HarnessCPUPerE: perEvent(selfCPU()-self0, n), IdlePct: idle}, nil
+		HarnessCPUPerE: perEvent(selfCPU()-self0, n), IdlePct: idle, StealPct: steal}, nil
 }
 
 // grace is how long a rate-capped run may overrun its duration to send the slots it fell behind on.
@@ -587,7 +590,7 @@ destinations:
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
 	slow.report(os.Stderr, o.name)
-	idle := idle0.since()
+	idle, steal := idle0.since()
 	windows := stopWindows()
 	if pgs != nil {
 		pgs.end(o.name, accepted.Load())
@@ -613,7 +616,7 @@ destinations:
 		Accepted: accepted.Load(), AcceptedPerS: float64(accepted.Load()) / pubEnd, Deliveries: delivered,
 		AcceptP99MS: acceptLat.percentile(0.99), E2EP50MS: lat.percentile(0.5), E2EP99MS: lat.percentile(0.99),
 		PeakRSSMB: rssOf(cmds), RatePerS: o.rate, MissedSends: pace.missed() * int64(batch),
-		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows), IdlePct: idle,
+		WindowMinPerS: slices.Min(windows), WindowMaxPerS: slices.Max(windows), Windows: len(windows), IdlePct: idle, StealPct: steal,
 	}
 	if r.MissedSends > 0 {
 		fmt.Fprintf(os.Stderr, "warning: %d scheduled events were never sent: Sluice fell more than %v behind %.0f/s\n",
@@ -695,8 +698,8 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// idleMark is a reading of the machine's CPU time counters (/proc/stat): idle (with iowait) and all.
-type idleMark struct{ idle, all uint64 }
+// idleMark is a reading of the machine's CPU time counters (/proc/stat): idle (with iowait), steal and all.
+type idleMark struct{ idle, steal, all uint64 }
 
 func readIdle() idleMark {
 	b, err := os.ReadFile("/proc/stat")
@@ -710,20 +713,24 @@ func readIdle() idleMark {
 	for i := 1; i < len(f) && i <= 8; i++ {
 		v, _ := strconv.ParseUint(f[i], 10, 64)
 		m.all += v
-		if i == 4 || i == 5 {
+		switch i {
+		case 4, 5:
 			m.idle += v
+		case 8:
+			m.steal = v
 		}
 	}
 	return m
 }
 
-// since is the idle share, in %, of the machine's CPU time from m until now.
-func (m idleMark) since() float64 {
+// since is the idle and the steal share, in %, of the machine's CPU time from m until now.
+func (m idleMark) since() (idle, steal float64) {
 	n := readIdle()
 	if n.all <= m.all {
-		return 0
+		return 0, 0
 	}
-	return 100 * float64(n.idle-m.idle) / float64(n.all-m.all)
+	all := float64(n.all - m.all)
+	return 100 * float64(n.idle-m.idle) / all, 100 * float64(n.steal-m.steal) / all
 }
 
 func cpuTime(pid int) time.Duration {
