@@ -270,3 +270,60 @@ func BenchmarkFanoutCycle(b *testing.B) {
 		})
 	}
 }
+
+// Spills racing the holder's completions (other nodes' retries, skips and expiries do this) lose no outcome and
+// record none twice: each delivery ends delivered once, with one log row, and nothing stays open or counted.
+func TestFanoutSpillsRaceCompletions(t *testing.T) {
+	dsn, schema := testSchema(t)
+	s := openNode(t, dsn, schema, nil)
+	ctx := context.Background()
+	var res []store.AppendResult
+	for b := range 10 {
+		r, err := s.Append(ctx, leasedEvents(fmt.Sprintf("r%d-", b), 40), appendOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res = append(res, r...)
+	}
+	seqs := make([]int64, len(res))
+	for i, r := range res {
+		seqs[i] = r.Deliveries[0].ID >> idShift
+	}
+	outs := delivered(res)
+	done := make(chan error, 1)
+	go func() {
+		// Every third event's row is spilled, from the far end, while the completions come from the near end.
+		for i := len(seqs) - 1; i >= 0; i -= 3 {
+			if err := spill(ctx, s.pool, `f.event_seq = $1`, seqs[i]); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for len(outs) > 0 {
+		k := min(30, len(outs)) // batches that split events' entries
+		if err := s.Complete(ctx, outs[:k]); err != nil {
+			t.Fatal(err)
+		}
+		outs = outs[k:]
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f, d := rowCount(t, s, "fanouts"), rowCount(t, s, "deliveries WHERE status = 'pending'"); f != 0 || d != 0 {
+		t.Fatalf("left open: %d fanouts rows, %d pending deliveries rows", f, d)
+	}
+	var logged, distinct int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT id) FROM (
+		SELECT id FROM delivery_log WHERE status = 'delivered' UNION ALL SELECT id FROM deliveries WHERE status = 'delivered') x`).
+		Scan(&logged, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * len(res); logged != want || distinct != want {
+		t.Fatalf("%d delivered rows (%d distinct), want %d", logged, distinct, want)
+	}
+	if c, err := s.PendingCounts(ctx); err != nil || len(c) != 0 {
+		t.Fatalf("pending counts %v, %v; want none", c, err)
+	}
+}
