@@ -201,11 +201,10 @@ func (s *Store) listDeliveriesQuery(f store.DeliveryFilter) (string, args, error
 			SELECT ` + deliveryCols + ` FROM ` + table + cond + ` ORDER BY destination DESC, id DESC LIMIT ` + lim + `) x
 			ORDER BY x.id DESC LIMIT ` + lim
 	}
-	// Pending deliveries are in deliveries or open on fanouts rows; finished ones are in deliveries or the log
-	// (most in the log). Each side yields its newest page, in one statement (one snapshot: a row the mover
-	// moves meanwhile, or a completion closes, is seen once).
-	// The open entries of fanouts rows are pending deliveries too (a status other than pending leaves their
-	// page empty at planning).
+	// Pending deliveries are in deliveries or open on fanouts rows (whose page a status other than pending
+	// empties at planning); finished ones are in deliveries or the log (most in the log). Each side yields its
+	// newest page, in one statement (one snapshot: a row the mover moves meanwhile, or a completion closes, is
+	// seen once).
 	q := `SELECT * FROM ((` + page("deliveries") + `) UNION ALL (` + page("fanout_deliveries") + `)`
 	if f.Status != store.Pending {
 		q += ` UNION ALL (` + page("delivery_log") + `)`
