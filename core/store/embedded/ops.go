@@ -17,8 +17,9 @@ type stmts struct {
 	insEvent, findEvent, eventDeliveries *sql.Stmt
 	// insDeliveries[k] inserts 1<<k deliveries of one event in one statement (see Append).
 	insDeliveries [insChunks]*sql.Stmt
-	// insDone[k] writes 1<<k deferred deliveries in their final state in one statement (see Complete).
-	insDone                                      [insChunks]*sql.Stmt
+	// insDone[k] writes 1<<k deferred deliveries in their final state in one statement (see Complete);
+	// insDelivered[k] the same for deliveries that succeeded at their first attempt, the common case.
+	insDone, insDelivered                        [insChunks]*sql.Stmt
 	complete, completeFirst, insAttempt, nextDue *sql.Stmt
 	readEvent, readDeliveries, readAttempts      *sql.Stmt
 }
@@ -46,7 +47,8 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		updated_at = ?, last_error = ?, a1_at = ?, a1_us = ?, a1_code = ?, a1_error = ?, a1_response = ?
 		WHERE id = ? AND status = 'pending'`)
 	for k := range s.insDone {
-		s.insDone[k] = prep(w, insDoneSQL(1<<k))
+		s.insDone[k] = prep(w, insDoneSQL(1<<k, doneRow))
+		s.insDelivered[k] = prep(w, insDoneSQL(1<<k, deliveredRow))
 	}
 	s.insAttempt = prep(w, `INSERT OR REPLACE INTO attempts (delivery_id, n, at, duration_us, status_code, error, response)
 		VALUES (?,?,?,?,?,?,?)`)
@@ -97,8 +99,8 @@ func insDeliveriesSQL(n int) string {
 const deliveryArgs = 13
 
 // insDoneSQL writes n deferred deliveries in their final state after their first attempt (or none: a
-// destination whose breaker is open), doneArgs values per row.
-func insDoneSQL(n int) string {
+// destination whose breaker is open), each row as row says.
+func insDoneSQL(n int, row string) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO deliveries (id, event_seq, event_id, destination, status, attempts, next_at, leased,
 		created_at, updated_at, last_error, test, a1_at, a1_us, a1_code, a1_error, a1_response) VALUES `)
@@ -106,18 +108,27 @@ func insDoneSQL(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,0,?,?,?,?,?,?,?,?,?)")
+		b.WriteString(row)
 	}
 	return b.String()
 }
 
-// doneArgs is how many values each row of insDoneSQL takes.
-const doneArgs = 16
+const (
+	// doneRow takes doneArgs values: id, event_seq, event_id, destination, status, attempts, next_at,
+	// created_at, updated_at, last_error, test, a1_at, a1_us, a1_code, a1_error, a1_response.
+	doneRow  = "(?,?,?,?,?,?,?,0,?,?,?,?,?,?,?,?,?)"
+	doneArgs = 16
+	// deliveredRow is a doneRow delivered at its first attempt, with no error and not a test: its constant
+	// columns are written into the statement, so a row binds deliveredArgs values (id, event_seq, event_id,
+	// destination, created_at, updated_at, a1_at, a1_us, a1_code, a1_response), not 16.
+	deliveredRow  = "(?,?,?,?,'delivered',1,0,0,?,?,'',0,?,?,?,NULL,?)"
+	deliveredArgs = 10
+)
 
 func (s *stmts) close() {
 	all := []*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete, s.completeFirst, s.insAttempt, s.nextDue,
 		s.readEvent, s.readDeliveries, s.readAttempts}
-	for _, st := range append(append(all, s.insDeliveries[:]...), s.insDone[:]...) {
+	for _, st := range append(append(append(all, s.insDeliveries[:]...), s.insDone[:]...), s.insDelivered[:]...) {
 		if st != nil {
 			st.Close()
 		}
@@ -398,38 +409,32 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		// one (their destination's breaker is open), are written as multi-row inserts, in as few statements as
 		// the prepared sizes allow (a statement costs several times what a row does). Any other statement waits
 		// until the run before it is written, so the order of the writes is the order of outs.
-		var done []any
-		var doneIDs []int64
+		done := insRun{stmts: &s.stmts.insDone, args: doneArgs}
+		delivered := insRun{stmts: &s.stmts.insDelivered, args: deliveredArgs}
 		flush := func() error {
-			for len(doneIDs) > 0 {
-				k := insChunks - 1
-				for 1<<k > len(doneIDs) {
-					k--
-				}
-				m := 1 << k
-				if _, err := s.txStmt(tx, s.stmts.insDone[k]).ExecContext(ctx, done[:m*doneArgs]...); err != nil {
-					return fmt.Errorf("complete deliveries %d to %d: %w", doneIDs[0], doneIDs[m-1], err)
-				}
-				done, doneIDs = done[m*doneArgs:], doneIDs[m:]
+			if err := s.flushRun(ctx, tx, &delivered); err != nil {
+				return err
 			}
-			return nil
+			return s.flushRun(ctx, tx, &done)
 		}
 		for _, o := range outs {
 			a := o.Attempt
 			dr, deferred := s.deferred.take(o.DeliveryID)
+			if deferred && a.N == 1 && o.Status == store.Delivered && a.Error == "" && o.NextAt.IsZero() && !dr.test {
+				// The delivery's only row, written once in its final state: the common case binds the fewest values.
+				delivered.add(len(outs), o.DeliveryID, dr.seq, dr.eventID, dr.dest, dr.created, nanos(now),
+					nanos(a.At), a.Duration.Microseconds(), a.StatusCode, a.Response)
+				continue
+			}
 			if deferred && a.N <= 1 {
 				// The delivery's only row, written once in its final state.
-				if done == nil {
-					done, doneIDs = make([]any, 0, len(outs)*doneArgs), make([]int64, 0, len(outs))
-				}
-				done = append(done, o.DeliveryID, dr.seq, dr.eventID, dr.dest, string(o.Status), a.N, nanos(o.NextAt),
+				done.add(len(outs), o.DeliveryID, dr.seq, dr.eventID, dr.dest, string(o.Status), a.N, nanos(o.NextAt),
 					dr.created, nanos(now), a.Error, boolInt(dr.test))
 				if a.N == 1 {
-					done = append(done, nanos(a.At), a.Duration.Microseconds(), a.StatusCode, nullString(a.Error), a.Response)
+					done.vals = append(done.vals, nanos(a.At), a.Duration.Microseconds(), a.StatusCode, nullString(a.Error), a.Response)
 				} else {
-					done = append(done, nil, nil, nil, nil, nil)
+					done.vals = append(done.vals, nil, nil, nil, nil, nil)
 				}
-				doneIDs = append(doneIDs, o.DeliveryID)
 				continue
 			}
 			if err := flush(); err != nil {
@@ -476,6 +481,40 @@ func (s *Store) Complete(ctx context.Context, outs []store.Outcome) error {
 		}
 		return flush()
 	})
+}
+
+// insRun gathers the rows of one kind of multi-row insert (insDoneSQL) for Complete, which writes them in as
+// few statements as the prepared sizes allow.
+type insRun struct {
+	stmts *[insChunks]*sql.Stmt
+	args  int // values per row
+	vals  []any
+	ids   []int64
+}
+
+// add starts a row of delivery id with its first values; the caller appends the rest to r.vals.
+func (r *insRun) add(capRows int, id int64, vals ...any) {
+	if r.vals == nil {
+		r.vals, r.ids = make([]any, 0, capRows*r.args), make([]int64, 0, capRows)
+	}
+	r.vals = append(append(r.vals, id), vals...)
+	r.ids = append(r.ids, id)
+}
+
+// flushRun writes r's rows.
+func (s *Store) flushRun(ctx context.Context, tx *sql.Tx, r *insRun) error {
+	for len(r.ids) > 0 {
+		k := insChunks - 1
+		for 1<<k > len(r.ids) {
+			k--
+		}
+		m := 1 << k
+		if _, err := s.txStmt(tx, r.stmts[k]).ExecContext(ctx, r.vals[:m*r.args]...); err != nil {
+			return fmt.Errorf("complete deliveries %d to %d: %w", r.ids[0], r.ids[m-1], err)
+		}
+		r.vals, r.ids = r.vals[m*r.args:], r.ids[m:]
+	}
+	return nil
 }
 
 // attempt1Cols are a delivery row's first attempt, as attempt1 reads them.
