@@ -703,3 +703,51 @@ func TestListWritesOnlyAPageOfDeferredRows(t *testing.T) {
 		t.Fatalf("%d rows after a page of b's pending ones, want all 20 of b's", rows)
 	}
 }
+
+// TestDeliveredRowAsTheGeneralRow: the statement for the common outcome (delivered at the first attempt, no
+// error, not a test) writes, column for column, the row the general statement writes for the same outcome.
+func TestDeliveredRowAsTheGeneralRow(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	at, created, updated := t0.UnixNano(), t0.Add(-time.Second).UnixNano(), t0.Add(time.Second).UnixNano()
+	if _, err := tx.Stmt(s.stmts.insDone[0]).ExecContext(ctx, 1001, 7, "e-7", "dst", string(store.Delivered), 1, 0,
+		created, updated, "", 0, at, 1500, 200, nil, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Stmt(s.stmts.insDelivered[0]).ExecContext(ctx, 1002, 7, "e-7", "dst", created, updated,
+		at, 1500, 200, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	row := func(id int) []any {
+		rows, err := tx.QueryContext(ctx, `SELECT * FROM deliveries WHERE id = ?`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		cols, _ := rows.Columns()
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if !rows.Next() {
+			t.Fatalf("no row %d", id)
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range cols {
+			vals[i] = fmt.Sprintf("%s=%T:%v", c, vals[i], vals[i])
+		}
+		return vals[1:] // all but the id
+	}
+	general, common := row(1001), row(1002)
+	if !slices.Equal(general, common) {
+		t.Fatalf("the common outcome's row differs from the general one:\n%v\n%v", common, general)
+	}
+}
