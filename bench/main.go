@@ -70,6 +70,12 @@ type result struct {
 	WindowMinPerS float64 `json:"window_min_per_s,omitempty"`
 	WindowMaxPerS float64 `json:"window_max_per_s,omitempty"`
 	Windows       int     `json:"windows,omitempty"`
+	// StoreCommitsPerE is how many transactions Sluice's store committed per accepted event while publishing
+	// (sluice_store_commits_total, all nodes together), and StoreOpsPerCommit how many operations (appends,
+	// completions) each carried: group commit's sharing, whose fixed cost per commit (an fsync embedded) is much of
+	// the CPU per event below saturation.
+	StoreCommitsPerE  float64 `json:"store_commits_per_event,omitempty"`
+	StoreOpsPerCommit float64 `json:"store_ops_per_commit,omitempty"`
 	// MissedSends counts scheduled sends of a rate-capped run that never went out (Sluice fell too far behind).
 	MissedSends int64 `json:"missed_sends,omitempty"`
 }
@@ -532,6 +538,7 @@ destinations:
 		}
 	}
 	cpu0, self0, idle0 := cpu(), selfCPU(), readIdle()
+	commits0, ops0 := storeCommits(listens)
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
@@ -590,6 +597,7 @@ destinations:
 	}
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
+	commits1, ops1 := storeCommits(listens)
 	slow.report(os.Stderr, o.name)
 	idle, steal := idle0.since()
 	windows := stopWindows()
@@ -627,11 +635,39 @@ destinations:
 		r.DeliveredPerS = float64(delivered) / time.Unix(0, last).Sub(start).Seconds()
 	}
 	r.CPUMicrosPerE = perEvent(cpu()-cpu0, r.Accepted)
+	if commits := commits1 - commits0; commits > 0 && r.Accepted > 0 {
+		r.StoreCommitsPerE, r.StoreOpsPerCommit = commits/float64(r.Accepted), (ops1-ops0)/commits
+		fmt.Fprintf(os.Stderr, "%s: Sluice's store per accepted event: %.3f commits, %.1f operations per commit\n", o.name,
+			r.StoreCommitsPerE, r.StoreOpsPerCommit)
+	}
 	r.HarnessCPUPerE = perEvent(selfCPU()-self0, r.Accepted)
 	if delivered < want {
 		fmt.Fprintf(os.Stderr, "warning: %d of %d deliveries arrived before the drain deadline\n", delivered, want)
 	}
 	return r, nil
+}
+
+// storeCommits sums the store's commits and the operations they carried over the nodes listening on listens,
+// read from their /metrics (zeros where a node does not answer).
+func storeCommits(listens []string) (commits, ops float64) {
+	for _, l := range listens {
+		resp, err := http.Get("http://" + l + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "sluice_store_commits_total "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				commits += n
+			} else if v, ok := strings.CutPrefix(line, "sluice_store_operations_total "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				ops += n
+			}
+		}
+	}
+	return commits, ops
 }
 
 // rssOf is the peak RSS of the Sluice processes together (several nodes: their sum).

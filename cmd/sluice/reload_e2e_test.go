@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,6 +302,19 @@ func TestReloadByFileWrite(t *testing.T) {
 	})
 	if strings.Contains(metrics, `destination="doomed"`) {
 		t.Error("/metrics still shows series of the removed destination")
+	}
+	// The store's group commit: the appends and outcomes above made commits, each carrying one operation or more.
+	var commits, ops float64
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, "sluice_store_commits_total "); ok {
+			commits, _ = strconv.ParseFloat(v, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "sluice_store_operations_total "); ok {
+			ops, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if commits < 1 || ops < commits {
+		t.Errorf("/metrics: sluice_store_commits_total %v, sluice_store_operations_total %v; want commits, and at least as many operations", commits, ops)
 	}
 }
 

@@ -182,7 +182,11 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		}
 		return out, err
 	}
-	metrics = telemetry.New(telemetry.Options{Pending: pending, Destinations: mgr.Enabled})
+	var commits func() (int64, int64)
+	if cc, ok := st.(store.CommitCounter); ok {
+		commits = cc.Stats
+	}
+	metrics = telemetry.New(telemetry.Options{Pending: pending, Destinations: mgr.Enabled, Store: commits})
 
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,

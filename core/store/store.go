@@ -276,6 +276,13 @@ type DueFinder interface {
 	Due(ctx context.Context, destinations []string, now time.Time) ([]string, error)
 }
 
+// CommitCounter is implemented by a store that writes by group commit: Stats says how many transactions its
+// writer committed and how many operations (appends, completions, …) they carried, since it opened. Their ratio
+// is how many operations share a commit; /metrics shows both.
+type CommitCounter interface {
+	Stats() (commits, ops int64)
+}
+
 // Lingerer is implemented by a store whose every commit is costly (an fsync; on PostgreSQL also a round trip and
 // a transaction on a server that other nodes share): CompleteLinger is how long the dispatcher may hold outcomes
 // nothing waits on so that more of them share one Complete (dispatch.Options.CompleteLinger).

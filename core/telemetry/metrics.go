@@ -28,6 +28,10 @@ type Options struct {
 	// Destinations returns the destinations the gateway runs, name → enabled. Each shows in
 	// sluice_destination_enabled, and in sluice_pending_deliveries (0 when it has nothing pending).
 	Destinations func() map[string]bool
+	// Store returns how many transactions the store's group commit has made and how many operations (appends,
+	// completions, …) they carried since it opened: sluice_store_commits_total and sluice_store_operations_total,
+	// whose ratio is how many operations share a commit. Nil leaves them out.
+	Store func() (commits, ops int64)
 	// PendingTTL is how long Pending's answer is reused (default 2s).
 	PendingTTL time.Duration
 	// Logger receives scrape errors (default slog.Default()).
@@ -94,6 +98,17 @@ func New(opts Options) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{opts: opts})
+	if st := opts.Store; st != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sluice_store_commits_total",
+				Help: "Transactions the store's group commit made (embedded: every write, each an fsync of the WAL; PostgreSQL: the shared transactions of appends and completions).",
+			}, func() float64 { c, _ := st(); return float64(c) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sluice_store_operations_total",
+				Help: "Store operations (appends, completions, claims, ...) those commits carried; operations per commit is how well group commit shares them.",
+			}, func() float64 { _, o := st(); return float64(o) }))
+	}
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorLog:      slogPrinter{m.log},
 		ErrorHandling: promhttp.ContinueOnError,

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,5 +152,22 @@ func TestPendingErrorKeepsTheRest(t *testing.T) {
 	mustContain(t, out, "sluice_events_accepted_total 1", `sluice_destination_enabled{destination="a"} 1`)
 	if strings.Contains(out, "sluice_pending_deliveries{") {
 		t.Error("pending counts shown although the store failed")
+	}
+}
+
+// TestStoreCommits: the store's commits and the operations they carried are read at each scrape; without a
+// store to read they are left out.
+func TestStoreCommits(t *testing.T) {
+	var commits, ops atomic.Int64
+	m := New(Options{Store: func() (int64, int64) { return commits.Load(), ops.Load() }})
+	mustContain(t, scrape(t, m), "sluice_store_commits_total 0", "sluice_store_operations_total 0")
+	commits.Add(3)
+	ops.Add(40)
+	mustContain(t, scrape(t, m), "sluice_store_commits_total 3", "sluice_store_operations_total 40")
+	if problems, err := testutil.GatherAndLint(m.Registry(), "sluice_store_commits_total", "sluice_store_operations_total"); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	if out := scrape(t, New(Options{})); strings.Contains(out, "sluice_store_") {
+		t.Error("store metrics shown without a store to read")
 	}
 }

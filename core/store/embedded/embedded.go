@@ -89,7 +89,10 @@ func (s *Store) txStmt(tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
 // is the group-commit factor.
 func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store         = (*Store)(nil)
+	_ store.CommitCounter = (*Store)(nil)
+)
 
 type op struct {
 	fn   func(ctx context.Context, tx *sql.Tx) error

@@ -159,7 +159,10 @@ type Store struct {
 	beforeCommit func(tx pgx.Tx)
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store         = (*Store)(nil)
+	_ store.CommitCounter = (*Store)(nil)
+)
 
 // stmt is a statement and its arguments; scan, if set, reads the rows it answers.
 type stmt struct {
