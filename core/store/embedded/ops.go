@@ -77,6 +77,15 @@ const ofEvent = `id BETWEEN ?1 AND ?2 AND event_seq = ?3`
 // insChunks is how many sizes of multi-row delivery inserts are prepared: 1, 2, 4, … 1<<(insChunks-1) rows.
 const insChunks = 6
 
+// insChunk picks the prepared multi-row insert for the rows waiting: the largest size, 1<<k, that they fill.
+func insChunk(rows int) int {
+	k := insChunks - 1
+	for 1<<k > rows {
+		k--
+	}
+	return k
+}
+
 // insDeliveriesSQL inserts n deliveries of one event, deliveryArgs values per row: the event's (event_seq,
 // event_id, created_at = updated_at, test), then the delivery's own. The parameters are plain ?, each event
 // value given again for every row: the driver looks up the name of every numbered parameter (?1) on every
@@ -212,10 +221,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			args, rows := args[:0], 0
 			flush := func() error {
 				for rows > 0 {
-					k := insChunks - 1
-					for 1<<k > rows {
-						k--
-					}
+					k := insChunk(rows)
 					m := 1 << k
 					if _, err := s.txStmt(tx, s.stmts.insDeliveries[k]).ExecContext(ctx, args[:m*deliveryArgs]...); err != nil {
 						return fmt.Errorf("insert delivery: %w", err)
@@ -504,10 +510,7 @@ func (r *insRun) add(capRows int, id int64, vals ...any) {
 // flushRun writes r's rows.
 func (s *Store) flushRun(ctx context.Context, tx *sql.Tx, r *insRun) error {
 	for len(r.ids) > 0 {
-		k := insChunks - 1
-		for 1<<k > len(r.ids) {
-			k--
-		}
+		k := insChunk(len(r.ids))
 		m := 1 << k
 		if _, err := s.txStmt(tx, r.stmts[k]).ExecContext(ctx, r.vals[:m*r.args]...); err != nil {
 			return fmt.Errorf("complete deliveries %d to %d: %w", r.ids[0], r.ids[m-1], err)
