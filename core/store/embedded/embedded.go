@@ -97,6 +97,8 @@ var (
 type op struct {
 	fn   func(ctx context.Context, tx *sql.Tx) error
 	done chan error
+	// app, when set, holds the events of an Append, which go in before any fn of the group runs.
+	app *appendWork
 }
 
 func dsn(path string, readOnly bool) string {
@@ -400,7 +402,12 @@ var ErrClosed = errors.New("store is closed")
 
 // write queues fn for the next group commit and waits until that commit is durable.
 func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	o := &op{fn: fn, done: make(chan error, 1)}
+	return s.writeOp(ctx, &op{fn: fn})
+}
+
+// writeOp queues o for the next group commit and waits until that commit is durable.
+func (s *Store) writeOp(ctx context.Context, o *op) error {
+	o.done = make(chan error, 1)
 	select {
 	case s.ops <- o:
 	case <-s.closed:
@@ -534,6 +541,17 @@ func (s *Store) runTx(ctx context.Context, ops []*op) (errs []error, err error) 
 	defer func() { s.curTx = nil }()
 	errs = make([]error, len(ops))
 	failed := false
+	if err := s.insertEvents(ctx, tx, ops); err != nil {
+		// Not one operation's fault that can be told: each runs again alone (commit).
+		for i, o := range ops {
+			if o.app != nil {
+				errs[i] = err
+			}
+		}
+		_ = tx.Rollback()
+		undo()
+		return errs, nil
+	}
 	for i, o := range ops {
 		if errs[i] = o.fn(ctx, tx); errs[i] != nil {
 			failed = true

@@ -14,7 +14,9 @@ import (
 )
 
 type stmts struct {
-	insEvent, findEvent, eventDeliveries *sql.Stmt
+	findEvent, eventDeliveries *sql.Stmt
+	// insEvents[k] inserts 1<<k events in one statement (see insertEvents).
+	insEvents [insChunks]*sql.Stmt
 	// insDeliveries[k] inserts 1<<k deliveries of one event in one statement (see Append).
 	insDeliveries [insChunks]*sql.Stmt
 	// insDone[k] writes 1<<k deferred deliveries in their final state in one statement (see Complete);
@@ -34,8 +36,9 @@ func (s *stmts) prepare(w, r *sql.DB) error {
 		st, err = db.Prepare(q)
 		return st
 	}
-	s.insEvent = prep(w, `INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
-		traceparent, dfirst, dlast, fanout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id, tenant) DO NOTHING`)
+	for k := range s.insEvents {
+		s.insEvents[k] = prep(w, insEventsSQL(1<<k))
+	}
 	s.findEvent = prep(w, `SELECT seq, received_at, dfirst, dlast FROM events WHERE id = ? AND tenant = ?`)
 	for k := range s.insDeliveries {
 		s.insDeliveries[k] = prep(w, insDeliveriesSQL(1<<k))
@@ -107,6 +110,25 @@ func insDeliveriesSQL(n int) string {
 // deliveryArgs is how many values each row of insDeliveriesSQL takes.
 const deliveryArgs = 13
 
+// insEventsSQL inserts n events, eventArgs values per row; a row whose (id, tenant) is taken is left out.
+func insEventsSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events (id, topic, tenant, time, received_at, correlation_id, metadata, scope, data,
+		traceparent, dfirst, dlast, fanout) VALUES `)
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", eventArgs), ",") + ")"
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+	}
+	b.WriteString(` ON CONFLICT(id, tenant) DO NOTHING`)
+	return b.String()
+}
+
+// eventArgs is how many values each row of insEventsSQL takes.
+const eventArgs = 13
+
 // insDoneSQL writes n deferred deliveries in their final state after their first attempt (or none: a
 // destination whose breaker is open), each row as row says.
 func insDoneSQL(n int, row string) string {
@@ -135,9 +157,10 @@ const (
 )
 
 func (s *stmts) close() {
-	all := []*sql.Stmt{s.insEvent, s.findEvent, s.eventDeliveries, s.complete, s.completeFirst, s.insAttempt, s.nextDue,
+	all := []*sql.Stmt{s.findEvent, s.eventDeliveries, s.complete, s.completeFirst, s.insAttempt, s.nextDue,
 		s.readEvent, s.readDeliveries, s.readAttempts}
-	for _, st := range append(append(append(all, s.insDeliveries[:]...), s.insDone[:]...), s.insDelivered[:]...) {
+	all = append(append(append(append(all, s.insEvents[:]...), s.insDeliveries[:]...), s.insDone[:]...), s.insDelivered[:]...)
+	for _, st := range all {
 		if st != nil {
 			st.Close()
 		}
@@ -145,45 +168,24 @@ func (s *stmts) close() {
 }
 
 // Append implements store.Store.
+//
+// The events themselves go in before any operation of the group runs, those of every Append of the group
+// together (insertEvents): a statement costs several times what a row does. Append's own part, below, writes
+// what follows from each event that went in, and answers those that did not as duplicates.
 func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.AppendOptions) ([]store.AppendResult, error) {
 	res := make([]store.AppendResult, len(evs))
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		now := s.opts.Now()
-		ins, find := s.txStmt(tx, s.stmts.insEvent), s.txStmt(tx, s.stmts.findEvent)
+	a := &appendWork{evs: evs}
+	err := s.writeOp(ctx, &op{app: a, fn: func(ctx context.Context, tx *sql.Tx) error {
+		now := a.now
+		find := s.txStmt(tx, s.stmts.findEvent)
 		var args []any
 		for i := range evs {
 			ne := &evs[i]
 			ev := &ne.Event
-			res[i] = store.AppendResult{}
+			row := &a.rows[i]
+			res[i] = store.AppendResult{ID: ev.ID}
 			n := len(ne.Destinations)
-			// Delivery ids are chosen here, so the event row can name its deliveries' range.
-			first, last := sql.NullInt64{}, sql.NullInt64{}
-			if n > 0 {
-				first = sql.NullInt64{Int64: s.nextID, Valid: true}
-				last = sql.NullInt64{Int64: s.nextID + int64(n) - 1, Valid: true}
-			}
-			// A delivery leased at birth, unordered and not skipped is deferred: its row is written when it
-			// completes (deferred.go), and the event row names it meanwhile.
-			var fo fanout
-			for d := range n {
-				if deferrable(ne, d) {
-					if fo.To == nil {
-						fo = fanout{Test: ne.Test, To: make([]string, n)}
-					}
-					fo.To[d] = ne.Destinations[d]
-				}
-			}
-			var foBlob []byte
-			if fo.To != nil {
-				foBlob, _ = json.Marshal(fo)
-			}
-			r, err := ins.ExecContext(ctx, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
-				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent), first, last, foBlob)
-			if err != nil {
-				return fmt.Errorf("insert event: %w", err)
-			}
-			res[i].ID = ev.ID
-			if n, _ := r.RowsAffected(); n == 0 {
+			if row.seq == 0 {
 				var seq, received int64
 				var dfirst, dlast sql.NullInt64
 				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received, &dfirst, &dlast); err != nil {
@@ -208,7 +210,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				}
 				continue
 			}
-			seq, _ := r.LastInsertId()
+			seq := row.seq
 			test := 0
 			if ne.Test {
 				test = 1
@@ -231,7 +233,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				return nil
 			}
 			for d := range n {
-				id := s.nextID + int64(d)
+				id := row.first + int64(d)
 				next, leased := now, 0
 				if d < len(ne.Leased) && ne.Leased[d] {
 					next, leased = now.Add(opts.Lease), 1
@@ -249,7 +251,7 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 				}
 				res[i].Deliveries[d] = store.Delivery{ID: id, EventID: ev.ID, Destination: ne.Destinations[d], Status: status,
 					NextAt: next, CreatedAt: now, UpdatedAt: now, OrderingKey: key, Test: ne.Test, LastError: reason}
-				if fo.To != nil && fo.To[d] != "" {
+				if row.deferred != nil && row.deferred[d] != "" {
 					s.deferred.put(id, deferredRow{id: id, seq: seq, eventID: ev.ID, dest: ne.Destinations[d], created: nanos(now),
 						leaseEnd: nanos(next), test: ne.Test})
 					continue
@@ -265,14 +267,136 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			if err := flush(); err != nil {
 				return err
 			}
-			s.nextID += int64(n)
 		}
 		return nil
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// appendWork is an Append's events on their way in: insertEvents fills now and rows before the Append's own
+// part of the transaction runs.
+type appendWork struct {
+	evs  []store.NewEvent
+	now  time.Time
+	rows []eventRow // one per event
+}
+
+// eventRow is how an event went in.
+type eventRow struct {
+	first    int64    // the id of its first delivery: its deliveries are first … first+n-1
+	deferred []string // the destinations of its deferred deliveries by position ("": not deferred); nil: none
+	seq      int64    // its seq; 0 when it did not go in (its id was taken)
+}
+
+// insertEvents inserts the events of the group's appends, in the order of the operations and of their events,
+// by as few statements as the prepared sizes allow. Each event's delivery ids are chosen here, so its row can
+// name their range (an event that does not go in leaves its range unused), and so are the deliveries that are
+// deferred: leased at birth, unordered and not skipped (deferred.go), which the event row names meanwhile.
+func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, ops []*op) error {
+	now := s.opts.Now()
+	var (
+		args []any
+		rows []*eventRow
+		evs  []*event.Event
+	)
+	exec := func(k int) error {
+		m := 1 << k
+		r, err := s.txStmt(tx, s.stmts.insEvents[k]).ExecContext(ctx, args[:m*eventArgs]...)
+		if err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+		if err := s.seqsOf(ctx, tx, r, rows[:m], evs[:m]); err != nil {
+			return err
+		}
+		args, rows, evs = append(args[:0], args[m*eventArgs:]...), append(rows[:0], rows[m:]...), append(evs[:0], evs[m:]...)
+		return nil
+	}
+	for _, o := range ops {
+		a := o.app
+		if a == nil {
+			continue
+		}
+		a.now, a.rows = now, make([]eventRow, len(a.evs))
+		for i := range a.evs {
+			ne := &a.evs[i]
+			ev := &ne.Event
+			row := &a.rows[i]
+			n := len(ne.Destinations)
+			first, last := sql.NullInt64{}, sql.NullInt64{}
+			if n > 0 {
+				first = sql.NullInt64{Int64: s.nextID, Valid: true}
+				last = sql.NullInt64{Int64: s.nextID + int64(n) - 1, Valid: true}
+			}
+			row.first = s.nextID
+			s.nextID += int64(n)
+			var foBlob []byte
+			for d := range n {
+				if deferrable(ne, d) {
+					if row.deferred == nil {
+						row.deferred = make([]string, n)
+					}
+					row.deferred[d] = ne.Destinations[d]
+				}
+			}
+			if row.deferred != nil {
+				foBlob, _ = json.Marshal(fanout{Test: ne.Test, To: row.deferred})
+			}
+			args = append(args, ev.ID, ev.Topic, ev.Tenant, nanos(ev.Time), nanos(now), ev.CorrelationID,
+				marshalMap(ev.Metadata), marshalMap(ev.Scope), []byte(ev.Data), nullString(ev.Traceparent), first, last, foBlob)
+			rows, evs = append(rows, row), append(evs, ev)
+			if len(rows) == 1<<(insChunks-1) {
+				if err := exec(insChunks - 1); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for len(rows) > 0 {
+		if err := exec(insChunk(len(rows))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seqsOf sets the seq of each row an insert of events wrote. The rows it wrote took the seqs after the
+// highest one, in order, so when every row went in (the common case) they are the last ones; otherwise each
+// event's seq is looked up and the row went in if its seq is one of those and no earlier row of the statement
+// (an event with the same id and tenant) claimed it.
+func (s *Store) seqsOf(ctx context.Context, tx *sql.Tx, r sql.Result, rows []*eventRow, evs []*event.Event) error {
+	added, err := r.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	if added == 0 {
+		return nil
+	}
+	last, err := r.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	if int(added) == len(rows) {
+		for j, row := range rows {
+			row.seq = last - added + 1 + int64(j)
+		}
+		return nil
+	}
+	find := s.txStmt(tx, s.stmts.findEvent)
+	claimed := make(map[int64]bool, added)
+	for j, row := range rows {
+		var seq, received int64
+		var dfirst, dlast sql.NullInt64
+		if err := find.QueryRowContext(ctx, evs[j].ID, evs[j].Tenant).Scan(&seq, &received, &dfirst, &dlast); err != nil {
+			return fmt.Errorf("find event %s: %w", evs[j].ID, err)
+		}
+		if seq > last-added && seq <= last && !claimed[seq] {
+			row.seq, claimed[seq] = seq, true
+		}
+	}
+	return nil
 }
 
 func deliveriesOf(ctx context.Context, st *sql.Stmt, args ...any) ([]store.DeliveryRecord, error) {
