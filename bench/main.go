@@ -76,6 +76,9 @@ type result struct {
 	// the CPU per event below saturation.
 	StoreCommitsPerE  float64 `json:"store_commits_per_event,omitempty"`
 	StoreOpsPerCommit float64 `json:"store_ops_per_commit,omitempty"`
+	// StoreBusy is how busy each node's store writers were while publishing, in seconds per second
+	// (sluice_store_commit_seconds_total, mean of the nodes): 1 is the embedded store's one writer never idle.
+	StoreBusy float64 `json:"store_busy_s_per_s,omitempty"`
 	// MissedSends counts scheduled sends of a rate-capped run that never went out (Sluice fell too far behind).
 	MissedSends int64 `json:"missed_sends,omitempty"`
 }
@@ -538,7 +541,8 @@ destinations:
 		}
 	}
 	cpu0, self0, idle0 := cpu(), selfCPU(), readIdle()
-	commits0, ops0 := storeCommits(listens)
+	commits0, ops0, busy0 := storeCommits(listens)
+	busyFrom := time.Now()
 	c := client(publishers)
 	var accepted atomic.Int64
 	var acceptLat hist
@@ -597,7 +601,8 @@ destinations:
 	}
 	wg.Wait()
 	pubEnd := time.Since(start).Seconds()
-	commits1, ops1 := storeCommits(listens)
+	commits1, ops1, busy1 := storeCommits(listens)
+	busyFor := time.Since(busyFrom)
 	slow.report(os.Stderr, o.name)
 	idle, steal := idle0.since()
 	windows := stopWindows()
@@ -637,8 +642,9 @@ destinations:
 	r.CPUMicrosPerE = perEvent(cpu()-cpu0, r.Accepted)
 	if commits := commits1 - commits0; commits > 0 && r.Accepted > 0 {
 		r.StoreCommitsPerE, r.StoreOpsPerCommit = commits/float64(r.Accepted), (ops1-ops0)/commits
-		fmt.Fprintf(os.Stderr, "%s: Sluice's store per accepted event: %.3f commits, %.1f operations per commit\n", o.name,
-			r.StoreCommitsPerE, r.StoreOpsPerCommit)
+		r.StoreBusy = (busy1 - busy0) / busyFor.Seconds() / float64(len(listens))
+		fmt.Fprintf(os.Stderr, "%s: Sluice's store per accepted event: %.3f commits, %.1f operations per commit; writers busy %.2f s/s a node\n",
+			o.name, r.StoreCommitsPerE, r.StoreOpsPerCommit, r.StoreBusy)
 	}
 	r.HarnessCPUPerE = perEvent(selfCPU()-self0, r.Accepted)
 	if delivered < want {
@@ -647,9 +653,9 @@ destinations:
 	return r, nil
 }
 
-// storeCommits sums the store's commits and the operations they carried over the nodes listening on listens,
-// read from their /metrics (zeros where a node does not answer).
-func storeCommits(listens []string) (commits, ops float64) {
+// storeCommits sums the store's commits, the operations they carried and its writers' time on them (seconds)
+// over the nodes listening on listens, read from their /metrics (zeros where a node does not answer).
+func storeCommits(listens []string) (commits, ops, busy float64) {
 	for _, l := range listens {
 		resp, err := http.Get("http://" + l + "/metrics")
 		if err != nil {
@@ -664,10 +670,13 @@ func storeCommits(listens []string) (commits, ops float64) {
 			} else if v, ok := strings.CutPrefix(line, "sluice_store_operations_total "); ok {
 				n, _ := strconv.ParseFloat(v, 64)
 				ops += n
+			} else if v, ok := strings.CutPrefix(line, "sluice_store_commit_seconds_total "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				busy += n
 			}
 		}
 	}
-	return commits, ops
+	return commits, ops, busy
 }
 
 // rssOf is the peak RSS of the Sluice processes together (several nodes: their sum).

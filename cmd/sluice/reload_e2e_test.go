@@ -210,6 +210,7 @@ func TestReloadByFileWrite(t *testing.T) {
 	// breaker, so every event gets its first attempt.
 	doomedDest := webhookDest("doomed", doomed, "retry: {schedule: [1h]}", "breaker: {failures: 0}")
 	c.writeConfig(c.reloadConfig(webhookDest("keep", keep), doomedDest))
+	started := time.Now()
 	c.start()
 
 	pre := c.publishIDs("pre", 5)
@@ -303,8 +304,9 @@ func TestReloadByFileWrite(t *testing.T) {
 	if strings.Contains(metrics, `destination="doomed"`) {
 		t.Error("/metrics still shows series of the removed destination")
 	}
-	// The store's group commit: the appends and outcomes above made commits, each carrying one operation or more.
-	var commits, ops float64
+	// The store's group commit: the appends and outcomes above made commits, each carrying one operation or more,
+	// and took the writer some time (each an fsync), never more than the process has run.
+	var commits, ops, busy float64
 	for _, l := range strings.Split(metrics, "\n") {
 		if v, ok := strings.CutPrefix(l, "sluice_store_commits_total "); ok {
 			commits, _ = strconv.ParseFloat(v, 64)
@@ -312,9 +314,15 @@ func TestReloadByFileWrite(t *testing.T) {
 		if v, ok := strings.CutPrefix(l, "sluice_store_operations_total "); ok {
 			ops, _ = strconv.ParseFloat(v, 64)
 		}
+		if v, ok := strings.CutPrefix(l, "sluice_store_commit_seconds_total "); ok {
+			busy, _ = strconv.ParseFloat(v, 64)
+		}
 	}
 	if commits < 1 || ops < commits {
 		t.Errorf("/metrics: sluice_store_commits_total %v, sluice_store_operations_total %v; want commits, and at least as many operations", commits, ops)
+	}
+	if ran := time.Since(started).Seconds(); busy <= 0 || busy > ran {
+		t.Errorf("/metrics: sluice_store_commit_seconds_total %v; want more than 0 and at most the %.1f s the node has run", busy, ran)
 	}
 }
 

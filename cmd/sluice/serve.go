@@ -183,10 +183,11 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 		return out, err
 	}
 	var commits func() (int64, int64)
+	var commitTime func() time.Duration
 	if cc, ok := st.(store.CommitCounter); ok {
-		commits = cc.Stats
+		commits, commitTime = cc.Stats, cc.CommitTime
 	}
-	metrics = telemetry.New(telemetry.Options{Pending: pending, Destinations: mgr.Enabled, Store: commits})
+	metrics = telemetry.New(telemetry.Options{Pending: pending, Destinations: mgr.Enabled, Store: commits, StoreTime: commitTime})
 
 	in := intake.New(st, disp, nil, intake.Options{
 		DedupeWindow: cfg.Intake.DedupeWindow.D(), MaxBodyBytes: cfg.Intake.HTTP.MaxBodyBytes,

@@ -278,9 +278,13 @@ type DueFinder interface {
 
 // CommitCounter is implemented by a store that writes by group commit: Stats says how many transactions its
 // writer committed and how many operations (appends, completions, …) they carried, since it opened. Their ratio
-// is how many operations share a commit; /metrics shows both.
+// is how many operations share a commit. CommitTime is the time its writers have spent on those groups —
+// running each group's statements and committing it, the sync or the round trip included — summed over
+// writers: per second of the clock it is how busy they are, and the embedded store's one writer near a second
+// a second is its ceiling. /metrics shows all three.
 type CommitCounter interface {
 	Stats() (commits, ops int64)
+	CommitTime() time.Duration
 }
 
 // Lingerer is implemented by a store whose every commit is costly (an fsync; on PostgreSQL also a round trip and

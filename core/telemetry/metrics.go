@@ -32,6 +32,9 @@ type Options struct {
 	// completions, …) they carried since it opened: sluice_store_commits_total and sluice_store_operations_total,
 	// whose ratio is how many operations share a commit. Nil leaves them out.
 	Store func() (commits, ops int64)
+	// StoreTime returns the time the store's writers have spent on those commits, summed over writers:
+	// sluice_store_commit_seconds_total, whose rate is how busy they are. Nil leaves it out.
+	StoreTime func() time.Duration
 	// PendingTTL is how long Pending's answer is reused (default 2s).
 	PendingTTL time.Duration
 	// Logger receives scrape errors (default slog.Default()).
@@ -108,6 +111,12 @@ func New(opts Options) *Metrics {
 				Name: "sluice_store_operations_total",
 				Help: "Store operations (appends, completions, claims, ...) those commits carried; operations per commit is how well group commit shares them.",
 			}, func() float64 { _, o := st(); return float64(o) }))
+	}
+	if st := opts.StoreTime; st != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sluice_store_commit_seconds_total",
+			Help: "Time the store's writers spent on their commits (running each group and committing it, the sync or round trip included), summed over writers; its rate is how busy they are, and the embedded store's one writer near 1 is its ceiling.",
+		}, func() float64 { return st().Seconds() }))
 	}
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorLog:      slogPrinter{m.log},

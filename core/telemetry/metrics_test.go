@@ -155,16 +155,21 @@ func TestPendingErrorKeepsTheRest(t *testing.T) {
 	}
 }
 
-// TestStoreCommits: the store's commits and the operations they carried are read at each scrape; without a
-// store to read they are left out.
+// TestStoreCommits: the store's commits, the operations they carried and the time its writers spent on them
+// are read at each scrape; without a store to read they are left out.
 func TestStoreCommits(t *testing.T) {
-	var commits, ops atomic.Int64
-	m := New(Options{Store: func() (int64, int64) { return commits.Load(), ops.Load() }})
-	mustContain(t, scrape(t, m), "sluice_store_commits_total 0", "sluice_store_operations_total 0")
+	var commits, ops, busy atomic.Int64
+	m := New(Options{Store: func() (int64, int64) { return commits.Load(), ops.Load() },
+		StoreTime: func() time.Duration { return time.Duration(busy.Load()) }})
+	mustContain(t, scrape(t, m), "sluice_store_commits_total 0", "sluice_store_operations_total 0",
+		"sluice_store_commit_seconds_total 0")
 	commits.Add(3)
 	ops.Add(40)
-	mustContain(t, scrape(t, m), "sluice_store_commits_total 3", "sluice_store_operations_total 40")
-	if problems, err := testutil.GatherAndLint(m.Registry(), "sluice_store_commits_total", "sluice_store_operations_total"); err != nil || len(problems) > 0 {
+	busy.Add(int64(1500 * time.Millisecond))
+	mustContain(t, scrape(t, m), "sluice_store_commits_total 3", "sluice_store_operations_total 40",
+		"sluice_store_commit_seconds_total 1.5")
+	if problems, err := testutil.GatherAndLint(m.Registry(), "sluice_store_commits_total", "sluice_store_operations_total",
+		"sluice_store_commit_seconds_total"); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)
 	}
 	if out := scrape(t, New(Options{})); strings.Contains(out, "sluice_store_") {

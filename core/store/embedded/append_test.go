@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/core/store"
 )
@@ -169,4 +170,46 @@ func groupAppend(t *testing.T, s *Store, a, b []store.NewEvent) (ra, rb []store.
 		t.Fatalf("%d commits of %d operations, want the appends in one", c-commits, g-grouped)
 	}
 	return results[0], results[1]
+}
+
+// TestCommitTime: the writer's time on a group counts from the group's start to its durable commit, so an
+// operation that holds the writer adds at least as long as it held it, and the writer, which is one, is never
+// busy for longer than the clock has run.
+func TestCommitTime(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	begun, before := time.Now(), s.CommitTime()
+	var held time.Duration
+	inside, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.write(ctx, func(context.Context, *sql.Tx) error {
+			t0 := time.Now()
+			close(inside)
+			<-release
+			held = time.Since(t0)
+			return nil
+		})
+	}()
+	<-inside
+	// Some appends queue behind the held operation meanwhile.
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, []store.NewEvent{{Event: newEvent("after-hold"), Destinations: []string{"a"}}}, opts)
+		appended <- err
+	}()
+	for len(s.ops) < 1 {
+		runtime.Gosched()
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	busy, ran := s.CommitTime()-before, time.Since(begun)
+	if busy < held || busy > ran {
+		t.Fatalf("writer busy %v: want at least the %v an operation held it and at most the %v the test ran", busy, held, ran)
+	}
 }

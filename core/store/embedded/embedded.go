@@ -51,6 +51,7 @@ type Store struct {
 	stmts stmts
 
 	commits, grouped atomic.Int64
+	busy             atomic.Int64 // nanoseconds the writer spent in commit
 
 	// The writer's statements bound to the transaction in progress: an operation asks txStmt instead of
 	// tx.Stmt, so a group of operations binds each statement once. Only the writer goroutine touches these.
@@ -88,6 +89,9 @@ func (s *Store) txStmt(tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
 // Stats reports how many commits (fsyncs) the writer made and how many operations they carried; their ratio
 // is the group-commit factor.
 func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
+
+// CommitTime implements store.CommitCounter.
+func (s *Store) CommitTime() time.Duration { return time.Duration(s.busy.Load()) }
 
 var (
 	_ store.Store         = (*Store)(nil)
@@ -495,7 +499,9 @@ func (s *Store) writer() {
 			timer.Stop()
 		}
 		busy = len(group) > 1
+		t0 := time.Now()
 		s.commit(ctx, group)
+		s.busy.Add(int64(time.Since(t0)))
 	}
 }
 

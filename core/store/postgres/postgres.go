@@ -142,6 +142,7 @@ type Store struct {
 	holds holds
 
 	commits, grouped atomic.Int64
+	busy             atomic.Int64 // nanoseconds the writers spent in commit, summed
 
 	// The writers of s.ops form their groups one at a time (form) and, while another of their groups commits,
 	// wait for more operations (gather). inflight counts their commits under way, commitTook is a moving
@@ -403,7 +404,9 @@ func (s *Store) writer(q chan *op, linger bool) {
 		group = append(group[:0], first)
 		if !linger {
 			group = fill(q, group, s.opts.MaxGroup)
+			t0 := time.Now()
 			s.commit(withShard(context.Background(), shard), group)
+			s.busy.Add(int64(time.Since(t0)))
 			continue
 		}
 		group = s.gather(group)
@@ -411,7 +414,9 @@ func (s *Store) writer(q chan *op, linger bool) {
 		s.form.Unlock()
 		t0 := time.Now()
 		s.commit(withShard(context.Background(), shard), group)
-		s.commitEnded(time.Since(t0))
+		took := time.Since(t0)
+		s.busy.Add(int64(took))
+		s.commitEnded(took)
 	}
 }
 
@@ -817,6 +822,9 @@ func (s *Store) resolve(xid int64, commitErr error, errs []error) ([]error, erro
 
 // Stats reports how many commits the writers made and how many operations they carried.
 func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
+
+// CommitTime implements store.CommitCounter: summed over the writers, which commit side by side.
+func (s *Store) CommitTime() time.Duration { return time.Duration(s.busy.Load()) }
 
 // Close stops background work and closes the pool.
 func (s *Store) Close() error {

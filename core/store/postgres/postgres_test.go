@@ -453,10 +453,12 @@ func TestOrderingAcrossNodes(t *testing.T) {
 	}
 }
 
-// Many concurrent appends share commits and all land.
+// Many concurrent appends share commits and all land; the writers' time on them is counted, and is no more
+// than they could have spent side by side.
 func TestGroupCommit(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
+	begun := time.Now()
 	var wg sync.WaitGroup
 	for i := range 64 {
 		wg.Add(1)
@@ -474,6 +476,10 @@ func TestGroupCommit(t *testing.T) {
 	}
 	commits, ops := s.Stats()
 	t.Logf("%d appends in %d commits", ops, commits)
+	writers := time.Duration(s.opts.Writers + 1) // the appends' writers and the completions' one
+	if busy, ran := s.CommitTime(), time.Since(begun); busy <= 0 || busy > writers*ran {
+		t.Fatalf("writers busy %v over %v with %d writers", busy, ran, writers)
+	}
 }
 
 // A change on one node reaches another node's Changes.
