@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"testing"
@@ -118,12 +117,7 @@ func TestGroupEventInsert(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.QueryRow(`SELECT count(*) FROM deliveries`).Scan(&deliveries); err != nil {
+	if err := openFile(t, dir).QueryRow(`SELECT count(*) FROM deliveries`).Scan(&deliveries); err != nil {
 		t.Fatal(err)
 	}
 	if deliveries != len(topicOf)*len(dests) {

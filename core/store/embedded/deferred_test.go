@@ -27,6 +27,18 @@ func rowCount(t *testing.T, s *Store) int {
 	return n
 }
 
+// openFile opens the store file in dir read-only, as another process would once the store is closed; the
+// handle is closed when the test ends.
+func openFile(t *testing.T, dir string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // mixedEvent has one delivery of each kind: leased (deferred), leased but ordered, not leased, and skipped.
 func mixedEvent(id string) store.NewEvent {
 	return store.NewEvent{Event: newEvent(id), Destinations: []string{"now", "ordered", "later", "off"},
@@ -314,11 +326,7 @@ func TestCloseWritesDeferredRows(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openFile(t, dir)
 	var status string
 	var leased int
 	if err := db.QueryRow(`SELECT status, leased FROM deliveries WHERE id = ?`, res[0].Deliveries[0].ID).Scan(&status, &leased); err != nil ||
