@@ -51,7 +51,7 @@ type Store struct {
 	stmts stmts
 
 	commits, grouped atomic.Int64
-	busy             atomic.Int64 // nanoseconds the writer spent in commit
+	commitNanos      atomic.Int64 // nanoseconds the writer spent in commit
 
 	// The writer's statements bound to the transaction in progress: an operation asks txStmt instead of
 	// tx.Stmt, so a group of operations binds each statement once. Only the writer goroutine touches these.
@@ -91,7 +91,7 @@ func (s *Store) txStmt(tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
 func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
 
 // CommitTime implements store.CommitCounter.
-func (s *Store) CommitTime() time.Duration { return time.Duration(s.busy.Load()) }
+func (s *Store) CommitTime() time.Duration { return time.Duration(s.commitNanos.Load()) }
 
 var (
 	_ store.Store         = (*Store)(nil)
@@ -501,7 +501,7 @@ func (s *Store) writer() {
 		busy = len(group) > 1
 		t0 := time.Now()
 		s.commit(ctx, group)
-		s.busy.Add(int64(time.Since(t0)))
+		s.commitNanos.Add(int64(time.Since(t0)))
 	}
 }
 

@@ -142,7 +142,7 @@ type Store struct {
 	holds holds
 
 	commits, grouped atomic.Int64
-	busy             atomic.Int64 // nanoseconds the writers spent in commit, summed
+	commitNanos      atomic.Int64 // nanoseconds the writers spent in commit, summed
 
 	// The writers of s.ops form their groups one at a time (form) and, while another of their groups commits,
 	// wait for more operations (gather). inflight counts their commits under way, commitTook is a moving
@@ -406,7 +406,7 @@ func (s *Store) writer(q chan *op, linger bool) {
 			group = fill(q, group, s.opts.MaxGroup)
 			t0 := time.Now()
 			s.commit(withShard(context.Background(), shard), group)
-			s.busy.Add(int64(time.Since(t0)))
+			s.commitNanos.Add(int64(time.Since(t0)))
 			continue
 		}
 		group = s.gather(group)
@@ -415,7 +415,7 @@ func (s *Store) writer(q chan *op, linger bool) {
 		t0 := time.Now()
 		s.commit(withShard(context.Background(), shard), group)
 		took := time.Since(t0)
-		s.busy.Add(int64(took))
+		s.commitNanos.Add(int64(took))
 		s.commitEnded(took)
 	}
 }
@@ -824,7 +824,7 @@ func (s *Store) resolve(xid int64, commitErr error, errs []error) ([]error, erro
 func (s *Store) Stats() (commits, ops int64) { return s.commits.Load(), s.grouped.Load() }
 
 // CommitTime implements store.CommitCounter: summed over the writers, which commit side by side.
-func (s *Store) CommitTime() time.Duration { return time.Duration(s.busy.Load()) }
+func (s *Store) CommitTime() time.Duration { return time.Duration(s.commitNanos.Load()) }
 
 // Close stops background work and closes the pool.
 func (s *Store) Close() error {
