@@ -186,11 +186,15 @@ func (s *Store) Append(ctx context.Context, evs []store.NewEvent, opts store.App
 			res[i] = store.AppendResult{ID: ev.ID}
 			n := len(ne.Destinations)
 			if row.seq == 0 {
-				var seq, received int64
-				var dfirst, dlast sql.NullInt64
-				if err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&seq, &received, &dfirst, &dlast); err != nil {
-					return fmt.Errorf("find duplicate event: %w", err)
+				t := row.taken
+				if t == nil {
+					found, err := findEvent(ctx, find, ev)
+					if err != nil {
+						return fmt.Errorf("find duplicate event: %w", err)
+					}
+					t = &found
 				}
+				seq, received, dfirst, dlast := t.seq, t.received, t.dfirst, t.dlast
 				if now.Sub(fromNanos(received)) > opts.DedupeWindow {
 					res[i].Err = fmt.Errorf("%w: event %s was received at %s, outside the dedupe window; publish it with a new id",
 						store.ErrIDReused, ev.ID, fromNanos(received).Format(time.RFC3339))
@@ -289,6 +293,20 @@ type eventRow struct {
 	first    int64    // the id of its first delivery: its deliveries are first … first+n-1
 	deferred []string // the destinations of its deferred deliveries by position ("": not deferred); nil: none
 	seq      int64    // its seq; 0 when it did not go in (its id was taken)
+	taken    *stored  // when it did not go in, the stored event holding its id, if seqsOf looked it up
+}
+
+// stored is what Append needs of a stored event whose id a new one repeats (findEvent's row).
+type stored struct {
+	seq, received int64
+	dfirst, dlast sql.NullInt64
+}
+
+// findEvent reads the stored event with ev's id and tenant.
+func findEvent(ctx context.Context, find *sql.Stmt, ev *event.Event) (stored, error) {
+	var t stored
+	err := find.QueryRowContext(ctx, ev.ID, ev.Tenant).Scan(&t.seq, &t.received, &t.dfirst, &t.dlast)
+	return t, err
 }
 
 // insertEvents inserts the events of the group's appends, in the order of the operations and of their events,
@@ -296,8 +314,8 @@ type eventRow struct {
 // name their range (an event that does not go in leaves its range unused), and so are the deliveries that are
 // deferred: leased at birth, unordered and not skipped (deferred.go), which the event row names meanwhile.
 func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, ops []*op) error {
-	now := s.opts.Now()
 	var (
+		now  time.Time
 		args []any
 		rows []*eventRow
 		evs  []*event.Event
@@ -318,6 +336,9 @@ func (s *Store) insertEvents(ctx context.Context, tx *sql.Tx, ops []*op) error {
 		a := o.app
 		if a == nil {
 			continue
+		}
+		if now.IsZero() {
+			now = s.opts.Now()
 		}
 		a.now, a.rows = now, make([]eventRow, len(a.evs))
 		for i := range a.evs {
@@ -387,14 +408,15 @@ func (s *Store) seqsOf(ctx context.Context, tx *sql.Tx, r sql.Result, rows []*ev
 	find := s.txStmt(tx, s.stmts.findEvent)
 	claimed := make(map[int64]bool, added)
 	for j, row := range rows {
-		var seq, received int64
-		var dfirst, dlast sql.NullInt64
-		if err := find.QueryRowContext(ctx, evs[j].ID, evs[j].Tenant).Scan(&seq, &received, &dfirst, &dlast); err != nil {
+		t, err := findEvent(ctx, find, evs[j])
+		if err != nil {
 			return fmt.Errorf("find event %s: %w", evs[j].ID, err)
 		}
-		if seq > last-added && seq <= last && !claimed[seq] {
-			row.seq, claimed[seq] = seq, true
+		if t.seq > last-added && t.seq <= last && !claimed[t.seq] {
+			row.seq, claimed[t.seq] = t.seq, true
+			continue
 		}
+		row.taken = &t // Append answers it as the duplicate it is without looking again
 	}
 	return nil
 }
